@@ -1,0 +1,23 @@
+# mosaic_target_defaults(target): warnings (as errors when MOSAIC_WERROR)
+# for project code only; third-party headers come in as SYSTEM includes.
+function(mosaic_target_defaults target)
+  target_compile_options(${target} PRIVATE
+    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wno-unused-parameter>
+    $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<BOOL:${MOSAIC_WERROR}>>:-Werror>)
+  target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
+endfunction()
+
+# mosaic_add_test(name SOURCES ... LIBS ... [LABELS ...])
+function(mosaic_add_test name)
+  cmake_parse_arguments(T "" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  add_executable(${name} ${T_SOURCES})
+  mosaic_target_defaults(${name})
+  target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
+  add_test(NAME ${name} COMMAND ${name})
+  set_tests_properties(${name} PROPERTIES
+    ENVIRONMENT "MOSAIC_TEST_DATA=${PROJECT_SOURCE_DIR}/tests/data;OPENBLAS_NUM_THREADS=2"
+    TIMEOUT 300)
+  if(T_LABELS)
+    set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}")
+  endif()
+endfunction()

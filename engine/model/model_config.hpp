@@ -1,0 +1,79 @@
+#pragma once
+
+// Typed, validated configuration of a LLaVA-style model, read from an HF
+// `config.json` (model_type "llava"). Immutable after load; derived values
+// are member functions.
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "engine/error.hpp"
+
+namespace mosaic {
+
+/// CLIP ViT vision tower (HF CLIPVisionConfig).
+struct vision_config {
+  int image_size = 336;
+  int patch_size = 14;
+  int num_channels = 3;
+  int hidden_size = 1024;
+  int intermediate_size = 4096;
+  int num_layers = 24;
+  int num_heads = 16;
+  float layer_norm_eps = 1e-5f;
+  std::string hidden_act = "quick_gelu";
+  /// Index into the hidden states (embeddings = 0, after layer i = i + 1),
+  /// negative counts from the end; LLaVA uses -2.
+  int feature_layer = -2;
+  /// "default" drops the class token, "full" keeps it.
+  std::string feature_select = "default";
+  float image_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+  float image_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+
+  int head_dim() const { return hidden_size / num_heads; }
+  int patches_per_side() const { return image_size / patch_size; }
+  int num_patches() const { return patches_per_side() * patches_per_side(); }
+  /// Number of vision layers actually run to reach the feature layer.
+  int layers_to_run() const {
+    return feature_layer < 0 ? num_layers + 1 + feature_layer : feature_layer;
+  }
+};
+
+/// Llama / Mistral decoder (HF LlamaConfig).
+struct text_config {
+  int vocab_size = 32064;
+  int hidden_size = 4096;
+  int intermediate_size = 11008;
+  int num_layers = 32;
+  int num_heads = 32;
+  int num_kv_heads = 32;
+  int max_position_embeddings = 4096;
+  float rms_norm_eps = 1e-5f;
+  float rope_theta = 10000.0f;
+  bool tie_word_embeddings = false;
+  int bos_token_id = 1;
+  int eos_token_id = 2;
+  int pad_token_id = 0;
+
+  int head_dim() const { return hidden_size / num_heads; }
+  int kv_dim() const { return num_kv_heads * head_dim(); }
+};
+
+/// The whole model.
+struct model_config {
+  vision_config vision;
+  text_config text;
+  int image_token_index = 32000;
+  /// "gelu" for LLaVA-1.5's two-layer projector.
+  std::string projector_hidden_act = "gelu";
+  /// Tokens one image occupies in the prompt.
+  int image_tokens() const {
+    return vision.num_patches() + (vision.feature_select == "full" ? 1 : 0);
+  }
+};
+
+/// Parses and validates `<dir>/config.json`. Errors name the key.
+result<model_config> load_model_config(const std::filesystem::path& dir);
+
+} // namespace mosaic

@@ -1,0 +1,408 @@
+#include "server/openai_request.hpp"
+
+#include <array>
+#include <cmath>
+#include <limits>
+
+#include <nlohmann/json.hpp>
+
+namespace mosaic::server {
+
+namespace {
+
+using json = nlohmann::json;
+
+api_error invalid(std::string param, std::string message) {
+  return api_error{400, "invalid_request_error", std::move(message), std::move(param), ""};
+}
+
+template <class T>
+parse_result<T> fail(api_error err) {
+  return parse_result<T>{std::nullopt, std::move(err)};
+}
+
+// -- field readers: each returns an error naming the field, or nothing ------
+
+std::optional<api_error> read_int(const json& obj, const char* key, int lo, int hi, int& out) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null())
+    return std::nullopt;
+  if (!it->is_number_integer())
+    return invalid(key, std::string{"'"} + key + "' must be an integer");
+  auto v = it->get<int64_t>();
+  if (v < lo || v > hi)
+    return invalid(key, std::string{"'"} + key + "' must be between " + std::to_string(lo) +
+                            " and " + std::to_string(hi) + ", got " + std::to_string(v));
+  out = static_cast<int>(v);
+  return std::nullopt;
+}
+
+std::optional<api_error> read_float(const json& obj, const char* key, double lo, double hi,
+                                    float& out) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null())
+    return std::nullopt;
+  if (!it->is_number())
+    return invalid(key, std::string{"'"} + key + "' must be a number");
+  double v = it->get<double>();
+  if (!std::isfinite(v) || v < lo || v > hi)
+    return invalid(key, std::string{"'"} + key + "' must be between " + std::to_string(lo) +
+                            " and " + std::to_string(hi));
+  out = static_cast<float>(v);
+  return std::nullopt;
+}
+
+std::optional<api_error> read_bool(const json& obj, const char* key, bool& out) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null())
+    return std::nullopt;
+  if (!it->is_boolean())
+    return invalid(key, std::string{"'"} + key + "' must be true or false");
+  out = it->get<bool>();
+  return std::nullopt;
+}
+
+/// Fields accepted by both endpoints that change nothing we do not
+/// support; anything else unknown is rejected like OpenAI's API does.
+bool is_ignored_field(std::string_view key) {
+  return key == "user" || key == "metadata" || key == "store" || key == "service_tier";
+}
+
+std::optional<api_error> read_common(const json& body, const request_limits& limits,
+                                     sampling_params& s, bool& stream, bool& include_usage,
+                                     mosaic_options& mosaic) {
+  // Features that would change the answer and that Mosaic does not have:
+  // refuse them rather than silently ignore them.
+  if (auto it = body.find("n"); it != body.end() && !it->is_null() && *it != 1)
+    return invalid("n", "'n' must be 1: Mosaic returns one choice per request");
+  for (const char* key : {"presence_penalty", "frequency_penalty"})
+    if (auto it = body.find(key); it != body.end() && !it->is_null() && *it != 0)
+      return invalid(key, std::string{"'"} + key + "' is not supported; omit it or send 0");
+  for (const char* key : {"logprobs", "echo"})
+    if (auto it = body.find(key);
+        it != body.end() && !it->is_null() && *it != false && !(it->is_number() && *it == 0))
+      return invalid(key, std::string{"'"} + key + "' is not supported");
+
+  if (auto e = read_int(body, "max_tokens", 1, limits.max_tokens_cap, s.max_tokens))
+    return e;
+  if (auto e = read_int(body, "max_completion_tokens", 1, limits.max_tokens_cap, s.max_tokens))
+    return e;
+  if (auto e = read_float(body, "temperature", 0.0, 2.0, s.temperature))
+    return e;
+  if (auto e = read_float(body, "top_p", 0.0, 1.0, s.top_p))
+    return e;
+  if (s.top_p <= 0.0f)
+    return invalid("top_p", "'top_p' must be greater than 0");
+  if (auto it = body.find("seed"); it != body.end() && !it->is_null()) {
+    if (!it->is_number_integer())
+      return invalid("seed", "'seed' must be an integer");
+    s.seed =
+        it->is_number_unsigned() ? it->get<uint64_t>() : static_cast<uint64_t>(it->get<int64_t>());
+  }
+  if (auto it = body.find("stop"); it != body.end() && !it->is_null()) {
+    if (it->is_string()) {
+      s.stop.push_back(it->get<std::string>());
+    } else if (it->is_array()) {
+      for (const auto& x : *it) {
+        if (!x.is_string())
+          return invalid("stop", "'stop' must be a string or an array of strings");
+        s.stop.push_back(x.get<std::string>());
+      }
+    } else {
+      return invalid("stop", "'stop' must be a string or an array of strings");
+    }
+    if (static_cast<int>(s.stop.size()) > limits.max_stop_strings)
+      return invalid("stop", "at most " + std::to_string(limits.max_stop_strings) +
+                                 " stop strings are allowed");
+    for (const auto& x : s.stop)
+      if (x.empty() || x.size() > limits.max_stop_length)
+        return invalid("stop", "stop strings must be 1 to " +
+                                   std::to_string(limits.max_stop_length) + " bytes long");
+  }
+  if (auto e = read_bool(body, "stream", stream))
+    return e;
+  if (auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
+    if (!it->is_object())
+      return invalid("stream_options", "'stream_options' must be an object");
+    if (!stream)
+      return invalid("stream_options", "'stream_options' is only allowed with 'stream': true");
+    if (auto e = read_bool(*it, "include_usage", include_usage))
+      return e;
+  }
+  if (auto it = body.find("mosaic"); it != body.end() && !it->is_null()) {
+    if (!it->is_object())
+      return invalid("mosaic", "'mosaic' must be an object such as {\"policy\": \"mpic:32\"}");
+    for (const auto& [key, value] : it->items()) {
+      if (key != "policy")
+        return invalid("mosaic." + key, "unknown field 'mosaic." + key + "'; known: policy");
+      if (!value.is_string())
+        return invalid("mosaic.policy", "'mosaic.policy' must be a string such as \"mpic:32\"");
+      mosaic.policy = value.get<std::string>();
+    }
+  }
+  return std::nullopt;
+}
+
+constexpr std::string_view common_fields[] = {"model",
+                                              "max_tokens",
+                                              "max_completion_tokens",
+                                              "temperature",
+                                              "top_p",
+                                              "seed",
+                                              "stop",
+                                              "stream",
+                                              "stream_options",
+                                              "n",
+                                              "presence_penalty",
+                                              "frequency_penalty",
+                                              "logprobs",
+                                              "mosaic"};
+
+/// Rejects fields that neither endpoint knows, like OpenAI's API does;
+/// `own` is the endpoint's own content field ("messages" or "prompt").
+std::optional<api_error> reject_unknown(const json& body, std::string_view own) {
+  for (const auto& [key, value] : body.items()) {
+    bool ok = is_ignored_field(key) || key == own;
+    for (auto k : common_fields)
+      ok = ok || key == k;
+    if (!ok)
+      return invalid(key, "unrecognized request argument supplied: " + key);
+  }
+  return std::nullopt;
+}
+
+std::optional<api_error> parse_body(std::string_view body, const request_limits& limits,
+                                    json& out) {
+  if (body.size() > limits.max_body_bytes)
+    return api_error{413, "invalid_request_error",
+                     "request body is " + std::to_string(body.size()) + " bytes; the limit is " +
+                         std::to_string(limits.max_body_bytes),
+                     "", "body_too_large"};
+  out = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (out.is_discarded())
+    return invalid("", "the request body is not valid JSON");
+  if (!out.is_object())
+    return invalid("", "the request body must be a JSON object");
+  auto model = out.find("model");
+  if (model == out.end() || !model->is_string() || model->get<std::string>().empty())
+    return invalid("model", "'model' is required and must be a non-empty string");
+  return std::nullopt;
+}
+
+std::optional<api_error> parse_content(const json& content, const std::string& param,
+                                       const request_limits& limits, int& images,
+                                       std::vector<content_part>& out) {
+  if (content.is_string()) {
+    out.push_back({false, content.get<std::string>(), {}});
+    return std::nullopt;
+  }
+  if (!content.is_array())
+    return invalid(param, "'" + param + "' must be a string or an array of content parts");
+  for (size_t i = 0; i < content.size(); ++i) {
+    const auto& part = content[i];
+    auto here = param + "[" + std::to_string(i) + "]";
+    if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
+      return invalid(here, "each content part needs a string 'type'");
+    auto type = part["type"].get<std::string>();
+    if (type == "text") {
+      if (!part.contains("text") || !part["text"].is_string())
+        return invalid(here + ".text", "a text part needs a string 'text'");
+      out.push_back({false, part["text"].get<std::string>(), {}});
+    } else if (type == "image_url") {
+      const json* url = nullptr;
+      if (auto it = part.find("image_url"); it != part.end()) {
+        if (it->is_string())
+          url = &*it;
+        else if (it->is_object() && it->contains("url") && (*it)["url"].is_string())
+          url = &(*it)["url"];
+      }
+      if (url == nullptr)
+        return invalid(here + ".image_url", "an image_url part needs 'image_url': {'url': ...}");
+      if (++images > limits.max_images)
+        return invalid(here, "too many images: at most " + std::to_string(limits.max_images) +
+                                 " per request");
+      auto img = parse_image_url(url->get<std::string>(), limits, here + ".image_url.url");
+      if (!img)
+        return img.error;
+      out.push_back({true, {}, std::move(*img.value)});
+    } else {
+      return invalid(here + ".type",
+                     "unsupported content part type '" + type + "'; use 'text' or 'image_url'");
+    }
+  }
+  return std::nullopt;
+}
+
+} // namespace
+
+std::string api_error::to_json() const {
+  json err = {{"message", message},
+              {"type", type},
+              {"param", param.empty() ? json(nullptr) : json(param)},
+              {"code", code.empty() ? json(nullptr) : json(code)}};
+  return json{{"error", err}}.dump();
+}
+
+int chat_request::image_count() const {
+  int n = 0;
+  for (const auto& m : messages)
+    for (const auto& p : m.content)
+      n += p.is_image ? 1 : 0;
+  return n;
+}
+
+std::optional<std::vector<uint8_t>> decode_base64(std::string_view text) {
+  static constexpr auto table = [] {
+    std::array<int8_t, 256> t{};
+    t.fill(-1);
+    const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (int i = 0; i < 64; ++i)
+      t[static_cast<uint8_t>(alphabet[i])] = static_cast<int8_t>(i);
+    return t;
+  }();
+  if (text.size() % 4 != 0)
+    return std::nullopt;
+  std::vector<uint8_t> out;
+  out.reserve(text.size() / 4 * 3);
+  for (size_t i = 0; i < text.size(); i += 4) {
+    int v[4];
+    int pad = 0;
+    for (int j = 0; j < 4; ++j) {
+      char c = text[i + j];
+      if (c == '=' && i + 4 == text.size() && j >= 2) {
+        v[j] = 0;
+        ++pad;
+        continue;
+      }
+      if (pad > 0)
+        return std::nullopt; // data after padding
+      v[j] = table[static_cast<uint8_t>(c)];
+      if (v[j] < 0)
+        return std::nullopt;
+    }
+    uint32_t bits =
+        (uint32_t(v[0]) << 18) | (uint32_t(v[1]) << 12) | (uint32_t(v[2]) << 6) | uint32_t(v[3]);
+    out.push_back(static_cast<uint8_t>(bits >> 16));
+    if (pad < 2)
+      out.push_back(static_cast<uint8_t>(bits >> 8));
+    if (pad < 1)
+      out.push_back(static_cast<uint8_t>(bits));
+  }
+  return out;
+}
+
+parse_result<image_part> parse_image_url(std::string_view url, const request_limits& limits,
+                                         std::string_view param) {
+  std::string p{param};
+  constexpr std::string_view library_prefix = "mosaic://library/";
+  if (url.starts_with(library_prefix)) {
+    auto id = url.substr(library_prefix.size());
+    bool hex = id.size() == 64;
+    for (char c : id)
+      hex = hex && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+    if (!hex)
+      return fail<image_part>(
+          invalid(p, "a library reference must be mosaic://library/<64 lowercase hex digits>"));
+    image_part img;
+    img.library_id = std::string{id};
+    return {std::move(img), {}};
+  }
+  if (!url.starts_with("data:"))
+    return fail<image_part>(invalid(p, "images must be data URLs (data:image/png;base64,...) or "
+                                       "mosaic://library/<id> references; remote URLs are not "
+                                       "fetched"));
+  auto comma = url.find(',');
+  if (comma == std::string_view::npos)
+    return fail<image_part>(invalid(p, "malformed data URL: no ',' before the payload"));
+  auto meta = url.substr(5, comma - 5);
+  std::string mime;
+  if (meta == "image/png;base64")
+    mime = "image/png";
+  else if (meta == "image/jpeg;base64" || meta == "image/jpg;base64")
+    mime = "image/jpeg";
+  else
+    return fail<image_part>(invalid(p, "unsupported data URL type '" + std::string{meta} +
+                                           "'; use image/png or image/jpeg with ;base64"));
+  auto payload = url.substr(comma + 1);
+  if (payload.size() / 4 * 3 > limits.max_image_bytes + 3)
+    return fail<image_part>(api_error{413, "invalid_request_error",
+                                      "image is larger than the limit of " +
+                                          std::to_string(limits.max_image_bytes) + " bytes",
+                                      p, "image_too_large"});
+  auto bytes = decode_base64(payload);
+  if (!bytes)
+    return fail<image_part>(invalid(p, "the image's base64 payload is malformed"));
+  if (bytes->empty())
+    return fail<image_part>(invalid(p, "the image is empty"));
+  image_part img;
+  img.mime = std::move(mime);
+  img.bytes = std::move(*bytes);
+  return {std::move(img), {}};
+}
+
+parse_result<chat_request> parse_chat_request(std::string_view body, const request_limits& limits) {
+  json j;
+  if (auto e = parse_body(body, limits, j))
+    return fail<chat_request>(std::move(*e));
+  if (auto e = reject_unknown(j, "messages"))
+    return fail<chat_request>(std::move(*e));
+  chat_request req;
+  req.model = j["model"].get<std::string>();
+  if (auto e = read_common(j, limits, req.sampling, req.stream, req.include_usage, req.mosaic))
+    return fail<chat_request>(std::move(*e));
+  auto msgs = j.find("messages");
+  if (msgs == j.end() || !msgs->is_array() || msgs->empty())
+    return fail<chat_request>(invalid("messages", "'messages' must be a non-empty array"));
+  if (static_cast<int>(msgs->size()) > limits.max_messages)
+    return fail<chat_request>(
+        invalid("messages", "at most " + std::to_string(limits.max_messages) + " messages"));
+  int images = 0;
+  for (size_t i = 0; i < msgs->size(); ++i) {
+    const auto& m = (*msgs)[i];
+    auto here = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object())
+      return fail<chat_request>(invalid(here, "each message must be an object"));
+    auto role = m.find("role");
+    if (role == m.end() || !role->is_string())
+      return fail<chat_request>(invalid(here + ".role", "each message needs a string 'role'"));
+    chat_turn turn;
+    turn.role = role->get<std::string>();
+    if (turn.role != "system" && turn.role != "user" && turn.role != "assistant")
+      return fail<chat_request>(invalid(here + ".role", "role must be system, user or assistant, "
+                                                        "got '" +
+                                                            turn.role + "'"));
+    auto content = m.find("content");
+    if (content == m.end() || content->is_null())
+      return fail<chat_request>(invalid(here + ".content", "each message needs 'content'"));
+    if (auto e = parse_content(*content, here + ".content", limits, images, turn.content))
+      return fail<chat_request>(std::move(*e));
+    if (turn.role != "user")
+      for (const auto& part : turn.content)
+        if (part.is_image)
+          return fail<chat_request>(
+              invalid(here + ".content", "images are only allowed in user messages"));
+    req.messages.push_back(std::move(turn));
+  }
+  return {std::move(req), {}};
+}
+
+parse_result<completion_request> parse_completion_request(std::string_view body,
+                                                          const request_limits& limits) {
+  json j;
+  if (auto e = parse_body(body, limits, j))
+    return fail<completion_request>(std::move(*e));
+  if (auto e = reject_unknown(j, "prompt"))
+    return fail<completion_request>(std::move(*e));
+  completion_request req;
+  req.model = j["model"].get<std::string>();
+  if (auto e = read_common(j, limits, req.sampling, req.stream, req.include_usage, req.mosaic))
+    return fail<completion_request>(std::move(*e));
+  auto prompt = j.find("prompt");
+  if (prompt == j.end() || !prompt->is_string())
+    return fail<completion_request>(
+        invalid("prompt", "'prompt' must be a string (batched prompts are not supported)"));
+  req.prompt = prompt->get<std::string>();
+  return {std::move(req), {}};
+}
+
+} // namespace mosaic::server

@@ -1,0 +1,112 @@
+#pragma once
+
+// OpenAI-compatible request bodies (`/v1/chat/completions`,
+// `/v1/completions`) parsed into validated plain structs. Every rejection
+// is an `api_error` that renders as OpenAI's error JSON, naming the field.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mosaic::server {
+
+/// An OpenAI-style error: HTTP status, `error.type`, `error.message`,
+/// `error.param` (the offending field, JSON-path-like), `error.code`.
+struct api_error {
+  int http_status = 400;
+  std::string type = "invalid_request_error";
+  std::string message;
+  std::string param;
+  std::string code;
+
+  /// {"error": {"message": ..., "type": ..., "param": ..., "code": ...}}
+  std::string to_json() const;
+};
+
+/// Limits applied while parsing (the front door's configuration).
+struct request_limits {
+  size_t max_body_bytes = 64u << 20;
+  int max_images = 16;
+  size_t max_image_bytes = 20u << 20; ///< decoded bytes of one image
+  int max_tokens_cap = 4096;          ///< largest max_tokens accepted
+  int max_stop_strings = 4;
+  size_t max_stop_length = 256;
+  int max_messages = 256;
+};
+
+/// An image part: inline bytes from a data URL, or a library reference
+/// (`mosaic://library/<id>`).
+struct image_part {
+  std::string mime;           ///< "image/png" or "image/jpeg" (data URLs)
+  std::vector<uint8_t> bytes; ///< decoded base64 payload (data URLs)
+  std::string library_id;     ///< hex id (library references)
+  bool is_reference() const { return !library_id.empty(); }
+};
+
+/// One part of a message's content, in order.
+struct content_part {
+  bool is_image = false;
+  std::string text; ///< when !is_image
+  image_part image; ///< when is_image
+};
+
+struct chat_turn {
+  std::string role; ///< system | user | assistant
+  std::vector<content_part> content;
+};
+
+struct sampling_params {
+  int max_tokens = 256;
+  float temperature = 1.0f;
+  float top_p = 1.0f;
+  std::optional<uint64_t> seed;
+  std::vector<std::string> stop;
+};
+
+/// Mosaic's per-request extension object `"mosaic": {"policy": "mpic:32"}`.
+struct mosaic_options {
+  std::optional<std::string> policy; ///< validated by engine/policy_spec
+};
+
+struct chat_request {
+  std::string model;
+  std::vector<chat_turn> messages;
+  sampling_params sampling;
+  bool stream = false;
+  bool include_usage = false; ///< stream_options.include_usage
+  mosaic_options mosaic;
+  int image_count() const;
+};
+
+struct completion_request {
+  std::string model;
+  std::string prompt;
+  sampling_params sampling;
+  bool stream = false;
+  bool include_usage = false;
+  mosaic_options mosaic;
+};
+
+/// Either a parsed request or the error to send back.
+template <class T>
+struct parse_result {
+  std::optional<T> value;
+  api_error error;
+  explicit operator bool() const { return value.has_value(); }
+};
+
+parse_result<chat_request> parse_chat_request(std::string_view body, const request_limits& limits);
+parse_result<completion_request> parse_completion_request(std::string_view body,
+                                                          const request_limits& limits);
+
+/// Parses `data:image/png;base64,...` (png or jpeg only) or
+/// `mosaic://library/<hex id>`.
+parse_result<image_part> parse_image_url(std::string_view url, const request_limits& limits,
+                                         std::string_view param);
+
+/// Standard base64 (RFC 4648, padding required); nullopt when malformed.
+std::optional<std::vector<uint8_t>> decode_base64(std::string_view text);
+
+} // namespace mosaic::server

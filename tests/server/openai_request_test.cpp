@@ -1,0 +1,193 @@
+#include "server/openai_request.hpp"
+
+#include <functional>
+#include <random>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace mosaic::server {
+namespace {
+
+using json = nlohmann::json;
+
+// A 1x1 PNG, base64.
+constexpr const char* png_b64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDw"
+                                "AEhQGAhKmMIQAAAABJRU5ErkJggg==";
+
+std::string data_url() {
+  return std::string{"data:image/png;base64,"} + png_b64;
+}
+
+json chat_body() {
+  return json{
+      {"model", "builtin:small"},
+      {"messages",
+       json::array(
+           {{{"role", "system"}, {"content", "be brief"}},
+            {{"role", "user"},
+             {"content", json::array({{{"type", "text"}, {"text", "what is"}},
+                                      {{"type", "image_url"}, {"image_url", {{"url", data_url()}}}},
+                                      {{"type", "text"}, {"text", "?"}}})}}})},
+      {"max_tokens", 32},
+      {"temperature", 0.0},
+      {"seed", 7},
+      {"stop", json::array({"\n\n"})},
+      {"stream", true},
+      {"stream_options", {{"include_usage", true}}},
+      {"mosaic", {{"policy", "mpic:32"}}}};
+}
+
+TEST(openai_request, parses_a_multimodal_chat_in_order) {
+  request_limits limits;
+  auto r = parse_chat_request(chat_body().dump(), limits);
+  ASSERT_TRUE(r) << r.error.message;
+  const auto& req = *r.value;
+  EXPECT_EQ(req.model, "builtin:small");
+  ASSERT_EQ(req.messages.size(), 2u);
+  ASSERT_EQ(req.messages[1].content.size(), 3u);
+  EXPECT_EQ(req.messages[1].content[0].text, "what is");
+  ASSERT_TRUE(req.messages[1].content[1].is_image);
+  EXPECT_EQ(req.messages[1].content[1].image.mime, "image/png");
+  EXPECT_EQ(req.messages[1].content[1].image.bytes.size(), 70u);
+  EXPECT_EQ(req.messages[1].content[1].image.bytes[1], 'P');
+  EXPECT_EQ(req.image_count(), 1);
+  EXPECT_EQ(req.sampling.max_tokens, 32);
+  EXPECT_EQ(req.sampling.temperature, 0.0f);
+  EXPECT_EQ(req.sampling.seed, 7u);
+  EXPECT_EQ(req.sampling.stop, std::vector<std::string>{"\n\n"});
+  EXPECT_TRUE(req.stream);
+  EXPECT_TRUE(req.include_usage);
+  EXPECT_EQ(req.mosaic.policy, "mpic:32");
+}
+
+TEST(openai_request, library_references_and_completions) {
+  request_limits limits;
+  auto id = std::string(64, 'a');
+  auto img = parse_image_url("mosaic://library/" + id, limits, "x");
+  ASSERT_TRUE(img);
+  EXPECT_TRUE(img.value->is_reference());
+  EXPECT_EQ(img.value->library_id, id);
+  EXPECT_FALSE(parse_image_url("mosaic://library/ABC", limits, "x"));
+
+  auto c = parse_completion_request(R"({"model":"m","prompt":"hi","max_tokens":3})", limits);
+  ASSERT_TRUE(c) << c.error.message;
+  EXPECT_EQ(c.value->prompt, "hi");
+  EXPECT_EQ(c.value->sampling.max_tokens, 3);
+}
+
+struct bad_case {
+  std::string name;
+  std::function<void(json&)> mutate;
+  std::string param;
+  int status = 400;
+};
+
+TEST(openai_request, every_bad_input_names_its_field) {
+  std::vector<bad_case> cases = {
+      {"no model", [](json& j) { j.erase("model"); }, "model"},
+      {"unknown field", [](json& j) { j["frobnicate"] = 1; }, "frobnicate"},
+      {"n > 1", [](json& j) { j["n"] = 2; }, "n"},
+      {"max_tokens 0", [](json& j) { j["max_tokens"] = 0; }, "max_tokens"},
+      {"max_tokens huge", [](json& j) { j["max_tokens"] = 1 << 30; }, "max_tokens"},
+      {"max_tokens string", [](json& j) { j["max_tokens"] = "5"; }, "max_tokens"},
+      {"temperature 3", [](json& j) { j["temperature"] = 3; }, "temperature"},
+      {"top_p 0", [](json& j) { j["top_p"] = 0; }, "top_p"},
+      {"stop number", [](json& j) { j["stop"] = 5; }, "stop"},
+      {"too many stops",
+       [](json& j) {
+         j["stop"] = json::array({"a", "b", "c", "d", "e"});
+       },
+       "stop"},
+      {"bad role", [](json& j) { j["messages"][0]["role"] = "tool"; }, "messages[0].role"},
+      {"no messages", [](json& j) { j["messages"] = json::array(); }, "messages"},
+      {"bad part type", [](json& j) { j["messages"][1]["content"][0]["type"] = "audio"; },
+       "messages[1].content[0].type"},
+      {"remote url",
+       [](json& j) { j["messages"][1]["content"][1]["image_url"]["url"] = "http://x/y.png"; },
+       "messages[1].content[1].image_url.url"},
+      {"bad base64",
+       [](json& j) {
+         j["messages"][1]["content"][1]["image_url"]["url"] = "data:image/png;base64,@@@@";
+       },
+       "messages[1].content[1].image_url.url"},
+      {"gif",
+       [](json& j) {
+         j["messages"][1]["content"][1]["image_url"]["url"] = "data:image/gif;base64,AAAA";
+       },
+       "messages[1].content[1].image_url.url"},
+      {"unknown mosaic option", [](json& j) { j["mosaic"]["speed"] = "fast"; }, "mosaic.speed"},
+      {"stream_options without stream", [](json& j) { j["stream"] = false; }, "stream_options"},
+  };
+  request_limits limits;
+  for (auto& c : cases) {
+    auto body = chat_body();
+    c.mutate(body);
+    auto r = parse_chat_request(body.dump(), limits);
+    ASSERT_FALSE(r) << c.name;
+    EXPECT_EQ(r.error.http_status, c.status) << c.name;
+    EXPECT_EQ(r.error.param, c.param) << c.name << ": " << r.error.message;
+    EXPECT_FALSE(r.error.message.empty());
+    auto rendered = json::parse(r.error.to_json());
+    EXPECT_EQ(rendered["error"]["type"], "invalid_request_error");
+    EXPECT_EQ(rendered["error"]["message"], r.error.message);
+  }
+}
+
+TEST(openai_request, limits_on_body_images_and_image_bytes) {
+  request_limits limits;
+  limits.max_body_bytes = 100;
+  auto r = parse_chat_request(chat_body().dump(), limits);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error.http_status, 413);
+
+  limits = {};
+  limits.max_images = 1;
+  auto body = chat_body();
+  body["messages"][1]["content"].push_back(
+      {{"type", "image_url"}, {"image_url", {{"url", data_url()}}}});
+  r = parse_chat_request(body.dump(), limits);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error.message.find("too many images"), std::string::npos);
+
+  limits = {};
+  limits.max_image_bytes = 16;
+  r = parse_chat_request(chat_body().dump(), limits);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error.http_status, 413);
+}
+
+TEST(openai_request, malformed_json_never_crashes) {
+  request_limits limits;
+  std::mt19937 rng{std::random_device{}()};
+  auto good = chat_body().dump();
+  for (std::string_view text : {"", "{", "[]", "null", "{\"model\":", "\xff\xfe", "{\"model\":1}"})
+    EXPECT_FALSE(parse_chat_request(text, limits));
+  for (int i = 0; i < 300; ++i) {
+    auto s = good.substr(0, rng() % good.size());
+    if (!s.empty())
+      s[rng() % s.size()] = static_cast<char>(rng() % 256);
+    auto r = parse_chat_request(s, limits);
+    if (!r) {
+      EXPECT_FALSE(r.error.message.empty());
+    }
+  }
+}
+
+TEST(openai_request, base64_matches_rfc4648_vectors) {
+  auto str = [](std::string_view b64) {
+    auto v = decode_base64(b64);
+    return v ? std::string(v->begin(), v->end()) : std::string{"<bad>"};
+  };
+  EXPECT_EQ(str(""), "");
+  EXPECT_EQ(str("Zg=="), "f");
+  EXPECT_EQ(str("Zm8="), "fo");
+  EXPECT_EQ(str("Zm9v"), "foo");
+  EXPECT_EQ(str("Zm9vYmFy"), "foobar");
+  EXPECT_EQ(str("Zm9"), "<bad>");
+  EXPECT_EQ(str("Z=9v"), "<bad>");
+  EXPECT_EQ(str("Zg==Zg=="), "<bad>");
+}
+
+} // namespace
+} // namespace mosaic::server

@@ -10,6 +10,14 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   mosaic::cli::add_version_command(app, &exit_code);
   // -- subcommands --
+  mosaic::cli::add_serve_command(app, &exit_code);
+  mosaic::cli::add_generate_command(app, &exit_code);
+  mosaic::cli::add_cache_command(app, &exit_code);
+  mosaic::cli::add_model_command(app, &exit_code);
+  mosaic::cli::add_calibrate_command(app, &exit_code); // needs the `model` group
+  mosaic::cli::add_topology_command(app, &exit_code);
+  mosaic::cli::add_sim_command(app, &exit_code);
+  mosaic::cli::add_bench_command(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

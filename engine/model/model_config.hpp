@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 #include "engine/error.hpp"
 
@@ -42,6 +43,8 @@ struct vision_config {
 
 /// Llama / Mistral decoder (HF LlamaConfig).
 struct text_config {
+  /// "llama" or "mistral" (same forward pass; Mistral may set a window).
+  std::string model_type = "llama";
   int vocab_size = 32064;
   int hidden_size = 4096;
   int intermediate_size = 11008;
@@ -55,6 +58,10 @@ struct text_config {
   int bos_token_id = 1;
   int eos_token_id = 2;
   int pad_token_id = 0;
+  /// MLP activation; only "silu" (SwiGLU) is accepted.
+  std::string hidden_act = "silu";
+  /// Mistral's sliding attention window; 0 = full causal attention.
+  int sliding_window = 0;
 
   int head_dim() const { return hidden_size / num_heads; }
   int kv_dim() const { return num_kv_heads * head_dim(); }
@@ -73,7 +80,24 @@ struct model_config {
   }
 };
 
-/// Parses and validates `<dir>/config.json`. Errors name the key.
+/// Parses and validates `<dir>/config.json` (and `preprocessor_config.json`
+/// when present, for image_mean/image_std). Absent keys take the defaults
+/// transformers would use. Errors name the key.
 result<model_config> load_model_config(const std::filesystem::path& dir);
+
+/// Parses and validates the text of a config.json; `preprocessor_json` may
+/// be empty. `where` names the source in error messages.
+result<model_config> parse_model_config(std::string_view config_json,
+                                        std::string_view preprocessor_json = {},
+                                        std::string_view where = "config.json");
+
+/// Checks sizes and cross-field constraints; errors name the key.
+status validate_model_config(const model_config& cfg);
+
+/// HF `config.json` text for `cfg` (what the built-in generator writes);
+/// `parse_model_config` of it gives `cfg` back.
+std::string to_hf_config_json(const model_config& cfg);
+/// HF `preprocessor_config.json` text (CLIPImageProcessor) for `cfg`.
+std::string to_hf_preprocessor_json(const model_config& cfg);
 
 } // namespace mosaic

@@ -1,0 +1,237 @@
+#include "actors/decode_actor.hpp"
+
+#include <algorithm>
+#include <deque>
+#include <random>
+#include <unordered_set>
+
+#include <caf/all.hpp>
+
+#include "actors/pipeline_messages.hpp"
+#include "engine/sampler.hpp"
+#include "messages/error_convert.hpp"
+#include "messages/readers.hpp"
+
+namespace mosaic::actors {
+
+namespace {
+
+/// One sequence being generated.
+struct active_sequence {
+  uint64_t id = 0;
+  std::shared_ptr<kv_sequence> kv;
+  std::unique_ptr<sampler> pick;
+  caf::actor sink;
+  caf::typed_response_promise<token_event_msg> rp;
+  int64_t deadline_unix_ns = 0;
+  uint32_t max_tokens = 0;
+  std::vector<std::string> stop;
+  std::string text;   ///< generated so far (for stop strings)
+  uint32_t index = 0; ///< tokens emitted
+  int32_t next = 0;   ///< token to feed to the next step
+  uint32_t prompt_tokens = 0;
+  bool done = false;
+};
+
+struct decode_state {
+  node_context* ctx = nullptr;
+  std::vector<active_sequence> active;
+  std::unordered_set<uint64_t> cancelled; ///< cancels that came before their task
+  bool step_pending = false;
+  static inline const char* name = "decode";
+};
+
+using decode_actor_ptr = caf::stateful_actor<decode_state>*;
+
+/// Ends `a`: frees its blocks, sends the last event, answers the task.
+void finish(decode_actor_ptr self, active_sequence& a, msg::FinishReason reason,
+            const error& err = {}) {
+  if (a.done)
+    return;
+  a.done = true;
+  a.kv.reset(); // blocks back to the pool now
+  auto& c = self->state.ctx->counters;
+  token_event_msg last;
+  if (err.code != errc::none) {
+    last = make_error_event(a.id, err);
+    if (err.code == errc::cancelled)
+      c.cancelled++;
+  } else {
+    wire::token_event ev;
+    ev.request_id = a.id;
+    ev.index = a.index;
+    ev.token_id = -1;
+    ev.finish = reason;
+    ev.usage = msg::Usage{a.prompt_tokens, a.index, 0, 0};
+    last = make_token_event_msg(ev);
+  }
+  if (a.sink)
+    self->send(a.sink, token_atom_v, last);
+  a.rp.deliver(std::move(last));
+}
+
+/// Emits `token` for `a` or ends it on a stop condition.
+void accept(decode_actor_ptr self, active_sequence& a, int32_t token) {
+  const auto& tok = self->state.ctx->engine->tokenizer();
+  if (token < 0)
+    return finish(self, a, msg::FinishReason::error,
+                  make_error(errc::internal, "the model produced no finite logits"));
+  if (token == tok.eos_id())
+    return finish(self, a, msg::FinishReason::stop);
+  std::string piece = tok.decode_piece(token);
+  a.text += piece;
+  for (const auto& s : a.stop)
+    if (!s.empty() && a.text.find(s, a.text.size() > piece.size() + s.size()
+                                         ? a.text.size() - piece.size() - s.size()
+                                         : 0) != std::string::npos)
+      return finish(self, a, msg::FinishReason::stop);
+  wire::token_event ev;
+  ev.request_id = a.id;
+  ev.index = a.index++;
+  ev.token_id = token;
+  ev.text = std::move(piece);
+  if (a.sink)
+    self->send(a.sink, token_atom_v, make_token_event_msg(ev));
+  if (a.index >= a.max_tokens)
+    return finish(self, a, msg::FinishReason::length);
+  a.next = token;
+}
+
+void schedule_step(decode_actor_ptr self) {
+  auto& st = self->state;
+  std::erase_if(st.active, [](const active_sequence& a) { return a.done; });
+  if (!st.active.empty() && !st.step_pending) {
+    st.step_pending = true;
+    self->send(self, decode_atom_v);
+  }
+}
+
+/// One continuous-batching step over the first decode_max_batch sequences.
+void step(decode_actor_ptr self) {
+  auto& st = self->state;
+  st.step_pending = false;
+  for (auto& a : st.active)
+    if (!a.done && deadline_passed(a.deadline_unix_ns))
+      finish(self, a, msg::FinishReason::timeout,
+             make_error(errc::timeout, "request ", std::to_string(a.id),
+                        " passed its deadline while decoding"));
+  std::erase_if(st.active, [](const active_sequence& a) { return a.done; });
+  const size_t n = std::min(st.active.size(), size_t(st.ctx->options.decode_max_batch));
+  if (n == 0)
+    return;
+  std::vector<decode_input> inputs(n);
+  for (size_t i = 0; i < n; ++i)
+    inputs[i] = decode_input{st.active[i].kv.get(), st.active[i].next, st.active[i].kv->length()};
+  result<std::vector<float>> logits = make_error(errc::internal, "no step");
+  {
+    std::lock_guard lock{st.ctx->compute_mutex};
+    logits = st.ctx->engine->decode_step(inputs);
+  }
+  st.ctx->counters.decode_steps++;
+  if (!logits) {
+    if (logits.err().code == errc::out_of_memory) {
+      // The newest sequence makes room for the others.
+      finish(self, st.active[n - 1], msg::FinishReason::error, logits.err());
+    } else {
+      for (size_t i = 0; i < n; ++i)
+        finish(self, st.active[i], msg::FinishReason::error, logits.err());
+    }
+    return schedule_step(self);
+  }
+  const size_t vocab = logits->size() / n;
+  for (size_t i = 0; i < n; ++i) {
+    auto& a = st.active[i];
+    accept(self, a, a.pick->sample(std::span<const float>{logits->data() + i * vocab, vocab}));
+  }
+  // Round robin when more sequences wait than one step takes.
+  if (st.active.size() > n)
+    std::rotate(st.active.begin(), st.active.begin() + static_cast<std::ptrdiff_t>(n),
+                st.active.end());
+  schedule_step(self);
+}
+
+caf::result<token_event_msg> on_task(decode_actor_ptr self, const decode_task_msg& m,
+                                     const caf::actor& sink) {
+  auto& st = self->state;
+  const uint64_t id = m->request_id();
+  auto kv = st.ctx->sequences.take(m->kv() ? m->kv()->sequence() : 0);
+  if (!kv)
+    return to_caf_error(
+        make_error(errc::not_found, "no prefilled sequence for request ", std::to_string(id)));
+  active_sequence a;
+  a.id = id;
+  a.kv = std::move(kv);
+  const auto s = read_sampling(m->sampling());
+  sampling_params sp;
+  sp.temperature = s.temperature;
+  sp.top_p = s.top_p;
+  // The prefill worker drew the first token from `seed`; continue on a
+  // different stream so that tokens 0 and 1 do not share a draw.
+  sp.seed = s.seed ? *s.seed ^ 0x9e3779b97f4a7c15ull : std::random_device{}();
+  if (auto ok = sp.validate(); !ok)
+    return to_caf_error(ok.err());
+  a.pick = std::make_unique<sampler>(sp);
+  a.sink = sink;
+  a.deadline_unix_ns = m->deadline_unix_ns();
+  a.max_tokens = s.max_tokens == 0 ? uint32_t(st.ctx->options.default_max_tokens) : s.max_tokens;
+  a.stop = s.stop;
+  a.prompt_tokens = m->prompt_tokens();
+  a.rp = self->make_response_promise<token_event_msg>();
+  auto rp = a.rp;
+  if (sink)
+    self->monitor(sink);
+  if (st.cancelled.erase(id) != 0) {
+    finish(self, a, msg::FinishReason::cancelled,
+           make_error(errc::cancelled, "request ", std::to_string(id), " was cancelled"));
+    return rp;
+  }
+  accept(self, a, m->first_token());
+  if (!a.done)
+    st.active.push_back(std::move(a));
+  schedule_step(self);
+  return rp;
+}
+
+void on_cancel(decode_actor_ptr self, uint64_t id, const std::string& why) {
+  auto& st = self->state;
+  for (auto& a : st.active)
+    if (a.id == id && !a.done) {
+      finish(self, a, msg::FinishReason::cancelled,
+             make_error(errc::cancelled, "request ", std::to_string(id), " was cancelled: ", why));
+      return schedule_step(self);
+    }
+  if (st.cancelled.size() > 4096)
+    st.cancelled.clear(); // cancels of requests that ended elsewhere
+  st.cancelled.insert(id);
+}
+
+caf::behavior decode_actor(decode_actor_ptr self, node_context* ctx) {
+  self->state.ctx = ctx;
+  self->set_down_handler([self](const caf::down_msg& dm) {
+    for (auto& a : self->state.active)
+      if (!a.done && a.sink && a.sink.address() == dm.source) {
+        a.sink = nullptr; // gone: nothing more to send it
+        finish(self, a, msg::FinishReason::cancelled,
+               make_error(errc::cancelled, "the client of request ", std::to_string(a.id),
+                          " went away"));
+      }
+    schedule_step(self);
+  });
+  return {
+      [self](decode_atom, const decode_task_msg& m, const caf::actor& sink) {
+        return on_task(self, m, sink);
+      },
+      [self](decode_atom) { step(self); },
+      [self](cancel_atom, const cancel_msg& m) {
+        on_cancel(self, m->request_id(), m->reason() ? m->reason()->str() : std::string{});
+      },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_decode(caf::actor_system& sys, node_context* ctx) {
+  return sys.spawn<caf::detached>(decode_actor, ctx);
+}
+
+} // namespace mosaic::actors

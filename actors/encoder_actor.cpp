@@ -1,0 +1,203 @@
+#include "actors/encoder_actor.hpp"
+
+#include <chrono>
+#include <list>
+#include <map>
+#include <variant>
+
+#include <caf/all.hpp>
+
+#include "actors/pipeline_messages.hpp"
+#include "messages/error_convert.hpp"
+#include "messages/readers.hpp"
+
+namespace mosaic::actors {
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+
+/// Encoder outputs by image key, least recently used first out.
+class encoder_cache {
+public:
+  explicit encoder_cache(uint64_t budget) : budget_(budget) {}
+
+  std::shared_ptr<const std::vector<float>> find(const digest& key) {
+    auto it = items_.find(key);
+    if (it == items_.end())
+      return nullptr;
+    order_.splice(order_.begin(), order_, it->second.second);
+    return it->second.first;
+  }
+
+  void insert(const digest& key, std::shared_ptr<const std::vector<float>> value) {
+    const uint64_t bytes = value->size() * sizeof(float);
+    if (bytes > budget_ || items_.count(key) != 0)
+      return;
+    while (used_ + bytes > budget_ && !order_.empty()) {
+      auto victim = items_.find(order_.back());
+      used_ -= victim->second.first->size() * sizeof(float);
+      items_.erase(victim);
+      order_.pop_back();
+    }
+    order_.push_front(key);
+    items_.emplace(key, std::make_pair(std::move(value), order_.begin()));
+    used_ += bytes;
+  }
+
+private:
+  uint64_t budget_;
+  uint64_t used_ = 0;
+  std::list<digest> order_;
+  std::map<digest,
+           std::pair<std::shared_ptr<const std::vector<float>>, std::list<digest>::iterator>>
+      items_;
+};
+
+struct encoder_state {
+  node_context* ctx = nullptr;
+  caf::actor loader;
+  std::unique_ptr<encoder_cache> cache;
+  static inline const char* name = "encoder";
+};
+
+struct encoded {
+  digest key{};
+  std::shared_ptr<const std::vector<float>> embeddings; // [n_tokens, hidden]
+  bool cache_hit = false;
+  uint64_t encode_us = 0;
+};
+
+/// Decodes, keys and encodes one inline image (or finds it in the cache).
+result<encoded> encode_image(encoder_state& st, const msg::ImageSegment* seg) {
+  if (seg == nullptr || seg->source_as_ImageData() == nullptr ||
+      seg->source_as_ImageData()->encoded() == nullptr)
+    return make_error(errc::invalid_argument,
+                      "the encoder needs the image's bytes (an image given by key is encoded "
+                      "already: it is in a library)");
+  const auto* bytes = seg->source_as_ImageData()->encoded();
+  auto img = decode_image(std::span<const uint8_t>{bytes->data(), bytes->size()}, image_limits{});
+  if (!img)
+    return std::move(img).err();
+  encoded out;
+  out.key = image_key(*img, st.ctx->engine->config().vision);
+  if (auto hit = st.cache->find(out.key)) {
+    st.ctx->counters.encoder_cache_hits++;
+    out.embeddings = std::move(hit);
+    out.cache_hit = true;
+    return out;
+  }
+  const auto t0 = steady::now();
+  result<std::vector<float>> emb = make_error(errc::internal, "not encoded");
+  {
+    std::lock_guard lock{st.ctx->compute_mutex};
+    emb = st.ctx->encoder->encode(*img);
+  }
+  if (!emb)
+    return std::move(emb).err();
+  st.ctx->counters.encodes++;
+  out.encode_us = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - t0).count());
+  out.embeddings = std::make_shared<const std::vector<float>>(std::move(*emb));
+  st.cache->insert(out.key, out.embeddings);
+  return out;
+}
+
+/// Compiles `emb` and registers the result in node_context::compiled.
+result<uint64_t> compile(encoder_state& st, const std::vector<float>& emb) {
+  result<compiled_image> img = make_error(errc::internal, "not compiled");
+  {
+    std::lock_guard lock{st.ctx->compute_mutex};
+    img = st.ctx->engine->compile_image(emb);
+  }
+  if (!img)
+    return std::move(img).err();
+  return st.ctx->compiled.put(std::make_shared<const compiled_image>(std::move(*img)));
+}
+
+int n_tokens_of(const node_context& ctx, const std::vector<float>& emb) {
+  return static_cast<int>(emb.size() / static_cast<size_t>(ctx.engine->config().text.hidden_size));
+}
+
+caf::result<encode_result_msg> on_encode(caf::stateful_actor<encoder_state>* self,
+                                         const encode_request_msg& m) {
+  auto& st = self->state;
+  wire::encode_result res;
+  res.request_id = m->request_id();
+  auto enc = encode_image(st, m->image());
+  if (!enc) {
+    res.err = enc.err();
+    return make_encode_result_msg(res);
+  }
+  res.key = enc->key;
+  res.n_tokens = static_cast<uint32_t>(n_tokens_of(*st.ctx, *enc->embeddings));
+  res.encoder_cache_hit = enc->cache_hit;
+  res.encode_us = enc->encode_us;
+  if (!m->compile()) {
+    res.embeddings.id = st.ctx->embeddings.put(enc->embeddings);
+    res.embeddings.shape = {res.n_tokens,
+                            static_cast<uint32_t>(st.ctx->engine->config().text.hidden_size)};
+    return make_encode_result_msg(res);
+  }
+  if (m->shared()) {
+    res.err = make_error(errc::permission_denied,
+                         "uploads go to the tenant's own library; shared libraries are written "
+                         "with `mosaic cache build`");
+    return make_encode_result_msg(res);
+  }
+  auto compiled = compile(st, *enc->embeddings);
+  if (!compiled) {
+    res.err = compiled.err();
+    return make_encode_result_msg(res);
+  }
+  const std::string tenant = m->tenant() ? m->tenant()->str() : std::string{};
+  auto rp = self->make_response_promise<encode_result_msg>();
+  self->request(st.loader, until_deadline(m->deadline_unix_ns()), store_atom_v,
+                make_store_request_msg(res.request_id, tenant, res.key, res.n_tokens, *compiled))
+      .then(
+          [rp, res](const store_result_msg& r) mutable {
+            res.err = r->error() ? to_error(*r->error()) : error{};
+            res.compiled = res.err.code == errc::none;
+            rp.deliver(make_encode_result_msg(res));
+          },
+          [rp, res](const caf::error& err) mutable {
+            res.err = from_caf_error(err);
+            rp.deliver(make_encode_result_msg(res));
+          });
+  return rp;
+}
+
+void on_store_after_use(caf::stateful_actor<encoder_state>* self, const store_request_msg& m) {
+  auto& st = self->state;
+  const uint64_t emb_id = m->embeddings() ? m->embeddings()->id() : 0;
+  auto emb = st.ctx->embeddings.take(emb_id);
+  if (!emb)
+    return;
+  auto compiled = compile(st, *emb);
+  if (!compiled)
+    return; // the image stays a miss; the next request computes it again
+  const std::string tenant = m->tenant() ? m->tenant()->str() : std::string{};
+  self->request(st.loader, std::chrono::seconds{60}, store_atom_v,
+                make_store_request_msg(m->request_id(), tenant, from_key(m->key()), m->n_tokens(),
+                                       *compiled))
+      .then([](const store_result_msg&) {}, [](const caf::error&) {});
+}
+
+caf::behavior encoder_actor(caf::stateful_actor<encoder_state>* self, node_context* ctx,
+                            caf::actor loader) {
+  self->state.ctx = ctx;
+  self->state.loader = std::move(loader);
+  self->state.cache = std::make_unique<encoder_cache>(ctx->options.encoder_cache_bytes);
+  return {
+      [self](encode_atom, const encode_request_msg& m) { return on_encode(self, m); },
+      [self](store_atom, const store_request_msg& m) { on_store_after_use(self, m); },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_encoder(caf::actor_system& sys, node_context* ctx, caf::actor kv_loader) {
+  return sys.spawn<caf::detached>(encoder_actor, ctx, std::move(kv_loader));
+}
+
+} // namespace mosaic::actors

@@ -1,0 +1,250 @@
+#include "actors/linker_actor.hpp"
+
+#include <string>
+#include <variant>
+
+#include <caf/all.hpp>
+
+#include "actors/pipeline_messages.hpp"
+#include "engine/generation.hpp"
+#include "messages/error_convert.hpp"
+#include "messages/readers.hpp"
+
+namespace mosaic::actors {
+
+namespace {
+
+struct linker_state {
+  node_context* ctx = nullptr;
+  linker_peers peers;
+  static inline const char* name = "linker";
+};
+
+using linker_actor_ptr = caf::stateful_actor<linker_state>*;
+
+/// One request while its images are looked up, loaded and encoded.
+struct pending_link {
+  std::shared_ptr<prefill_job> job = std::make_shared<prefill_job>();
+  std::vector<wire::image_source> sources; ///< per image, in prompt order
+  caf::actor sink;
+  caf::response_promise rp;
+  int outstanding = 0;
+  bool failed = false;
+};
+
+using link_ptr = std::shared_ptr<pending_link>;
+
+/// Ends the request with `err`; loads already started are released.
+void fail(node_context& ctx, const link_ptr& p, const error& err) {
+  if (p->failed)
+    return;
+  p->failed = true;
+  for (auto& img : p->job->images)
+    if (img.load_id != 0)
+      ctx.loads.take(img.load_id);
+  p->rp.deliver(to_caf_error(err));
+}
+
+/// All images resolved: the job goes to the prefill worker.
+void hand_over(linker_actor_ptr self, const link_ptr& p) {
+  auto& st = self->state;
+  const auto& job = *p->job;
+  auto task = make_prefill_task_msg(job, st.ctx->engine->tokenizer().image_token_id());
+  st.ctx->jobs.put_at(job.request_id, p->job);
+  auto* ctx = st.ctx;
+  const uint64_t id = job.request_id;
+  self->request(st.peers.prefill, until_deadline(job.deadline_unix_ns), prefill_atom_v,
+                std::move(task), p->sink)
+      .then([p](const token_event_msg& last) { p->rp.deliver(last); },
+            [p, ctx, id](const caf::error& err) {
+              ctx->jobs.take(id);
+              p->rp.deliver(err);
+            });
+}
+
+void one_done(linker_actor_ptr self, const link_ptr& p) {
+  if (--p->outstanding == 0 && !p->failed)
+    hand_over(self, p);
+}
+
+/// Starts the load of a hit (entry_id from the lookup).
+void start_load(linker_actor_ptr self, const link_ptr& p, size_t i, uint64_t entry_id) {
+  auto& st = self->state;
+  auto* ctx = st.ctx;
+  const auto& job = *p->job;
+  wire::load_request lr;
+  lr.request_id = job.request_id;
+  lr.tenant = job.tenant;
+  lr.deadline_unix_ns = job.deadline_unix_ns;
+  lr.key = job.images[i].image_key;
+  lr.entry_id = entry_id;
+  self->request(st.peers.kv_loader, until_deadline(job.deadline_unix_ns), load_atom_v,
+                make_load_request_msg(lr))
+      .then(
+          [self, p, ctx, i](const layer_ready_msg& r) {
+            const uint64_t load_id = r->k() ? r->k()->id() : 0;
+            if (p->failed) {
+              ctx->loads.take(load_id);
+              return;
+            }
+            if (auto st = to_status(r->error()); !st || load_id == 0)
+              return fail(*ctx, p, !st ? st.err() : make_error(errc::internal, "no load handle"));
+            p->job->images[i].load_id = load_id;
+            one_done(self, p);
+          },
+          [p, ctx](const caf::error& err) { fail(*ctx, p, from_caf_error(err)); });
+}
+
+/// Has the encoder encode a miss.
+void start_encode(linker_actor_ptr self, const link_ptr& p, size_t i) {
+  auto& st = self->state;
+  auto* ctx = st.ctx;
+  const auto& job = *p->job;
+  const auto* data = std::get_if<wire::image_data_segment>(&p->sources[i]);
+  if (data == nullptr)
+    return fail(*ctx, p,
+                make_error(errc::not_found, "image ", std::to_string(i), " (key ",
+                           to_hex(job.images[i].image_key).substr(0, 16), ") is not in tenant '",
+                           job.tenant, "''s library; upload it first or send the image bytes"));
+  wire::encode_request er;
+  er.request_id = job.request_id;
+  er.tenant = job.tenant;
+  er.deadline_unix_ns = job.deadline_unix_ns;
+  er.image = *data;
+  self->request(st.peers.encoder, until_deadline(job.deadline_unix_ns), encode_atom_v,
+                make_encode_request_msg(er))
+      .then(
+          [self, p, ctx, i](const encode_result_msg& r) {
+            auto emb = ctx->embeddings.take(r->embeddings() ? r->embeddings()->id() : 0);
+            if (p->failed)
+              return;
+            if (auto st = to_status(r->error()); !st)
+              return fail(*ctx, p, st.err());
+            if (!emb)
+              return fail(*ctx, p, make_error(errc::internal, "encoder returned no embeddings"));
+            auto& img = p->job->images[i];
+            img.embeddings = std::move(emb);
+            img.fresh = true;
+            one_done(self, p);
+          },
+          [p, ctx](const caf::error& err) { fail(*ctx, p, from_caf_error(err)); });
+}
+
+/// Tokenises the prompt and keys every image.
+status prepare(node_context& ctx, const wire::generate_request& req, pending_link& p) {
+  auto& job = *p.job;
+  job.request_id = req.request_id;
+  job.tenant = req.tenant;
+  job.deadline_unix_ns = req.deadline_unix_ns;
+  job.sampling = req.sampling;
+  job.stream = req.stream;
+  job.policy = ctx.options.default_policy;
+  if (!req.reuse_policy.empty()) {
+    auto pol = parse_policy(req.reuse_policy);
+    if (!pol)
+      return std::move(pol).err();
+    job.policy = *pol;
+  }
+  const auto& cfg = ctx.engine->config();
+  std::string text;
+  for (const auto& seg : req.segments) {
+    if (const auto* t = std::get_if<wire::text_segment>(&seg)) {
+      text += t->text;
+      continue;
+    }
+    text += image_marker;
+    job_image img;
+    img.n_tokens = cfg.image_tokens();
+    if (const auto* k = std::get_if<wire::image_key_segment>(&seg)) {
+      img.image_key = k->key;
+      p.sources.emplace_back(*k);
+    } else {
+      const auto& d = std::get<wire::image_data_segment>(seg);
+      auto pixels = decode_image(d.encoded, image_limits{});
+      if (!pixels)
+        return make_error(pixels.err().code, "image ", std::to_string(job.images.size()), ": ",
+                          pixels.err().message);
+      img.image_key = image_key(*pixels, cfg.vision);
+      img.pixels = std::move(*pixels);
+      p.sources.emplace_back(d);
+    }
+    job.images.push_back(std::move(img));
+  }
+  const auto& tok = ctx.engine->tokenizer();
+  auto chat = chat_prompt(tok, text, static_cast<int>(job.images.size()));
+  if (!chat)
+    return std::move(chat).err();
+  job.ids = tok.encode_prompt(*chat);
+  return {};
+}
+
+caf::result<token_event_msg> on_generate(linker_actor_ptr self, const generate_request_msg& m,
+                                         const caf::actor& sink) {
+  auto& st = self->state;
+  auto* ctx = st.ctx;
+  auto req = read_generate_request(m);
+  if (!req)
+    return to_caf_error(req.err());
+  auto p = std::make_shared<pending_link>();
+  p->sink = sink;
+  if (auto ok = prepare(*ctx, *req, *p); !ok)
+    return to_caf_error(ok.err());
+  p->rp = self->make_response_promise();
+  const auto& job = *p->job;
+  if (job.images.empty()) {
+    p->outstanding = 1;
+    one_done(self, p);
+    return p->rp;
+  }
+  wire::library_lookup lk;
+  lk.request_id = job.request_id;
+  lk.tenant = job.tenant;
+  for (const auto& img : job.images)
+    lk.keys.push_back(img.image_key);
+  self->request(st.peers.kv_loader, until_deadline(job.deadline_unix_ns), lookup_atom_v,
+                make_library_lookup_msg(lk))
+      .then(
+          [self, p, ctx](const library_lookup_result_msg& r) {
+            auto res = read_library_lookup_result(r);
+            if (res.err.code != errc::none)
+              return fail(*ctx, p, res.err);
+            const size_t n = p->job->images.size();
+            if (res.entries.size() != n)
+              return fail(*ctx, p,
+                          make_error(errc::internal, "library lookup answered ",
+                                     std::to_string(res.entries.size()), " of ", std::to_string(n),
+                                     " images"));
+            p->outstanding = static_cast<int>(n);
+            for (size_t i = 0; i < n; ++i) {
+              const auto& e = res.entries[i];
+              if (e.tier != msg::Tier::miss && e.n_tokens == uint32_t(p->job->images[i].n_tokens)) {
+                ctx->counters.library_hits++;
+                start_load(self, p, i, e.entry_id);
+              } else {
+                ctx->counters.library_misses++;
+                start_encode(self, p, i);
+              }
+            }
+          },
+          [p, ctx](const caf::error& err) { fail(*ctx, p, from_caf_error(err)); });
+  return p->rp;
+}
+
+caf::behavior linker_actor(caf::stateful_actor<linker_state>* self, node_context* ctx,
+                           linker_peers peers) {
+  self->state.ctx = ctx;
+  self->state.peers = std::move(peers);
+  return {
+      [self](generate_atom, const generate_request_msg& m, const caf::actor& sink) {
+        return on_generate(self, m, sink);
+      },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_linker(caf::actor_system& sys, node_context* ctx, linker_peers peers) {
+  return sys.spawn(linker_actor, ctx, std::move(peers));
+}
+
+} // namespace mosaic::actors

@@ -1,0 +1,333 @@
+#include "actors/local_cluster.hpp"
+
+#include <caf/all.hpp>
+
+#include "actors/decode_actor.hpp"
+#include "actors/encoder_actor.hpp"
+#include "actors/kv_loader_actor.hpp"
+#include "actors/linker_actor.hpp"
+#include "actors/pipeline_messages.hpp"
+#include "actors/prefill_actor.hpp"
+#include "actors/router_actor.hpp"
+#include "messages/error_convert.hpp"
+#include "messages/readers.hpp"
+
+namespace mosaic::actors {
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+
+double seconds_since(steady::time_point t0) {
+  return std::chrono::duration<double>(steady::now() - t0).count();
+}
+
+struct client_state {
+  std::shared_ptr<token_stream> stream;
+  caf::actor router;
+  uint64_t id = 0;
+  static inline const char* name = "client";
+};
+
+/// One request's client: sends it to the router, feeds its stream, and
+/// on cancel tells the router and goes away (the decode worker watches it).
+caf::behavior client_actor(caf::stateful_actor<client_state>* self,
+                           std::shared_ptr<token_stream> stream, caf::actor router,
+                           generate_request_msg req, int64_t deadline_unix_ns) {
+  self->state.stream = stream;
+  self->state.router = router;
+  // A client stopped without an answer (node shutdown) ends its stream.
+  self->attach_functor([stream] {
+    stream->end(make_error(errc::unavailable, "the node shut down before the request ended"));
+  });
+  self->request(router, until_deadline(deadline_unix_ns), generate_atom_v, std::move(req),
+                caf::actor_cast<caf::actor>(self))
+      .then(
+          [self](const token_event_msg& last) {
+            self->state.stream->finish(read_token_event(last));
+            self->quit();
+          },
+          [self](const caf::error& err) {
+            self->state.stream->end(from_caf_error(err));
+            self->quit();
+          });
+  return {
+      [self](token_atom, const token_event_msg& m) {
+        auto ev = read_token_event(m);
+        self->state.id = ev.request_id;
+        self->state.stream->push(ev);
+      },
+      [self](cancel_atom) {
+        if (self->state.id != 0)
+          self->send(self->state.router, cancel_atom_v,
+                     make_cancel_msg(self->state.id, "the client cancelled"));
+        self->state.stream->end(make_error(errc::cancelled, "cancelled by the client"));
+        self->quit();
+      },
+  };
+}
+
+} // namespace
+
+// -- token_stream -----------------------------------------------------------------
+
+token_stream::token_stream(steady::time_point submitted) : submitted_(submitted) {}
+
+void token_stream::attach(caf::actor client) {
+  std::lock_guard lock{mutex_};
+  client_ = std::move(client);
+}
+
+void token_stream::push(const wire::token_event& ev) {
+  std::lock_guard lock{mutex_};
+  // The last event comes twice, streamed and as the answer; the answer
+  // ends the stream, so that a finished stream's request has left every
+  // actor (and the router has counted it).
+  if (finished_ || ev.finish != msg::FinishReason::none)
+    return;
+  if (result_.request_id == 0)
+    result_.request_id = ev.request_id;
+  if (first_) {
+    first_ = false;
+    result_.ttft_seconds = seconds_since(submitted_);
+  }
+  result_.tokens.push_back(ev.token_id);
+  result_.text += ev.text;
+  unread_.push_back(ev);
+  cv_.notify_all();
+}
+
+void token_stream::finish(const wire::token_event& last) {
+  std::lock_guard lock{mutex_};
+  if (finished_)
+    return;
+  if (result_.request_id == 0)
+    result_.request_id = last.request_id;
+  if (first_) {
+    first_ = false;
+    result_.ttft_seconds = seconds_since(submitted_);
+  }
+  finished_ = true;
+  result_.finish = last.finish;
+  result_.usage = last.usage;
+  result_.total_seconds = seconds_since(submitted_);
+  error_ = last.err;
+  client_ = nullptr;
+  unread_.push_back(last);
+  cv_.notify_all();
+}
+
+void token_stream::end(const error& err) {
+  std::lock_guard lock{mutex_};
+  if (finished_)
+    return;
+  finished_ = true;
+  error_ =
+      err.code == errc::none ? make_error(errc::internal, "stream ended without a reason") : err;
+  result_.finish = err.code == errc::timeout     ? msg::FinishReason::timeout
+                   : err.code == errc::cancelled ? msg::FinishReason::cancelled
+                                                 : msg::FinishReason::error;
+  result_.total_seconds = seconds_since(submitted_);
+  client_ = nullptr;
+  cv_.notify_all();
+}
+
+std::optional<wire::token_event> token_stream::next(std::chrono::milliseconds timeout) {
+  std::unique_lock lock{mutex_};
+  cv_.wait_for(lock, timeout, [this] { return !unread_.empty() || finished_; });
+  if (unread_.empty())
+    return std::nullopt;
+  auto ev = std::move(unread_.front());
+  unread_.pop_front();
+  return ev;
+}
+
+result<completion> token_stream::wait(std::chrono::milliseconds timeout) {
+  std::unique_lock lock{mutex_};
+  if (!cv_.wait_for(lock, timeout, [this] { return finished_; }))
+    return make_error(errc::timeout, "no end of the request within ",
+                      std::to_string(timeout.count()), " ms");
+  if (error_.code != errc::none)
+    return error_;
+  return result_;
+}
+
+void token_stream::cancel() {
+  caf::actor client;
+  {
+    std::lock_guard lock{mutex_};
+    client = client_;
+  }
+  if (client)
+    caf::anon_send(client, cancel_atom_v);
+}
+
+bool token_stream::finished() const {
+  std::lock_guard lock{mutex_};
+  return finished_;
+}
+
+uint64_t token_stream::request_id() const {
+  std::lock_guard lock{mutex_};
+  return result_.request_id;
+}
+
+// -- local_cluster -------------------------------------------------------------------
+
+result<node_options> node_options_from_topology(const topology& topo, std::string_view node) {
+  if (topo.nodes.empty())
+    return make_error(errc::invalid_argument, "the topology has no nodes");
+  const node_spec* n = node.empty() ? &topo.nodes.front() : topo.find_node(node);
+  if (n == nullptr)
+    return make_error(errc::not_found, "the topology has no node '", node, "'");
+  node_options o;
+  o.model = topo.model;
+  o.threads = n->threads;
+  if (!n->devices.empty())
+    o.device = n->devices.front().to_string();
+  o.default_policy = topo.defaults.policy;
+  o.default_deadline_ms = topo.defaults.deadline_ms;
+  o.default_max_tokens = topo.defaults.max_tokens;
+  for (auto kind : {actor_kind::router, actor_kind::encoder, actor_kind::kv_loader,
+                    actor_kind::linker, actor_kind::prefill, actor_kind::decode})
+    if (n->count(kind) == 0)
+      return make_error(errc::unsupported, "node '", n->name, "' runs no ", to_string(kind),
+                        " actor; one process runs every role of one node (split roles over "
+                        "processes with `mosaic node`)");
+  for (const auto& a : n->actors) {
+    if (const auto* f = a.get<frontend_spec>())
+      o.max_inflight = f->max_concurrent;
+    if (const auto* e = a.get<encoder_spec>()) {
+      o.encoder_cache_bytes = e->cache_bytes();
+      o.device = e->device.to_string();
+    }
+    if (const auto* k = a.get<kv_loader_spec>()) {
+      o.library_dir = k->library;
+      o.ram_budget_bytes = k->ram_bytes();
+      o.disk_budget_bytes = k->disk_bytes();
+      o.storage =
+          k->storage == kv_storage_dtype::bf16 ? kv::storage_dtype::bf16 : kv::storage_dtype::f16;
+      o.io = k->io == kv_io_engine::pread ? kv::io_mode::pread : kv::io_mode::automatic;
+      o.queue_depth = static_cast<unsigned>(k->queue_depth);
+      o.static_ttl = std::chrono::seconds{k->ttl_s};
+    }
+    if (const auto* p = a.get<prefill_spec>())
+      o.prefill_max_tokens = p->max_tokens;
+    if (const auto* d = a.get<decode_spec>()) {
+      o.pool_bytes = d->pool_bytes();
+      o.block_size = d->block_size;
+      o.decode_max_batch = d->max_batch;
+    }
+  }
+  return o;
+}
+
+result<std::unique_ptr<local_cluster>> local_cluster::start(const topology& topo,
+                                                            std::string_view node) {
+  auto o = node_options_from_topology(topo, node);
+  if (!o)
+    return std::move(o).err();
+  return start(std::move(*o));
+}
+
+result<std::unique_ptr<local_cluster>> local_cluster::start(node_options options) {
+  auto ctx = node_context::create(std::move(options));
+  if (!ctx)
+    return std::move(ctx).err();
+  auto c = std::make_unique<local_cluster>(private_tag{});
+  c->ctx_ = std::move(*ctx);
+  c->cfg_ = std::make_unique<caf::actor_system_config>();
+  init_message_types(*c->cfg_);
+  c->cfg_->set("logger.console", caf::atom("none"));
+  c->cfg_->set("scheduler.max-threads", 2);
+  c->sys_ = std::make_unique<caf::actor_system>(*c->cfg_);
+  auto& sys = *c->sys_;
+  auto* ctxp = c->ctx_.get();
+  auto loader = spawn_kv_loader(sys, ctxp);
+  auto encoder = spawn_encoder(sys, ctxp, loader);
+  auto decode = spawn_decode(sys, ctxp);
+  auto prefill = spawn_prefill(sys, ctxp, prefill_peers{encoder, decode});
+  auto linker = spawn_linker(sys, ctxp, linker_peers{encoder, loader, prefill});
+  c->router_ = spawn_router(sys, ctxp, router_peers{linker, encoder, decode});
+  c->all_ = {c->router_, linker, prefill, decode, encoder, loader};
+  const auto& o = ctxp->options;
+  const auto pool = ctxp->engine->pool().stats();
+  c->actors_ = {
+      "router     cooperative  max_inflight " + std::to_string(o.max_inflight) + ", queue " +
+          std::to_string(o.max_queue),
+      "linker     cooperative  default policy " + o.default_policy.to_string(),
+      "prefill    detached     " + o.device + ", max_tokens " +
+          std::to_string(o.prefill_max_tokens),
+      "decode     detached     " + o.device + ", max_batch " + std::to_string(o.decode_max_batch) +
+          ", pool " + std::to_string(pool.blocks_total) + " blocks x " +
+          std::to_string(pool.block_size) + " tokens",
+      "encoder    detached     " + o.device + ", cache " +
+          std::to_string(o.encoder_cache_bytes >> 20) + " MiB",
+      "kv_loader  detached     " + o.library_dir.string() + " (" +
+          std::string(ctxp->loader->io_name()) + ")",
+  };
+  return c;
+}
+
+local_cluster::local_cluster(private_tag) {}
+
+local_cluster::~local_cluster() {
+  {
+    std::lock_guard lock{clients_mutex_};
+    for (auto& [stream, client] : clients_)
+      caf::anon_send_exit(client, caf::exit_reason::user_shutdown);
+    clients_.clear();
+  }
+  for (auto& a : all_)
+    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  all_.clear();
+  router_ = nullptr;
+  sys_.reset(); // waits for every actor, detached ones included
+}
+
+std::shared_ptr<token_stream> local_cluster::submit(const wire::generate_request& req) {
+  auto stream = std::make_shared<token_stream>(steady::now());
+  const int64_t deadline =
+      req.deadline_unix_ns != 0
+          ? req.deadline_unix_ns
+          : unix_now_ns() + int64_t(ctx_->options.default_deadline_ms) * 1'000'000;
+  auto msg = make_generate_request_msg(req);
+  auto client = sys_->spawn(client_actor, stream, router_, std::move(msg), deadline);
+  stream->attach(client);
+  std::lock_guard lock{clients_mutex_};
+  if (clients_.size() >= 256)
+    std::erase_if(clients_, [](const auto& c) {
+      auto s = c.first.lock();
+      return !s || s->finished();
+    });
+  clients_.emplace_back(stream, std::move(client));
+  return stream;
+}
+
+result<upload_result> local_cluster::upload(std::string_view tenant, std::span<const uint8_t> image,
+                                            std::chrono::milliseconds timeout) {
+  wire::encode_request req;
+  req.tenant = std::string{tenant};
+  req.deadline_unix_ns = unix_now_ns() + timeout.count() * 1'000'000;
+  req.image = wire::image_data_segment{{image.begin(), image.end()}, {}};
+  req.compile = true;
+  caf::scoped_actor self{*sys_};
+  result<upload_result> out = make_error(errc::internal, "no answer to the upload");
+  self->request(router_, timeout + hop_slack, encode_atom_v, make_encode_request_msg(req))
+      .receive(
+          [&](const encode_result_msg& r) {
+            if (auto st = to_status(r->error()); !st) {
+              out = st.err();
+              return;
+            }
+            upload_result u;
+            u.image_key = from_key(r->key());
+            u.n_tokens = r->n_tokens();
+            u.encoder_cache_hit = r->encoder_cache_hit();
+            out = u;
+          },
+          [&](const caf::error& err) { out = from_caf_error(err); });
+  return out;
+}
+
+} // namespace mosaic::actors

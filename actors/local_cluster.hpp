@@ -1,0 +1,135 @@
+#pragma once
+
+// Every actor of one node in this process, behind a small C++ API: the
+// tests, the benchmarks, `mosaic serve` and (next) the HTTP front door
+// use it. `start` creates the node_context and spawns kv_loader, encoder,
+// decode, prefill, linker and router; `submit` sends a request to the
+// router and returns the stream of its token events; `upload` runs the
+// upload-then-ask flow (encode, compile, store in the tenant's library).
+//
+//   auto cluster = local_cluster::start(options);
+//   auto stream = (*cluster)->submit(request);
+//   auto done = stream->wait(std::chrono::seconds{30}); // tokens, finish, ttft
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+
+#include "actors/node_context.hpp"
+#include "messages/builders.hpp"
+#include "topology/topology.hpp"
+
+namespace mosaic::actors {
+
+/// How a request ended, with what it produced.
+struct completion {
+  uint64_t request_id = 0;
+  std::vector<int32_t> tokens; ///< generated tokens (the stop token excluded)
+  std::string text;
+  msg::FinishReason finish = msg::FinishReason::none;
+  msg::Usage usage{};
+  double ttft_seconds = 0.0;  ///< submit → first token event
+  double total_seconds = 0.0; ///< submit → last event
+};
+
+/// The token events of one request, in order; filled by CAF, read by any
+/// thread. Every wait takes a timeout.
+class token_stream {
+public:
+  /// The next event; nullopt when none came within `timeout` or the
+  /// stream is over (finished() then says so).
+  std::optional<wire::token_event> next(std::chrono::milliseconds timeout);
+  /// Waits for the end of the request: what it generated, or its error
+  /// (errc::timeout when `timeout` passes first).
+  result<completion> wait(std::chrono::milliseconds timeout);
+  /// Stops the request: its sequence leaves the batch and frees its blocks.
+  void cancel();
+  bool finished() const;
+  /// The router's id (0 until the first event).
+  uint64_t request_id() const;
+
+  // -- used by the client actor ---------------------------------------------------
+
+  explicit token_stream(std::chrono::steady_clock::time_point submitted);
+  void attach(caf::actor client);
+  /// A streamed event; the streamed last event is left to `finish`.
+  void push(const wire::token_event& ev);
+  /// The request's answer (its last event), after every streamed token.
+  void finish(const wire::token_event& last);
+  void end(const error& err);
+
+private:
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<wire::token_event> unread_;
+  completion result_;
+  error error_;
+  bool finished_ = false;
+  bool first_ = true;
+  std::chrono::steady_clock::time_point submitted_;
+  caf::actor client_;
+};
+
+/// Answer to an upload.
+struct upload_result {
+  digest image_key{}; ///< what an ImageKey segment names it by
+  uint32_t n_tokens = 0;
+  bool encoder_cache_hit = false;
+};
+
+/// Fills node_options from one node of a validated topology (the first
+/// when `node` is empty). That node must run every role except the
+/// frontend: one process, one node (multi-node is the topology issue).
+result<node_options> node_options_from_topology(const topology& topo, std::string_view node = {});
+
+class local_cluster {
+public:
+  /// Creates the node and spawns its actors.
+  static result<std::unique_ptr<local_cluster>> start(node_options options);
+  /// start(node_options_from_topology(topo, node)).
+  static result<std::unique_ptr<local_cluster>> start(const topology& topo,
+                                                      std::string_view node = {});
+  /// Stops every actor (running requests end), then frees the node.
+  ~local_cluster();
+  local_cluster(const local_cluster&) = delete;
+  local_cluster& operator=(const local_cluster&) = delete;
+
+  /// Sends `req` to the router (its request_id is replaced by the
+  /// router's; deadline 0 takes the node default). Never blocks.
+  std::shared_ptr<token_stream> submit(const wire::generate_request& req);
+  /// Upload-then-ask: encodes `image` (PNG/JPEG bytes), compiles its KV and
+  /// stores it in `tenant`'s static library; returns once stored.
+  result<upload_result> upload(std::string_view tenant, std::span<const uint8_t> image,
+                               std::chrono::milliseconds timeout = std::chrono::seconds{60});
+  node_stats stats() const { return ctx_->stats(); }
+  node_context& context() { return *ctx_; }
+  /// One line per spawned actor ("router  (cooperative)").
+  const std::vector<std::string>& actors() const { return actors_; }
+
+  struct private_tag {};
+  explicit local_cluster(private_tag);
+
+private:
+  std::unique_ptr<node_context> ctx_;
+  std::unique_ptr<caf::actor_system_config> cfg_;
+  std::unique_ptr<caf::actor_system> sys_;
+  std::vector<caf::actor> all_;
+  std::mutex clients_mutex_;
+  /// Client actors of submitted requests, stopped first at shutdown.
+  std::vector<std::pair<std::weak_ptr<token_stream>, caf::actor>> clients_;
+  caf::actor router_;
+  std::vector<std::string> actors_;
+};
+
+} // namespace mosaic::actors

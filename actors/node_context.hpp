@@ -1,0 +1,162 @@
+#pragma once
+
+// What the actors of one process share: the model on its backend, the
+// image encoder, the KV library and its loader, and the handle tables
+// through which bulk tensors move between actors (messages carry only the
+// handles). Created once before the actors are spawned and handed to each
+// of them by pointer; it must outlive every actor of the node.
+//
+// Lifetimes (docs/actors.md): a handle's object is owned by its table
+// until a consumer `take`s it; then by that consumer. A request's prefill
+// job is put by the linker and taken by the prefill worker; its KV
+// sequence is put by the prefill worker and taken by the decode worker,
+// which frees its blocks the moment the sequence finishes.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "actors/handle_table.hpp"
+#include "engine/backend.hpp"
+#include "engine/image_encoder.hpp"
+#include "engine/llava_engine.hpp"
+#include "engine/model/image.hpp"
+#include "engine/policy_spec.hpp"
+#include "kv/library.hpp"
+#include "kv/loader.hpp"
+#include "messages/builders.hpp"
+
+namespace mosaic::actors {
+
+/// Everything a node needs to start (topology/ → here, see
+/// `node_options_from_topology` in actors/local_cluster.hpp).
+struct node_options {
+  std::string model = "builtin:small"; ///< builtin:tiny, builtin:small or a directory
+  std::string device = "cpu";          ///< make_backend() name
+  int threads = 0;                     ///< CPU backend threads; 0 = every core
+  // -- KV pool (decode) ---------------------------------------------------------
+  uint64_t pool_bytes = uint64_t(1) << 30;
+  int block_size = 16;
+  int decode_max_batch = 16;
+  // -- library and loader -------------------------------------------------------
+  std::filesystem::path library_dir;
+  uint64_t ram_budget_bytes = uint64_t(2) << 30;
+  uint64_t disk_budget_bytes = uint64_t(20) << 30;
+  kv::storage_dtype storage = kv::storage_dtype::f16;
+  kv::io_mode io = kv::io_mode::automatic;
+  unsigned queue_depth = 32;
+  std::chrono::seconds static_ttl{86400};
+  // -- encoder, prefill ---------------------------------------------------------
+  uint64_t encoder_cache_bytes = uint64_t(512) << 20;
+  int prefill_max_tokens = 4096;
+  // -- request defaults and admission --------------------------------------------
+  policy_spec default_policy{policy_kind::mpic, 32, 0.0f};
+  int default_deadline_ms = 30000;
+  int default_max_tokens = 256;
+  int max_inflight = 64; ///< requests between router admission and their last token
+  int max_queue = 256;   ///< requests waiting for admission; beyond: overloaded at once
+};
+
+/// A library entry being read into memory (a disk hit) or already there
+/// (a RAM hit). `image` is declared before `handle` so that the handle,
+/// which waits for the read, is destroyed first.
+struct loaded_entry {
+  compiled_image image;                      ///< disk hit destination
+  std::shared_ptr<const compiled_image> ram; ///< RAM hit
+  kv::load_handle handle;                    ///< disk hit progress
+  /// The entry (RAM copy or load destination).
+  const compiled_image& entry() const { return ram ? *ram : image; }
+  status wait_embeddings() const { return ram ? status{} : handle.wait_embeddings(); }
+  status wait_layer(int layer) const { return ram ? status{} : handle.wait_layer(layer); }
+};
+
+/// One image of a request as the linker resolved it.
+struct job_image {
+  digest image_key{};
+  int n_tokens = 0;
+  uint64_t load_id = 0; ///< loads table handle of a library hit; 0: miss
+  std::shared_ptr<const std::vector<float>> embeddings; // [n_tokens, hidden] miss
+  std::optional<decoded_image> pixels; ///< inline images: for a load-failure fallback
+  bool fresh = false;                  ///< encoded now: store to the library after use
+};
+
+/// What the prefill worker needs to run one request (linker → prefill).
+struct prefill_job {
+  uint64_t request_id = 0;
+  std::string tenant;
+  int64_t deadline_unix_ns = 0;
+  policy_spec policy;
+  std::vector<int32_t> ids;      ///< prompt ids, one image_token_id per image
+  std::vector<job_image> images; ///< in prompt order
+  wire::sampling sampling;
+  bool stream = false;
+};
+
+/// Counters a user or operator notices (stats()).
+struct node_stats {
+  uint64_t requests = 0;   ///< admitted by the router
+  uint64_t completed = 0;  ///< ended with a result
+  uint64_t failed = 0;     ///< ended with an error (incl. overloaded, timeout)
+  uint64_t overloaded = 0; ///< refused by admission
+  uint64_t cancelled = 0;
+  uint64_t library_hits = 0; ///< images found in a library
+  uint64_t library_misses = 0;
+  uint64_t encoder_cache_hits = 0;
+  uint64_t encodes = 0;        ///< vision tower runs
+  uint64_t load_fallbacks = 0; ///< hits recomputed because their load failed
+  uint64_t stores = 0;         ///< entries written to a library
+  uint64_t prefills = 0;
+  uint64_t prefill_us = 0;   ///< prefill passes, summed
+  uint64_t load_wait_us = 0; ///< of which waiting for library layers
+  uint64_t decode_steps = 0;
+  kv_pool_stats pool;
+};
+
+/// Atomically updated counters behind node_stats.
+struct node_counters {
+  std::atomic<uint64_t> requests{0}, completed{0}, failed{0}, overloaded{0}, cancelled{0},
+      library_hits{0}, library_misses{0}, encoder_cache_hits{0}, encodes{0}, load_fallbacks{0},
+      stores{0}, prefills{0}, prefill_us{0}, load_wait_us{0}, decode_steps{0};
+};
+
+/// The shared state of one node's actors.
+struct node_context {
+  /// Loads the model, creates the pool, opens the library and starts the
+  /// loader. Errors name the piece that failed.
+  static result<std::unique_ptr<node_context>> create(node_options options);
+
+  node_options options;
+  std::unique_ptr<mosaic::backend> backend;
+  std::unique_ptr<llava_engine> engine; // its pool holds every request's KV
+  std::optional<image_encoder> encoder;
+  std::unique_ptr<kv::kv_library> library;
+  std::unique_ptr<kv::kv_loader> loader;
+  digest model_fingerprint{};
+
+  /// The backend is driven by one thread at a time (engine/llava_engine.hpp):
+  /// every encode, compile, prefill and decode step holds this.
+  std::mutex compute_mutex;
+
+  // -- handle tables ------------------------------------------------------------
+  handle_table<const std::vector<float>> embeddings; // [n_tokens, hidden] each
+  handle_table<const compiled_image> compiled;       ///< compiled images awaiting a store
+  handle_table<loaded_entry> loads;                  ///< library hits of running requests
+  handle_table<kv_sequence> sequences;               ///< prefilled KV awaiting decode
+  handle_table<prefill_job> jobs;                    ///< keyed by request id
+
+  node_counters counters;
+
+  /// A snapshot of the counters and the pool.
+  node_stats stats() const;
+};
+
+/// Nanoseconds since the Unix epoch (the deadline clock of the messages).
+int64_t unix_now_ns();
+
+} // namespace mosaic::actors

@@ -1,0 +1,108 @@
+#include "actors/pipeline_messages.hpp"
+
+#include <algorithm>
+#include <vector>
+
+#include "messages/error_convert.hpp"
+
+namespace mosaic::actors {
+
+using flatbuffers::FlatBufferBuilder;
+
+caf::timespan until_deadline(int64_t deadline_unix_ns, std::chrono::milliseconds slack) {
+  const int64_t left = deadline_unix_ns - unix_now_ns();
+  const auto total = std::chrono::nanoseconds{std::max<int64_t>(left, 0)} + slack;
+  return std::max<caf::timespan>(total, std::chrono::milliseconds{1});
+}
+
+bool deadline_passed(int64_t deadline_unix_ns) {
+  return deadline_unix_ns != 0 && unix_now_ns() >= deadline_unix_ns;
+}
+
+msg::LibraryKey to_key(const digest& key) {
+  return to_msg_key(key);
+}
+
+digest from_key(const msg::LibraryKey* key) {
+  return key == nullptr ? digest{} : from_msg_key(*key);
+}
+
+store_request_msg make_store_request_msg(uint64_t request_id, std::string_view tenant,
+                                         const digest& image_key, uint32_t n_tokens,
+                                         uint64_t compiled_id, uint64_t embeddings_id) {
+  FlatBufferBuilder fbb{256};
+  auto t = fbb.CreateString(tenant.data(), tenant.size());
+  const auto key = to_key(image_key);
+  wire::kv_handle kv;
+  kv.sequence = compiled_id;
+  kv.n_tokens = n_tokens;
+  auto kvh = add_kv_handle(fbb, kv);
+  wire::tensor_handle emb;
+  emb.id = embeddings_id;
+  emb.shape = {n_tokens};
+  auto embh = add_tensor_handle(fbb, emb);
+  return store_request_msg::finish(
+      fbb, msg::CreateStoreRequest(fbb, request_id, t, &key, false, 0, n_tokens, embh, kvh));
+}
+
+store_result_msg make_store_result_msg(uint64_t request_id, const digest& library_key,
+                                       uint64_t bytes, const error& err) {
+  FlatBufferBuilder fbb{128};
+  const auto key = to_key(library_key);
+  auto e =
+      err.code == errc::none ? flatbuffers::Offset<msg::Error>{} : add_error(fbb, err, request_id);
+  const auto tier = err.code == errc::none ? msg::Tier::disk : msg::Tier::miss;
+  return store_result_msg::finish(fbb,
+                                  msg::CreateStoreResult(fbb, request_id, &key, tier, bytes, e));
+}
+
+prefill_task_msg make_prefill_task_msg(const prefill_job& job, int32_t image_token_id) {
+  FlatBufferBuilder fbb{1024};
+  std::vector<int32_t> tokens;
+  std::vector<flatbuffers::Offset<msg::PlanSegment>> segments;
+  std::vector<flatbuffers::Offset<msg::TensorHandle>> embeddings;
+  size_t image = 0;
+  uint32_t text_begin = 0;
+  auto close_text = [&] {
+    const auto end = static_cast<uint32_t>(tokens.size());
+    if (end > text_begin)
+      segments.push_back(msg::CreatePlanSegment(fbb, msg::SegmentKind::text, text_begin, end));
+  };
+  for (int32_t id : job.ids) {
+    if (id != image_token_id || image >= job.images.size()) {
+      tokens.push_back(id);
+      continue;
+    }
+    close_text();
+    const auto& img = job.images[image++];
+    const auto begin = static_cast<uint32_t>(tokens.size());
+    tokens.insert(tokens.end(), static_cast<size_t>(img.n_tokens), -1);
+    const auto key = to_key(img.image_key);
+    segments.push_back(msg::CreatePlanSegment(
+        fbb, msg::SegmentKind::image, begin, static_cast<uint32_t>(tokens.size()), &key,
+        img.load_id, img.load_id != 0 ? msg::Tier::ram : msg::Tier::miss));
+    text_begin = static_cast<uint32_t>(tokens.size());
+  }
+  close_text();
+  auto policy = fbb.CreateString(job.policy.to_string());
+  auto tok = fbb.CreateVector(tokens);
+  auto seg = fbb.CreateVector(segments);
+  auto plan = msg::CreateLinkPlan(fbb, job.request_id, policy, tok, 0, seg);
+  auto tenant = fbb.CreateString(job.tenant);
+  auto sampling = add_sampling(fbb, job.sampling);
+  return prefill_task_msg::finish(
+      fbb,
+      msg::CreatePrefillTask(fbb, job.request_id, tenant, job.deadline_unix_ns, plan, 0, sampling));
+}
+
+token_event_msg make_error_event(uint64_t request_id, const error& err) {
+  wire::token_event ev;
+  ev.request_id = request_id;
+  ev.finish = err.code == errc::timeout     ? msg::FinishReason::timeout
+              : err.code == errc::cancelled ? msg::FinishReason::cancelled
+                                            : msg::FinishReason::error;
+  ev.err = err;
+  return make_token_event_msg(ev);
+}
+
+} // namespace mosaic::actors

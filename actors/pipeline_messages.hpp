@@ -1,0 +1,63 @@
+#pragma once
+
+// Builders and readers for the pipeline messages that messages/builders.hpp
+// does not cover (store, link plan / prefill task), plus the small pieces
+// every actor of the pipeline uses: deadline → request timeout, error
+// conversion, the final event of a request.
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <caf/error.hpp>
+#include <caf/timespan.hpp>
+
+#include "actors/node_context.hpp"
+#include "engine/model/sha256.hpp"
+#include "messages/builders.hpp"
+#include "messages/caf_types.hpp"
+
+namespace mosaic::actors {
+
+/// Extra time every hop adds to a request's remaining deadline before its
+/// `request()` times out: the worker that owns the deadline ends the
+/// request with errc::timeout itself; the CAF timeout only catches a hop
+/// that never answers (a dead or stuck actor).
+inline constexpr std::chrono::milliseconds hop_slack{2000};
+
+/// Time left until `deadline_unix_ns` plus `slack`, at least 1 ms.
+caf::timespan until_deadline(int64_t deadline_unix_ns, std::chrono::milliseconds slack = hop_slack);
+
+/// True once `deadline_unix_ns` (0: none) has passed.
+bool deadline_passed(int64_t deadline_unix_ns);
+
+/// `key` as the schema struct / back.
+msg::LibraryKey to_key(const digest& key);
+digest from_key(const msg::LibraryKey* key);
+
+// -- store --------------------------------------------------------------------
+
+/// A store request for `image_key` in `tenant`'s static library.
+/// encoder → kv_loader: the compiled image is behind `compiled_id`
+/// (node_context::compiled). prefill → encoder ("store after use"): only
+/// the encoder output is behind `embeddings_id` (node_context::embeddings);
+/// the encoder compiles it first.
+store_request_msg make_store_request_msg(uint64_t request_id, std::string_view tenant,
+                                         const digest& image_key, uint32_t n_tokens,
+                                         uint64_t compiled_id, uint64_t embeddings_id = 0);
+/// kv_loader → sender: the entry's library key, or the error.
+store_result_msg make_store_result_msg(uint64_t request_id, const digest& library_key,
+                                       uint64_t bytes, const error& err);
+
+// -- prefill task ---------------------------------------------------------------
+
+/// linker → prefill: the request's link plan in outline (tokens, segments
+/// with each image's key, tier and load handle, the policy); the job with
+/// its handles is node_context::jobs[request_id].
+prefill_task_msg make_prefill_task_msg(const prefill_job& job, int32_t image_token_id);
+
+/// A final token event (finish != none) carrying an error.
+token_event_msg make_error_event(uint64_t request_id, const error& err);
+
+} // namespace mosaic::actors

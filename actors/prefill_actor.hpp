@@ -1,0 +1,31 @@
+#pragma once
+
+// The prefill worker: runs ONE pass of a request's link plan. It takes the
+// job the linker left in node_context::jobs, waits for the embeddings of
+// every library hit, builds the policy's executable plan and runs the
+// prefill with its per-layer hook bound to the loads: layer l starts as
+// soon as layer l of every hit is in memory, so reads overlap the compute
+// of earlier layers. A hit whose load fails is recomputed as a miss (the
+// pass is run again without it; `load_fallbacks` counts it), so the answer
+// stays right. The first token is sampled here; the KV sequence moves to
+// the decode worker by handle (node_context::sequences[request_id]).
+// Images encoded for this request are then compiled and stored through
+// the encoder ("store after use"). Detached: the pass is heavy compute.
+//
+//   (prefill_atom, prefill_task_msg, caf::actor sink) -> token_event_msg (the last)
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+
+#include "actors/node_context.hpp"
+
+namespace mosaic::actors {
+
+struct prefill_peers {
+  caf::actor encoder; ///< receives "store after use" requests
+  caf::actor decode;
+};
+
+caf::actor spawn_prefill(caf::actor_system& sys, node_context* ctx, prefill_peers peers);
+
+} // namespace mosaic::actors

@@ -1,0 +1,207 @@
+// `mosaic sim run|compare|des|images`: the online traffic simulator
+// (docs/sim.md). `run` and `compare` drive a real cluster in this process
+// and measure every token; `des` replays a workload on a model of a
+// topology with costs from `mosaic bench --profile`.
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.hpp"
+#include "cli/sim_options.hpp"
+#include "sim/cluster_target.hpp"
+#include "sim/compare.hpp"
+#include "sim/driver.hpp"
+#include "sim/procedural_image.hpp"
+
+namespace mosaic::cli {
+
+namespace {
+
+int fail(const error& e) {
+  std::fprintf(stderr, "error: %s\n", e.to_string().c_str());
+  return 1;
+}
+
+/// Starts a fresh single-node cluster on `library_dir`.
+result<std::unique_ptr<actors::local_cluster>> start_cluster(const sim_options& o) {
+  actors::node_options n;
+  n.model = o.model;
+  n.device = o.device;
+  n.threads = o.threads;
+  n.library_dir = o.library;
+  n.default_deadline_ms = int(o.drain_timeout_s * 1000);
+  n.decode_max_batch = o.max_batch;
+  return actors::local_cluster::start(n);
+}
+
+/// Prepares the library: a temp dir under --out unless --library was given,
+/// then puts every image of the workload into it (skipping those present).
+status prepare_library(sim_options& o, const sim::workload& w) {
+  if (o.library.empty())
+    o.library = (std::filesystem::path{o.out} / "library").string();
+  auto cluster = start_cluster(o);
+  if (!cluster)
+    return std::move(cluster).err();
+  std::fprintf(stderr, "preparing the dynamic library %s (%zu images)...\n", o.library.c_str(),
+               w.used_images().size());
+  auto n = sim::prebuild_dynamic_library(**cluster, w);
+  if (!n)
+    return std::move(n).err();
+  std::fprintf(stderr, "  %d compiled, %zu already there\n", *n,
+               w.used_images().size() - size_t(*n));
+  return {};
+}
+
+result<sim::run_result> run_policy(const sim_options& o, const sim::workload& w,
+                                   const std::string& policy, double rate) {
+  auto cluster = start_cluster(o);
+  if (!cluster)
+    return std::move(cluster).err();
+  sim::cluster_target t{**cluster, w, {.policy = policy, .images_by_key = !o.inline_images}};
+  std::fprintf(stderr, "%s: %zu requests at %.3g req/s over %.3g s...\n", policy.c_str(),
+               w.requests.size(), rate, o.duration_s);
+  sim::drive_options d;
+  d.label = policy;
+  d.rate = rate;
+  d.objectives = o.objectives;
+  d.drain_timeout = std::chrono::milliseconds{int64_t(o.drain_timeout_s * 1000)};
+  d.progress = o.verbose;
+  return sim::drive(t, w, d);
+}
+
+sim::report_header header(const sim_options& o, const std::string& mode) {
+  return {mode, o.workload, o.seed, "in-process cluster (" + o.device + ")", o.model, o.objectives};
+}
+
+int run_live(sim_options o) {
+  if (!o.target.empty())
+    return fail(make_error(errc::unsupported, "--target: driving a remote front door is not "
+                                              "implemented yet (the HTTP/ZeroMQ front door does "
+                                              "not exist); omit --target to use the in-process "
+                                              "cluster"));
+  auto spec = o.load_spec();
+  if (!spec)
+    return fail(spec.err());
+  std::vector<double> rates = o.rates.empty() ? std::vector<double>{o.rate} : o.rates;
+  std::vector<sim::run_result> runs;
+  for (double rate : rates) {
+    auto w = o.generate(*spec, rate);
+    if (!w)
+      return fail(w.err());
+    if (!o.inline_images) // each rate's workload may use more images
+      if (auto st = prepare_library(o, *w); !st)
+        return fail(st.err());
+    auto r = run_policy(o, *w, o.policy, rate);
+    if (!r)
+      return fail(r.err());
+    sim::print_run(*r);
+    runs.push_back(std::move(*r));
+  }
+  if (auto st = sim::write_report(o.out, header(o, "live"), runs); !st)
+    return fail(st.err());
+  std::printf("report: %s/{summary.json,requests.csv,plot.svg}\n", o.out.c_str());
+  return 0;
+}
+
+int run_compare(sim_options o) {
+  if (!o.target.empty())
+    return fail(make_error(errc::unsupported, "--target: driving a remote front door is not "
+                                              "implemented yet; omit --target to use the "
+                                              "in-process cluster"));
+  auto spec = o.load_spec();
+  if (!spec)
+    return fail(spec.err());
+  auto policies = sim::parse_policy_list(o.policies);
+  if (!policies)
+    return fail(policies.err());
+  auto w = o.generate(*spec, o.rate);
+  if (!w)
+    return fail(w.err());
+  if (w->requests.empty())
+    return fail(make_error(errc::invalid_argument, "the workload has no request; raise --rate or "
+                                                   "--duration"));
+  if (!o.inline_images)
+    if (auto st = prepare_library(o, *w); !st)
+      return fail(st.err());
+  std::vector<sim::run_result> runs;
+  for (const auto& p : *policies) {
+    auto r = run_policy(o, *w, p, o.rate);
+    if (!r)
+      return fail(r.err());
+    runs.push_back(std::move(*r));
+  }
+  const auto table = sim::compare_runs(runs, "prefix", "full");
+  std::fputs(sim::format_compare_table(table).c_str(), stdout);
+  const nlohmann::json extra = {{"compare", sim::compare_json(table)}};
+  if (auto st = sim::write_report(o.out, header(o, "compare"), runs, &extra); !st)
+    return fail(st.err());
+  std::printf("report: %s/{summary.json,requests.csv,plot.svg}\n", o.out.c_str());
+  return 0;
+}
+
+int run_images(const sim_options& o) {
+  auto spec = o.load_spec();
+  if (!spec)
+    return fail(spec.err());
+  auto w = o.generate(*spec, o.rate);
+  if (!w)
+    return fail(w.err());
+  std::error_code ec;
+  std::filesystem::create_directories(o.out, ec);
+  for (int idx : w->used_images()) {
+    const auto png = sim::procedural_png(o.seed, idx, spec->image_size);
+    const auto path = std::filesystem::path{o.out} / ("image_" + std::to_string(idx) + ".png");
+    std::ofstream f{path, std::ios::binary};
+    f.write(reinterpret_cast<const char*>(png.data()), std::streamsize(png.size()));
+    if (!f)
+      return fail(make_error(errc::io_error, "cannot write ", path.string()));
+  }
+  std::printf("%zu images written to %s\n", w->used_images().size(), o.out.c_str());
+  return 0;
+}
+
+} // namespace
+
+void add_sim_command(CLI::App& app, int* exit_code) {
+  auto* sim = app.add_subcommand("sim", "Online traffic simulator: drive a cluster with a "
+                                        "workload, compare reuse policies, simulate a topology");
+  sim->require_subcommand(1);
+
+  auto run_o = std::make_shared<sim_options>();
+  auto* run = sim->add_subcommand("run", "Drive the in-process cluster open-loop with a workload");
+  add_workload_options(*run, *run_o);
+  add_live_options(*run, *run_o);
+  run->add_option("--policy", run_o->policy, "reuse policy of every request")
+      ->capture_default_str();
+  run->add_option("--rates", run_o->rates, "several offered rates (one run each), e.g. 0.2,0.4")
+      ->delimiter(',');
+  run->callback([run_o, exit_code] { *exit_code = run_live(*run_o); });
+
+  auto cmp_o = std::make_shared<sim_options>();
+  auto* cmp = sim->add_subcommand(
+      "compare", "Same workload and seed against several policies; one table of TTFT and "
+                 "throughput ratios to prefix and output agreement with full");
+  add_workload_options(*cmp, *cmp_o);
+  add_live_options(*cmp, *cmp_o);
+  cmp->add_option("--policies", cmp_o->policies,
+                  "comma-separated policies (full is added as the agreement reference)")
+      ->capture_default_str();
+  cmp->callback([cmp_o, exit_code] { *exit_code = run_compare(*cmp_o); });
+
+  auto img_o = std::make_shared<sim_options>();
+  auto* img = sim->add_subcommand("images", "Write the workload's procedural images as PNG files");
+  add_workload_options(*img, *img_o);
+  img->add_option("--out", img_o->out, "directory")->required();
+  img->callback([img_o, exit_code] { *exit_code = run_images(*img_o); });
+
+  add_sim_des_command(*sim, exit_code);
+}
+
+} // namespace mosaic::cli

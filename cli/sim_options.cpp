@@ -1,0 +1,104 @@
+#include "cli/sim_options.hpp"
+
+#include <cstdlib>
+
+namespace mosaic::cli {
+
+result<sim::workload_spec> sim_options::load_spec() const {
+  auto spec = sim::load_workload_spec(workload, sim::builtin_workload_dir());
+  if (!spec)
+    return spec;
+  if (zipf >= 0)
+    spec->zipf_exponent = zipf;
+  return spec;
+}
+
+result<sim::arrival_spec> sim_options::arrivals(const sim::workload_spec& spec,
+                                                double rate_override) const {
+  sim::arrival_spec a = spec.arrivals;
+  if (rate_override > 0) {
+    a.rate = rate_override;
+    a.ramp.clear();
+  } else if (rate > 0) {
+    a.rate = rate;
+    a.ramp.clear();
+  }
+  if (duration_s > 0)
+    a.duration_s = duration_s;
+  if (!process.empty()) {
+    auto p = sim::parse_arrival_process(process);
+    if (!p)
+      return std::move(p).err();
+    a.process = *p;
+  }
+  if (burstiness > 0)
+    a.burstiness = burstiness;
+  if (max_requests > 0)
+    a.max_requests = max_requests;
+  if (!ramp.empty()) {
+    a.ramp.clear();
+    for (const auto& point : ramp) {
+      const auto colon = point.find(':');
+      char* end = nullptr;
+      sim::rate_point rp;
+      if (colon != std::string::npos) {
+        rp.at_s = std::strtod(point.c_str(), &end);
+        rp.rate = std::strtod(point.c_str() + colon + 1, &end);
+      }
+      if (colon == std::string::npos || end == nullptr || *end != '\0')
+        return make_error(errc::invalid_argument, "--ramp: '", point,
+                          "' is not AT:RATE (seconds:requests per second), e.g. 0:0.1,60:1");
+      a.ramp.push_back(rp);
+    }
+  }
+  MOSAIC_TRY(a.validate());
+  return a;
+}
+
+result<sim::workload> sim_options::generate(const sim::workload_spec& spec,
+                                            double rate_override) const {
+  auto a = arrivals(spec, rate_override);
+  if (!a)
+    return std::move(a).err();
+  return sim::generate_workload(spec, *a, seed, {max_turns, max_images, max_output_tokens});
+}
+
+void add_workload_options(CLI::App& cmd, sim_options& o) {
+  cmd.add_option("--workload", o.workload, "mmdu, sparkles, gqa or a workload YAML file")
+      ->capture_default_str();
+  cmd.add_option("--seed", o.seed, "workload seed")->capture_default_str();
+  cmd.add_option("--rate", o.rate, "offered requests/s (default: the workload's)");
+  cmd.add_option("--duration", o.duration_s, "seconds of arrivals (default: the workload's)");
+  cmd.add_option("--process", o.process, "arrival process: poisson or gamma");
+  cmd.add_option("--burstiness", o.burstiness, "gamma shape (1 = Poisson, < 1 burstier)");
+  cmd.add_option("--max-requests", o.max_requests, "cap on the number of requests");
+  cmd.add_option("--ramp", o.ramp, "rate ramp as AT:RATE points, e.g. 0:0.1,60:1")->delimiter(',');
+  cmd.add_option("--zipf", o.zipf, "image popularity exponent (default: the workload's)");
+  cmd.add_option("--max-turns", o.max_turns, "cap turns per dialogue");
+  cmd.add_option("--max-images", o.max_images, "cap images per request");
+  cmd.add_option("--max-output-tokens", o.max_output_tokens, "cap output tokens per request");
+}
+
+void add_live_options(CLI::App& cmd, sim_options& o) {
+  cmd.add_option("--model", o.model, "builtin:tiny, builtin:small or an HF LLaVA directory")
+      ->capture_default_str();
+  cmd.add_option("--device", o.device, "cpu or cuda:N")->capture_default_str();
+  cmd.add_option("--threads", o.threads, "CPU backend threads (0 = every core)");
+  cmd.add_option("--max-batch", o.max_batch, "decode batch size")->capture_default_str();
+  cmd.add_option("--library", o.library,
+                 "dynamic library directory; the workload's images are put there first "
+                 "(default: OUT/library)");
+  cmd.add_flag("--inline-images", o.inline_images,
+               "send images as PNG bytes instead of library references (no library)");
+  cmd.add_option("--target", o.target, "URL of a running front door (not implemented yet)");
+  cmd.add_option("--slo-ttft", o.objectives.ttft_s, "goodput SLO on TTFT (seconds)");
+  cmd.add_option("--slo-tpot", o.objectives.tpot_s, "goodput SLO on TPOT (seconds)");
+  cmd.add_option("--slo-e2e", o.objectives.e2e_s, "goodput SLO on end-to-end latency (seconds)");
+  cmd.add_option("--out", o.out, "report directory")->capture_default_str();
+  cmd.add_option("--drain-timeout", o.drain_timeout_s,
+                 "seconds to wait for requests after the last arrival")
+      ->capture_default_str();
+  cmd.add_flag("--verbose", o.verbose, "one line per finished request");
+}
+
+} // namespace mosaic::cli

@@ -1,0 +1,62 @@
+#pragma once
+
+// Options shared by the `mosaic sim` subcommands (cli/sim_command.cpp,
+// cli/sim_des_command.cpp).
+
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "sim/metrics.hpp"
+#include "sim/workload.hpp"
+
+namespace mosaic::cli {
+
+struct sim_options {
+  // -- workload ---------------------------------------------------------------
+  std::string workload = "mmdu";
+  uint64_t seed = 1;
+  double rate = 0.0;       ///< requests/s; 0: the workload's default
+  double duration_s = 0.0; ///< 0: the workload's default
+  std::string process;     ///< poisson|gamma; empty: the workload's
+  double burstiness = 0.0; ///< 0: the workload's
+  int64_t max_requests = 0;
+  std::vector<std::string> ramp; ///< "AT:RATE" points
+  int max_turns = 0, max_images = 0, max_output_tokens = 0;
+  double zipf = -1.0; ///< < 0: the workload's
+
+  // -- live -------------------------------------------------------------------
+  std::string model = "builtin:small";
+  std::string device = "cpu";
+  int threads = 0;
+  int max_batch = 16;
+  std::string library; ///< dynamic library directory (prebuilt or filled here)
+  bool inline_images = false;
+  std::string target; ///< remote front door (not implemented yet)
+  std::string policy = "mpic:32";
+  std::string policies = "prefix,full_reuse,mpic:32,cacheblend:0.15,vlcache:0.05";
+  std::vector<double> rates;
+  double drain_timeout_s = 300.0;
+  bool verbose = false;
+  sim::slo objectives;
+  std::string out = "sim-out";
+
+  /// The workload spec named by `workload`.
+  result<sim::workload_spec> load_spec() const;
+  /// The arrival process: the spec's, with the command line's overrides.
+  result<sim::arrival_spec> arrivals(const sim::workload_spec& spec, double rate_override) const;
+  /// Generates the workload at `rate_override` (0: --rate or the spec's).
+  result<sim::workload> generate(const sim::workload_spec& spec, double rate_override) const;
+};
+
+/// --workload, --seed, --rate, --duration, --process, --burstiness,
+/// --max-requests, --ramp, --zipf, --max-turns, --max-images, --max-output-tokens.
+void add_workload_options(CLI::App& cmd, sim_options& o);
+/// --model, --device, --threads, --library, --inline-images, --target,
+/// --slo-*, --out, --drain-timeout, --verbose.
+void add_live_options(CLI::App& cmd, sim_options& o);
+/// `mosaic sim des`.
+void add_sim_des_command(CLI::App& sim, int* exit_code);
+
+} // namespace mosaic::cli

@@ -1,0 +1,252 @@
+#include "engine/cpu/elementwise_ops.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "engine/cpu/vec_math.hpp"
+
+namespace mosaic::cpu {
+
+namespace {
+
+/// Elements per task: below ~32k floats a loop is faster than a wake-up.
+constexpr int64_t elem_grain = 1 << 15;
+
+/// Rows per task so that a task covers about `elem_grain` elements.
+int64_t row_grain(int64_t row_len) {
+  return std::max<int64_t>(1, elem_grain / std::max<int64_t>(1, row_len));
+}
+
+MOSAIC_CPU_CLONES
+void add_span(const float* a, const float* b, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = a[i] + b[i];
+}
+
+MOSAIC_CPU_CLONES
+void scale_span(float* __restrict x, float s, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    x[i] *= s;
+}
+
+/// 0.5 x (1 + erf(x / sqrt 2)) written as 0.5 x erfc(-x / sqrt 2): the
+/// same function, without the cancellation of 1 + erf for x << 0.
+void gelu_span(float* __restrict x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    x[i] = 0.5f * x[i] * std::erfc(x[i] * -0.70710678118654752f);
+}
+
+MOSAIC_CPU_CLONES
+void quick_gelu_span(float* __restrict x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    x[i] = x[i] / (1.0f + exp_f32(-1.702f * x[i]));
+}
+
+MOSAIC_CPU_CLONES
+void silu_mul_span(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + exp_f32(-g)) * up[i];
+  }
+}
+
+MOSAIC_CPU_CLONES
+void rms_norm_row(const float* x, const float* __restrict w, float* y, int dim, float eps) {
+  float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+  for (int i = 0; i < dim; ++i)
+    ss += x[i] * x[i];
+  const float inv = 1.0f / std::sqrt(ss / static_cast<float>(dim) + eps);
+  for (int i = 0; i < dim; ++i)
+    y[i] = x[i] * inv * w[i];
+}
+
+MOSAIC_CPU_CLONES
+void layer_norm_row(const float* x, const float* __restrict w, const float* __restrict b, float* y,
+                    int dim, float eps) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int i = 0; i < dim; ++i)
+    sum += x[i];
+  const float mean = sum / static_cast<float>(dim);
+  float var = 0.0f;
+#pragma omp simd reduction(+ : var)
+  for (int i = 0; i < dim; ++i)
+    var += (x[i] - mean) * (x[i] - mean);
+  const float inv = 1.0f / std::sqrt(var / static_cast<float>(dim) + eps);
+  for (int i = 0; i < dim; ++i)
+    y[i] = (x[i] - mean) * inv * w[i] + b[i];
+}
+
+MOSAIC_CPU_CLONES
+void rope_row(float* __restrict x, const float* __restrict cs, const float* __restrict sn,
+              int n_heads, int head_dim) {
+  const int half = head_dim / 2;
+  for (int h = 0; h < n_heads; ++h) {
+    float* __restrict x0 = x + static_cast<ptrdiff_t>(h) * head_dim;
+    float* __restrict x1 = x0 + half;
+    for (int i = 0; i < half; ++i) {
+      const float a = x0[i];
+      const float b = x1[i];
+      x0[i] = a * cs[i] - b * sn[i];
+      x1[i] = b * cs[i] + a * sn[i];
+    }
+  }
+}
+
+MOSAIC_CPU_CLONES
+float sq_diff_row(const float* __restrict a, const float* __restrict b, int cols) {
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (int c = 0; c < cols; ++c)
+    s += (a[c] - b[c]) * (a[c] - b[c]);
+  return s;
+}
+
+} // namespace
+
+void add(thread_pool& pool, const float* a, const float* b, float* out, size_t n) {
+  pool.parallel_for(0, static_cast<int64_t>(n), elem_grain,
+                    [=](int64_t lo, int64_t hi) { add_span(a + lo, b + lo, out + lo, hi - lo); });
+}
+
+void add_bias(thread_pool& pool, float* x, const float* bias, int rows, int cols) {
+  pool.parallel_for(0, rows, row_grain(cols), [=](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r)
+      add_span(x + r * cols, bias, x + r * cols, cols);
+  });
+}
+
+void scale(thread_pool& pool, float* x, float s, size_t n) {
+  pool.parallel_for(0, static_cast<int64_t>(n), elem_grain,
+                    [=](int64_t lo, int64_t hi) { scale_span(x + lo, s, hi - lo); });
+}
+
+void gelu(thread_pool& pool, float* x, size_t n) {
+  // erf is a libm call: fewer elements per task pay off.
+  pool.parallel_for(0, static_cast<int64_t>(n), elem_grain / 8,
+                    [=](int64_t lo, int64_t hi) { gelu_span(x + lo, hi - lo); });
+}
+
+void quick_gelu(thread_pool& pool, float* x, size_t n) {
+  pool.parallel_for(0, static_cast<int64_t>(n), elem_grain,
+                    [=](int64_t lo, int64_t hi) { quick_gelu_span(x + lo, hi - lo); });
+}
+
+void silu_mul(thread_pool& pool, const float* gate, const float* up, float* out, size_t n) {
+  pool.parallel_for(0, static_cast<int64_t>(n), elem_grain, [=](int64_t lo, int64_t hi) {
+    silu_mul_span(gate + lo, up + lo, out + lo, hi - lo);
+  });
+}
+
+void rms_norm(thread_pool& pool, const float* x, const float* w, float* y, int rows, int dim,
+              float eps) {
+  pool.parallel_for(0, rows, row_grain(dim), [=](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r)
+      rms_norm_row(x + r * dim, w, y + r * dim, dim, eps);
+  });
+}
+
+void layer_norm(thread_pool& pool, const float* x, const float* w, const float* b, float* y,
+                int rows, int dim, float eps) {
+  pool.parallel_for(0, rows, row_grain(dim), [=](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r)
+      layer_norm_row(x + r * dim, w, b, y + r * dim, dim, eps);
+  });
+}
+
+void rope(thread_pool& pool, rope_table& table, float* x, const int32_t* pos, int rows, int n_heads,
+          int head_dim, float theta, int stride) {
+  const int half = head_dim / 2;
+  if (half == 0 || rows <= 0)
+    return;
+  const bool hit = table.theta == theta && table.head_dim == head_dim &&
+                   table.positions.size() == static_cast<size_t>(rows) &&
+                   std::equal(pos, pos + rows, table.positions.begin());
+  if (!hit) {
+    table.theta = theta;
+    table.head_dim = head_dim;
+    table.positions.assign(pos, pos + rows);
+    table.cos.resize(static_cast<size_t>(rows) * half);
+    table.sin.resize(static_cast<size_t>(rows) * half);
+    // The angle pos * theta^(-2i/d) is formed in double: in f32 a position
+    // of 32k would lose ~3 decimal digits of the angle before the sine.
+    std::vector<double> inv_freq(static_cast<size_t>(half));
+    for (int i = 0; i < half; ++i)
+      inv_freq[static_cast<size_t>(i)] =
+          std::pow(static_cast<double>(theta), -2.0 * i / static_cast<double>(head_dim));
+    const double* freq = inv_freq.data();
+    float* cs = table.cos.data();
+    float* sn = table.sin.data();
+    pool.parallel_for(0, rows, row_grain(static_cast<int64_t>(half) * 64),
+                      [=](int64_t lo, int64_t hi) {
+                        for (int64_t r = lo; r < hi; ++r)
+                          for (int i = 0; i < half; ++i) {
+                            const double angle = static_cast<double>(pos[r]) * freq[i];
+                            cs[r * half + i] = static_cast<float>(std::cos(angle));
+                            sn[r * half + i] = static_cast<float>(std::sin(angle));
+                          }
+                      });
+  }
+  const int64_t row_stride = stride > 0 ? stride : static_cast<int64_t>(n_heads) * head_dim;
+  const float* cs = table.cos.data();
+  const float* sn = table.sin.data();
+  pool.parallel_for(
+      0, rows, row_grain(static_cast<int64_t>(n_heads) * head_dim), [=](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; ++r)
+          rope_row(x + r * row_stride, cs + r * half, sn + r * half, n_heads, head_dim);
+      });
+}
+
+void gather_rows(thread_pool& pool, const float* src, const int32_t* idx, float* dst, int n,
+                 int row_len) {
+  const size_t bytes = static_cast<size_t>(row_len) * sizeof(float);
+  pool.parallel_for(0, n, row_grain(row_len), [=](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i)
+      std::memcpy(dst + i * row_len, src + static_cast<int64_t>(idx[i]) * row_len, bytes);
+  });
+}
+
+void scatter_rows(thread_pool& pool, const float* src, const int32_t* idx, float* dst, int n,
+                  int row_len) {
+  const size_t bytes = static_cast<size_t>(row_len) * sizeof(float);
+  pool.parallel_for(0, n, row_grain(row_len), [=](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i)
+      std::memcpy(dst + static_cast<int64_t>(idx[i]) * row_len, src + i * row_len, bytes);
+  });
+}
+
+void row_sq_diff(thread_pool& pool, const float* a, const float* b, float* out, int rows,
+                 int cols) {
+  pool.parallel_for(0, rows, row_grain(cols), [=](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r)
+      out[r] = sq_diff_row(a + r * cols, b + r * cols, cols);
+  });
+}
+
+void im2col_patches(thread_pool& pool, const float* img, float* out, int channels, int height,
+                    int width, int patch) {
+  if (patch <= 0)
+    return;
+  const int n_py = height / patch;
+  const int n_px = width / patch;
+  const int64_t row_len = static_cast<int64_t>(channels) * patch * patch;
+  const size_t bytes = static_cast<size_t>(patch) * sizeof(float);
+  pool.parallel_for(
+      0, static_cast<int64_t>(n_py) * n_px, row_grain(row_len), [=](int64_t lo, int64_t hi) {
+        for (int64_t p = lo; p < hi; ++p) {
+          const int64_t py = p / n_px;
+          const int64_t px = p % n_px;
+          float* dst = out + p * row_len;
+          for (int64_t c = 0; c < channels; ++c)
+            for (int64_t dy = 0; dy < patch; ++dy) {
+              const float* src = img + (c * height + py * patch + dy) * width + px * patch;
+              std::memcpy(dst + (c * patch + dy) * patch, src, bytes);
+            }
+        }
+      });
+}
+
+} // namespace mosaic::cpu

@@ -1,0 +1,132 @@
+#pragma once
+
+// The link plan (DESIGN.md §4): everything one prefill pass needs to know
+// about where each token's input and KV come from and which tokens are
+// computed at which layer. Every reuse policy is a function that builds
+// one (engine/policies.hpp); the prefill executor (engine/prefill.hpp)
+// runs any of them in ONE pass:
+//
+//   for l in 0..L-1:
+//     place cached KV of layer l (image entries: pre-RoPE K rotated to the
+//       token's position; prefix: KV copied as is, same positions)
+//     tokens in S_l: norm → Q,K,V (RoPE at the token's position) → their
+//       fresh K,V overwrite their slots → attention over every slot,
+//       causal by position → o_proj, residual, MLP, residual
+//     tokens not in S_l: hidden state unchanged, slot keeps the cached KV
+//
+// A plan borrows its inputs (image embeddings, compiled images, the
+// prefix sequence): they must outlive the prefill that runs it.
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/compiled_image.hpp"
+#include "engine/error.hpp"
+
+namespace mosaic {
+
+class kv_sequence;
+
+enum class segment_kind : uint8_t { text, image };
+
+/// A contiguous run of tokens of one kind.
+struct plan_segment {
+  segment_kind kind = segment_kind::text;
+  int begin = 0;  ///< first token index
+  int end = 0;    ///< one past the last token index
+  int image = -1; ///< index into link_plan::images for image segments
+};
+
+/// One image of the prompt.
+struct plan_image {
+  std::string key;  ///< library key (informational; may be empty)
+  int n_tokens = 0; ///< tokens the image occupies
+  /// The image tokens' input embeddings (projector output), host memory:
+  /// the cached entry's embeddings for a hit, the fresh encoder output
+  /// for a miss.
+  const float* embeddings = nullptr; // [n_tokens, hidden]
+  /// The cached standalone KV (K pre-RoPE), or nullptr for a miss.
+  const compiled_image* entry = nullptr;
+};
+
+/// Where a token's KV comes from at a layer where it is not computed.
+enum class kv_source_kind : uint8_t {
+  compute,     ///< no cache: the token must be computed at every layer
+  image_entry, ///< row `row` of images[index].entry (pre-RoPE K, rotated at link time)
+  prefix,      ///< row `row` of the prefix sequence (K already rotated, same position)
+};
+
+struct kv_source {
+  kv_source_kind kind = kv_source_kind::compute;
+  int32_t index = -1; ///< image index (image_entry)
+  int32_t row = -1;   ///< row inside the entry or the prefix sequence
+};
+
+/// A previous sequence's KV, reused exactly for the first `n_tokens`
+/// tokens (identical tokens at identical positions: the caller's prefix
+/// match guarantees that).
+struct prefix_kv {
+  const kv_sequence* sequence = nullptr;
+  int n_tokens = 0;
+};
+
+class link_plan;
+
+/// A plan whose compute sets past `layer` are decided during the pass
+/// (CacheBlend): after computing layer `layer`, the executor measures for
+/// every token with an image_entry source that was computed there the
+/// squared L2 distance between its fresh and its cached pre-RoPE K
+/// (`k_deviation[token]`, -1 for other tokens) and calls `complete`, which
+/// must fill compute[layer+1 ..].
+struct plan_completion {
+  int layer = -1; ///< -1: the plan is complete
+  std::function<status(link_plan& plan, std::span<const float> k_deviation)> complete;
+};
+
+/// The plan. Build with a policy (engine/policies.hpp) or by hand; check
+/// with validate() (the executor does).
+class link_plan {
+public:
+  // -- geometry ---------------------------------------------------------------
+
+  int n_layers = 0;
+  int hidden = 0; ///< decoder hidden size
+  int kv_dim = 0; ///< n_kv_heads * head_dim
+
+  // -- tokens -----------------------------------------------------------------
+
+  std::vector<int32_t> token_ids;     // [n] text token id; -1 for image tokens
+  std::vector<int32_t> positions;     // [n] absolute positions, strictly increasing
+  std::vector<plan_segment> segments; ///< cover [0, n) in order
+  std::vector<plan_image> images;
+  std::vector<kv_source> kv; // [n]
+  prefix_kv prefix;
+
+  // -- recompute sets ---------------------------------------------------------
+
+  /// compute[l] = S_l: sorted token indices computed at layer l.
+  std::vector<std::vector<int32_t>> compute; // [n_layers][|S_l|]
+  plan_completion completion;
+
+  /// Free-form note from the policy (e.g. which vlcache profile was used).
+  std::string note;
+
+  // -- queries ----------------------------------------------------------------
+
+  int n_tokens() const noexcept { return static_cast<int>(positions.size()); }
+  /// Where token `token`'s KV comes from at layer `layer` (compute if the
+  /// token is in S_l).
+  kv_source source(int token, int layer) const;
+  /// Tokens computed at all layers, summed, over n_layers * n_tokens.
+  double recomputed_fraction() const;
+  /// Checks every invariant; errors name the token/layer and the rule.
+  /// Layers past a pending completion are checked only once completed.
+  status validate() const;
+  /// Checks the compute set of one layer.
+  status validate_layer(int layer) const;
+};
+
+} // namespace mosaic

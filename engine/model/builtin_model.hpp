@@ -1,0 +1,44 @@
+#pragma once
+
+// Built-in models, generated deterministically from a fixed seed into a real
+// HF LLaVA directory (config.json, model.safetensors, tokenizer.model,
+// tokenizer_config.json, special_tokens_map.json) and cached on first use.
+// The same loader and forward pass run them as any downloaded model.
+
+#include <filesystem>
+#include <string_view>
+
+#include "engine/error.hpp"
+#include "engine/model/model_config.hpp"
+
+namespace mosaic {
+
+/// `builtin:tiny` for tests (16 image tokens, 2 decoder layers),
+/// `builtin:small` for demos and benchmarks (576 image tokens, 8 layers).
+enum class builtin_preset { tiny, small };
+
+/// "tiny" / "small".
+const char* to_string(builtin_preset preset) noexcept;
+/// Parses "tiny"/"small" (also with a "builtin:" prefix).
+result<builtin_preset> parse_builtin_preset(std::string_view name);
+
+/// The preset's configuration (vocab size included, i.e. what config.json
+/// will hold).
+model_config builtin_config(builtin_preset preset);
+
+/// Generates the preset into `out_dir` (created if missing; existing model
+/// files there are replaced). Byte-identical output on every run.
+status write_builtin_model(builtin_preset preset, const std::filesystem::path& out_dir);
+
+/// Where built-in models are cached: $MOSAIC_HOME/models if MOSAIC_HOME is
+/// set, else $XDG_CACHE_HOME/mosaic/models, else ~/.cache/mosaic/models.
+result<std::filesystem::path> model_cache_dir();
+
+/// Resolves a model spec to a directory: "builtin:tiny" / "builtin:small"
+/// are generated into the cache on first use (atomically: built in a temp
+/// dir, then renamed; safe under concurrent first use) and reused after;
+/// anything else is a path to an HF LLaVA directory, checked to hold
+/// config.json, tokenizer.model and at least one *.safetensors.
+result<std::filesystem::path> resolve_model(std::string_view spec);
+
+} // namespace mosaic

@@ -1,0 +1,70 @@
+#pragma once
+
+// The prefill executor: runs a link plan (engine/link_plan.hpp) in ONE
+// pass over the decoder, writing the sequence's KV into the paged pool
+// and returning the last token's logits. Also "compiling" an image: the
+// standalone prefill of its tokens at positions 0..n-1 whose per-layer K
+// (before RoPE) and V a KV library stores.
+//
+// Working layout: per layer the pass assembles the sequence's K and V in a
+// contiguous working buffer (cached rows placed first, fresh rows of S_l
+// written over them), attends directly over it, and then writes the
+// finished layer into the sequence's pool slots with one scatter.
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/backend.hpp"
+#include "engine/compiled_image.hpp"
+#include "engine/decoder_weights.hpp"
+#include "engine/error.hpp"
+#include "engine/kv_pool.hpp"
+#include "engine/link_plan.hpp"
+
+namespace mosaic {
+
+struct prefill_options {
+  /// Called before layer l's cached KV is placed, for every layer; a KV
+  /// loader blocks here until layer l of every cache hit is in host
+  /// memory, so that loads overlap the compute of earlier layers. An
+  /// error aborts the prefill (the caller may re-plan the image as a miss).
+  std::function<status(int layer)> wait_layer;
+  /// When set, receives every layer's K (BEFORE RoPE) and V of every
+  /// token; requires every token in every S_l (used by compile_image).
+  compiled_image* capture = nullptr;
+};
+
+struct prefill_stats {
+  int n_tokens = 0;
+  std::vector<int> computed_per_layer; ///< |S_l|
+  double recomputed_fraction = 0.0;    ///< sum |S_l| / (L * n)
+  int reused_image_tokens = 0;         ///< tokens with a cached image source
+  int reused_prefix_tokens = 0;        ///< tokens with a prefix source
+  std::string note;                    ///< the policy's note (profile used, ...)
+};
+
+struct prefill_result {
+  std::vector<float> logits; // [vocab]  of the last token
+  kv_sequence sequence;      ///< the prompt's KV, left in the pool for decode
+  prefill_stats stats;
+};
+
+/// Runs `plan` (validated first; a pending completion is completed during
+/// the pass, which is why the plan is mutable). The sequence's blocks come
+/// from `pool`; out_of_memory if it has too few free blocks.
+result<prefill_result> run_prefill(backend& be, const decoder_weights& weights, kv_pool& pool,
+                                   link_plan& plan, const prefill_options& options = {});
+
+/// A plan that computes every token at every layer: `ids` as one text
+/// segment at positions 0..n-1 (the reference prefill).
+link_plan plain_text_plan(const text_config& cfg, const std::vector<int32_t>& ids);
+
+/// Compiles an image: the standalone prefill of its `n_tokens` input
+/// embeddings at positions 0..n-1 (no BOS, nothing before it). Returns
+/// the embeddings plus every layer's pre-RoPE K and V. Uses `pool` for
+/// the duration of the call only.
+result<compiled_image> compile_image(backend& be, const decoder_weights& weights, kv_pool& pool,
+                                     const float* embeddings, int n_tokens);
+
+} // namespace mosaic

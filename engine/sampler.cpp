@@ -1,0 +1,174 @@
+#include "engine/sampler.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+namespace mosaic {
+
+namespace {
+
+/// Below this temperature sampling is argmax (1/T would overflow logits).
+constexpr float min_temperature = 1e-4f;
+
+uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+uint64_t rotl(uint64_t x, int k) {
+  return (x << k) | (x >> (64 - k));
+}
+
+} // namespace
+
+status sampling_params::validate() const {
+  if (!std::isfinite(temperature) || temperature < 0.0f)
+    return make_error(errc::invalid_argument,
+                      "temperature must be a finite number >= 0 (0 = greedy)");
+  if (!(top_p > 0.0f && top_p <= 1.0f))
+    return make_error(errc::invalid_argument, "top_p must be in (0, 1] (1 = off)");
+  if (top_k < 0)
+    return make_error(errc::invalid_argument, "top_k must be >= 0 (0 = off)");
+  return {};
+}
+
+bool sampling_params::greedy() const {
+  return temperature < min_temperature || top_k == 1;
+}
+
+sampling_rng::sampling_rng(uint64_t seed) {
+  uint64_t x = seed;
+  for (uint64_t& s : s_)
+    s = splitmix64(x);
+}
+
+uint64_t sampling_rng::next_u64() {
+  const uint64_t out = rotl(s_[1] * 5, 7) * 9;
+  const uint64_t t = s_[1] << 17;
+  s_[2] ^= s_[0];
+  s_[3] ^= s_[1];
+  s_[1] ^= s_[2];
+  s_[0] ^= s_[3];
+  s_[2] ^= t;
+  s_[3] = rotl(s_[3], 45);
+  return out;
+}
+
+double sampling_rng::next_unit() {
+  return static_cast<double>(next_u64() >> 11) * 0x1.0p-53;
+}
+
+int32_t argmax(std::span<const float> logits) {
+  int32_t best = -1;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (std::isnan(logits[i]))
+      continue;
+    if (best < 0 || logits[i] > logits[static_cast<size_t>(best)])
+      best = static_cast<int32_t>(i);
+  }
+  return best;
+}
+
+std::vector<double> softmax(std::span<const float> logits, double temperature) {
+  std::vector<double> p(logits.size(), 0.0);
+  const int32_t top = argmax(logits);
+  if (top < 0)
+    return p;
+  const double max = logits[static_cast<size_t>(top)];
+  if (std::isinf(max) && max > 0) {
+    // +inf logits share all the mass.
+    size_t n = 0;
+    for (float v : logits)
+      n += (std::isinf(v) && v > 0) ? 1 : 0;
+    for (size_t i = 0; i < logits.size(); ++i)
+      p[i] = (std::isinf(logits[i]) && logits[i] > 0) ? 1.0 / static_cast<double>(n) : 0.0;
+    return p;
+  }
+  double sum = 0.0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const double v = logits[i];
+    p[i] = std::isnan(v) ? 0.0 : std::exp((v - max) / temperature);
+    sum += p[i];
+  }
+  for (double& v : p)
+    v /= sum;
+  return p;
+}
+
+double kl_divergence(std::span<const float> p_logits, std::span<const float> q_logits) {
+  if (p_logits.size() != q_logits.size() || p_logits.empty())
+    return std::numeric_limits<double>::quiet_NaN();
+  const std::vector<double> p = softmax(p_logits);
+  const std::vector<double> q = softmax(q_logits);
+  double kl = 0.0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (p[i] <= 0.0)
+      continue;
+    if (q[i] <= 0.0)
+      return std::numeric_limits<double>::infinity();
+    kl += p[i] * (std::log(p[i]) - std::log(q[i]));
+  }
+  return std::max(kl, 0.0);
+}
+
+sampler::sampler(sampling_params params) : params_(std::move(params)), rng_(params_.seed) {}
+
+bool sampler::is_stop(int32_t token) const {
+  return std::find(params_.stop_token_ids.begin(), params_.stop_token_ids.end(), token) !=
+         params_.stop_token_ids.end();
+}
+
+int32_t sampler::sample(std::span<const float> logits) {
+  const int32_t top = argmax(logits);
+  if (params_.greedy() || top < 0 || logits.size() <= 1)
+    return top;
+  const std::vector<double> p = softmax(logits, params_.temperature);
+
+  // Candidates by descending probability (ties by id, so the order and
+  // hence the draw are deterministic).
+  order_.resize(p.size());
+  std::iota(order_.begin(), order_.end(), 0);
+  size_t keep = p.size();
+  if (params_.top_k > 0)
+    keep = std::min(keep, static_cast<size_t>(params_.top_k));
+  auto by_prob = [&p](int32_t a, int32_t b) {
+    const double pa = p[static_cast<size_t>(a)];
+    const double pb = p[static_cast<size_t>(b)];
+    return pa > pb || (pa == pb && a < b);
+  };
+  if (keep < p.size() || params_.top_p < 1.0f) {
+    std::partial_sort(order_.begin(), order_.begin() + static_cast<std::ptrdiff_t>(keep),
+                      order_.end(), by_prob);
+  }
+  double mass = 0.0;
+  for (size_t i = 0; i < keep; ++i)
+    mass += p[static_cast<size_t>(order_[i])];
+  if (params_.top_p < 1.0f) {
+    // Smallest prefix whose share of the kept mass reaches top_p.
+    const double target = static_cast<double>(params_.top_p) * mass;
+    double cum = 0.0;
+    size_t n = 0;
+    while (n < keep) {
+      cum += p[static_cast<size_t>(order_[n])];
+      ++n;
+      if (cum >= target)
+        break;
+    }
+    keep = n;
+    mass = cum;
+  }
+  const double u = rng_.next_unit() * mass;
+  double cum = 0.0;
+  for (size_t i = 0; i < keep; ++i) {
+    cum += p[static_cast<size_t>(order_[i])];
+    if (u < cum)
+      return order_[i];
+  }
+  return order_[keep - 1];
+}
+
+} // namespace mosaic

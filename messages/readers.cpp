@@ -1,0 +1,163 @@
+#include "messages/readers.hpp"
+
+#include <string>
+
+#include "messages/error_convert.hpp"
+
+namespace mosaic {
+
+namespace {
+
+std::string str(const flatbuffers::String* s) {
+  return s == nullptr ? std::string{} : s->str();
+}
+
+error err_of(const msg::Error* e) {
+  return e == nullptr ? error{} : to_error(*e);
+}
+
+} // namespace
+
+wire::tensor_handle read_tensor_handle(const msg::TensorHandle* h) {
+  wire::tensor_handle out;
+  if (h == nullptr)
+    return out;
+  out.node = str(h->node());
+  out.endpoint = str(h->endpoint());
+  out.id = h->id();
+  out.dtype = h->dtype();
+  if (h->shape() != nullptr)
+    out.shape.assign(h->shape()->begin(), h->shape()->end());
+  return out;
+}
+
+wire::kv_handle read_kv_handle(const msg::KvHandle* h) {
+  wire::kv_handle out;
+  if (h == nullptr)
+    return out;
+  out.node = str(h->node());
+  out.endpoint = str(h->endpoint());
+  out.sequence = h->sequence();
+  out.n_tokens = h->n_tokens();
+  out.n_layers = h->n_layers();
+  out.kv_dim = h->kv_dim();
+  out.dtype = h->dtype();
+  return out;
+}
+
+wire::sampling read_sampling(const msg::SamplingParams* s) {
+  wire::sampling out;
+  if (s == nullptr)
+    return out;
+  out.max_tokens = s->max_tokens();
+  out.temperature = s->temperature();
+  out.top_p = s->top_p();
+  if (auto seed = s->seed(); seed.has_value())
+    out.seed = *seed;
+  if (s->stop() != nullptr)
+    for (const auto* stop : *s->stop())
+      out.stop.push_back(str(stop));
+  return out;
+}
+
+result<wire::segment> read_segment(const msg::Segment& seg) {
+  if (const auto* text = seg.body_as_TextSegment())
+    return wire::segment{wire::text_segment{str(text->text())}};
+  const auto* image = seg.body_as_ImageSegment();
+  if (image == nullptr)
+    return make_error(errc::invalid_argument, "prompt segment of unknown kind ",
+                      std::to_string(static_cast<int>(seg.body_type())),
+                      "; expected text or image (peer built with a newer schema?)");
+  if (const auto* key = image->source_as_ImageKey())
+    return wire::segment{wire::image_key_segment{from_msg_key(*key->key())}};
+  if (const auto* data = image->source_as_ImageData()) {
+    wire::image_data_segment out;
+    out.encoded.assign(data->encoded()->begin(), data->encoded()->end());
+    out.mime = str(data->mime());
+    return wire::segment{std::move(out)};
+  }
+  return make_error(errc::invalid_argument, "image segment of unknown source kind ",
+                    std::to_string(static_cast<int>(image->source_type())),
+                    "; expected a library key or encoded image bytes");
+}
+
+result<wire::generate_request> read_generate_request(const generate_request_msg& m) {
+  const auto* r = m.root();
+  if (r == nullptr)
+    return make_error(errc::invalid_argument, "empty GenerateRequest message");
+  wire::generate_request out;
+  out.request_id = r->request_id();
+  out.tenant = str(r->tenant());
+  out.deadline_unix_ns = r->deadline_unix_ns();
+  out.model = str(r->model());
+  if (r->segments() != nullptr) {
+    out.segments.reserve(r->segments()->size());
+    for (const auto* seg : *r->segments()) {
+      auto s = read_segment(*seg);
+      if (!s)
+        return std::move(s).err();
+      out.segments.push_back(std::move(*s));
+    }
+  }
+  out.sampling = read_sampling(r->sampling());
+  out.stream = r->stream();
+  out.reuse_policy = str(r->reuse_policy());
+  return out;
+}
+
+wire::token_event read_token_event(const token_event_msg& m) {
+  wire::token_event out;
+  const auto* r = m.root();
+  if (r == nullptr)
+    return out;
+  out.request_id = r->request_id();
+  out.index = r->index();
+  out.token_id = r->token_id();
+  out.text = str(r->text());
+  out.finish = r->finish();
+  if (r->usage() != nullptr)
+    out.usage = *r->usage();
+  out.err = err_of(r->error());
+  return out;
+}
+
+wire::library_lookup_result read_library_lookup_result(const library_lookup_result_msg& m) {
+  wire::library_lookup_result out;
+  const auto* r = m.root();
+  if (r == nullptr)
+    return out;
+  out.request_id = r->request_id();
+  if (r->entries() != nullptr) {
+    for (const auto* e : *r->entries()) {
+      wire::lookup_entry entry;
+      entry.key = from_msg_key(*e->key());
+      entry.tier = e->tier();
+      entry.entry_id = e->entry_id();
+      entry.n_tokens = e->n_tokens();
+      entry.bytes = e->bytes();
+      entry.shared = e->shared();
+      out.entries.push_back(entry);
+    }
+  }
+  out.err = err_of(r->error());
+  return out;
+}
+
+wire::prefill_done read_prefill_done(const prefill_done_msg& m) {
+  wire::prefill_done out;
+  const auto* r = m.root();
+  if (r == nullptr)
+    return out;
+  out.request_id = r->request_id();
+  out.kv = read_kv_handle(r->kv());
+  out.first_token = r->first_token();
+  out.prompt_tokens = r->prompt_tokens();
+  out.recomputed_tokens = r->recomputed_tokens();
+  out.reused_tokens = r->reused_tokens();
+  if (r->timings() != nullptr)
+    out.timings = *r->timings();
+  out.err = err_of(r->error());
+  return out;
+}
+
+} // namespace mosaic

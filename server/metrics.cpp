@@ -1,0 +1,199 @@
+#include "server/metrics.hpp"
+
+#include <map>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+namespace mosaic::server {
+
+namespace {
+
+using prometheus::Histogram;
+
+Histogram::BucketBoundaries latency_buckets() {
+  return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25, 0.5,
+          0.75,  1.0,   2.5,  5.0,  7.5,  10.0, 20.0, 40.0, 80.0};
+}
+
+Histogram::BucketBoundaries itl_buckets() {
+  return {0.001, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
+          0.1,   0.15,  0.2,  0.3,   0.4,  0.5,   0.75, 1.0,  2.5};
+}
+
+} // namespace
+
+struct front_door_metrics::families {
+  explicit families(prometheus::Registry& r)
+    : ttft_f(prometheus::BuildHistogram()
+                 .Name("mosaic:time_to_first_token_seconds")
+                 .Help("Time from request arrival at the front door to its first token.")
+                 .Register(r)),
+      itl_f(prometheus::BuildHistogram()
+                .Name("mosaic:inter_token_latency_seconds")
+                .Help("Time between consecutive tokens of a request.")
+                .Register(r)),
+      e2e_f(prometheus::BuildHistogram()
+                .Name("mosaic:e2e_request_latency_seconds")
+                .Help("Time from request arrival to its last token.")
+                .Register(r)),
+      ttft(ttft_f.Add({}, latency_buckets())), itl(itl_f.Add({}, itl_buckets())),
+      e2e(e2e_f.Add({}, latency_buckets())),
+      prompt(counter(r, "mosaic:prompt_tokens_total", "Prompt tokens of finished requests.")),
+      generation(counter(r, "mosaic:generation_tokens_total", "Generated tokens.")),
+      image(counter(r, "mosaic:image_tokens_total", "Prompt tokens that are image tokens.")),
+      reused(counter(r, "mosaic:reused_prompt_tokens_total",
+                     "Prompt tokens whose KV came from a library.")),
+      recomputed(counter(r, "mosaic:recomputed_prompt_tokens_total",
+                         "Reused-image tokens recomputed by the reuse policy.")),
+      prefix_queries(
+          counter(r, "mosaic:prefix_cache_queries_total", "Images looked up in a KV library.")),
+      prefix_hits(counter(r, "mosaic:prefix_cache_hits_total", "Images found in a KV library.")),
+      load_seconds(counter(r, "mosaic:library_load_seconds_total",
+                           "Prefill time spent waiting for library KV layers.")),
+      encodes(counter(r, "mosaic:vision_encodes_total", "Vision tower runs.")),
+      load_fallbacks(counter(r, "mosaic:library_load_fallbacks_total",
+                             "Library hits recomputed because their load failed.")),
+      library_queries_f(prometheus::BuildCounter()
+                            .Name("mosaic:library_queries_total")
+                            .Help("Library lookups per tier.")
+                            .Register(r)),
+      library_hits_f(prometheus::BuildCounter()
+                         .Name("mosaic:library_hits_total")
+                         .Help("Library hits per tier.")
+                         .Register(r)),
+      ram_queries(library_queries_f.Add({{"tier", "ram"}})),
+      disk_queries(library_queries_f.Add({{"tier", "disk"}})),
+      ram_hits(library_hits_f.Add({{"tier", "ram"}})),
+      disk_hits(library_hits_f.Add({{"tier", "disk"}})),
+      library_bytes_f(prometheus::BuildGauge()
+                          .Name("mosaic:library_bytes")
+                          .Help("Bytes stored in the KV library per tier.")
+                          .Register(r)),
+      ram_bytes(library_bytes_f.Add({{"tier", "ram"}})),
+      disk_bytes(library_bytes_f.Add({{"tier", "disk"}})),
+      kv_usage(gauge(r, "mosaic:kv_cache_usage_perc", "KV pool usage, 0 to 1.")),
+      running(gauge(r, "mosaic:num_requests_running",
+                    "Generation requests in flight at the front door.")),
+      recomputed_fraction(gauge(r, "mosaic:recomputed_token_fraction",
+                                "Recomputed / reused prompt tokens since start.")),
+      success_f(prometheus::BuildCounter()
+                    .Name("mosaic:request_success_total")
+                    .Help("Requests answered, by finish reason.")
+                    .Register(r)),
+      failure_f(prometheus::BuildCounter()
+                    .Name("mosaic:request_failure_total")
+                    .Help("Requests answered with an HTTP error, by status.")
+                    .Register(r)) {}
+
+  static prometheus::Counter& counter(prometheus::Registry& r, const char* name, const char* help) {
+    return prometheus::BuildCounter().Name(name).Help(help).Register(r).Add({});
+  }
+  static prometheus::Gauge& gauge(prometheus::Registry& r, const char* name, const char* help) {
+    return prometheus::BuildGauge().Name(name).Help(help).Register(r).Add({});
+  }
+
+  prometheus::Family<Histogram>& ttft_f;
+  prometheus::Family<Histogram>& itl_f;
+  prometheus::Family<Histogram>& e2e_f;
+  Histogram& ttft;
+  Histogram& itl;
+  Histogram& e2e;
+  prometheus::Counter& prompt;
+  prometheus::Counter& generation;
+  prometheus::Counter& image;
+  prometheus::Counter& reused;
+  prometheus::Counter& recomputed;
+  prometheus::Counter& prefix_queries;
+  prometheus::Counter& prefix_hits;
+  prometheus::Counter& load_seconds;
+  prometheus::Counter& encodes;
+  prometheus::Counter& load_fallbacks;
+  prometheus::Family<prometheus::Counter>& library_queries_f;
+  prometheus::Family<prometheus::Counter>& library_hits_f;
+  prometheus::Counter& ram_queries;
+  prometheus::Counter& disk_queries;
+  prometheus::Counter& ram_hits;
+  prometheus::Counter& disk_hits;
+  prometheus::Family<prometheus::Gauge>& library_bytes_f;
+  prometheus::Gauge& ram_bytes;
+  prometheus::Gauge& disk_bytes;
+  prometheus::Gauge& kv_usage;
+  prometheus::Gauge& running;
+  prometheus::Gauge& recomputed_fraction;
+  prometheus::Family<prometheus::Counter>& success_f;
+  prometheus::Family<prometheus::Counter>& failure_f;
+};
+
+front_door_metrics::front_door_metrics()
+  : registry_(std::make_shared<prometheus::Registry>()),
+    f_(std::make_unique<families>(*registry_)) {}
+
+front_door_metrics::~front_door_metrics() = default;
+
+void front_door_metrics::observe_ttft(double seconds) {
+  f_->ttft.Observe(seconds);
+}
+void front_door_metrics::observe_inter_token(double seconds) {
+  f_->itl.Observe(seconds);
+}
+void front_door_metrics::observe_e2e(double seconds) {
+  f_->e2e.Observe(seconds);
+}
+void front_door_metrics::request_started() {
+  f_->running.Increment();
+}
+void front_door_metrics::request_ended() {
+  f_->running.Decrement();
+}
+
+void front_door_metrics::request_succeeded(std::string_view finish_reason,
+                                           const request_tokens& t) {
+  f_->prompt.Increment(t.prompt);
+  f_->generation.Increment(t.generated);
+  f_->image.Increment(t.image);
+  f_->reused.Increment(t.reused);
+  f_->recomputed.Increment(t.recomputed);
+  std::lock_guard lock{mutex_};
+  f_->success_f.Add({{"finished_reason", std::string{finish_reason}}}).Increment();
+  reused_ += t.reused;
+  recomputed_ += t.recomputed;
+  f_->recomputed_fraction.Set(reused_ == 0 ? 0.0 : double(recomputed_) / double(reused_));
+}
+
+void front_door_metrics::request_failed(int http_status) {
+  std::lock_guard lock{mutex_};
+  f_->failure_f.Add({{"status", std::to_string(http_status)}}).Increment();
+}
+
+void front_door_metrics::update_cluster(const service_stats& s) {
+  std::lock_guard lock{mutex_};
+  auto advance = [](prometheus::Counter& c, uint64_t now, uint64_t before) {
+    if (now > before)
+      c.Increment(double(now - before));
+  };
+  advance(f_->prefix_queries, s.prefix_queries, last_.prefix_queries);
+  advance(f_->prefix_hits, s.prefix_hits, last_.prefix_hits);
+  advance(f_->ram_queries, s.ram_hits + s.ram_misses, last_.ram_hits + last_.ram_misses);
+  advance(f_->disk_queries, s.disk_hits + s.disk_misses, last_.disk_hits + last_.disk_misses);
+  advance(f_->ram_hits, s.ram_hits, last_.ram_hits);
+  advance(f_->disk_hits, s.disk_hits, last_.disk_hits);
+  advance(f_->encodes, s.encodes, last_.encodes);
+  advance(f_->load_fallbacks, s.load_fallbacks, last_.load_fallbacks);
+  if (s.load_seconds > last_.load_seconds)
+    f_->load_seconds.Increment(s.load_seconds - last_.load_seconds);
+  f_->ram_bytes.Set(double(s.library_ram_bytes));
+  f_->disk_bytes.Set(double(s.library_disk_bytes));
+  f_->kv_usage.Set(s.kv_cache_usage);
+  last_ = s;
+}
+
+std::string front_door_metrics::expose() const {
+  return prometheus::TextSerializer{}.Serialize(registry_->Collect());
+}
+
+} // namespace mosaic::server

@@ -1,0 +1,144 @@
+#include "server/openai_response.hpp"
+
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+namespace mosaic::server {
+
+namespace {
+
+using json = nlohmann::json;
+
+json usage_json(const usage_counts& u) {
+  return {{"prompt_tokens", u.prompt_tokens},
+          {"completion_tokens", u.completion_tokens},
+          {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+}
+
+json finish_json(msg::FinishReason finish) {
+  auto name = finish_reason_name(finish);
+  return name.empty() ? json(nullptr) : json(std::string{name});
+}
+
+json envelope(const response_header& h, std::string_view object) {
+  return {{"id", h.id}, {"object", object}, {"created", h.created}, {"model", h.model}};
+}
+
+} // namespace
+
+std::string_view finish_reason_name(msg::FinishReason finish) {
+  switch (finish) {
+  case msg::FinishReason::stop:
+    return "stop";
+  case msg::FinishReason::length:
+    return "length";
+  default:
+    return "";
+  }
+}
+
+std::string full_response_json(const response_header& h, std::string_view text,
+                               msg::FinishReason finish, const usage_counts& usage) {
+  const bool chat = h.kind == api_kind::chat;
+  json j = envelope(h, chat ? "chat.completion" : "text_completion");
+  json choice = {{"index", 0}, {"finish_reason", finish_json(finish)}};
+  if (chat)
+    choice["message"] = {{"role", "assistant"}, {"content", text}};
+  else {
+    choice["text"] = text;
+    choice["logprobs"] = nullptr;
+  }
+  j["choices"] = json::array({std::move(choice)});
+  j["usage"] = usage_json(usage);
+  // Invalid UTF-8 from a partial byte-fallback token must not throw.
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string chunk_json(const response_header& h, const chunk_fields& f) {
+  const bool chat = h.kind == api_kind::chat;
+  json j = envelope(h, chat ? "chat.completion.chunk" : "text_completion");
+  if (f.usage) {
+    j["choices"] = json::array();
+    j["usage"] = usage_json(*f.usage);
+  } else {
+    json choice = {{"index", 0}, {"finish_reason", finish_json(f.finish)}};
+    if (chat) {
+      json delta = json::object();
+      if (f.role)
+        delta["role"] = "assistant";
+      if (f.content)
+        delta["content"] = *f.content;
+      choice["delta"] = std::move(delta);
+    } else {
+      choice["text"] = f.content.value_or("");
+      choice["logprobs"] = nullptr;
+    }
+    j["choices"] = json::array({std::move(choice)});
+  }
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string sse_event(std::string_view data) {
+  std::string out;
+  out.reserve(data.size() + 8);
+  out += "data: ";
+  out += data;
+  out += "\n\n";
+  return out;
+}
+
+std::string sse_done() {
+  return "data: [DONE]\n\n";
+}
+
+api_error api_error_from(const error& err) {
+  api_error e;
+  e.message = err.message.empty() ? to_string(err.code) : err.message;
+  switch (err.code) {
+  case errc::invalid_argument:
+  case errc::unsupported:
+  case errc::corrupt_data:
+    e.http_status = 400;
+    e.type = "invalid_request_error";
+    break;
+  case errc::not_found:
+    e.http_status = 404;
+    e.type = "not_found_error";
+    break;
+  case errc::permission_denied:
+    e.http_status = 403;
+    e.type = "permission_error";
+    break;
+  case errc::overloaded:
+    e.http_status = 503;
+    e.type = "overloaded_error";
+    break;
+  case errc::timeout:
+    e.http_status = 504;
+    e.type = "timeout_error";
+    break;
+  case errc::cancelled:
+    e.http_status = 499;
+    e.type = "cancelled";
+    break;
+  default:
+    e.http_status = 500;
+    e.type = "server_error";
+    break;
+  }
+  e.code = to_string(err.code);
+  return e;
+}
+
+std::string make_response_id(std::string_view prefix) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::random_device rd;
+  std::mt19937_64 gen{(uint64_t(rd()) << 32) ^ rd()};
+  std::string id{prefix};
+  for (int i = 0; i < 24; ++i)
+    id += hex[gen() & 15u];
+  return id;
+}
+
+} // namespace mosaic::server

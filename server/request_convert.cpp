@@ -1,0 +1,151 @@
+#include "server/request_convert.hpp"
+
+#include "server/image_probe.hpp"
+
+namespace mosaic::server {
+
+namespace {
+
+api_error invalid(std::string param, std::string message) {
+  return api_error{400, "invalid_request_error", std::move(message), std::move(param), ""};
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+wire::sampling to_wire(const sampling_params& s) {
+  wire::sampling w;
+  w.max_tokens = static_cast<uint32_t>(s.max_tokens);
+  w.temperature = s.temperature;
+  w.top_p = s.top_p;
+  w.seed = s.seed;
+  w.stop = s.stop;
+  return w;
+}
+
+/// Checks the context: the answer and the images' tokens must fit; the
+/// text's tokens are counted by the cluster, which refuses overlong prompts.
+std::optional<api_error> check_context(int max_tokens, int n_images, const service_info& info) {
+  const int64_t need = int64_t(max_tokens) + int64_t(n_images) * info.image_tokens;
+  if (need < info.context_length)
+    return std::nullopt;
+  return invalid("max_tokens", "max_tokens (" + std::to_string(max_tokens) + ") plus " +
+                                   std::to_string(n_images) + " image(s) of " +
+                                   std::to_string(info.image_tokens) +
+                                   " tokens exceed the model's context of " +
+                                   std::to_string(info.context_length) +
+                                   " tokens; lower max_tokens or send fewer images");
+}
+
+void append_text(wire::generate_request& out, std::string_view text) {
+  if (text.empty())
+    return;
+  if (!out.segments.empty())
+    if (auto* t = std::get_if<wire::text_segment>(&out.segments.back())) {
+      t->text += text;
+      return;
+    }
+  out.segments.emplace_back(wire::text_segment{std::string{text}});
+}
+
+} // namespace
+
+std::optional<library_key_bytes> key_from_hex(std::string_view hex) {
+  library_key_bytes key{};
+  if (hex.size() != key.size() * 2)
+    return std::nullopt;
+  for (size_t i = 0; i < key.size(); ++i) {
+    int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0)
+      return std::nullopt;
+    key[i] = static_cast<uint8_t>(hi * 16 + lo);
+  }
+  return key;
+}
+
+std::string key_to_hex(const library_key_bytes& key) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(key.size() * 2);
+  for (uint8_t b : key) {
+    out += digits[b >> 4];
+    out += digits[b & 15];
+  }
+  return out;
+}
+
+parse_result<wire::generate_request> to_generate_request(const chat_request& req,
+                                                         const service_info& info,
+                                                         const admission_limits& limits) {
+  wire::generate_request out;
+  out.model = req.model;
+  out.sampling = to_wire(req.sampling);
+  out.stream = req.stream;
+  out.reuse_policy = req.mosaic.policy.value_or("");
+  if (auto e = check_context(req.sampling.max_tokens, req.image_count(), info))
+    return {std::nullopt, *e};
+  // The last user turn is the one the cluster's template wraps; earlier
+  // turns are written out in the same template around it.
+  bool first_turn = true;
+  for (size_t m = 0; m < req.messages.size(); ++m) {
+    const auto& turn = req.messages[m];
+    if (turn.role == "assistant")
+      append_text(out, " ASSISTANT: ");
+    else if (turn.role == "user" && !first_turn)
+      append_text(out, " USER: ");
+    if (turn.role != "system")
+      first_turn = false;
+    for (size_t p = 0; p < turn.content.size(); ++p) {
+      const auto& part = turn.content[p];
+      if (!part.is_image) {
+        append_text(out, part.text);
+        continue;
+      }
+      const auto param =
+          "messages[" + std::to_string(m) + "].content[" + std::to_string(p) + "].image_url";
+      if (part.image.is_reference()) {
+        auto key = key_from_hex(part.image.library_id);
+        if (!key)
+          return {std::nullopt, invalid(param, "a library reference must be "
+                                               "mosaic://library/<64 hex digits>")};
+        out.segments.emplace_back(wire::image_key_segment{*key});
+        continue;
+      }
+      auto header = probe_image(part.image.bytes);
+      if (!header)
+        return {std::nullopt, invalid(param, "undecodable image: " + header.err().message)};
+      if (uint64_t(header->width) * header->height > limits.max_image_pixels)
+        return {std::nullopt,
+                invalid(param, "the image has " + std::to_string(header->width) + "x" +
+                                   std::to_string(header->height) + " pixels, more than the " +
+                                   std::to_string(limits.max_image_pixels) +
+                                   " allowed; downscale it")};
+      out.segments.emplace_back(wire::image_data_segment{part.image.bytes, header->mime});
+    }
+    if (turn.role == "system")
+      append_text(out, "\n");
+  }
+  return {std::move(out), {}};
+}
+
+parse_result<wire::generate_request> to_generate_request(const completion_request& req,
+                                                         const service_info& info) {
+  wire::generate_request out;
+  out.model = req.model;
+  out.sampling = to_wire(req.sampling);
+  out.stream = req.stream;
+  out.reuse_policy = req.mosaic.policy.value_or("");
+  if (auto e = check_context(req.sampling.max_tokens, 0, info))
+    return {std::nullopt, *e};
+  append_text(out, req.prompt);
+  return {std::move(out), {}};
+}
+
+} // namespace mosaic::server

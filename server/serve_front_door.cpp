@@ -1,0 +1,47 @@
+#include "server/serve_front_door.hpp"
+
+namespace mosaic::server {
+
+result<std::unique_ptr<front_door_handle>> start_front_door(actors::local_cluster& cluster,
+                                                            const topology& topo,
+                                                            std::string_view node,
+                                                            const front_door_flags& flags) {
+  const node_spec* n =
+      node.empty() ? (topo.nodes.empty() ? nullptr : &topo.nodes.front()) : topo.find_node(node);
+  if (n == nullptr)
+    return make_error(errc::not_found, "the topology has no node '", node, "'");
+  http_options o;
+  o.host = "127.0.0.1";
+  for (const auto& a : n->actors)
+    if (const auto* fe = a.get<frontend_spec>()) {
+      o.port = fe->http_port;
+      o.host = fe->bind.empty() ? (n->host.empty() ? o.host : n->host) : fe->bind;
+      o.limits.max_body_bytes = fe->max_body_bytes();
+      o.max_concurrent = fe->max_concurrent;
+    }
+  if (topo.defaults.deadline_ms > 0)
+    o.request_timeout = std::chrono::milliseconds{topo.defaults.deadline_ms};
+  if (flags.http_port)
+    o.port = *flags.http_port;
+  const std::string keys_file = flags.api_keys_file.empty() ? topo.api_keys : flags.api_keys_file;
+  if (!keys_file.empty()) {
+    auto keys = api_keys::load(keys_file);
+    if (!keys)
+      return make_error(keys.err().code, "--api-keys: ", keys.err().message);
+    if (!keys->enabled())
+      return make_error(errc::invalid_argument, "--api-keys: ", keys_file,
+                        " lists no keys; add `key tenant` lines or leave the option out");
+    o.keys = std::move(*keys);
+  }
+  const bool authenticated = o.keys.enabled();
+  auto service =
+      std::make_unique<cluster_service>(cluster, flags.model.empty() ? topo.model : flags.model);
+  auto http = http_server::start(std::move(o), *service);
+  if (!http)
+    return std::move(http).err();
+  auto handle = std::make_unique<front_door_handle>(std::move(service), std::move(*http));
+  handle->set_authenticated(authenticated);
+  return handle;
+}
+
+} // namespace mosaic::server

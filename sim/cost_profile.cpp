@@ -1,0 +1,105 @@
+#include "sim/cost_profile.hpp"
+
+#include <cmath>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+namespace mosaic::sim {
+
+namespace {
+
+#define MOSAIC_PROFILE_FIELDS(X)                                                                   \
+  X(n_layers)                                                                                      \
+  X(image_tokens) X(tokens_per_word) X(prefill_base_s) X(prefill_per_computed_token_s)             \
+      X(prefill_per_attended_token_s) X(encode_per_image_s) X(compile_per_image_s)                 \
+          X(decode_step_base_s) X(decode_step_per_seq_s) X(kv_bytes_per_token)                     \
+              X(load_ram_bytes_per_s) X(load_disk_bytes_per_s) X(transfer_bytes_per_s)
+
+} // namespace
+
+status save_profile(const cost_profile& p, const std::filesystem::path& path) {
+  nlohmann::json j;
+  j["model"] = p.model;
+  j["device"] = p.device;
+#define X(f) j[#f] = p.f;
+  MOSAIC_PROFILE_FIELDS(X)
+#undef X
+  j["provenance"] = p.provenance;
+  std::ofstream out{path, std::ios::trunc};
+  out << j.dump(2) << "\n";
+  out.close();
+  if (!out)
+    return make_error(errc::io_error, "cannot write the profile ", path.string());
+  return {};
+}
+
+result<cost_profile> load_profile(const std::filesystem::path& path) {
+  std::ifstream in{path};
+  if (!in)
+    return make_error(errc::not_found, "cannot read the profile ", path.string(),
+                      " (write one with `mosaic bench --profile --model M --out FILE`)");
+  cost_profile p;
+  try {
+    const auto j = nlohmann::json::parse(in);
+    p.model = j.value("model", "");
+    p.device = j.value("device", "");
+#define X(f)                                                                                       \
+  if (!j.contains(#f))                                                                             \
+    return make_error(errc::invalid_argument, path.string(), ": missing field '" #f "'");          \
+  j.at(#f).get_to(p.f);
+    MOSAIC_PROFILE_FIELDS(X)
+#undef X
+    if (j.contains("provenance"))
+      j.at("provenance").get_to(p.provenance);
+  } catch (const nlohmann::json::exception& e) {
+    return make_error(errc::invalid_argument, path.string(), ": not a profile: ", e.what());
+  }
+  if (p.n_layers < 1 || p.image_tokens < 1 || !(p.load_ram_bytes_per_s > 0) ||
+      !(p.load_disk_bytes_per_s > 0) || !(p.transfer_bytes_per_s > 0))
+    return make_error(errc::invalid_argument, path.string(),
+                      ": n_layers, image_tokens and bandwidths must be > 0");
+  return p;
+}
+
+result<std::vector<double>> fit_linear(const std::vector<std::vector<double>>& x,
+                                       std::span<const double> y) {
+  if (x.empty() || x.size() != y.size())
+    return make_error(errc::invalid_argument, "fit_linear: need as many rows as values");
+  const size_t n = x.front().size();
+  // Normal equations (XᵀX) c = Xᵀy, solved by Gaussian elimination with
+  // partial pivoting; the systems here are 2x2 or 3x3.
+  std::vector<std::vector<double>> a(n, std::vector<double>(n + 1, 0.0));
+  for (size_t r = 0; r < x.size(); ++r) {
+    if (x[r].size() != n)
+      return make_error(errc::invalid_argument, "fit_linear: rows of different widths");
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t j = 0; j < n; ++j)
+        a[i][j] += x[r][i] * x[r][j];
+      a[i][n] += x[r][i] * y[r];
+    }
+  }
+  for (size_t col = 0; col < n; ++col) {
+    size_t pivot = col;
+    for (size_t r = col + 1; r < n; ++r)
+      if (std::abs(a[r][col]) > std::abs(a[pivot][col]))
+        pivot = r;
+    if (std::abs(a[pivot][col]) < 1e-300)
+      return make_error(errc::invalid_argument,
+                        "fit_linear: the measurements do not determine every coefficient");
+    std::swap(a[col], a[pivot]);
+    for (size_t r = 0; r < n; ++r) {
+      if (r == col)
+        continue;
+      const double f = a[r][col] / a[col][col];
+      for (size_t k = col; k <= n; ++k)
+        a[r][k] -= f * a[col][k];
+    }
+  }
+  std::vector<double> c(n);
+  for (size_t i = 0; i < n; ++i)
+    c[i] = a[i][n] / a[i][i];
+  return c;
+}
+
+} // namespace mosaic::sim

@@ -1,0 +1,68 @@
+#pragma once
+
+// Per-stage costs of the engine on one device, measured by
+// `mosaic bench --profile` (cli/bench_command.cpp) and read by the
+// discrete-event simulator (sim/des.hpp). Linear models fitted by least
+// squares to the measurements:
+//
+//   prefill pass  = prefill_base_s + prefill_per_computed_token_s * C
+//                   + prefill_per_attended_token_s * A
+//     C = tokens computed (summed over layers / n_layers), A = sum over
+//     computed tokens of the tokens each attends to (its position + 1)
+//   decode step   = decode_step_base_s + decode_step_per_seq_s * batch
+//   image encode  = encode_per_image_s; compile = compile_per_image_s
+//   library load  = bytes / load_{ram,disk}_bytes_per_s, overlapped with
+//                   the prefill layer by layer
+//   KV transfer   = bytes / transfer_bytes_per_s between nodes
+//
+// `provenance` says for every field whether it was measured or assumed.
+
+#include <filesystem>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/error.hpp"
+
+namespace mosaic::sim {
+
+struct cost_profile {
+  std::string model;
+  std::string device;
+  int n_layers = 1;
+  int image_tokens = 576;       ///< tokens per image
+  double tokens_per_word = 1.3; ///< tokenizer tokens per workload word
+  double prefill_base_s = 0.0;
+  double prefill_per_computed_token_s = 0.0;
+  double prefill_per_attended_token_s = 0.0;
+  double encode_per_image_s = 0.0;
+  double compile_per_image_s = 0.0;
+  double decode_step_base_s = 0.0;
+  double decode_step_per_seq_s = 0.0;
+  double kv_bytes_per_token = 0.0; ///< K+V of every layer, as stored (library entries)
+  double load_ram_bytes_per_s = 1e10;
+  double load_disk_bytes_per_s = 2e9;
+  double transfer_bytes_per_s = 1.25e9;          ///< 10 GbE
+  std::map<std::string, std::string> provenance; ///< field → "measured: ..." / "assumed: ..."
+
+  double prefill_seconds(double computed, double attended) const {
+    return prefill_base_s + prefill_per_computed_token_s * computed +
+           prefill_per_attended_token_s * attended;
+  }
+  double decode_step_seconds(int batch) const {
+    return decode_step_base_s + decode_step_per_seq_s * batch;
+  }
+};
+
+/// Writes the profile as JSON.
+status save_profile(const cost_profile& p, const std::filesystem::path& path);
+/// Reads a profile written by save_profile; errors name the missing field.
+result<cost_profile> load_profile(const std::filesystem::path& path);
+
+/// Least squares: coefficients c minimising |X c - y|² for rows X (each
+/// of the same width); invalid_argument when the system is singular.
+result<std::vector<double>> fit_linear(const std::vector<std::vector<double>>& x,
+                                       std::span<const double> y);
+
+} // namespace mosaic::sim

@@ -1,0 +1,61 @@
+#pragma once
+
+// Discrete-event model of a cluster (DESIGN.md §9): replays a workload on
+// a topology (any number of nodes and devices, from topology/'s
+// load_topology) with per-stage costs from a measured profile
+// (sim/cost_profile.hpp). What it models:
+//   - prefill workers (one per `prefill` actor): one pass at a time, FCFS
+//     over all workers (the router sends a request to the worker free
+//     first); the pass computes what the policy recomputes (below);
+//   - library loads of cached images, from RAM when the image was loaded
+//     on that node recently (an LRU of `ram_gb`), else from disk,
+//     overlapped layer by layer with the pass;
+//   - KV transfer to the decode worker when it is on another node;
+//   - decode workers (one per `decode` actor): continuous batching up to
+//     max_batch; a step costs base + per_seq * batch; a sequence joins at
+//     the next step boundary and generates max_tokens tokens (no early stop).
+// The first token comes out of the prefill pass. Tokens computed per
+// policy: full and prefix (no cross-request prefix cache, as in the
+// actors) every token; full_reuse text only; mpic:k text + k per image;
+// cacheblend:r text + all image tokens at layer 0 + r of them at the
+// other layers; vlcache:r text + r of each image. Every image of the
+// workload is in the library (prebuilt, as in the live demo).
+
+#include <string>
+
+#include "engine/error.hpp"
+#include "engine/policy_spec.hpp"
+#include "sim/cost_profile.hpp"
+#include "sim/report.hpp"
+#include "sim/workload.hpp"
+#include "topology/topology.hpp"
+
+namespace mosaic::sim {
+
+struct des_options {
+  policy_spec policy{policy_kind::mpic, 32, 0.0f};
+  slo objectives;
+  double rate = 0.0; ///< offered rate, for the report
+};
+
+/// What the topology provides, counted.
+struct des_cluster_shape {
+  int nodes = 0;
+  int prefill_workers = 0;
+  int decode_workers = 0;
+  int decode_slots = 0; ///< sum of max_batch
+};
+
+struct des_result {
+  run_result run;
+  des_cluster_shape shape;
+  double wall_seconds = 0.0; ///< how long the simulation itself took
+  int64_t events = 0;
+};
+
+/// Runs the model. invalid_argument when the topology has no prefill or no
+/// decode worker.
+result<des_result> simulate(const topology& topo, const cost_profile& profile, const workload& w,
+                            const des_options& options);
+
+} // namespace mosaic::sim

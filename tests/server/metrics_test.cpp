@@ -1,0 +1,102 @@
+// The /metrics exposition: vLLM-compatible names, histogram buckets that
+// count what was observed, cluster counters that follow the stats.
+
+#include <map>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "server/metrics.hpp"
+
+namespace mosaic::server {
+namespace {
+
+/// "name{labels} value" lines of the exposition → value (comments skipped).
+std::map<std::string, double> samples(const std::string& text) {
+  std::map<std::string, double> out;
+  std::istringstream in{text};
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#')
+      continue;
+    auto sp = line.rfind(' ');
+    out[line.substr(0, sp)] = std::stod(line.substr(sp + 1));
+  }
+  return out;
+}
+
+TEST(metrics, exposes_vllm_compatible_names_with_help_and_type) {
+  front_door_metrics m;
+  const auto text = m.expose();
+  for (const char* name :
+       {"mosaic:time_to_first_token_seconds", "mosaic:inter_token_latency_seconds",
+        "mosaic:e2e_request_latency_seconds", "mosaic:prompt_tokens_total",
+        "mosaic:generation_tokens_total", "mosaic:image_tokens_total",
+        "mosaic:prefix_cache_queries_total", "mosaic:prefix_cache_hits_total",
+        "mosaic:library_queries_total", "mosaic:library_hits_total",
+        "mosaic:library_load_seconds_total", "mosaic:library_bytes", "mosaic:kv_cache_usage_perc",
+        "mosaic:num_requests_running", "mosaic:recomputed_token_fraction"}) {
+    EXPECT_NE(text.find(std::string{"# TYPE "} + name), std::string::npos) << name;
+    EXPECT_NE(text.find(std::string{"# HELP "} + name), std::string::npos) << name;
+  }
+}
+
+TEST(metrics, histograms_and_counters_count_requests) {
+  front_door_metrics m;
+  m.observe_ttft(0.03);
+  m.observe_ttft(3.0);
+  m.observe_inter_token(0.012);
+  m.request_succeeded("stop", {100, 5, 64, 64, 16});
+  m.request_succeeded("length", {10, 7, 0, 0, 0});
+  m.request_failed(503);
+  auto s = samples(m.expose());
+  EXPECT_EQ(s["mosaic:time_to_first_token_seconds_count"], 2);
+  EXPECT_DOUBLE_EQ(s["mosaic:time_to_first_token_seconds_sum"], 3.03);
+  EXPECT_EQ(s["mosaic:time_to_first_token_seconds_bucket{le=\"0.04\"}"], 1);
+  EXPECT_EQ(s["mosaic:time_to_first_token_seconds_bucket{le=\"+Inf\"}"], 2);
+  EXPECT_EQ(s["mosaic:inter_token_latency_seconds_count"], 1);
+  EXPECT_EQ(s["mosaic:prompt_tokens_total"], 110);
+  EXPECT_EQ(s["mosaic:generation_tokens_total"], 12);
+  EXPECT_EQ(s["mosaic:image_tokens_total"], 64);
+  EXPECT_DOUBLE_EQ(s["mosaic:recomputed_token_fraction"], 0.25);
+  EXPECT_EQ(s["mosaic:request_success_total{finished_reason=\"stop\"}"], 1);
+  EXPECT_EQ(s["mosaic:request_success_total{finished_reason=\"length\"}"], 1);
+  EXPECT_EQ(s["mosaic:request_failure_total{status=\"503\"}"], 1);
+}
+
+TEST(metrics, cluster_counters_follow_successive_stats) {
+  front_door_metrics m;
+  service_stats a;
+  a.prefix_queries = 10;
+  a.prefix_hits = 4;
+  a.ram_hits = 3;
+  a.ram_misses = 7;
+  a.disk_hits = 1;
+  a.disk_misses = 6;
+  a.kv_cache_usage = 0.5;
+  a.library_disk_bytes = 4096;
+  m.update_cluster(a);
+  service_stats b = a;
+  b.prefix_queries = 15;
+  b.prefix_hits = 6;
+  b.kv_cache_usage = 0.125;
+  m.update_cluster(b);
+  auto s = samples(m.expose());
+  EXPECT_EQ(s["mosaic:prefix_cache_queries_total"], 15);
+  EXPECT_EQ(s["mosaic:prefix_cache_hits_total"], 6);
+  EXPECT_EQ(s["mosaic:library_queries_total{tier=\"ram\"}"], 10);
+  EXPECT_EQ(s["mosaic:library_hits_total{tier=\"disk\"}"], 1);
+  EXPECT_EQ(s["mosaic:library_bytes{tier=\"disk\"}"], 4096);
+  EXPECT_DOUBLE_EQ(s["mosaic:kv_cache_usage_perc"], 0.125);
+}
+
+TEST(metrics, running_gauge_tracks_requests_in_flight) {
+  front_door_metrics m;
+  m.request_started();
+  m.request_started();
+  m.request_ended();
+  EXPECT_EQ(samples(m.expose())["mosaic:num_requests_running"], 1);
+}
+
+} // namespace
+} // namespace mosaic::server

@@ -1,0 +1,164 @@
+// Response bodies and SSE framing as OpenAI clients parse them.
+
+#include <random>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "server/api_keys.hpp"
+#include "server/image_probe.hpp"
+#include "server/openai_response.hpp"
+#include "server/request_convert.hpp"
+#include "tests/server/test_images.hpp"
+
+namespace mosaic::server {
+namespace {
+
+using json = nlohmann::json;
+
+TEST(openai_response, chat_completion_has_message_and_usage) {
+  response_header h{api_kind::chat, "chatcmpl-1", "builtin:tiny", 42};
+  auto j = json::parse(full_response_json(h, "a cat", msg::FinishReason::stop, {10, 2}));
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(j["choices"][0]["message"]["content"], "a cat");
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 10);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 2);
+  EXPECT_EQ(j["usage"]["total_tokens"], 12);
+  EXPECT_EQ(j["created"], 42);
+}
+
+TEST(openai_response, text_completion_has_text_and_length_finish) {
+  response_header h{api_kind::completion, "cmpl-1", "m", 1};
+  auto j = json::parse(full_response_json(h, "xyz", msg::FinishReason::length, {1, 3}));
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["choices"][0]["text"], "xyz");
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+}
+
+TEST(openai_response, chunks_carry_role_delta_finish_and_usage) {
+  response_header h{api_kind::chat, "chatcmpl-2", "m", 1};
+  auto role = json::parse(chunk_json(h, {true, std::string{}, msg::FinishReason::none, {}}));
+  EXPECT_EQ(role["object"], "chat.completion.chunk");
+  EXPECT_EQ(role["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_TRUE(role["choices"][0]["finish_reason"].is_null());
+  auto delta = json::parse(chunk_json(h, {false, std::string{" hi"}, msg::FinishReason::none, {}}));
+  EXPECT_FALSE(delta["choices"][0]["delta"].contains("role"));
+  EXPECT_EQ(delta["choices"][0]["delta"]["content"], " hi");
+  auto fin = json::parse(chunk_json(h, {false, std::nullopt, msg::FinishReason::stop, {}}));
+  EXPECT_EQ(fin["choices"][0]["finish_reason"], "stop");
+  EXPECT_TRUE(fin["choices"][0]["delta"].empty());
+  auto usage = json::parse(
+      chunk_json(h, {false, std::nullopt, msg::FinishReason::none, usage_counts{5, 6}}));
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["total_tokens"], 11);
+}
+
+TEST(openai_response, invalid_utf8_from_a_partial_token_does_not_throw) {
+  response_header h{api_kind::chat, "c", "m", 1};
+  auto j =
+      json::parse(chunk_json(h, {false, std::string{"\xE2\x82"}, msg::FinishReason::none, {}}));
+  EXPECT_TRUE(j["choices"][0]["delta"]["content"].is_string());
+}
+
+TEST(openai_response, sse_framing) {
+  EXPECT_EQ(sse_event("{\"a\":1}"), "data: {\"a\":1}\n\n");
+  EXPECT_EQ(sse_done(), "data: [DONE]\n\n");
+}
+
+TEST(openai_response, errors_map_to_http_statuses) {
+  EXPECT_EQ(api_error_from(make_error(errc::invalid_argument, "x")).http_status, 400);
+  EXPECT_EQ(api_error_from(make_error(errc::not_found, "x")).http_status, 404);
+  EXPECT_EQ(api_error_from(make_error(errc::overloaded, "x")).http_status, 503);
+  EXPECT_EQ(api_error_from(make_error(errc::timeout, "x")).http_status, 504);
+  EXPECT_EQ(api_error_from(make_error(errc::internal, "x")).http_status, 500);
+  auto j = json::parse(api_error_from(make_error(errc::overloaded, "queue full")).to_json());
+  EXPECT_EQ(j["error"]["message"], "queue full");
+  EXPECT_EQ(j["error"]["type"], "overloaded_error");
+}
+
+TEST(openai_response, response_ids_are_unique) {
+  EXPECT_NE(make_response_id("chatcmpl-"), make_response_id("chatcmpl-"));
+  EXPECT_EQ(make_response_id("cmpl-").rfind("cmpl-", 0), 0u);
+}
+
+TEST(image_probe, reads_png_and_jpeg_sizes) {
+  auto png = probe_image(test::png_header(640, 480));
+  ASSERT_TRUE(png) << png.err().to_string();
+  EXPECT_EQ(png->mime, "image/png");
+  EXPECT_EQ(png->width, 640u);
+  EXPECT_EQ(png->height, 480u);
+  auto jpg = probe_image(test::jpeg_header(300, 200));
+  ASSERT_TRUE(jpg) << jpg.err().to_string();
+  EXPECT_EQ(jpg->mime, "image/jpeg");
+  EXPECT_EQ(jpg->width, 300u);
+  EXPECT_EQ(jpg->height, 200u);
+}
+
+TEST(image_probe, random_bytes_never_crash) {
+  std::mt19937_64 rng{std::random_device{}()};
+  for (int i = 0; i < 500; ++i) {
+    std::vector<uint8_t> b(rng() % 64);
+    for (auto& x : b)
+      x = uint8_t(rng());
+    if (i % 2 == 0 && b.size() >= 3) // a JPEG start with garbage after it
+      b[0] = 0xFF, b[1] = 0xD8, b[2] = 0xFF;
+    (void)probe_image(b); // an error or a size, never a crash
+  }
+  EXPECT_FALSE(probe_image(std::vector<uint8_t>{'G', 'I', 'F', '8', '9', 'a'}));
+}
+
+TEST(library_key_hex, round_trips_random_keys) {
+  std::mt19937_64 rng{std::random_device{}()};
+  library_key_bytes key{};
+  for (auto& b : key)
+    b = uint8_t(rng());
+  auto hex = key_to_hex(key);
+  EXPECT_EQ(hex.size(), 64u);
+  EXPECT_EQ(key_from_hex(hex), key);
+  EXPECT_FALSE(key_from_hex(hex.substr(1)));
+  EXPECT_FALSE(key_from_hex(std::string(63, 'a') + "g"));
+}
+
+TEST(api_keys, parses_key_file_and_maps_tenants) {
+  auto keys = api_keys::parse("# comment\n\nsk-alice-123456 alice\r\nsk-bob-1234567\tbob\n", "k");
+  ASSERT_TRUE(keys) << keys.err().to_string();
+  EXPECT_EQ(keys->size(), 2u);
+  EXPECT_EQ(*keys->authenticate("Bearer sk-alice-123456").value, "alice");
+  EXPECT_EQ(*keys->authenticate("Bearer sk-bob-1234567").value, "bob");
+  auto wrong = keys->authenticate("Bearer sk-alice-12345");
+  EXPECT_FALSE(wrong);
+  EXPECT_EQ(wrong.error.http_status, 401);
+  EXPECT_FALSE(keys->authenticate(""));
+  EXPECT_FALSE(keys->authenticate("Basic sk-alice-123456"));
+}
+
+TEST(api_keys, bad_lines_name_the_line) {
+  auto one_word = api_keys::parse("ok-key-12345 t\nlonely-key-123\n", "keys.txt");
+  ASSERT_FALSE(one_word);
+  EXPECT_NE(one_word.err().message.find("keys.txt:2"), std::string::npos);
+  EXPECT_FALSE(api_keys::parse("short t\n", "k"));
+  EXPECT_FALSE(api_keys::parse("same-key-123 a\nsame-key-123 b\n", "k"));
+}
+
+TEST(api_keys, without_keys_everyone_is_default) {
+  api_keys none;
+  EXPECT_FALSE(none.enabled());
+  EXPECT_EQ(*none.authenticate("").value, "default");
+}
+
+TEST(api_keys, constant_time_equal_agrees_with_equality) {
+  std::mt19937_64 rng{std::random_device{}()};
+  for (int i = 0; i < 2000; ++i) {
+    std::string a(rng() % 6, 'a'), b(rng() % 6, 'a');
+    for (auto& c : a)
+      c = char('a' + rng() % 2);
+    for (auto& c : b)
+      c = char('a' + rng() % 2);
+    EXPECT_EQ(constant_time_equal(a, b), a == b) << a << " vs " << b;
+  }
+}
+
+} // namespace
+} // namespace mosaic::server

@@ -1,0 +1,148 @@
+#pragma once
+
+// A small in-test generation_service: it answers every request with a
+// fixed list of token pieces (or a scripted error), keeps uploads in a
+// per-tenant map, and records what it was asked — so that the HTTP front
+// door can be tested without a model.
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "server/generation_service.hpp"
+#include "server/request_convert.hpp"
+
+namespace mosaic::server::test {
+
+class scripted_stream final : public generation_stream {
+public:
+  scripted_stream(std::deque<wire::token_event> events, std::chrono::milliseconds gap,
+                  std::atomic<int>& cancels)
+    : events_(std::move(events)), gap_(gap), cancels_(cancels) {}
+
+  std::optional<wire::token_event> next(std::chrono::milliseconds timeout) override {
+    if (events_.empty() || cancelled_) {
+      std::this_thread::sleep_for(std::min(timeout, std::chrono::milliseconds{5}));
+      if (cancelled_ && !ended_) {
+        ended_ = true;
+        wire::token_event ev;
+        ev.finish = msg::FinishReason::cancelled;
+        return ev;
+      }
+      return std::nullopt;
+    }
+    if (gap_ > timeout) {
+      std::this_thread::sleep_for(timeout);
+      return std::nullopt;
+    }
+    std::this_thread::sleep_for(gap_);
+    auto ev = events_.front();
+    events_.pop_front();
+    if (ev.finish != msg::FinishReason::none)
+      ended_ = true;
+    return ev;
+  }
+  void cancel() override {
+    if (!cancelled_.exchange(true) && !ended_)
+      ++cancels_;
+  }
+
+private:
+  std::deque<wire::token_event> events_;
+  std::chrono::milliseconds gap_;
+  std::atomic<int>& cancels_;
+  std::atomic<bool> cancelled_{false};
+  std::atomic<bool> ended_{false};
+};
+
+class scripted_service final : public generation_service {
+public:
+  std::vector<std::string> pieces{"Hello", " there", "!"};
+  msg::FinishReason finish = msg::FinishReason::stop;
+  error fail_with{};                ///< set: every request ends with this error
+  std::chrono::milliseconds gap{0}; ///< between events
+  bool never_finish = false;        ///< tokens forever (until cancelled)
+  std::atomic<int> cancels{0};
+
+  service_info info() const override { return {"builtin:tiny", 512, 16, 1700000000}; }
+
+  std::shared_ptr<generation_stream> submit(const wire::generate_request& r) override {
+    {
+      std::lock_guard lock{mutex_};
+      requests_.push_back(r);
+    }
+    std::deque<wire::token_event> evs;
+    wire::token_event last;
+    if (fail_with.code != errc::none) {
+      last.finish = msg::FinishReason::error;
+      last.err = fail_with;
+      evs.push_back(last);
+      return std::make_shared<scripted_stream>(evs, gap, cancels);
+    }
+    for (auto* seg = r.segments.data(); seg != r.segments.data() + r.segments.size(); ++seg)
+      if (auto* k = std::get_if<wire::image_key_segment>(seg)) {
+        std::lock_guard lock{mutex_};
+        if (!stored_.count({r.tenant, key_to_hex(k->key)})) {
+          last.finish = msg::FinishReason::error;
+          last.err = make_error(errc::not_found, "image not in the library");
+          evs.push_back(last);
+          return std::make_shared<scripted_stream>(evs, gap, cancels);
+        }
+      }
+    const size_t n = never_finish ? 100000 : pieces.size();
+    for (size_t i = 0; i < n; ++i) {
+      wire::token_event ev;
+      ev.index = uint32_t(i);
+      ev.token_id = int32_t(100 + i);
+      ev.text = pieces[i % pieces.size()];
+      evs.push_back(ev);
+    }
+    last.finish = finish;
+    last.usage = msg::Usage{7, uint32_t(pieces.size()), 3, 1};
+    evs.push_back(last);
+    return std::make_shared<scripted_stream>(evs, gap, cancels);
+  }
+
+  result<stored_image> upload(std::string_view tenant, std::span<const uint8_t> image,
+                              std::chrono::milliseconds) override {
+    library_key_bytes key{};
+    for (size_t i = 0; i < image.size(); ++i)
+      key[i % key.size()] = uint8_t(key[i % key.size()] * 31 + image[i]);
+    std::lock_guard lock{mutex_};
+    stored_.insert({std::string{tenant}, key_to_hex(key)});
+    return stored_image{key_to_hex(key), 16};
+  }
+
+  status remove(std::string_view tenant, const library_key_bytes& key) override {
+    std::lock_guard lock{mutex_};
+    if (stored_.erase({std::string{tenant}, key_to_hex(key)}) == 0)
+      return make_error(errc::not_found, "no such image");
+    return {};
+  }
+
+  service_stats stats() const override {
+    service_stats s;
+    s.prefix_queries = 4;
+    s.prefix_hits = 3;
+    s.ram_hits = 2;
+    s.disk_hits = 1;
+    s.disk_misses = 1;
+    s.kv_cache_usage = 0.25;
+    return s;
+  }
+
+  std::vector<wire::generate_request> requests() const {
+    std::lock_guard lock{mutex_};
+    return requests_;
+  }
+
+private:
+  mutable std::mutex mutex_;
+  std::vector<wire::generate_request> requests_;
+  std::set<std::pair<std::string, std::string>> stored_;
+};
+
+} // namespace mosaic::server::test

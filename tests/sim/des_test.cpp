@@ -1,0 +1,158 @@
+// The discrete-event model on a tiny topology: hand-computable single
+// requests, sane queueing, policies ordered as their recompute, and the
+// cost-profile fit.
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <random>
+
+#include "sim/des.hpp"
+#include "topology/loader.hpp"
+
+namespace mosaic::sim {
+namespace {
+
+topology tiny_topology() {
+  const char* data = std::getenv("MOSAIC_TEST_DATA");
+  auto t =
+      load_topology(std::string{data != nullptr ? data : "tests/data"} + "/sim/tiny-2node.yaml");
+  EXPECT_TRUE(t) << (t ? "" : t.err().to_string());
+  return *t;
+}
+
+cost_profile profile() {
+  cost_profile c;
+  c.n_layers = 8;
+  c.image_tokens = 100;
+  c.tokens_per_word = 1.0;
+  c.prefill_base_s = 0.01;
+  c.prefill_per_computed_token_s = 0.001;
+  c.prefill_per_attended_token_s = 0.0;
+  c.decode_step_base_s = 0.02;
+  c.decode_step_per_seq_s = 0.005;
+  c.kv_bytes_per_token = 1000;
+  return c;
+}
+
+des_options opts(const char* policy) {
+  des_options o;
+  o.policy = parse_policy(policy).value();
+  return o;
+}
+
+workload one_request(int images, int max_tokens, double at = 0.0) {
+  workload w;
+  w.spec.image_pool = 4;
+  sim_request r;
+  r.arrival_s = at;
+  r.max_tokens = max_tokens;
+  r.pieces.push_back({false, "a b c d e f g h i j", -1}); // 10 words = 10 tokens
+  for (int i = 0; i < images; ++i)
+    r.pieces.push_back({true, {}, i});
+  w.requests.push_back(r);
+  return w;
+}
+
+TEST(Des, OneRequestCostsWhatTheProfileSays) {
+  const auto c = profile();
+  auto r = simulate(tiny_topology(), c, one_request(2, 5), opts("full"));
+  ASSERT_TRUE(r) << r.err().to_string();
+  EXPECT_EQ(r->shape.nodes, 2);
+  EXPECT_EQ(r->shape.prefill_workers, 2);
+  EXPECT_EQ(r->shape.decode_workers, 2);
+  const auto& rec = r->run.records.at(0);
+  const double prefill = 0.01 + 0.001 * 210; // 10 text + 2 x 100 image tokens
+  EXPECT_NEAR(rec.ttft(), prefill, 1e-9);
+  EXPECT_NEAR(rec.e2e(), prefill + 4 * (0.02 + 0.005), 1e-9); // 4 more tokens, batch 1
+  EXPECT_EQ(rec.prompt_tokens, 210);
+  EXPECT_EQ(rec.image_tokens, 200);
+
+  auto m = simulate(tiny_topology(), c, one_request(2, 5), opts("mpic:32"));
+  ASSERT_TRUE(m);
+  // 10 text + 2 x 32 computed; loads (disk) overlap the pass layer by layer.
+  const double compute = 0.01 + 0.001 * 74;
+  const double load = 2 * 100 * 1000 / c.load_disk_bytes_per_s;
+  EXPECT_NEAR(m->run.records[0].ttft(), std::max(compute, load + compute / 8), 1e-9);
+}
+
+TEST(Des, PoliciesOrderByRecomputeAndOverloadQueues) {
+  auto spec = load_workload_spec("gqa", builtin_workload_dir());
+  ASSERT_TRUE(spec);
+  arrival_spec low = spec->arrivals;
+  low.rate = 1.0;
+  low.duration_s = 200;
+  const auto seed = std::random_device{}();
+  auto w = generate_workload(*spec, low, seed);
+  ASSERT_TRUE(w);
+  const auto topo = tiny_topology();
+  const auto c = profile();
+  double last = 0;
+  for (const char* p : {"full_reuse", "vlcache:0.05", "cacheblend:0.15", "mpic:32", "full"}) {
+    auto r = simulate(topo, c, *w, opts(p));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->run.summary.failed, 0);
+    EXPECT_GE(r->run.summary.ttft.mean, last) << p;
+    last = r->run.summary.ttft.mean;
+    // Under capacity: throughput follows the offered rate.
+    EXPECT_NEAR(r->run.summary.request_throughput, 1.0, 0.25) << p;
+  }
+  // Far above the prefill capacity (2 workers x ~0.15 s): queues and TTFT grow.
+  arrival_spec high = low;
+  high.rate = 40.0;
+  high.duration_s = 20;
+  auto wh = generate_workload(*spec, high, seed);
+  ASSERT_TRUE(wh);
+  auto r = simulate(topo, c, *wh, opts("full"));
+  ASSERT_TRUE(r);
+  EXPECT_GT(r->run.summary.ttft.p90, 10 * last);
+  EXPECT_LT(r->run.summary.request_throughput, 20.0);
+}
+
+TEST(Des, DecodeBatchesShareSteps) {
+  // Two requests at once on a one-decode-worker-per-node topology: each
+  // node's decode worker takes one, so both decode at batch 1.
+  auto w = one_request(0, 11);
+  w.requests.push_back(w.requests[0]);
+  w.requests[1].id = 1;
+  auto r = simulate(tiny_topology(), profile(), w, opts("full"));
+  ASSERT_TRUE(r);
+  for (const auto& rec : r->run.records)
+    EXPECT_NEAR(rec.tpot(), 0.025, 1e-9);
+  EXPECT_NEAR(r->run.summary.itl.mean, 0.025, 1e-9);
+}
+
+TEST(CostProfile, FitRecoversLinearCoefficients) {
+  std::mt19937_64 g{std::random_device{}()};
+  std::uniform_real_distribution<double> u(0, 1000);
+  std::vector<std::vector<double>> x;
+  std::vector<double> y;
+  for (int i = 0; i < 20; ++i) {
+    const double a = u(g), b = u(g) * 100;
+    x.push_back({1.0, a, b});
+    y.push_back(0.5 + 0.002 * a + 3e-6 * b);
+  }
+  auto c = fit_linear(x, y);
+  ASSERT_TRUE(c);
+  EXPECT_NEAR((*c)[0], 0.5, 1e-9);
+  EXPECT_NEAR((*c)[1], 0.002, 1e-12);
+  EXPECT_NEAR((*c)[2], 3e-6, 1e-12);
+  EXPECT_FALSE(fit_linear({{1.0, 2.0}, {1.0, 2.0}}, std::vector<double>{1.0, 1.0}));
+}
+
+TEST(CostProfile, SavesAndLoads) {
+  auto c = profile();
+  c.provenance["prefill"] = "measured: test";
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("mosaic_profile_" + std::to_string(std::random_device{}()) + ".json");
+  ASSERT_TRUE(save_profile(c, path));
+  auto back = load_profile(path);
+  ASSERT_TRUE(back) << back.err().to_string();
+  EXPECT_EQ(back->prefill_per_computed_token_s, c.prefill_per_computed_token_s);
+  EXPECT_EQ(back->provenance.at("prefill"), "measured: test");
+  std::filesystem::remove(path);
+  EXPECT_FALSE(load_profile(path));
+}
+
+} // namespace
+} // namespace mosaic::sim

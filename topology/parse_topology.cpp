@@ -1,0 +1,333 @@
+// The top level of a topology document and its nodes.
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+
+#include "topology/parse_context.hpp"
+
+namespace mosaic::topology_detail {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr size_t max_nodes = 4096;
+constexpr size_t max_list = 1024; // actors or devices of one node
+
+bool is_name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '-' || c == '.';
+}
+
+bool valid_node_name(std::string_view name) {
+  return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), is_name_char);
+}
+
+bool valid_host(std::string_view host) {
+  auto ok = [](char c) { return is_name_char(c) || c == ':' || c == '[' || c == ']' || c == '%'; };
+  return !host.empty() && host.size() <= 253 && std::all_of(host.begin(), host.end(), ok);
+}
+
+std::optional<std::string> resolve_path(std::string_view text, const YAML::Mark& at,
+                                        std::string_view key, parse_context& ctx) {
+  if (text.empty()) {
+    ctx.sink.add(at, "'" + std::string{key} + "' is an empty path",
+                 "write a path, or remove the key");
+    return std::nullopt;
+  }
+  fs::path path{std::string{text}};
+  if (text == "~" || text.starts_with("~/")) {
+    const char* home = std::getenv("HOME"); // shell-style `~`, documented in docs/topology.md
+    if (home == nullptr || *home == '\0') {
+      ctx.sink.add(at, "cannot expand '~' in '" + std::string{key} + "': HOME is not set",
+                   "write an absolute path");
+      return std::nullopt;
+    }
+    path = fs::path{home} / std::string{text.substr(std::min<size_t>(text.size(), 2))};
+  } else if (path.is_relative() && !ctx.options.base_dir.empty()) {
+    path = fs::path{ctx.options.base_dir} / path;
+  }
+  return path.lexically_normal().string();
+}
+
+void check_file(const std::string& path, bool directory, const YAML::Mark& at, std::string_view key,
+                parse_context& ctx) {
+  if (!ctx.options.check_files)
+    return;
+  std::error_code ec;
+  auto st = fs::status(path, ec);
+  bool ok = directory ? fs::is_directory(st) : fs::is_regular_file(st);
+  if (!ok)
+    ctx.sink.add(at,
+                 "'" + std::string{key} + "' names " + quote_value(path) + ", which is not " +
+                     (directory ? "a directory" : "a regular file") + " on this machine",
+                 "fix the path (relative paths start at the topology file's directory)");
+}
+
+void read_model(map_reader& m, topology& topo, parse_context& ctx) {
+  if (!m.require("model", "model: builtin:small"))
+    return;
+  auto text = m.read_string("model");
+  if (!text)
+    return;
+  if (text->starts_with("builtin:")) {
+    if (*text != "builtin:tiny" && *text != "builtin:small")
+      ctx.sink.add(m.value_mark("model"), "unknown built-in model " + quote_value(*text),
+                   "use builtin:tiny or builtin:small, or the path of an HF LLaVA directory");
+    topo.model = *text;
+    return;
+  }
+  if (auto path = resolve_path(*text, m.value_mark("model"), "model", ctx)) {
+    check_file(*path, true, m.value_mark("model"), "model", ctx);
+    topo.model = *path;
+  }
+}
+
+request_defaults read_defaults(const YAML::Node& v, const YAML::Mark& at, parse_context& ctx) {
+  request_defaults d;
+  if (!v.IsMap()) {
+    ctx.sink.add(at, "'defaults' must be a map, got " + std::string{describe(v)},
+                 "write e.g. `defaults: { policy: \"mpic:32\", deadline_ms: 30000 }`");
+    return d;
+  }
+  map_reader m{v, "'defaults'", ctx.sink};
+  if (auto text = m.read_string("policy")) {
+    if (auto policy = parse_policy(*text))
+      d.policy = *policy;
+    else
+      ctx.sink.add(m.value_mark("policy"), "bad default 'policy': " + policy.err().message,
+                   "e.g. policy: \"mpic:32\"");
+  }
+  if (auto v2 = m.read_int("deadline_ms", 1, 86400000))
+    d.deadline_ms = static_cast<int>(*v2);
+  if (auto v2 = m.read_int("max_tokens", 1, 1 << 20))
+    d.max_tokens = static_cast<int>(*v2);
+  m.finish();
+  return d;
+}
+
+compression_spec read_compression(const YAML::Node& v, const YAML::Mark& at, parse_context& ctx) {
+  constexpr std::array<std::string_view, 4> methods = {"none", "snapkv", "keynorm", "streaming"};
+  compression_spec c;
+  if (!v.IsMap()) {
+    ctx.sink.add(at, "'compression' must be a map, got " + std::string{describe(v)},
+                 "write e.g. `compression: { method: snapkv, image_ratio: 0.5 }`");
+    return c;
+  }
+  map_reader m{v, "'compression'", ctx.sink};
+  bool method_bad = false;
+  if (m.has("method")) {
+    auto i = m.read_choice("method", methods);
+    method_bad = !i;
+    c.method = static_cast<compression_method>(i.value_or(0));
+  }
+  for (auto key : {"image_ratio", "text_ratio"}) {
+    auto ratio = m.read_number(key, 0.0, 1.0);
+    if (!ratio)
+      continue;
+    (key == std::string_view{"image_ratio"} ? c.image_ratio : c.text_ratio) = *ratio;
+    if (c.method == compression_method::none && !method_bad)
+      ctx.sink.add(m.value_mark(key),
+                   "'" + std::string{key} + "' has no effect while the compression method is none",
+                   "set `method: snapkv` (or keynorm, streaming), or remove the ratio");
+  }
+  m.finish();
+  return c;
+}
+
+/// `devices:` of a node. Returns false when the list had errors.
+bool read_devices(map_reader& m, node_spec& node, parse_context& ctx) {
+  if (!m.has("devices"))
+    return true;
+  YAML::Node list = m.value("devices");
+  auto at = m.value_mark("devices");
+  if (!list.IsSequence() || list.size() == 0 || list.size() > max_list) {
+    ctx.sink.add(at,
+                 "'devices' of " + m.what() + " must be a list of 1 to " +
+                     std::to_string(max_list) + " devices, got " +
+                     (list.IsSequence() ? std::to_string(list.size()) + " entries"
+                                        : std::string{describe(list)}),
+                 "write e.g. `devices: [cpu]` or `devices: [cuda:0, cuda:1]`");
+    return false;
+  }
+  bool ok = true;
+  std::vector<device_spec> devices;
+  for (size_t i = 0; i < list.size(); ++i) {
+    YAML::Node item = list[i];
+    auto item_at = item.IsNull() ? at : item.Mark();
+    auto text = to_string_value(item, item_at, "device #" + std::to_string(i + 1), ctx.sink);
+    if (!text) {
+      ok = false;
+      continue;
+    }
+    auto device = parse_device(*text);
+    if (!device) {
+      ctx.sink.add(item_at, "unknown device " + quote_value(*text) + " in " + m.what(),
+                   "write cpu or cuda:N (N = the GPU ordinal, e.g. cuda:0)");
+      ok = false;
+    } else if (std::find(devices.begin(), devices.end(), *device) != devices.end()) {
+      ctx.sink.add(item_at, "device " + device->to_string() + " is listed twice in " + m.what(),
+                   "list each device once");
+      ok = false;
+    } else {
+      devices.push_back(*device);
+    }
+  }
+  if (!devices.empty())
+    node.devices = std::move(devices);
+  return ok;
+}
+
+void read_actors(map_reader& m, node_spec& node, bool devices_known, parse_context& ctx) {
+  if (!m.require("actors", "actors: [ { kind: prefill } ]"))
+    return;
+  YAML::Node list = m.value("actors");
+  if (!list.IsSequence() || list.size() == 0 || list.size() > max_list) {
+    ctx.all_kinds_known = false;
+    ctx.sink.add(m.value_mark("actors"),
+                 "'actors' of " + m.what() + " must be a list of 1 to " + std::to_string(max_list) +
+                     " actors, got " +
+                     (list.IsSequence() ? std::to_string(list.size()) + " entries"
+                                        : std::string{describe(list)}),
+                 "write e.g. `actors: [ { kind: prefill, device: cpu } ]`, or remove the node");
+    return;
+  }
+  for (size_t i = 0; i < list.size(); ++i)
+    if (auto actor = parse_actor(list[i], i, node, devices_known, ctx))
+      node.actors.push_back(std::move(*actor));
+}
+
+node_spec read_node(const YAML::Node& item, size_t index, parse_context& ctx) {
+  node_spec node;
+  node.origin = position(item.Mark());
+  map_reader m{item, "node #" + std::to_string(index + 1), ctx.sink};
+  if (m.require("name", "name: p0")) {
+    if (auto name = m.read_string("name")) {
+      if (valid_node_name(*name)) {
+        node.name = *name;
+        m.set_what("node '" + node.name + "'");
+      } else {
+        ctx.sink.add(m.value_mark("name"), "node name " + quote_value(*name) + " is not valid",
+                     "use 1 to 64 letters, digits, '_', '-' or '.'");
+      }
+    }
+  }
+  if (m.require("host", "host: 127.0.0.1")) {
+    if (auto host = m.read_string("host")) {
+      if (valid_host(*host))
+        node.host = *host;
+      else
+        ctx.sink.add(m.value_mark("host"),
+                     "host " + quote_value(*host) + " of " + m.what() +
+                         " is not a host name or IP address",
+                     "write e.g. host: 10.0.0.5 or host: prefill-0.mosaic.internal");
+    }
+  }
+  for (auto [key, port] :
+       {std::pair{"control_port", &node.control_port}, std::pair{"data_port", &node.data_port}}) {
+    bool given = m.has(key);
+    auto v = m.read_int(key, 1, 65535);
+    if (v)
+      *port = static_cast<int>(*v);
+    if (v || !given)
+      record_port(ctx, node, std::string{key} + " of " + m.what(), *port,
+                  position(given ? m.value_mark(key) : m.mark()));
+  }
+  if (auto threads = m.read_int("threads", 0, 4096))
+    node.threads = static_cast<int>(*threads);
+  bool devices_known = read_devices(m, node, ctx);
+  read_actors(m, node, devices_known, ctx);
+  m.finish();
+  return node;
+}
+
+void read_nodes(map_reader& m, topology& topo, parse_context& ctx) {
+  if (!m.require("nodes", "nodes: [ { name: local, host: 127.0.0.1, actors: [...] } ]")) {
+    ctx.all_kinds_known = false;
+    return;
+  }
+  YAML::Node list = m.value("nodes");
+  if (!list.IsSequence() || list.size() == 0 || list.size() > max_nodes) {
+    ctx.all_kinds_known = false;
+    ctx.sink.add(m.value_mark("nodes"),
+                 "'nodes' must be a list of 1 to " + std::to_string(max_nodes) + " nodes, got " +
+                     (list.IsSequence() ? std::to_string(list.size()) + " entries"
+                                        : std::string{describe(list)}),
+                 "write `nodes:` followed by `- name: ...` entries");
+    return;
+  }
+  std::map<std::string, int, std::less<>> names; // name -> line of first use
+  for (size_t i = 0; i < list.size(); ++i) {
+    YAML::Node item = list[i];
+    if (!item.IsMap()) {
+      ctx.all_kinds_known = false;
+      ctx.sink.add(item.IsNull() ? m.value_mark("nodes") : item.Mark(),
+                   "node #" + std::to_string(i + 1) + " must be a map, got " + describe(item),
+                   "write `- name: p0` and the node's keys below it");
+      continue;
+    }
+    node_spec node = read_node(item, i, ctx);
+    if (!node.name.empty()) {
+      auto [it, fresh] = names.emplace(node.name, node.origin.line);
+      if (!fresh)
+        ctx.sink.add(node.origin,
+                     "duplicate node name '" + node.name + "' (first used at line " +
+                         std::to_string(it->second) + ")",
+                     "give every node a unique name");
+    }
+    topo.nodes.push_back(std::move(node));
+  }
+}
+
+} // namespace
+
+std::optional<device_spec> parse_device(std::string_view text) {
+  if (text == "cpu")
+    return device_spec{};
+  if (!text.starts_with("cuda:"))
+    return std::nullopt;
+  auto digits = text.substr(5);
+  if (digits.empty() || digits.size() > 4 || (digits.size() > 1 && digits[0] == '0'))
+    return std::nullopt;
+  int index = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9')
+      return std::nullopt;
+    index = index * 10 + (c - '0');
+  }
+  if (index >= 1024)
+    return std::nullopt;
+  return device_spec{device_spec::kind_t::cuda, index};
+}
+
+std::optional<std::string> read_path(map_reader& m, std::string_view key, parse_context& ctx) {
+  auto text = m.read_string(key);
+  if (!text)
+    return std::nullopt;
+  return resolve_path(*text, m.value_mark(key), key, ctx);
+}
+
+topology parse_root(const YAML::Node& root, parse_context& ctx) {
+  topology topo;
+  map_reader m{root, "the topology", ctx.sink};
+  read_model(m, topo, ctx);
+  if (auto keys = read_path(m, "api_keys", ctx)) {
+    check_file(*keys, false, m.value_mark("api_keys"), "api_keys", ctx);
+    topo.api_keys = *keys;
+  }
+  if (m.has("defaults"))
+    ctx.defaults = read_defaults(m.value("defaults"), m.value_mark("defaults"), ctx);
+  topo.defaults = ctx.defaults;
+  if (m.has("compression"))
+    topo.compression = read_compression(m.value("compression"), m.value_mark("compression"), ctx);
+  read_nodes(m, topo, ctx);
+  m.finish();
+  spec_origin nodes_at = position(m.has("nodes") ? m.value_mark("nodes") : m.mark());
+  check_cluster(topo, nodes_at, ctx);
+  return topo;
+}
+
+} // namespace mosaic::topology_detail

@@ -1,0 +1,71 @@
+// Cluster-wide checks that need every node parsed first.
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <tuple>
+
+#include "topology/parse_context.hpp"
+
+namespace mosaic::topology_detail {
+
+std::string normalised_host(std::string_view host) {
+  std::string out{host};
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (out == "localhost")
+    return "127.0.0.1";
+  return out;
+}
+
+void record_port(parse_context& ctx, const node_spec& node, std::string owner, int port,
+                 spec_origin at) {
+  if (node.host.empty())
+    return; // the missing host is already reported
+  ctx.ports.push_back({normalised_host(node.host), port, std::move(owner), at});
+}
+
+namespace {
+
+void check_ports(parse_context& ctx) {
+  auto& ports = ctx.ports;
+  auto before = [](const port_use& a, const port_use& b) {
+    return std::tie(a.host, a.port, a.at.line, a.at.column) <
+           std::tie(b.host, b.port, b.at.line, b.at.column);
+  };
+  std::stable_sort(ports.begin(), ports.end(), before);
+  // Each later user of a host:port is reported against its first user.
+  size_t first = 0;
+  for (size_t i = 1; i < ports.size(); ++i) {
+    if (ports[i].host != ports[first].host || ports[i].port != ports[first].port) {
+      first = i;
+      continue;
+    }
+    const auto& owner = ports[first];
+    const auto& dup = ports[i];
+    ctx.sink.add(dup.at,
+                 "port " + std::to_string(dup.port) + " (" + dup.owner + ") is already used by " +
+                     owner.owner + " on host " + dup.host + " (line " +
+                     std::to_string(owner.at.line) + ")",
+                 "give every port on one host its own number");
+  }
+}
+
+} // namespace
+
+void check_cluster(const topology& topo, spec_origin nodes_at, parse_context& ctx) {
+  check_ports(ctx);
+  if (!ctx.all_kinds_known)
+    return;
+  constexpr std::array required = {actor_kind::frontend, actor_kind::encoder, actor_kind::kv_loader,
+                                   actor_kind::linker,   actor_kind::prefill, actor_kind::decode};
+  for (auto kind : required) {
+    if (topo.count(kind) > 0)
+      continue;
+    std::string name = to_string(kind);
+    ctx.sink.add(nodes_at, "the cluster has no " + name + " actor; every request needs one",
+                 "add `- { kind: " + name + " }` to the actors of a node");
+  }
+}
+
+} // namespace mosaic::topology_detail

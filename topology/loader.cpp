@@ -279,8 +279,13 @@ result<topology> load_topology(const std::string& path, const topology_options& 
 
 status check_yaml_document(std::string_view text, std::string_view source_name) {
   diagnostic_sink sink{std::string{source_name}, 10};
-  if (loadable_yaml(text, sink))
-    return {};
+  try {
+    if (loadable_yaml(text, sink))
+      return {};
+  } catch (const YAML::Exception& e) {
+    sink.add(e.mark, "malformed YAML: " + e.msg,
+             "check indentation (spaces, not tabs), brackets, quotes and `key: value` colons");
+  }
   return make_error(errc::invalid_argument,
                     joined(finish(std::nullopt, sink, std::string{source_name})));
 }

@@ -16,10 +16,6 @@ namespace {
 
 using json = nlohmann::json;
 
-api_error invalid(std::string param, std::string message) {
-  return api_error{400, "invalid_request_error", std::move(message), std::move(param), ""};
-}
-
 api_error not_found_image() {
   return api_error{404, "not_found_error",
                    "no such image in your library; upload it with POST /v1/mosaic/images", "id",
@@ -34,20 +30,22 @@ parse_result<std::vector<uint8_t>> upload_bytes(const httplib::Request& req,
     return {std::vector<uint8_t>(req.body.begin(), req.body.end()), {}};
   auto body = json::parse(req.body, nullptr, false);
   if (body.is_discarded() || !body.is_object())
-    return {std::nullopt, invalid("", "the body is not a JSON object; send "
-                                      "{\"image\": \"data:image/png;base64,...\"} or raw bytes")};
+    return {std::nullopt,
+            invalid_request("", "the body is not a JSON object; send "
+                                "{\"image\": \"data:image/png;base64,...\"} or raw bytes")};
   for (const auto& [key, value] : body.items())
     if (key != "image")
-      return {std::nullopt, invalid(key, "unknown field '" + key + "'; known: image")};
+      return {std::nullopt, invalid_request(key, "unknown field '" + key + "'; known: image")};
   auto it = body.find("image");
   if (it == body.end() || !it->is_string())
-    return {std::nullopt, invalid("image", "'image' must be a data URL string "
-                                           "(data:image/png;base64,...)")};
+    return {std::nullopt, invalid_request("image", "'image' must be a data URL string "
+                                                   "(data:image/png;base64,...)")};
   auto part = parse_image_url(it->get<std::string>(), limits, "image");
   if (!part)
     return {std::nullopt, part.error};
   if (part.value->is_reference())
-    return {std::nullopt, invalid("image", "upload the image itself, not a library reference")};
+    return {std::nullopt,
+            invalid_request("image", "upload the image itself, not a library reference")};
   return {std::move(part.value->bytes), {}};
 }
 
@@ -69,13 +67,14 @@ void handle_upload(front_door& fd, const httplib::Request& req, httplib::Respons
                                      "image", ""});
   auto header = probe_image(*bytes.value);
   if (!header)
-    return send_error(res, invalid("image", "undecodable image: " + header.err().message));
+    return send_error(res, invalid_request("image", "undecodable image: " + header.err().message));
   if (uint64_t(header->width) * header->height > fd.options.admission.max_image_pixels)
     return send_error(
-        res, invalid("image", "the image has " + std::to_string(header->width) + "x" +
-                                  std::to_string(header->height) + " pixels, more than the " +
-                                  std::to_string(fd.options.admission.max_image_pixels) +
-                                  " allowed; downscale it"));
+        res,
+        invalid_request("image", "the image has " + std::to_string(header->width) + "x" +
+                                     std::to_string(header->height) + " pixels, more than the " +
+                                     std::to_string(fd.options.admission.max_image_pixels) +
+                                     " allowed; downscale it"));
   auto stored = fd.service.upload(*tenant, *bytes.value, fd.options.upload_timeout);
   if (!stored)
     return send_error(res, api_error_from(stored.err()));

@@ -12,10 +12,6 @@ namespace {
 
 using json = nlohmann::json;
 
-api_error invalid(std::string param, std::string message) {
-  return api_error{400, "invalid_request_error", std::move(message), std::move(param), ""};
-}
-
 template <class T>
 parse_result<T> fail(api_error err) {
   return parse_result<T>{std::nullopt, std::move(err)};
@@ -28,11 +24,11 @@ std::optional<api_error> read_int(const json& obj, const char* key, int lo, int 
   if (it == obj.end() || it->is_null())
     return std::nullopt;
   if (!it->is_number_integer())
-    return invalid(key, std::string{"'"} + key + "' must be an integer");
+    return invalid_request(key, std::string{"'"} + key + "' must be an integer");
   auto v = it->get<int64_t>();
   if (v < lo || v > hi)
-    return invalid(key, std::string{"'"} + key + "' must be between " + std::to_string(lo) +
-                            " and " + std::to_string(hi) + ", got " + std::to_string(v));
+    return invalid_request(key, std::string{"'"} + key + "' must be between " + std::to_string(lo) +
+                                    " and " + std::to_string(hi) + ", got " + std::to_string(v));
   out = static_cast<int>(v);
   return std::nullopt;
 }
@@ -43,11 +39,11 @@ std::optional<api_error> read_float(const json& obj, const char* key, double lo,
   if (it == obj.end() || it->is_null())
     return std::nullopt;
   if (!it->is_number())
-    return invalid(key, std::string{"'"} + key + "' must be a number");
+    return invalid_request(key, std::string{"'"} + key + "' must be a number");
   double v = it->get<double>();
   if (!std::isfinite(v) || v < lo || v > hi)
-    return invalid(key, std::string{"'"} + key + "' must be between " + std::to_string(lo) +
-                            " and " + std::to_string(hi));
+    return invalid_request(key, std::string{"'"} + key + "' must be between " + std::to_string(lo) +
+                                    " and " + std::to_string(hi));
   out = static_cast<float>(v);
   return std::nullopt;
 }
@@ -57,7 +53,7 @@ std::optional<api_error> read_bool(const json& obj, const char* key, bool& out) 
   if (it == obj.end() || it->is_null())
     return std::nullopt;
   if (!it->is_boolean())
-    return invalid(key, std::string{"'"} + key + "' must be true or false");
+    return invalid_request(key, std::string{"'"} + key + "' must be true or false");
   out = it->get<bool>();
   return std::nullopt;
 }
@@ -74,14 +70,14 @@ std::optional<api_error> read_common(const json& body, const request_limits& lim
   // Features that would change the answer and that Mosaic does not have:
   // refuse them rather than silently ignore them.
   if (auto it = body.find("n"); it != body.end() && !it->is_null() && *it != 1)
-    return invalid("n", "'n' must be 1: Mosaic returns one choice per request");
+    return invalid_request("n", "'n' must be 1: Mosaic returns one choice per request");
   for (const char* key : {"presence_penalty", "frequency_penalty"})
     if (auto it = body.find(key); it != body.end() && !it->is_null() && *it != 0)
-      return invalid(key, std::string{"'"} + key + "' is not supported; omit it or send 0");
+      return invalid_request(key, std::string{"'"} + key + "' is not supported; omit it or send 0");
   for (const char* key : {"logprobs", "echo"})
     if (auto it = body.find(key);
         it != body.end() && !it->is_null() && *it != false && !(it->is_number() && *it == 0))
-      return invalid(key, std::string{"'"} + key + "' is not supported");
+      return invalid_request(key, std::string{"'"} + key + "' is not supported");
 
   if (auto e = read_int(body, "max_tokens", 1, limits.max_tokens_cap, s.max_tokens))
     return e;
@@ -92,10 +88,10 @@ std::optional<api_error> read_common(const json& body, const request_limits& lim
   if (auto e = read_float(body, "top_p", 0.0, 1.0, s.top_p))
     return e;
   if (s.top_p <= 0.0f)
-    return invalid("top_p", "'top_p' must be greater than 0");
+    return invalid_request("top_p", "'top_p' must be greater than 0");
   if (auto it = body.find("seed"); it != body.end() && !it->is_null()) {
     if (!it->is_number_integer())
-      return invalid("seed", "'seed' must be an integer");
+      return invalid_request("seed", "'seed' must be an integer");
     s.seed =
         it->is_number_unsigned() ? it->get<uint64_t>() : static_cast<uint64_t>(it->get<int64_t>());
   }
@@ -105,38 +101,42 @@ std::optional<api_error> read_common(const json& body, const request_limits& lim
     } else if (it->is_array()) {
       for (const auto& x : *it) {
         if (!x.is_string())
-          return invalid("stop", "'stop' must be a string or an array of strings");
+          return invalid_request("stop", "'stop' must be a string or an array of strings");
         s.stop.push_back(x.get<std::string>());
       }
     } else {
-      return invalid("stop", "'stop' must be a string or an array of strings");
+      return invalid_request("stop", "'stop' must be a string or an array of strings");
     }
     if (static_cast<int>(s.stop.size()) > limits.max_stop_strings)
-      return invalid("stop", "at most " + std::to_string(limits.max_stop_strings) +
-                                 " stop strings are allowed");
+      return invalid_request("stop", "at most " + std::to_string(limits.max_stop_strings) +
+                                         " stop strings are allowed");
     for (const auto& x : s.stop)
       if (x.empty() || x.size() > limits.max_stop_length)
-        return invalid("stop", "stop strings must be 1 to " +
-                                   std::to_string(limits.max_stop_length) + " bytes long");
+        return invalid_request("stop", "stop strings must be 1 to " +
+                                           std::to_string(limits.max_stop_length) + " bytes long");
   }
   if (auto e = read_bool(body, "stream", stream))
     return e;
   if (auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
     if (!it->is_object())
-      return invalid("stream_options", "'stream_options' must be an object");
+      return invalid_request("stream_options", "'stream_options' must be an object");
     if (!stream)
-      return invalid("stream_options", "'stream_options' is only allowed with 'stream': true");
+      return invalid_request("stream_options",
+                             "'stream_options' is only allowed with 'stream': true");
     if (auto e = read_bool(*it, "include_usage", include_usage))
       return e;
   }
   if (auto it = body.find("mosaic"); it != body.end() && !it->is_null()) {
     if (!it->is_object())
-      return invalid("mosaic", "'mosaic' must be an object such as {\"policy\": \"mpic:32\"}");
+      return invalid_request("mosaic",
+                             "'mosaic' must be an object such as {\"policy\": \"mpic:32\"}");
     for (const auto& [key, value] : it->items()) {
       if (key != "policy")
-        return invalid("mosaic." + key, "unknown field 'mosaic." + key + "'; known: policy");
+        return invalid_request("mosaic." + key,
+                               "unknown field 'mosaic." + key + "'; known: policy");
       if (!value.is_string())
-        return invalid("mosaic.policy", "'mosaic.policy' must be a string such as \"mpic:32\"");
+        return invalid_request("mosaic.policy",
+                               "'mosaic.policy' must be a string such as \"mpic:32\"");
       mosaic.policy = value.get<std::string>();
     }
   }
@@ -166,7 +166,7 @@ std::optional<api_error> reject_unknown(const json& body, std::string_view own) 
     for (auto k : common_fields)
       ok = ok || key == k;
     if (!ok)
-      return invalid(key, "unrecognized request argument supplied: " + key);
+      return invalid_request(key, "unrecognized request argument supplied: " + key);
   }
   return std::nullopt;
 }
@@ -180,12 +180,12 @@ std::optional<api_error> parse_body(std::string_view body, const request_limits&
                      "", "body_too_large"};
   out = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (out.is_discarded())
-    return invalid("", "the request body is not valid JSON");
+    return invalid_request("", "the request body is not valid JSON");
   if (!out.is_object())
-    return invalid("", "the request body must be a JSON object");
+    return invalid_request("", "the request body must be a JSON object");
   auto model = out.find("model");
   if (model == out.end() || !model->is_string() || model->get<std::string>().empty())
-    return invalid("model", "'model' is required and must be a non-empty string");
+    return invalid_request("model", "'model' is required and must be a non-empty string");
   return std::nullopt;
 }
 
@@ -197,16 +197,16 @@ std::optional<api_error> parse_content(const json& content, const std::string& p
     return std::nullopt;
   }
   if (!content.is_array())
-    return invalid(param, "'" + param + "' must be a string or an array of content parts");
+    return invalid_request(param, "'" + param + "' must be a string or an array of content parts");
   for (size_t i = 0; i < content.size(); ++i) {
     const auto& part = content[i];
     auto here = param + "[" + std::to_string(i) + "]";
     if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
-      return invalid(here, "each content part needs a string 'type'");
+      return invalid_request(here, "each content part needs a string 'type'");
     auto type = part["type"].get<std::string>();
     if (type == "text") {
       if (!part.contains("text") || !part["text"].is_string())
-        return invalid(here + ".text", "a text part needs a string 'text'");
+        return invalid_request(here + ".text", "a text part needs a string 'text'");
       out.push_back({false, part["text"].get<std::string>(), {}});
     } else if (type == "image_url") {
       const json* url = nullptr;
@@ -217,23 +217,28 @@ std::optional<api_error> parse_content(const json& content, const std::string& p
           url = &(*it)["url"];
       }
       if (url == nullptr)
-        return invalid(here + ".image_url", "an image_url part needs 'image_url': {'url': ...}");
+        return invalid_request(here + ".image_url",
+                               "an image_url part needs 'image_url': {'url': ...}");
       if (++images > limits.max_images)
-        return invalid(here, "too many images: at most " + std::to_string(limits.max_images) +
-                                 " per request");
+        return invalid_request(here, "too many images: at most " +
+                                         std::to_string(limits.max_images) + " per request");
       auto img = parse_image_url(url->get<std::string>(), limits, here + ".image_url.url");
       if (!img)
         return img.error;
       out.push_back({true, {}, std::move(*img.value)});
     } else {
-      return invalid(here + ".type",
-                     "unsupported content part type '" + type + "'; use 'text' or 'image_url'");
+      return invalid_request(here + ".type", "unsupported content part type '" + type +
+                                                 "'; use 'text' or 'image_url'");
     }
   }
   return std::nullopt;
 }
 
 } // namespace
+
+api_error invalid_request(std::string param, std::string message) {
+  return api_error{400, "invalid_request_error", std::move(message), std::move(param), ""};
+}
 
 std::string api_error::to_json() const {
   json err = {{"message", message},
@@ -301,19 +306,20 @@ parse_result<image_part> parse_image_url(std::string_view url, const request_lim
     for (char c : id)
       hex = hex && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
     if (!hex)
-      return fail<image_part>(
-          invalid(p, "a library reference must be mosaic://library/<64 lowercase hex digits>"));
+      return fail<image_part>(invalid_request(
+          p, "a library reference must be mosaic://library/<64 lowercase hex digits>"));
     image_part img;
     img.library_id = std::string{id};
     return {std::move(img), {}};
   }
   if (!url.starts_with("data:"))
-    return fail<image_part>(invalid(p, "images must be data URLs (data:image/png;base64,...) or "
-                                       "mosaic://library/<id> references; remote URLs are not "
-                                       "fetched"));
+    return fail<image_part>(
+        invalid_request(p, "images must be data URLs (data:image/png;base64,...) or "
+                           "mosaic://library/<id> references; remote URLs are not "
+                           "fetched"));
   auto comma = url.find(',');
   if (comma == std::string_view::npos)
-    return fail<image_part>(invalid(p, "malformed data URL: no ',' before the payload"));
+    return fail<image_part>(invalid_request(p, "malformed data URL: no ',' before the payload"));
   auto meta = url.substr(5, comma - 5);
   std::string mime;
   if (meta == "image/png;base64")
@@ -321,8 +327,8 @@ parse_result<image_part> parse_image_url(std::string_view url, const request_lim
   else if (meta == "image/jpeg;base64" || meta == "image/jpg;base64")
     mime = "image/jpeg";
   else
-    return fail<image_part>(invalid(p, "unsupported data URL type '" + std::string{meta} +
-                                           "'; use image/png or image/jpeg with ;base64"));
+    return fail<image_part>(invalid_request(p, "unsupported data URL type '" + std::string{meta} +
+                                                   "'; use image/png or image/jpeg with ;base64"));
   auto payload = url.substr(comma + 1);
   if (payload.size() / 4 * 3 > limits.max_image_bytes + 3)
     return fail<image_part>(api_error{413, "invalid_request_error",
@@ -331,9 +337,9 @@ parse_result<image_part> parse_image_url(std::string_view url, const request_lim
                                       p, "image_too_large"});
   auto bytes = decode_base64(payload);
   if (!bytes)
-    return fail<image_part>(invalid(p, "the image's base64 payload is malformed"));
+    return fail<image_part>(invalid_request(p, "the image's base64 payload is malformed"));
   if (bytes->empty())
-    return fail<image_part>(invalid(p, "the image is empty"));
+    return fail<image_part>(invalid_request(p, "the image is empty"));
   image_part img;
   img.mime = std::move(mime);
   img.bytes = std::move(*bytes);
@@ -352,35 +358,37 @@ parse_result<chat_request> parse_chat_request(std::string_view body, const reque
     return fail<chat_request>(std::move(*e));
   auto msgs = j.find("messages");
   if (msgs == j.end() || !msgs->is_array() || msgs->empty())
-    return fail<chat_request>(invalid("messages", "'messages' must be a non-empty array"));
+    return fail<chat_request>(invalid_request("messages", "'messages' must be a non-empty array"));
   if (static_cast<int>(msgs->size()) > limits.max_messages)
-    return fail<chat_request>(
-        invalid("messages", "at most " + std::to_string(limits.max_messages) + " messages"));
+    return fail<chat_request>(invalid_request(
+        "messages", "at most " + std::to_string(limits.max_messages) + " messages"));
   int images = 0;
   for (size_t i = 0; i < msgs->size(); ++i) {
     const auto& m = (*msgs)[i];
     auto here = "messages[" + std::to_string(i) + "]";
     if (!m.is_object())
-      return fail<chat_request>(invalid(here, "each message must be an object"));
+      return fail<chat_request>(invalid_request(here, "each message must be an object"));
     auto role = m.find("role");
     if (role == m.end() || !role->is_string())
-      return fail<chat_request>(invalid(here + ".role", "each message needs a string 'role'"));
+      return fail<chat_request>(
+          invalid_request(here + ".role", "each message needs a string 'role'"));
     chat_turn turn;
     turn.role = role->get<std::string>();
     if (turn.role != "system" && turn.role != "user" && turn.role != "assistant")
-      return fail<chat_request>(invalid(here + ".role", "role must be system, user or assistant, "
-                                                        "got '" +
-                                                            turn.role + "'"));
+      return fail<chat_request>(
+          invalid_request(here + ".role", "role must be system, user or assistant, "
+                                          "got '" +
+                                              turn.role + "'"));
     auto content = m.find("content");
     if (content == m.end() || content->is_null())
-      return fail<chat_request>(invalid(here + ".content", "each message needs 'content'"));
+      return fail<chat_request>(invalid_request(here + ".content", "each message needs 'content'"));
     if (auto e = parse_content(*content, here + ".content", limits, images, turn.content))
       return fail<chat_request>(std::move(*e));
     if (turn.role != "user")
       for (const auto& part : turn.content)
         if (part.is_image)
           return fail<chat_request>(
-              invalid(here + ".content", "images are only allowed in user messages"));
+              invalid_request(here + ".content", "images are only allowed in user messages"));
     req.messages.push_back(std::move(turn));
   }
   return {std::move(req), {}};
@@ -400,7 +408,7 @@ parse_result<completion_request> parse_completion_request(std::string_view body,
   auto prompt = j.find("prompt");
   if (prompt == j.end() || !prompt->is_string())
     return fail<completion_request>(
-        invalid("prompt", "'prompt' must be a string (batched prompts are not supported)"));
+        invalid_request("prompt", "'prompt' must be a string (batched prompts are not supported)"));
   req.prompt = prompt->get<std::string>();
   return {std::move(req), {}};
 }

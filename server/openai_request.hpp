@@ -25,6 +25,9 @@ struct api_error {
   std::string to_json() const;
 };
 
+/// A 400 `invalid_request_error` naming the offending field.
+api_error invalid_request(std::string param, std::string message);
+
 /// Limits applied while parsing (the front door's configuration).
 struct request_limits {
   size_t max_body_bytes = 64u << 20;

@@ -1,24 +1,12 @@
 #include "server/request_convert.hpp"
 
+#include "engine/model/sha256.hpp"
+
 #include "server/image_probe.hpp"
 
 namespace mosaic::server {
 
 namespace {
-
-api_error invalid(std::string param, std::string message) {
-  return api_error{400, "invalid_request_error", std::move(message), std::move(param), ""};
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
 
 wire::sampling to_wire(const sampling_params& s) {
   wire::sampling w;
@@ -36,12 +24,12 @@ std::optional<api_error> check_context(int max_tokens, int n_images, const servi
   const int64_t need = int64_t(max_tokens) + int64_t(n_images) * info.image_tokens;
   if (need < info.context_length)
     return std::nullopt;
-  return invalid("max_tokens", "max_tokens (" + std::to_string(max_tokens) + ") plus " +
-                                   std::to_string(n_images) + " image(s) of " +
-                                   std::to_string(info.image_tokens) +
-                                   " tokens exceed the model's context of " +
-                                   std::to_string(info.context_length) +
-                                   " tokens; lower max_tokens or send fewer images");
+  return invalid_request("max_tokens", "max_tokens (" + std::to_string(max_tokens) + ") plus " +
+                                           std::to_string(n_images) + " image(s) of " +
+                                           std::to_string(info.image_tokens) +
+                                           " tokens exceed the model's context of " +
+                                           std::to_string(info.context_length) +
+                                           " tokens; lower max_tokens or send fewer images");
 }
 
 void append_text(wire::generate_request& out, std::string_view text) {
@@ -58,27 +46,14 @@ void append_text(wire::generate_request& out, std::string_view text) {
 } // namespace
 
 std::optional<library_key_bytes> key_from_hex(std::string_view hex) {
-  library_key_bytes key{};
-  if (hex.size() != key.size() * 2)
+  auto key = from_hex(hex); // engine/model/sha256.hpp: digest == library_key_bytes
+  if (!key)
     return std::nullopt;
-  for (size_t i = 0; i < key.size(); ++i) {
-    int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0)
-      return std::nullopt;
-    key[i] = static_cast<uint8_t>(hi * 16 + lo);
-  }
-  return key;
+  return *key;
 }
 
 std::string key_to_hex(const library_key_bytes& key) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(key.size() * 2);
-  for (uint8_t b : key) {
-    out += digits[b >> 4];
-    out += digits[b & 15];
-  }
-  return out;
+  return to_hex(key);
 }
 
 parse_result<wire::generate_request> to_generate_request(const chat_request& req,
@@ -113,20 +88,20 @@ parse_result<wire::generate_request> to_generate_request(const chat_request& req
       if (part.image.is_reference()) {
         auto key = key_from_hex(part.image.library_id);
         if (!key)
-          return {std::nullopt, invalid(param, "a library reference must be "
-                                               "mosaic://library/<64 hex digits>")};
+          return {std::nullopt, invalid_request(param, "a library reference must be "
+                                                       "mosaic://library/<64 hex digits>")};
         out.segments.emplace_back(wire::image_key_segment{*key});
         continue;
       }
       auto header = probe_image(part.image.bytes);
       if (!header)
-        return {std::nullopt, invalid(param, "undecodable image: " + header.err().message)};
+        return {std::nullopt, invalid_request(param, "undecodable image: " + header.err().message)};
       if (uint64_t(header->width) * header->height > limits.max_image_pixels)
         return {std::nullopt,
-                invalid(param, "the image has " + std::to_string(header->width) + "x" +
-                                   std::to_string(header->height) + " pixels, more than the " +
-                                   std::to_string(limits.max_image_pixels) +
-                                   " allowed; downscale it")};
+                invalid_request(
+                    param, "the image has " + std::to_string(header->width) + "x" +
+                               std::to_string(header->height) + " pixels, more than the " +
+                               std::to_string(limits.max_image_pixels) + " allowed; downscale it")};
       out.segments.emplace_back(wire::image_data_segment{part.image.bytes, header->mime});
     }
     if (turn.role == "system")

@@ -12,8 +12,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
+
+#include <CLI/CLI.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -135,18 +135,11 @@ int run(const options& opt) {
 
 int main(int argc, char** argv) {
   mosaic::bench::options opt;
-  for (int i = 1; i < argc; ++i) {
-    const bool has_value = i + 1 < argc;
-    if (std::strcmp(argv[i], "--model") == 0 && has_value)
-      opt.model = argv[++i];
-    else if (std::strcmp(argv[i], "--threads") == 0 && has_value)
-      opt.threads = std::atoi(argv[++i]);
-    else if (std::strcmp(argv[i], "--runs") == 0 && has_value)
-      opt.runs = std::max(1, std::atoi(argv[++i]));
-    else {
-      std::fprintf(stderr, "usage: prefill_bench [--model M] [--threads N] [--runs R]\n");
-      return 2;
-    }
-  }
+  CLI::App app{"Prefill tokens/s and GFLOP/s on builtin:small next to the sgemm peak"};
+  app.add_option("--model", opt.model, "model (builtin:small or an HF LLaVA directory)");
+  app.add_option("--threads", opt.threads, "CPU threads (0: every core)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--runs", opt.runs, "runs per size (best is kept)")->check(CLI::PositiveNumber);
+  CLI11_PARSE(app, argc, argv);
   return mosaic::bench::run(opt);
 }

@@ -10,8 +10,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
+
+#include <CLI/CLI.hpp>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -232,25 +232,16 @@ int run(const options& opt, const std::string& command) {
 
 int main(int argc, char** argv) {
   mosaic::bench::options opt;
-  std::string command = "quality_bench";
-  for (int i = 1; i < argc; ++i) {
-    const bool has_value = i + 1 < argc;
-    if (std::strcmp(argv[i], "--model") == 0 && has_value)
-      opt.model = argv[++i];
-    else if (std::strcmp(argv[i], "--threads") == 0 && has_value)
-      opt.threads = std::atoi(argv[++i]);
-    else if (std::strcmp(argv[i], "--max-tokens") == 0 && has_value)
-      opt.max_tokens = std::max(1, std::atoi(argv[++i]));
-    else if (std::strcmp(argv[i], "--out") == 0 && has_value)
-      opt.out = argv[++i];
-    else {
-      std::fprintf(stderr, "usage: quality_bench [--model M] [--threads N] [--max-tokens N] "
-                           "[--out FILE]\n");
-      return 2;
-    }
-  }
+  CLI::App app{"First-token agreement and KL of each reuse policy vs full"};
+  app.add_option("--model", opt.model, "model (builtin:small or an HF LLaVA directory)");
+  app.add_option("--threads", opt.threads, "CPU threads (0: every core)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-tokens", opt.max_tokens, "greedy tokens compared")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--out", opt.out, "write the markdown table here (e.g. docs/quality.md)");
+  CLI11_PARSE(app, argc, argv);
   const std::string model_arg = opt.model != "builtin:small" ? " --model " + opt.model : "";
-  command = "mosaic model calibrate" + std::string{" --model "} + opt.model +
-            " && build/bench/quality_bench --out docs/quality.md" + model_arg;
+  const std::string command = "mosaic model calibrate --model " + opt.model +
+                              " && build/bench/quality_bench --out docs/quality.md" + model_arg;
   return mosaic::bench::run(opt, command);
 }

@@ -4,6 +4,7 @@
 
 #include <random>
 
+#include "decoder_fixture.hpp"
 #include "engine/prefill.hpp"
 #include "forward_test_model.hpp"
 
@@ -12,21 +13,9 @@ namespace {
 
 using testing::max_rel_error;
 
-class decoder_test : public ::testing::Test {
+class decoder_test : public testing::decoder_fixture {
 protected:
-  void SetUp() override {
-    seed_ = std::random_device{}();
-    model_ = std::make_unique<testing::random_decoder>(cfg_, seed_);
-    auto w = upload_decoder_weights(*be_, cfg_, model_->lookup());
-    ASSERT_TRUE(w) << w.err().to_string();
-    weights_ = std::move(*w);
-  }
-
-  std::unique_ptr<kv_pool> make_pool(int blocks, int block_size) {
-    auto p = kv_pool::create(*be_, cfg_.num_layers, cfg_.kv_dim(), {blocks, block_size});
-    EXPECT_TRUE(p);
-    return std::move(*p);
-  }
+  decoder_test() : decoder_fixture(2) {}
 
   kv_sequence prefill(kv_pool& pool, const std::vector<int32_t>& ids) {
     auto plan = plain_text_plan(cfg_, ids);
@@ -40,12 +29,6 @@ protected:
     return {logits.begin() + static_cast<ptrdiff_t>(s * v),
             logits.begin() + static_cast<ptrdiff_t>((s + 1) * v)};
   }
-
-  text_config cfg_ = testing::tiny_text_config(2);
-  uint32_t seed_ = 0;
-  std::unique_ptr<backend> be_ = make_cpu_backend(2);
-  std::unique_ptr<testing::random_decoder> model_;
-  decoder_weights weights_;
 };
 
 TEST_F(decoder_test, decode_after_prefill_equals_prefill_of_the_longer_sequence) {

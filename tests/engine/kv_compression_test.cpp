@@ -7,6 +7,7 @@
 #include <iostream>
 #include <random>
 
+#include "decoder_fixture.hpp"
 #include "engine/decoder.hpp"
 #include "engine/policies.hpp"
 #include "engine/prefill.hpp"
@@ -15,20 +16,15 @@
 namespace mosaic {
 namespace {
 
-class kv_compression_test : public ::testing::Test {
+class kv_compression_test : public testing::decoder_fixture {
 protected:
-  void SetUp() override {
-    seed_ = std::random_device{}();
-    model_ = std::make_unique<testing::random_decoder>(cfg_, seed_);
-    auto w = upload_decoder_weights(*be_, cfg_, model_->lookup());
-    ASSERT_TRUE(w) << w.err().to_string();
-    weights_ = std::move(*w);
-    auto pool = kv_pool::create(*be_, cfg_.num_layers, cfg_.kv_dim(), {128, 4});
-    ASSERT_TRUE(pool) << pool.err().to_string();
-    pool_ = std::move(*pool);
-  }
+  kv_compression_test() : decoder_fixture(2) {}
 
-  std::string trace() const { return "seed " + std::to_string(seed_); }
+  void SetUp() override {
+    decoder_fixture::SetUp();
+    pool_ = make_pool(128, 4);
+    ASSERT_NE(pool_, nullptr);
+  }
 
   /// text(a) image(n_img) text(b), prefilled with the full policy.
   struct prefilled {
@@ -82,11 +78,6 @@ protected:
     return out;
   }
 
-  text_config cfg_ = testing::tiny_text_config(2);
-  uint32_t seed_ = 0;
-  std::unique_ptr<backend> be_ = make_cpu_backend(2);
-  std::unique_ptr<testing::random_decoder> model_;
-  decoder_weights weights_;
   std::unique_ptr<kv_pool> pool_;
 };
 

@@ -4,6 +4,7 @@
 
 #include <random>
 
+#include "decoder_fixture.hpp"
 #include "engine/policies.hpp"
 #include "forward_test_model.hpp"
 
@@ -12,20 +13,15 @@ namespace {
 
 using testing::max_rel_error;
 
-class prefill_test : public ::testing::Test {
+class prefill_test : public testing::decoder_fixture {
 protected:
-  void SetUp() override {
-    seed_ = std::random_device{}();
-    model_ = std::make_unique<testing::random_decoder>(cfg_, seed_);
-    auto w = upload_decoder_weights(*be_, cfg_, model_->lookup());
-    ASSERT_TRUE(w) << w.err().to_string();
-    weights_ = std::move(*w);
-    auto pool = kv_pool::create(*be_, cfg_.num_layers, cfg_.kv_dim(), {96, 4});
-    ASSERT_TRUE(pool) << pool.err().to_string();
-    pool_ = std::move(*pool);
-  }
+  prefill_test() : decoder_fixture(3) {}
 
-  std::string trace() const { return "seed " + std::to_string(seed_); }
+  void SetUp() override {
+    decoder_fixture::SetUp();
+    pool_ = make_pool(96, 4);
+    ASSERT_NE(pool_, nullptr);
+  }
 
   /// Input embeddings of a prompt, as the reference sees them.
   std::vector<float> inputs(const prompt& p) const {
@@ -80,11 +76,6 @@ protected:
     return out;
   }
 
-  text_config cfg_ = testing::tiny_text_config(3);
-  uint32_t seed_ = 0;
-  std::unique_ptr<backend> be_ = make_cpu_backend(2);
-  std::unique_ptr<testing::random_decoder> model_;
-  decoder_weights weights_;
   std::unique_ptr<kv_pool> pool_;
 };
 

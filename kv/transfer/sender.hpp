@@ -1,0 +1,87 @@
+#pragma once
+
+// The sending side of the host KV data plane (kv/transfer/wire.hpp): the
+// prefill worker streams a request's KV, layer by layer, to the decode
+// node's receiver over one ZeroMQ DEALER socket.
+//
+// One sender serves one peer and is driven by one thread at a time;
+// transfers on it run one after another. Every wait is bounded by
+// `peer_timeout`: a receiver that is down, or stops granting credit,
+// turns into errc::unavailable, never a hang.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <zmq.hpp>
+
+#include "engine/error.hpp"
+#include "kv/transfer/wire.hpp"
+
+namespace mosaic::kv::transfer {
+
+struct sender_options {
+  size_t chunk_bytes = size_t(1) << 20;         ///< payload bytes per chunk
+  std::chrono::milliseconds peer_timeout{5000}; ///< longest wait for an answer or credit
+};
+
+/// What a sender has done so far.
+struct sender_stats {
+  uint64_t transfers = 0; ///< finished with `done`
+  uint64_t failures = 0;
+  uint64_t bytes = 0;               ///< payload bytes sent
+  uint64_t chunks = 0;              ///< chunks sent
+  double credit_wait_seconds = 0.0; ///< time blocked on flow control
+};
+
+class kv_sender {
+public:
+  /// A DEALER socket connected to `endpoint` ("tcp://10.0.0.2:7500").
+  /// Connecting does not wait for the peer; the first `begin` does.
+  static result<std::unique_ptr<kv_sender>>
+  connect(zmq::context_t& context, const std::string& endpoint, sender_options options = {});
+
+  /// Announces a transfer of `n_layers` sections of `layer_bytes` each,
+  /// with `meta` (at most the receiver's max_meta_bytes) handed to the
+  /// consumer as is. Waits for the receiver to accept it (its memory
+  /// budget, limits); a previous unfinished transfer is aborted first.
+  status begin(uint64_t request_id, uint32_t n_layers, uint64_t layer_bytes,
+               std::span<const std::byte> meta = {});
+  /// Sends one whole section (`bytes.size() == layer_bytes`). Layers may
+  /// go in any order, each once; returns once every chunk is handed to
+  /// ZeroMQ, blocking while the receiver has granted no credit.
+  status send_layer(uint32_t layer, std::span<const std::byte> bytes);
+  /// Ends the transfer and waits until the receiver has verified every
+  /// byte (`done`) or reports why not.
+  status finish();
+  /// Gives up the running transfer (the receiver fails it for its consumer).
+  void abort(std::string_view reason) noexcept;
+
+  const std::string& endpoint() const noexcept { return endpoint_; }
+  const sender_stats& stats() const noexcept { return stats_; }
+
+  struct private_tag {};
+  kv_sender(private_tag, zmq::socket_t socket, std::string endpoint, sender_options options);
+
+private:
+  status send_frame(const frame_header& h, std::span<const std::byte> payload);
+  /// Receives one frame of the running transfer (others are stale and dropped).
+  result<frame_header> receive(std::string& payload, std::chrono::milliseconds timeout);
+  /// Waits for a frame of kind `want`; credit frames on the way add credit.
+  status await(frame_kind want);
+  status fail(error err);
+
+  zmq::socket_t socket_;
+  std::string endpoint_;
+  sender_options options_;
+  uint64_t request_id_ = 0;
+  bool active_ = false;
+  uint64_t credits_ = 0;
+  sender_stats stats_;
+};
+
+} // namespace mosaic::kv::transfer

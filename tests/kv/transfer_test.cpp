@@ -1,0 +1,338 @@
+// The host KV data plane: bytes arrive whole and in place, per layer;
+// flow control bounds what a sender has in flight; corrupt, hostile or
+// silent peers fail only their own transfer, with a clear error, and
+// leave the receiver serving others.
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "kv/transfer/receiver.hpp"
+#include "kv/transfer/sender.hpp"
+#include "kv/transfer/wire.hpp"
+
+namespace mosaic::kv::transfer {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::vector<std::byte> random_bytes(size_t n, uint32_t seed) {
+  std::mt19937 rng{seed};
+  std::vector<std::byte> out(n);
+  for (auto& b : out)
+    b = static_cast<std::byte>(rng());
+  return out;
+}
+
+std::span<const std::byte> as_span(const std::string& s) {
+  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+
+/// A hand-driven DEALER peer, to send what a real sender never would.
+struct raw_peer {
+  zmq::socket_t socket;
+  raw_peer(zmq::context_t& ctx, const std::string& endpoint)
+    : socket(ctx, zmq::socket_type::dealer) {
+    socket.set(zmq::sockopt::linger, 0);
+    socket.connect(endpoint);
+  }
+  void send(const frame_header& h, std::span<const std::byte> payload = {}) {
+    auto head = encode(h);
+    socket.send(zmq::buffer(head.data(), head.size()), zmq::send_flags::sndmore);
+    socket.send(zmq::buffer(payload.data(), payload.size()));
+  }
+  void send_begin(uint64_t id, uint32_t layers, uint64_t bytes) {
+    auto p = encode(begin_payload{layers, bytes});
+    send({frame_kind::begin, id}, p);
+  }
+  /// The next answer's header (and payload), or nullopt after 2 s.
+  std::optional<frame_header> answer(std::string* payload = nullptr) {
+    zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, 2000ms) == 0)
+      return std::nullopt;
+    zmq::message_t head, body;
+    (void)socket.recv(head);
+    if (head.more())
+      (void)socket.recv(body);
+    if (payload)
+      payload->assign(static_cast<const char*>(body.data()), body.size());
+    auto h = decode_header({static_cast<const std::byte*>(head.data()), head.size()});
+    return h ? std::optional{*h} : std::nullopt;
+  }
+};
+
+struct transfer_test : ::testing::Test {
+  zmq::context_t ctx{1};
+  receiver_options ropts;
+  std::unique_ptr<kv_receiver> receiver;
+
+  void start() {
+    auto r = kv_receiver::bind(ctx, "tcp://127.0.0.1:*", ropts);
+    ASSERT_TRUE(r) << r.err().to_string();
+    receiver = std::move(*r);
+  }
+  std::unique_ptr<kv_sender> sender(sender_options o = {}) {
+    auto s = kv_sender::connect(ctx, receiver->endpoint(), o);
+    EXPECT_TRUE(s);
+    return std::move(*s);
+  }
+  /// A complete, verified transfer works after whatever the test did.
+  void expect_still_serving(uint64_t id) {
+    auto s = sender();
+    auto data = random_bytes(5000, 99);
+    ASSERT_TRUE(s->begin(id, 2, 2500));
+    ASSERT_TRUE(s->send_layer(0, std::span{data}.first(2500)));
+    ASSERT_TRUE(s->send_layer(1, std::span{data}.subspan(2500)));
+    ASSERT_TRUE(s->finish());
+    auto kv = receiver->take(id, 1s);
+    ASSERT_TRUE(kv);
+    ASSERT_TRUE((*kv)->wait_all(1s));
+    EXPECT_EQ(0, std::memcmp((*kv)->layer(1).data(), data.data() + 2500, 2500));
+  }
+};
+
+TEST_F(transfer_test, layers_arrive_whole_in_place_and_in_any_order) {
+  start();
+  sender_options so;
+  so.chunk_bytes = 64 << 10; // several chunks per layer, uneven last chunk
+  auto s = sender(so);
+  const uint32_t layers = 5;
+  const uint64_t layer_bytes = 300'001;
+  auto data = random_bytes(layers * layer_bytes, 1);
+  std::string meta = "decode-task-bytes";
+
+  std::thread consumer_thread;
+  std::vector<bool> seen(layers, false);
+  ASSERT_TRUE(s->begin(42, layers, layer_bytes, as_span(meta)));
+  consumer_thread = std::thread([&] {
+    auto kv = receiver->take(42, 2s);
+    ASSERT_TRUE(kv) << kv.err().to_string();
+    EXPECT_EQ((*kv)->meta(), meta);
+    for (uint32_t l : {4u, 0u, 2u, 1u, 3u}) { // waits in another order than sent
+      ASSERT_TRUE((*kv)->wait_layer(l, 5s));
+      EXPECT_EQ(0, std::memcmp((*kv)->layer(l).data(), data.data() + l * layer_bytes, layer_bytes))
+          << "layer " << l;
+      seen[l] = true;
+    }
+    EXPECT_TRUE((*kv)->wait_all(5s));
+  });
+  for (uint32_t l : {0u, 2u, 1u, 4u, 3u})
+    ASSERT_TRUE(s->send_layer(l, std::span{data}.subspan(l * layer_bytes, layer_bytes)));
+  ASSERT_TRUE(s->finish());
+  consumer_thread.join();
+  EXPECT_EQ(seen, std::vector<bool>(layers, true));
+  EXPECT_EQ(s->stats().bytes, layers * layer_bytes);
+  EXPECT_EQ(receiver->stats().transfers, 1u);
+  EXPECT_EQ(receiver->stats().budget_used_bytes, 0u); // the consumer let go
+}
+
+TEST_F(transfer_test, sender_never_exceeds_granted_credit) {
+  // A receiver that accepts with 2 credits and never grants more.
+  zmq::socket_t fake(ctx, zmq::socket_type::router);
+  fake.set(zmq::sockopt::linger, 0);
+  fake.bind("tcp://127.0.0.1:*");
+  auto endpoint = fake.get(zmq::sockopt::last_endpoint);
+  sender_options so;
+  so.chunk_bytes = 1000;
+  so.peer_timeout = 300ms;
+  auto s = kv_sender::connect(ctx, endpoint, so);
+  ASSERT_TRUE(s);
+  std::thread fake_receiver([&] {
+    zmq::message_t id, head, body;
+    (void)fake.recv(id);
+    (void)fake.recv(head);
+    (void)fake.recv(body);
+    auto h = encode(frame_header{frame_kind::accept, 1, 0, 0, 2, 0});
+    fake.send(id, zmq::send_flags::sndmore);
+    fake.send(zmq::buffer(h.data(), h.size()), zmq::send_flags::sndmore);
+    fake.send(zmq::message_t{});
+  });
+  ASSERT_TRUE((*s)->begin(1, 1, 10'000));
+  fake_receiver.join();
+  auto data = random_bytes(10'000, 2);
+  auto t0 = std::chrono::steady_clock::now();
+  auto st = (*s)->send_layer(0, data);
+  auto waited = std::chrono::steady_clock::now() - t0;
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.err().code, errc::unavailable) << st.err().to_string();
+  EXPECT_EQ((*s)->stats().chunks, 2u); // exactly the granted credit
+  EXPECT_GE(waited, 250ms);
+  EXPECT_LT(waited, 3s);
+}
+
+TEST_F(transfer_test, corrupt_chunk_fails_that_transfer_only) {
+  start();
+  raw_peer peer(ctx, receiver->endpoint());
+  peer.send_begin(7, 1, 100);
+  ASSERT_EQ(peer.answer()->kind, frame_kind::accept);
+  auto data = random_bytes(100, 3);
+  frame_header h{frame_kind::chunk, 7, 0, 0, 100, checksum(data) ^ 1};
+  peer.send(h, data);
+  std::string why;
+  auto a = peer.answer(&why);
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->kind, frame_kind::error);
+  EXPECT_NE(decode_error(as_span(why)).message.find("checksum"), std::string::npos);
+  auto kv = receiver->take(7, 1s);
+  ASSERT_TRUE(kv);
+  auto st = (*kv)->wait_layer(0, 1s);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.err().code, errc::corrupt_data);
+  EXPECT_EQ(receiver->stats().checksum_failures, 1u);
+  expect_still_serving(8);
+}
+
+TEST_F(transfer_test, chunk_out_of_place_is_refused) {
+  start();
+  raw_peer peer(ctx, receiver->endpoint());
+  peer.send_begin(9, 2, 100);
+  ASSERT_EQ(peer.answer()->kind, frame_kind::accept);
+  auto data = random_bytes(60, 4);
+  // Past the end of the layer, a layer that does not exist, a gap.
+  for (auto [layer, offset] : {std::pair{0u, 50ull}, std::pair{5u, 0ull}, std::pair{1u, 10ull}}) {
+    peer.send_begin(10 + layer, 2, 100);
+    ASSERT_EQ(peer.answer()->kind, frame_kind::accept);
+    peer.send({frame_kind::chunk, 10 + layer, layer, offset, 60, checksum(data)}, data);
+    auto a = peer.answer();
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->kind, frame_kind::error) << layer << "@" << offset;
+  }
+  expect_still_serving(20);
+}
+
+TEST_F(transfer_test, hostile_sizes_and_garbage_get_errors_and_reserve_nothing) {
+  ropts.max_transfer_bytes = 1 << 20;
+  start();
+  auto s = sender();
+  for (auto [layers, bytes] : {std::pair{0u, 10ull}, std::pair{1u, 0ull}, std::pair{4096u, 10ull},
+                               std::pair{2u, ~0ull / 2}}) {
+    auto st = s->begin(1, layers, bytes);
+    EXPECT_FALSE(st) << layers << " x " << bytes;
+  }
+  raw_peer peer(ctx, receiver->endpoint());
+  auto junk = random_bytes(48, 5);
+  peer.send({frame_kind::begin, 3}, std::span{junk}.first(4)); // payload too short
+  EXPECT_EQ(peer.answer()->kind, frame_kind::error);
+  peer.socket.send(zmq::buffer(junk.data(), junk.size())); // not a Mosaic frame at all
+  EXPECT_EQ(peer.answer()->kind, frame_kind::error);
+  peer.send({frame_kind::accept, 4}); // a receiver's frame sent to the receiver
+  EXPECT_EQ(peer.answer()->kind, frame_kind::error);
+  EXPECT_EQ(receiver->stats().budget_used_bytes, 0u);
+  expect_still_serving(30);
+}
+
+TEST_F(transfer_test, memory_budget_refuses_then_frees) {
+  ropts.budget_bytes = 1000;
+  start();
+  auto s = sender();
+  auto data = random_bytes(600, 6);
+  ASSERT_TRUE(s->begin(1, 1, 600));
+  ASSERT_TRUE(s->send_layer(0, data));
+  ASSERT_TRUE(s->finish());
+  auto second = s->begin(2, 1, 600);
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.err().code, errc::overloaded);
+  {
+    auto kv = receiver->take(1, 1s);
+    ASSERT_TRUE(kv);
+    EXPECT_EQ(receiver->stats().budget_used_bytes, 600u);
+  } // the consumer drops the first transfer: its bytes are free again
+  EXPECT_EQ(receiver->stats().budget_used_bytes, 0u);
+  ASSERT_TRUE(s->begin(2, 1, 600));
+}
+
+TEST_F(transfer_test, missing_receiver_is_unavailable_not_a_hang) {
+  sender_options so;
+  so.peer_timeout = 200ms;
+  auto s = kv_sender::connect(ctx, "tcp://127.0.0.1:1", so); // nothing listens on port 1
+  ASSERT_TRUE(s);
+  auto t0 = std::chrono::steady_clock::now();
+  auto st = (*s)->begin(1, 1, 10);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.err().code, errc::unavailable);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_FALSE(kv_sender::connect(ctx, "not an endpoint", so));
+}
+
+TEST_F(transfer_test, silent_sender_fails_the_consumer_within_idle_timeout) {
+  ropts.idle_timeout = 200ms;
+  start();
+  {
+    raw_peer peer(ctx, receiver->endpoint());
+    peer.send_begin(5, 2, 100);
+    ASSERT_EQ(peer.answer()->kind, frame_kind::accept);
+  } // the sender is gone
+  auto kv = receiver->take(5, 1s);
+  ASSERT_TRUE(kv);
+  auto t0 = std::chrono::steady_clock::now();
+  auto st = (*kv)->wait_layer(1, 5s);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.err().code, errc::unavailable);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+}
+
+TEST_F(transfer_test, abort_reaches_the_consumer_and_duplicates_are_refused) {
+  start();
+  auto s = sender();
+  ASSERT_TRUE(s->begin(11, 1, 100));
+  auto again = sender()->begin(11, 1, 100); // another sender, same request id
+  ASSERT_FALSE(again);
+  s->abort("prefill failed");
+  auto kv = receiver->take(11, 1s);
+  ASSERT_TRUE(kv);
+  auto st = (*kv)->wait_all(2s);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.err().code, errc::cancelled);
+  EXPECT_NE(st.err().message.find("prefill failed"), std::string::npos);
+  EXPECT_FALSE(receiver->take(12, 50ms)); // never begun: a timeout, not a hang
+}
+
+TEST_F(transfer_test, unclaimed_transfers_expire_and_free_their_budget) {
+  ropts.unclaimed_ttl = 100ms;
+  start();
+  auto s = sender();
+  auto data = random_bytes(100, 7);
+  ASSERT_TRUE(s->begin(1, 1, 100));
+  ASSERT_TRUE(s->send_layer(0, data));
+  ASSERT_TRUE(s->finish());
+  for (int i = 0; i < 100 && receiver->stats().budget_used_bytes != 0; ++i)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(receiver->stats().budget_used_bytes, 0u);
+  EXPECT_FALSE(receiver->take(1, 10ms));
+}
+
+TEST_F(transfer_test, several_senders_at_once) {
+  start();
+  const int n = 4;
+  std::vector<std::vector<std::byte>> data;
+  for (int i = 0; i < n; ++i)
+    data.push_back(random_bytes(3 * 200'000, 100 + i));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i)
+    threads.emplace_back([&, i] {
+      sender_options so;
+      so.chunk_bytes = 16 << 10;
+      auto s = sender(so);
+      ASSERT_TRUE(s->begin(100 + i, 3, 200'000));
+      for (uint32_t l = 0; l < 3; ++l)
+        ASSERT_TRUE(s->send_layer(l, std::span{data[i]}.subspan(l * 200'000, 200'000)));
+      ASSERT_TRUE(s->finish());
+    });
+  for (int i = 0; i < n; ++i) {
+    auto kv = receiver->take(100 + i, 5s);
+    ASSERT_TRUE(kv);
+    ASSERT_TRUE((*kv)->wait_all(5s));
+    for (uint32_t l = 0; l < 3; ++l)
+      EXPECT_EQ(0, std::memcmp((*kv)->layer(l).data(), data[i].data() + l * 200'000, 200'000));
+  }
+  for (auto& t : threads)
+    t.join();
+  EXPECT_EQ(receiver->stats().transfers, uint64_t(n));
+}
+
+} // namespace
+} // namespace mosaic::kv::transfer

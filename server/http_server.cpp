@@ -177,5 +177,8 @@ const std::string& http_server::host() const {
 front_door_metrics& http_server::metrics() {
   return impl_->fd.metrics;
 }
+front_door& http_server::door() {
+  return impl_->fd;
+}
 
 } // namespace mosaic::server

@@ -129,6 +129,9 @@ result<std::unique_ptr<http_server>> http_server::start(http_options options,
   svr.set_payload_max_length(p->fd.options.limits.max_body_bytes);
   svr.set_read_timeout(30, 0);
   svr.set_write_timeout(30, 0);
+  // Headers, bodies and SSE chunks are separate small writes: without
+  // TCP_NODELAY, Nagle holds each until the client's (delayed) ACK.
+  svr.set_tcp_nodelay(true);
   // cpp-httplib 0.11 listens with a backlog of 5: a burst of clients
   // overflows it. Note the listening socket to raise it after the bind.
   int listen_fd = -1;

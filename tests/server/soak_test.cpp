@@ -27,9 +27,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "server/cluster_service.hpp"
-#include "server/http_server.hpp"
-#include "tests/actors/actor_test_util.hpp"
+#include "tests/server/live_front_door.hpp"
 #include "tests/server/sse_client.hpp"
 #include "tests/server/test_images.hpp"
 
@@ -61,26 +59,17 @@ struct round_result {
 class soak_test : public ::testing::Test {
 protected:
   static void SetUpTestSuite() {
-    library_ = std::make_unique<actors::test::temp_dir>("mosaic_soak_lib");
-    auto opts = actors::test::tiny_options(library_->path());
-    opts.pool_bytes = uint64_t(64) << 20;
-    auto c = actors::local_cluster::start(opts);
-    ASSERT_TRUE(c) << c.err().to_string();
-    cluster_ = std::move(*c);
-    service_ = std::make_unique<cluster_service>(*cluster_, "builtin:tiny");
     http_options o; // the defaults `mosaic serve` runs with, on any port
-    o.port = 0;
     o.request_timeout = 10s;
-    auto s = http_server::start(std::move(o), *service_);
-    ASSERT_TRUE(s) << s.err().to_string();
-    http_ = std::move(*s);
+    auto d = test::live_front_door::start(
+        "mosaic_soak_lib", [](actors::node_options& n) { n.pool_bytes = uint64_t(64) << 20; },
+        std::move(o));
+    ASSERT_TRUE(d) << d.err().to_string();
+    door_ = std::move(*d);
+    http_ = door_->http.get();
+    cluster_ = door_->cluster.get();
   }
-  static void TearDownTestSuite() {
-    http_.reset();
-    service_.reset();
-    cluster_.reset();
-    library_.reset();
-  }
+  static void TearDownTestSuite() { door_.reset(); }
 
   /// `clients` streaming chats at once; every 10th carries an image.
   static round_result run_round(const std::string& image_url) {
@@ -146,10 +135,9 @@ protected:
     return {done.load(), errors.load(), broken.load(), sample};
   }
 
-  static inline std::unique_ptr<actors::test::temp_dir> library_;
-  static inline std::unique_ptr<actors::local_cluster> cluster_;
-  static inline std::unique_ptr<cluster_service> service_;
-  static inline std::unique_ptr<http_server> http_;
+  static inline std::unique_ptr<test::live_front_door> door_;
+  static inline http_server* http_ = nullptr;
+  static inline actors::local_cluster* cluster_ = nullptr;
 };
 
 TEST_F(soak_test, two_hundred_concurrent_streams_end_cleanly_and_memory_returns) {

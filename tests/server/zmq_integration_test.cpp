@@ -15,10 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "messages/api_client.hpp"
-#include "server/cluster_service.hpp"
-#include "server/http_server.hpp"
-#include "server/zmq_server.hpp"
-#include "tests/actors/actor_test_util.hpp"
+#include "tests/server/live_front_door.hpp"
 #include "tests/server/sse_client.hpp"
 #include "tests/server/test_images.hpp"
 
@@ -28,39 +25,25 @@ namespace {
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
-constexpr const char* alice_key = "sk-alice-0001";
-constexpr const char* bob_key = "sk-bob-00002";
+using test::alice_key;
+using test::bob_key;
 
 class zmq_integration_test : public ::testing::Test {
 protected:
   static void SetUpTestSuite() {
-    library_ = std::make_unique<actors::test::temp_dir>("mosaic_zmq_lib");
-    auto opts = actors::test::tiny_options(library_->path());
-    opts.max_inflight = 1; // later requests wait: queue time to measure
-    auto c = actors::local_cluster::start(opts);
-    ASSERT_TRUE(c) << c.err().to_string();
-    cluster_ = std::move(*c);
-    service_ = std::make_unique<cluster_service>(*cluster_, "builtin:tiny");
     http_options o;
-    o.port = 0;
     o.request_timeout = 60s;
-    auto keys = api_keys::parse(std::string{alice_key} + " alice\n" + bob_key + " bob\n", "t");
-    ASSERT_TRUE(keys);
-    o.keys = *keys;
-    auto s = http_server::start(std::move(o), *service_);
-    ASSERT_TRUE(s) << s.err().to_string();
-    http_ = std::move(*s);
-    auto z = zmq_server::start({"127.0.0.1", 0}, *http_);
-    ASSERT_TRUE(z) << z.err().to_string();
-    zmq_ = std::move(*z);
+    o.keys = test::two_tenants();
+    // One request admitted at a time: the others wait, queue time to measure.
+    auto d = test::live_front_door::start(
+        "mosaic_zmq_lib", [](actors::node_options& n) { n.max_inflight = 1; }, std::move(o));
+    ASSERT_TRUE(d) << d.err().to_string();
+    door_ = std::move(*d);
+    http_ = door_->http.get();
+    zmq_ = door_->zmq.get();
+    service_ = door_->service.get();
   }
-  static void TearDownTestSuite() {
-    zmq_.reset();
-    http_.reset();
-    service_.reset();
-    cluster_.reset();
-    library_.reset();
-  }
+  static void TearDownTestSuite() { door_.reset(); }
 
   void SetUp() override {
     auto c = api::api_client::connect(zmq_->endpoint());
@@ -97,11 +80,10 @@ protected:
 
   std::mt19937_64 rng_{actors::test::fresh_seed()};
   std::unique_ptr<api::api_client> client_;
-  static inline std::unique_ptr<actors::test::temp_dir> library_;
-  static inline std::unique_ptr<actors::local_cluster> cluster_;
-  static inline std::unique_ptr<cluster_service> service_;
-  static inline std::unique_ptr<http_server> http_;
-  static inline std::unique_ptr<zmq_server> zmq_;
+  static inline std::unique_ptr<test::live_front_door> door_;
+  static inline http_server* http_ = nullptr;
+  static inline zmq_server* zmq_ = nullptr;
+  static inline cluster_service* service_ = nullptr;
 };
 
 TEST_F(zmq_integration_test, streamed_tokens_equal_the_http_answer) {

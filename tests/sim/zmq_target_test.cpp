@@ -9,12 +9,9 @@
 
 #include <gtest/gtest.h>
 
-#include "server/cluster_service.hpp"
-#include "server/http_server.hpp"
-#include "server/zmq_server.hpp"
 #include "sim/driver.hpp"
 #include "sim/zmq_target.hpp"
-#include "tests/actors/actor_test_util.hpp"
+#include "tests/server/live_front_door.hpp"
 
 namespace mosaic::sim {
 namespace {
@@ -22,16 +19,8 @@ namespace {
 using namespace std::chrono_literals;
 
 TEST(zmq_target, drives_a_real_front_door) {
-  actors::test::temp_dir library{"mosaic_sim_zmq_lib"};
-  auto cluster = actors::local_cluster::start(actors::test::tiny_options(library.path()));
-  ASSERT_TRUE(cluster) << cluster.err().to_string();
-  server::cluster_service service{**cluster, "builtin:tiny"};
-  server::http_options o;
-  o.port = 0;
-  auto http = server::http_server::start(o, service);
-  ASSERT_TRUE(http) << http.err().to_string();
-  auto zmq = server::zmq_server::start({"127.0.0.1", 0}, **http);
-  ASSERT_TRUE(zmq) << zmq.err().to_string();
+  auto door = server::test::live_front_door::start("mosaic_sim_zmq_lib", {}, {});
+  ASSERT_TRUE(door) << door.err().to_string();
 
   auto spec = load_workload_spec("mmdu", builtin_workload_dir());
   ASSERT_TRUE(spec) << spec.err().to_string();
@@ -44,7 +33,7 @@ TEST(zmq_target, drives_a_real_front_door) {
   ASSERT_TRUE(w) << w.err().to_string();
   ASSERT_FALSE(w->requests.empty());
 
-  auto t = zmq_target::connect("zmq://127.0.0.1:" + std::to_string((*zmq)->port()), *w, {});
+  auto t = zmq_target::connect("zmq://127.0.0.1:" + std::to_string((*door)->zmq->port()), *w, {});
   ASSERT_TRUE(t) << t.err().to_string();
   EXPECT_NE((*t)->describe().find("zmq://"), std::string::npos);
   drive_options d;
@@ -56,7 +45,7 @@ TEST(zmq_target, drives_a_real_front_door) {
     EXPECT_GE(r.output_tokens, 1);
     EXPECT_EQ(size_t(r.output_tokens), r.token_times_s.size());
     EXPECT_GT(r.prompt_tokens, r.image_tokens);
-    EXPECT_EQ(r.image_tokens, r.n_images * service.info().image_tokens);
+    EXPECT_EQ(r.image_tokens, r.n_images * (*door)->service->info().image_tokens);
     EXPECT_GE(r.first_token_s, r.sent_s);
   }
   EXPECT_EQ(run.summary.completed, int64_t(w->requests.size()));

@@ -30,7 +30,7 @@ struct http_flight {
   bool role_sent = false;
   bool client_gone = false;
   flight_clock::time_point checked = flight_clock::now(); ///< last look at the connection
-  std::optional<wire::token_event> pending; ///< the first event, sent by the stream
+  std::optional<wire::token_event> pending;               ///< the first event, sent by the stream
 
   /// The next event; nullopt past the deadline or when the client left
   /// (client_gone; the request is then cancelled).

@@ -30,6 +30,7 @@ struct active_sequence {
   uint32_t index = 0; ///< tokens emitted
   int32_t next = 0;   ///< token to feed to the next step
   uint32_t prompt_tokens = 0;
+  uint64_t queue_us = 0; ///< reported with the last event
   bool done = false;
 };
 
@@ -63,6 +64,7 @@ void finish(decode_actor_ptr self, active_sequence& a, msg::FinishReason reason,
     ev.token_id = -1;
     ev.finish = reason;
     ev.usage = msg::Usage{a.prompt_tokens, a.index, 0, 0};
+    ev.queue_us = a.queue_us;
     last = make_token_event_msg(ev);
   }
   if (a.sink)
@@ -176,6 +178,7 @@ caf::result<token_event_msg> on_task(decode_actor_ptr self, const decode_task_ms
   a.max_tokens = s.max_tokens == 0 ? uint32_t(st.ctx->options.default_max_tokens) : s.max_tokens;
   a.stop = s.stop;
   a.prompt_tokens = m->prompt_tokens();
+  a.queue_us = m->queue_us();
   a.rp = self->make_response_promise<token_event_msg>();
   auto rp = a.rp;
   if (sink)

@@ -50,6 +50,7 @@ void hand_over(linker_actor_ptr self, const link_ptr& p) {
   auto& st = self->state;
   const auto& job = *p->job;
   auto task = make_prefill_task_msg(job, st.ctx->engine->tokenizer().image_token_id());
+  p->job->handed_over = std::chrono::steady_clock::now();
   st.ctx->jobs.put_at(job.request_id, p->job);
   auto* ctx = st.ctx;
   const uint64_t id = job.request_id;
@@ -138,6 +139,7 @@ status prepare(node_context& ctx, const wire::generate_request& req, pending_lin
   job.deadline_unix_ns = req.deadline_unix_ns;
   job.sampling = req.sampling;
   job.stream = req.stream;
+  job.admission_wait_us = req.admission_wait_us;
   job.policy = ctx.options.default_policy;
   if (!req.reuse_policy.empty()) {
     auto pol = parse_policy(req.reuse_policy);

@@ -85,6 +85,7 @@ node_stats node_context::stats() const {
   s.failed = c.failed.load();
   s.overloaded = c.overloaded.load();
   s.cancelled = c.cancelled.load();
+  s.waiting = c.admission_queue.load() + jobs.size();
   s.library_hits = c.library_hits.load();
   s.library_misses = c.library_misses.load();
   s.encoder_cache_hits = c.encoder_cache_hits.load();

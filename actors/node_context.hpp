@@ -96,6 +96,10 @@ struct prefill_job {
   std::vector<job_image> images; ///< in prompt order
   wire::sampling sampling;
   bool stream = false;
+  uint64_t admission_wait_us = 0; ///< time in the router's admission queue
+  /// When the linker handed the job to the prefill worker (the start of
+  /// its wait in the prefill queue).
+  std::chrono::steady_clock::time_point handed_over{};
 };
 
 /// Counters a user or operator notices (stats()).
@@ -105,6 +109,9 @@ struct node_stats {
   uint64_t failed = 0;     ///< ended with an error (incl. overloaded, timeout)
   uint64_t overloaded = 0; ///< refused by admission
   uint64_t cancelled = 0;
+  /// Requests waiting now: in the router's admission queue, or handed to
+  /// the prefill worker and not yet started by it.
+  uint64_t waiting = 0;
   uint64_t library_hits = 0; ///< images found in a library
   uint64_t library_misses = 0;
   uint64_t encoder_cache_hits = 0;
@@ -123,6 +130,7 @@ struct node_counters {
   std::atomic<uint64_t> requests{0}, completed{0}, failed{0}, overloaded{0}, cancelled{0},
       library_hits{0}, library_misses{0}, encoder_cache_hits{0}, encodes{0}, load_fallbacks{0},
       stores{0}, prefills{0}, prefill_us{0}, load_wait_us{0}, decode_steps{0};
+  std::atomic<uint64_t> admission_queue{0}; ///< gauge: requests in the router's queue
 };
 
 /// The shared state of one node's actors.

@@ -168,6 +168,8 @@ caf::result<token_event_msg> on_prefill(caf::stateful_actor<prefill_state>* self
   if (!job)
     return to_caf_error(
         make_error(errc::not_found, "no prefill job for request ", std::to_string(id)));
+  // Queue time ends here: work on the request starts (vLLM's "scheduled").
+  const uint64_t queue_us = job->admission_wait_us + micros_since(job->handed_over);
   if (deadline_passed(job->deadline_unix_ns)) {
     for (auto& img : job->images)
       ctx->loads.take(img.load_id);
@@ -198,6 +200,7 @@ caf::result<token_event_msg> on_prefill(caf::stateful_actor<prefill_state>* self
   task.prompt_tokens = static_cast<uint32_t>(out->prompt_tokens);
   task.sampling = job->sampling;
   task.stream = job->stream;
+  task.queue_us = queue_us;
   ctx->sequences.put_at(id, std::make_shared<kv_sequence>(std::move(out->sequence)));
   auto rp = self->make_response_promise<token_event_msg>();
   self->request(st.peers.decode, until_deadline(job->deadline_unix_ns), decode_atom_v,

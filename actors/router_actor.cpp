@@ -1,6 +1,7 @@
 #include "actors/router_actor.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <deque>
 #include <unordered_set>
 
@@ -18,7 +19,8 @@ namespace {
 struct routed_request {
   uint64_t id = 0;
   int64_t deadline_unix_ns = 0;
-  generate_request_msg msg; ///< with the router's id and deadline
+  wire::generate_request req; ///< with the router's id and deadline
+  std::chrono::steady_clock::time_point arrived;
   caf::actor sink;
   caf::typed_response_promise<token_event_msg> rp;
 };
@@ -34,6 +36,11 @@ struct router_state {
 };
 
 using router_ptr = caf::stateful_actor<router_state>*;
+
+/// Publishes the admission queue's length (node_stats::waiting).
+void queue_changed(router_state& st) {
+  st.ctx->counters.admission_queue = st.queue.size();
+}
 
 void pump(router_ptr self);
 
@@ -56,8 +63,12 @@ void dispatch(router_ptr self, routed_request r) {
     pump(self);
   };
   auto rp = r.rp;
+  r.req.admission_wait_us =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                std::chrono::steady_clock::now() - r.arrived)
+                                .count());
   self->request(st.peers.linker, until_deadline(r.deadline_unix_ns), generate_atom_v,
-                std::move(r.msg), r.sink)
+                make_generate_request_msg(r.req), r.sink)
       .then(
           [rp, ctx, done](const token_event_msg& last) mutable {
             const bool ok = last->error() == nullptr;
@@ -78,6 +89,7 @@ void pump(router_ptr self) {
   while (st.inflight < st.ctx->options.max_inflight && !st.queue.empty()) {
     auto r = std::move(st.queue.front());
     st.queue.pop_front();
+    queue_changed(st);
     if (deadline_passed(r.deadline_unix_ns)) {
       end_request(self, r,
                   make_error(errc::overloaded, "overloaded: request ", std::to_string(r.id),
@@ -109,7 +121,8 @@ caf::result<token_event_msg> on_generate(router_ptr self, const generate_request
   routed_request r;
   r.id = req->request_id;
   r.deadline_unix_ns = req->deadline_unix_ns;
-  r.msg = make_generate_request_msg(*req);
+  r.req = std::move(*req);
+  r.arrived = std::chrono::steady_clock::now();
   r.sink = sink;
   r.rp = self->make_response_promise<token_event_msg>();
   auto rp = r.rp;
@@ -119,6 +132,7 @@ caf::result<token_event_msg> on_generate(router_ptr self, const generate_request
     self->delayed_send(self, until_deadline(r.deadline_unix_ns, std::chrono::milliseconds{0}),
                        generate_atom_v, r.id);
     st.queue.push_back(std::move(r));
+    queue_changed(st);
   } else {
     end_request(self, r,
                 make_error(errc::overloaded, "overloaded: ", std::to_string(st.inflight),
@@ -136,6 +150,7 @@ void on_admission_deadline(router_ptr self, uint64_t id) {
     return;
   auto r = std::move(*it);
   q.erase(it);
+  queue_changed(self->state);
   end_request(self, r,
               make_error(errc::overloaded, "overloaded: request ", std::to_string(id),
                          " waited for admission until its deadline; retry later"));
@@ -149,6 +164,7 @@ void on_cancel(router_ptr self, const cancel_msg& m) {
   if (it != st.queue.end()) {
     auto r = std::move(*it);
     st.queue.erase(it);
+    queue_changed(st);
     st.ctx->counters.cancelled++;
     end_request(self, r,
                 make_error(errc::cancelled, "request ", std::to_string(id),

@@ -3,7 +3,8 @@
 // until SIGINT or SIGTERM. Without --topology it runs the embedded
 // default, the same as deploy/topologies/single-cpu.yaml (builtin:small on
 // the CPU). The OpenAI-compatible HTTP front door (server/) listens on the
-// frontend actor's http_port (--http-port); the ZeroMQ API is not started yet.
+// frontend actor's http_port (--http-port), the ZeroMQ API on its
+// zmq_port (--zmq-port).
 
 #include <csignal>
 #include <cstdio>
@@ -49,6 +50,7 @@ struct serve_options {
   std::string model;
   std::string library;
   int http_port = -1; ///< -1: the topology's
+  int zmq_port = -1;  ///< -1: the topology's
   std::string api_keys;
   bool dry_run = false;
 };
@@ -92,6 +94,8 @@ int run_serve(const serve_options& o) {
   server::front_door_flags door_flags;
   if (o.http_port >= 0)
     door_flags.http_port = o.http_port;
+  if (o.zmq_port >= 0)
+    door_flags.zmq_port = o.zmq_port;
   door_flags.api_keys_file = o.api_keys;
   door_flags.model = o.model;
   auto door = server::start_front_door(**cluster, *topo, o.node, door_flags);
@@ -101,6 +105,7 @@ int run_serve(const serve_options& o) {
   }
   std::printf("HTTP front door: http://%s:%d/v1 (%s)\n", (*door)->host().c_str(), (*door)->port(),
               (*door)->authenticated() ? "API keys required" : "no API keys: tenant 'default'");
+  std::printf("ZeroMQ API: %s\n", (*door)->zmq_endpoint().c_str());
   if (o.dry_run) {
     std::printf("dry run: shutting down\n");
     return 0;
@@ -132,6 +137,10 @@ void add_serve_command(CLI::App& app, int* exit_code) {
   serve
       ->add_option("--http-port", o->http_port,
                    "HTTP port of the front door (default: the topology's, 8000; 0: any free)")
+      ->check(CLI::Range(0, 65535));
+  serve
+      ->add_option("--zmq-port", o->zmq_port,
+                   "ZeroMQ API port of the front door (default: the topology's, 8001; 0: any free)")
       ->check(CLI::Range(0, 65535));
   serve->add_option("--api-keys", o->api_keys,
                     "API key file, one `key tenant` per line (default: the topology's api_keys)");

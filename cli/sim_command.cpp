@@ -4,6 +4,7 @@
 // topology with costs from `mosaic bench --profile`.
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -19,6 +20,7 @@
 #include "sim/compare.hpp"
 #include "sim/driver.hpp"
 #include "sim/procedural_image.hpp"
+#include "sim/zmq_target.hpp"
 
 namespace mosaic::cli {
 
@@ -59,12 +61,8 @@ status prepare_library(sim_options& o, const sim::workload& w) {
   return {};
 }
 
-result<sim::run_result> run_policy(const sim_options& o, const sim::workload& w,
-                                   const std::string& policy, double rate) {
-  auto cluster = start_cluster(o);
-  if (!cluster)
-    return std::move(cluster).err();
-  sim::cluster_target t{**cluster, w, {.policy = policy, .images_by_key = !o.inline_images}};
+result<sim::run_result> drive_target(sim::target& t, const sim_options& o, const sim::workload& w,
+                                     const std::string& policy, double rate) {
   std::fprintf(stderr, "%s: %zu requests at %.3g req/s over %.3g s...\n", policy.c_str(),
                w.requests.size(), rate, o.duration_s);
   sim::drive_options d;
@@ -76,12 +74,31 @@ result<sim::run_result> run_policy(const sim_options& o, const sim::workload& w,
   return sim::drive(t, w, d);
 }
 
+result<sim::run_result> run_policy(const sim_options& o, const sim::workload& w,
+                                   const std::string& policy, double rate) {
+  if (o.target.starts_with("zmq://")) {
+    // A running front door's ZeroMQ API; MOSAIC_API_KEY when it needs a key.
+    const char* key = std::getenv("MOSAIC_API_KEY");
+    auto t = sim::zmq_target::connect(o.target, w, {.policy = policy, .api_key = key ? key : ""});
+    if (!t)
+      return std::move(t).err();
+    return drive_target(**t, o, w, policy, rate);
+  }
+  auto cluster = start_cluster(o);
+  if (!cluster)
+    return std::move(cluster).err();
+  sim::cluster_target t{**cluster, w, {.policy = policy, .images_by_key = !o.inline_images}};
+  return drive_target(t, o, w, policy, rate);
+}
+
 sim::report_header header(const sim_options& o, const std::string& mode) {
-  return {mode, o.workload, o.seed, "in-process cluster (" + o.device + ")", o.model, o.objectives};
+  return {mode,    o.workload,
+          o.seed,  o.target.empty() ? "in-process cluster (" + o.device + ")" : o.target,
+          o.model, o.objectives};
 }
 
 int run_live(sim_options o) {
-  if (!o.target.empty())
+  if (!o.target.empty() && !o.target.starts_with("zmq://"))
     return fail(make_error(errc::unsupported, "--target: driving a remote front door is not "
                                               "implemented yet (the HTTP/ZeroMQ front door does "
                                               "not exist); omit --target to use the in-process "
@@ -95,7 +112,7 @@ int run_live(sim_options o) {
     auto w = o.generate(*spec, rate);
     if (!w)
       return fail(w.err());
-    if (!o.inline_images) // each rate's workload may use more images
+    if (!o.inline_images && o.target.empty()) // each rate's workload may use more images
       if (auto st = prepare_library(o, *w); !st)
         return fail(st.err());
     auto r = run_policy(o, *w, o.policy, rate);

@@ -90,7 +90,9 @@ void add_live_options(CLI::App& cmd, sim_options& o) {
                  "(default: OUT/library)");
   cmd.add_flag("--inline-images", o.inline_images,
                "send images as PNG bytes instead of library references (no library)");
-  cmd.add_option("--target", o.target, "URL of a running front door (not implemented yet)");
+  cmd.add_option("--target", o.target,
+                 "a running front door: zmq://HOST:PORT (its ZeroMQ API; key from "
+                 "MOSAIC_API_KEY); default: an in-process cluster");
   cmd.add_option("--slo-ttft", o.objectives.ttft_s, "goodput SLO on TTFT (seconds)");
   cmd.add_option("--slo-tpot", o.objectives.tpot_s, "goodput SLO on TPOT (seconds)");
   cmd.add_option("--slo-e2e", o.objectives.e2e_s, "goodput SLO on end-to-end latency (seconds)");

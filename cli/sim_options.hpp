@@ -33,7 +33,7 @@ struct sim_options {
   int max_batch = 16;
   std::string library; ///< dynamic library directory (prebuilt or filled here)
   bool inline_images = false;
-  std::string target; ///< remote front door (not implemented yet)
+  std::string target; ///< remote front door: zmq://HOST:PORT
   std::string policy = "mpic:32";
   std::string policies = "prefix,full_reuse,mpic:32,cacheblend:0.15,vlcache:0.05";
   std::vector<double> rates;

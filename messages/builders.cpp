@@ -102,7 +102,7 @@ generate_request_msg make_generate_request_msg(const wire::generate_request& req
   auto policy = opt_string(fbb, req.reuse_policy);
   return generate_request_msg::finish(
       fbb, msg::CreateGenerateRequest(fbb, req.request_id, tenant, req.deadline_unix_ns, model,
-                                      segs, sampling, req.stream, policy));
+                                      segs, sampling, req.stream, policy, req.admission_wait_us));
 }
 
 encode_request_msg make_encode_request_msg(const wire::encode_request& req) {
@@ -128,9 +128,9 @@ token_event_msg make_token_event_msg(const wire::token_event& ev) {
   FlatBufferBuilder fbb{128};
   auto text = opt_string(fbb, ev.text);
   auto err = opt_error(fbb, ev.err, ev.request_id);
-  return token_event_msg::finish(fbb,
-                                 msg::CreateTokenEvent(fbb, ev.request_id, ev.index, ev.token_id,
-                                                       text, ev.finish, &ev.usage, err));
+  return token_event_msg::finish(fbb, msg::CreateTokenEvent(fbb, ev.request_id, ev.index,
+                                                            ev.token_id, text, ev.finish, &ev.usage,
+                                                            err, ev.queue_us));
 }
 
 cancel_msg make_cancel_msg(uint64_t request_id, std::string_view reason) {
@@ -203,9 +203,10 @@ decode_task_msg make_decode_task_msg(const wire::decode_task& task) {
   auto tenant = opt_string(fbb, task.tenant);
   auto kv = add_kv_handle(fbb, task.kv);
   auto sampling = add_sampling(fbb, task.sampling);
-  return decode_task_msg::finish(
-      fbb, msg::CreateDecodeTask(fbb, task.request_id, tenant, task.deadline_unix_ns, kv,
-                                 task.first_token, task.prompt_tokens, sampling, task.stream));
+  return decode_task_msg::finish(fbb, msg::CreateDecodeTask(fbb, task.request_id, tenant,
+                                                            task.deadline_unix_ns, kv,
+                                                            task.first_token, task.prompt_tokens,
+                                                            sampling, task.stream, task.queue_us));
 }
 
 kv_transfer_begin_msg make_kv_transfer_begin_msg(uint64_t transfer_id, uint64_t request_id,

@@ -84,7 +84,8 @@ struct generate_request {
   std::vector<segment> segments{};
   wire::sampling sampling{};
   bool stream = false;
-  std::string reuse_policy{}; ///< empty: node default
+  std::string reuse_policy{};     ///< empty: node default
+  uint64_t admission_wait_us = 0; ///< set by the router on admission
   bool operator==(const generate_request&) const = default;
 };
 
@@ -115,7 +116,8 @@ struct token_event {
   std::string text{};
   msg::FinishReason finish = msg::FinishReason::none;
   msg::Usage usage{};
-  error err{}; ///< set with finish == error
+  error err{};           ///< set with finish == error
+  uint64_t queue_us = 0; ///< last event: time waited before work started
 };
 
 // -- library ------------------------------------------------------------------
@@ -186,6 +188,7 @@ struct decode_task {
   uint32_t prompt_tokens = 0;
   wire::sampling sampling{};
   bool stream = false;
+  uint64_t queue_us = 0; ///< router admission + prefill queue waits
 };
 
 struct kv_chunk {

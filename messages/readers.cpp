@@ -102,6 +102,7 @@ result<wire::generate_request> read_generate_request(const generate_request_msg&
   out.sampling = read_sampling(r->sampling());
   out.stream = r->stream();
   out.reuse_policy = str(r->reuse_policy());
+  out.admission_wait_us = r->admission_wait_us();
   return out;
 }
 
@@ -118,6 +119,7 @@ wire::token_event read_token_event(const token_event_msg& m) {
   if (r->usage() != nullptr)
     out.usage = *r->usage();
   out.err = err_of(r->error());
+  out.queue_us = r->queue_us();
   return out;
 }
 

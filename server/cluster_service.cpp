@@ -88,6 +88,7 @@ service_stats cluster_service::stats() const {
   service_stats s;
   const uint64_t ended = n.completed + n.failed + n.cancelled;
   s.running = n.requests > ended ? n.requests - ended : 0;
+  s.waiting = n.waiting;
   s.kv_cache_usage =
       n.pool.blocks_total > 0 ? double(n.pool.blocks_used) / double(n.pool.blocks_total) : 0.0;
   s.prefix_queries = n.library_hits + n.library_misses;

@@ -3,133 +3,88 @@
 // stream. The first event is awaited before answering so that a request
 // the cluster refuses (overloaded, bad image, unknown library reference)
 // still gets its HTTP status; after that, errors arrive as SSE events.
+// A client that goes away cancels its request: a stream notices when a
+// write fails, a waiting handler through its connection_watch.
 
 #include <chrono>
 
-#include "server/front_door.hpp"
+#include "server/connection_watch.hpp"
+#include "server/flight.hpp"
 #include "server/request_convert.hpp"
 
 namespace mosaic::server {
 
 namespace {
 
-using clock_type = std::chrono::steady_clock;
 constexpr auto poll_interval = std::chrono::milliseconds{100};
 
-double seconds_between(clock_type::time_point a, clock_type::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
+/// The HTTP side of a flight: response framing and the client's socket.
+struct http_flight {
+  http_flight(std::shared_ptr<flight> fl, response_header h, const httplib::Request& req)
+    : f(std::move(fl)), header(std::move(h)), watch(req) {}
 
-bool is_error_finish(msg::FinishReason f) {
-  return f == msg::FinishReason::error || f == msg::FinishReason::timeout ||
-         f == msg::FinishReason::cancelled;
-}
+  std::shared_ptr<flight> f;
+  response_header header;
+  connection_watch watch;
+  bool include_usage = false;
+  bool role_sent = false;
+  bool client_gone = false;
+  flight_clock::time_point checked = flight_clock::now(); ///< last look at the connection
+  std::optional<wire::token_event> pending;               ///< the first event, sent by the stream
 
-/// The error an error-finished event stands for.
-error event_error(const wire::token_event& ev) {
-  if (ev.err.code != errc::none)
-    return ev.err;
-  if (ev.finish == msg::FinishReason::timeout)
-    return make_error(errc::timeout, "the request passed its deadline");
-  if (ev.finish == msg::FinishReason::cancelled)
-    return make_error(errc::cancelled, "the request was cancelled");
-  return make_error(errc::internal, "the request failed");
-}
-
-/// One request in flight: its stream, timings and the in-flight gauge.
-struct flight {
-  flight(front_door& f, std::shared_ptr<generation_stream> s, response_header h, int images)
-    : fd(f), stream(std::move(s)), header(std::move(h)), n_images(images) {
-    fd.metrics.request_started();
-  }
-  ~flight() {
-    if (!done)
-      stream->cancel();
-    fd.metrics.request_ended();
-    --fd.in_flight; // taken by handle_generate
-  }
-  flight(const flight&) = delete;
-  flight& operator=(const flight&) = delete;
-
-  /// The next event, recording TTFT / ITL; nullopt past the deadline.
+  /// The next event; nullopt past the deadline or when the client left
+  /// (client_gone; the request is then cancelled).
   std::optional<wire::token_event> next() {
-    while (clock_type::now() < give_up && !fd.stopping) {
-      auto ev = stream->next(poll_interval);
-      if (!ev)
-        continue;
-      const auto now = clock_type::now();
-      if (ev->finish == msg::FinishReason::none) {
-        if (n_tokens == 0)
-          fd.metrics.observe_ttft(seconds_between(arrived, now));
-        else
-          fd.metrics.observe_inter_token(seconds_between(last_token, now));
-        last_token = now;
-        ++n_tokens;
-      } else {
-        done = true;
+    while (!f->expired()) {
+      // Tokens may flow without a pause: look at the connection on time
+      // whether or not an event came.
+      if (flight_clock::now() - checked >= poll_interval) {
+        checked = flight_clock::now();
+        if (watch.peer_closed()) {
+          client_gone = true;
+          f->cancel();
+          return std::nullopt;
+        }
       }
-      return ev;
+      if (auto ev = f->poll(poll_interval))
+        return ev;
     }
     return std::nullopt;
   }
-
-  /// Counts a finished request in the metrics.
-  void record_success(const wire::token_event& last) {
-    fd.metrics.observe_e2e(seconds_between(arrived, clock_type::now()));
-    request_tokens t;
-    t.prompt = last.usage.prompt_tokens();
-    t.generated = last.usage.completion_tokens();
-    t.image = uint32_t(n_images) * uint32_t(fd.info.image_tokens);
-    t.reused = last.usage.reused_tokens();
-    t.recomputed = last.usage.recomputed_tokens();
-    fd.metrics.request_succeeded(finish_reason_name(last.finish), t);
-  }
-
-  front_door& fd;
-  std::shared_ptr<generation_stream> stream;
-  response_header header;
-  int n_images = 0;
-  clock_type::time_point arrived = clock_type::now();
-  clock_type::time_point give_up;
-  clock_type::time_point last_token;
-  uint32_t n_tokens = 0;
-  bool done = false;
-  bool include_usage = false;
-  bool role_sent = false;
-  std::optional<wire::token_event> pending; ///< the first event, sent by the stream
 };
 
-usage_counts usage_of(const wire::token_event& ev) {
-  return {ev.usage.prompt_tokens(), ev.usage.completion_tokens()};
-}
-
-api_error timeout_error() {
-  return api_error_from(make_error(errc::timeout, "no answer within the request deadline"));
-}
-
 void fail(front_door& fd, httplib::Response& res, const api_error& e) {
-  fd.metrics.request_failed(e.http_status);
-  send_error(res, e);
+  send_error(res, record_failure(fd, e));
 }
 
-void answer_whole(flight& f, wire::token_event first, httplib::Response& res) {
+/// No event: the client left (499, nginx's "client closed request";
+/// nobody reads the answer) or the deadline passed (504).
+void fail_without_event(http_flight& h, httplib::Response& res) {
+  fail(h.f->door(), res,
+       h.client_gone ? api_error{499, "invalid_request_error", "the client closed the connection",
+                                 "", "client_closed"}
+                     : timeout_error());
+}
+
+void answer_whole(http_flight& h, wire::token_event first, httplib::Response& res) {
   std::string text;
   std::optional<wire::token_event> ev = std::move(first);
   while (ev && ev->finish == msg::FinishReason::none) {
     text += ev->text;
-    ev = f.next();
+    ev = h.next();
   }
   if (!ev)
-    return fail(f.fd, res, timeout_error());
+    return fail_without_event(h, res);
   if (is_error_finish(ev->finish))
-    return fail(f.fd, res, api_error_from(event_error(*ev)));
-  f.record_success(*ev);
-  res.set_content(full_response_json(f.header, text, ev->finish, usage_of(*ev)),
+    return fail(h.f->door(), res, api_error_from(event_error(*ev)));
+  h.f->record_success(*ev);
+  res.set_content(full_response_json(h.header, text, ev->finish, usage_of(*ev)),
                   "application/json");
 }
 
 /// Writes the stream's next piece; false when the stream is over.
-bool stream_step(flight& f, httplib::DataSink& sink) {
+bool stream_step(http_flight& h, httplib::DataSink& sink) {
+  auto& fd = h.f->door();
   auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
   auto finish_stream = [&](const std::string& last) {
     write(last);
@@ -138,46 +93,48 @@ bool stream_step(flight& f, httplib::DataSink& sink) {
     return true;
   };
   std::optional<wire::token_event> ev;
-  if (f.pending) {
-    ev = std::move(f.pending);
-    f.pending.reset();
+  if (h.pending) {
+    ev = std::move(h.pending);
+    h.pending.reset();
   } else {
-    ev = f.next();
+    ev = h.next();
   }
   if (!ev) {
-    f.fd.metrics.request_failed(504);
+    if (h.client_gone)
+      return false;
+    record_failure(fd, timeout_error());
     return finish_stream(sse_event(timeout_error().to_json()));
   }
   if (is_error_finish(ev->finish)) {
     auto e = api_error_from(event_error(*ev));
-    f.fd.metrics.request_failed(e.http_status);
+    record_failure(fd, e);
     return finish_stream(sse_event(e.to_json()));
   }
   chunk_fields c;
-  if (f.header.kind == api_kind::chat && !f.role_sent) {
+  if (h.header.kind == api_kind::chat && !h.role_sent) {
     // OpenAI's first chunk: the role, with empty content.
-    f.role_sent = true;
+    h.role_sent = true;
     chunk_fields role;
     role.role = true;
     role.content = std::string{};
-    if (!write(sse_event(chunk_json(f.header, role))))
+    if (!write(sse_event(chunk_json(h.header, role))))
       return false;
   }
   if (ev->finish == msg::FinishReason::none) {
     c.content = ev->text;
-    return write(sse_event(chunk_json(f.header, c)));
+    return write(sse_event(chunk_json(h.header, c)));
   }
-  f.record_success(*ev);
+  h.f->record_success(*ev);
   c.finish = ev->finish;
-  if (f.header.kind == api_kind::chat)
+  if (h.header.kind == api_kind::chat)
     c.content.reset();
   else
     c.content = std::string{};
-  std::string tail = sse_event(chunk_json(f.header, c));
-  if (f.include_usage) {
+  std::string tail = sse_event(chunk_json(h.header, c));
+  if (h.include_usage) {
     chunk_fields u;
     u.usage = usage_of(*ev);
-    tail += sse_event(chunk_json(f.header, u));
+    tail += sse_event(chunk_json(h.header, u));
   }
   return finish_stream(tail);
 }
@@ -191,78 +148,63 @@ void handle_generate(front_door& fd, const httplib::Request& req, httplib::Respo
     return;
   parse_result<wire::generate_request> built;
   bool include_usage = false;
-  int n_images = 0;
-  std::string model;
+  flight_request who;
+  who.tenant = std::move(*tenant);
   if (kind == api_kind::chat) {
     auto parsed = parse_chat_request(req.body, fd.options.limits);
     if (!parsed)
       return fail(fd, res, parsed.error);
     include_usage = parsed.value->include_usage;
-    n_images = parsed.value->image_count();
-    model = parsed.value->model;
+    who.n_images = parsed.value->image_count();
+    who.model = parsed.value->model;
     built = to_generate_request(*parsed.value, fd.info, fd.options.admission);
   } else {
     auto parsed = parse_completion_request(req.body, fd.options.limits);
     if (!parsed)
       return fail(fd, res, parsed.error);
     include_usage = parsed.value->include_usage;
-    model = parsed.value->model;
+    who.model = parsed.value->model;
     built = to_generate_request(*parsed.value, fd.info);
   }
-  if (!model.empty() && model != fd.info.model)
-    return fail(fd, res,
-                api_error{404, "not_found_error",
-                          "the model '" + model + "' does not exist; this server serves '" +
-                              fd.info.model + "' (see /v1/models)",
-                          "model", "model_not_found"});
   if (!built)
     return fail(fd, res, built.error);
-  auto& request = *built.value;
-  request.tenant = *tenant;
-  request.model = fd.info.model;
-  const auto timeout = fd.options.request_timeout;
-  request.deadline_unix_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                 (std::chrono::system_clock::now() + timeout).time_since_epoch())
-                                 .count();
+  const bool stream = built.value->stream;
+  auto started = start_flight(fd, std::move(*built.value), who);
+  if (!started)
+    return fail(fd, res, started.error);
 
-  response_header header{kind, make_response_id(kind == api_kind::chat ? "chatcmpl-" : "cmpl-"),
-                         fd.info.model,
-                         std::chrono::duration_cast<std::chrono::seconds>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count()};
-  if (fd.in_flight.fetch_add(1) >= fd.options.max_concurrent) {
-    --fd.in_flight;
-    return fail(fd, res,
-                api_error_from(make_error(errc::overloaded,
-                                          "overloaded: ", std::to_string(fd.options.max_concurrent),
-                                          " requests in flight; retry later")));
-  }
-  auto f = std::make_shared<flight>(fd, fd.service.submit(request), std::move(header), n_images);
-  f->give_up = f->arrived + timeout + fd.options.deadline_grace;
-  f->include_usage = include_usage;
+  auto h = std::make_shared<http_flight>(
+      std::move(*started.value),
+      response_header{kind, make_response_id(kind == api_kind::chat ? "chatcmpl-" : "cmpl-"),
+                      fd.info.model,
+                      std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count()},
+      req);
+  h->include_usage = include_usage;
 
-  auto first = f->next();
+  auto first = h->next();
   if (!first)
-    return fail(fd, res, timeout_error());
+    return fail_without_event(*h, res);
   if (is_error_finish(first->finish))
     return fail(fd, res, api_error_from(event_error(*first)));
-  if (!request.stream)
-    return answer_whole(*f, std::move(*first), res);
+  if (!stream)
+    return answer_whole(*h, std::move(*first), res);
 
-  f->pending = std::move(first);
+  h->pending = std::move(first);
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [f](size_t, httplib::DataSink& sink) {
-        if (f->fd.stopping || !stream_step(*f, sink)) {
-          f->stream->cancel(); // the client went away (or we are stopping)
+      [h](size_t, httplib::DataSink& sink) {
+        if (h->f->door().stopping || !stream_step(*h, sink)) {
+          h->f->cancel(); // the client went away (or we are stopping)
           return false;
         }
         return true;
       },
-      [f](bool success) {
-        if (!success || !f->done)
-          f->stream->cancel();
+      [h](bool success) {
+        if (!success || !h->f->done())
+          h->f->cancel();
       });
 }
 

@@ -1,5 +1,7 @@
 #include "server/http_server.hpp"
 
+#include <sys/socket.h>
+
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -127,6 +129,16 @@ result<std::unique_ptr<http_server>> http_server::start(http_options options,
   svr.set_payload_max_length(p->fd.options.limits.max_body_bytes);
   svr.set_read_timeout(30, 0);
   svr.set_write_timeout(30, 0);
+  // Headers, bodies and SSE chunks are separate small writes: without
+  // TCP_NODELAY, Nagle holds each until the client's (delayed) ACK.
+  svr.set_tcp_nodelay(true);
+  // cpp-httplib 0.11 listens with a backlog of 5: a burst of clients
+  // overflows it. Note the listening socket to raise it after the bind.
+  int listen_fd = -1;
+  svr.set_socket_options([&listen_fd](int sock) {
+    httplib::default_socket_options(sock);
+    listen_fd = sock;
+  });
   add_routes(p->fd, svr);
   const auto& host = p->fd.options.host;
   if (p->fd.options.port == 0) {
@@ -141,6 +153,8 @@ result<std::unique_ptr<http_server>> http_server::start(http_options options,
                         "; the port is taken or the address is not local (try --http-port)");
     p->port = p->fd.options.port;
   }
+  if (listen_fd >= 0)
+    ::listen(listen_fd, SOMAXCONN); // on a listening socket: only the backlog changes
   auto* s = &svr;
   auto* exited = &p->listener_exited;
   p->listener = std::thread{[s, exited] {
@@ -176,6 +190,9 @@ const std::string& http_server::host() const {
 }
 front_door_metrics& http_server::metrics() {
   return impl_->fd.metrics;
+}
+front_door& http_server::door() {
+  return impl_->fd;
 }
 
 } // namespace mosaic::server

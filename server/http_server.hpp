@@ -30,6 +30,7 @@
 namespace mosaic::server {
 
 class front_door_metrics;
+struct front_door;
 
 struct http_options {
   std::string host = "127.0.0.1";
@@ -63,6 +64,9 @@ public:
   int port() const;
   const std::string& host() const;
   front_door_metrics& metrics();
+  /// The state its handlers share (server/front_door.hpp), for the
+  /// ZeroMQ API to serve under the same keys, limits and metrics.
+  front_door& door();
   /// Stops serving; idempotent.
   void stop();
 

@@ -41,8 +41,13 @@ struct front_door_metrics::families {
                 .Name("mosaic:e2e_request_latency_seconds")
                 .Help("Time from request arrival to its last token.")
                 .Register(r)),
+      queue_f(prometheus::BuildHistogram()
+                  .Name("mosaic:request_queue_time_seconds")
+                  .Help("Time a request waited in the cluster's admission and prefill "
+                        "queues before work on it started.")
+                  .Register(r)),
       ttft(ttft_f.Add({}, latency_buckets())), itl(itl_f.Add({}, itl_buckets())),
-      e2e(e2e_f.Add({}, latency_buckets())),
+      e2e(e2e_f.Add({}, latency_buckets())), queue(queue_f.Add({}, latency_buckets())),
       prompt(counter(r, "mosaic:prompt_tokens_total", "Prompt tokens of finished requests.")),
       generation(counter(r, "mosaic:generation_tokens_total", "Generated tokens.")),
       image(counter(r, "mosaic:image_tokens_total", "Prompt tokens that are image tokens.")),
@@ -79,6 +84,8 @@ struct front_door_metrics::families {
       kv_usage(gauge(r, "mosaic:kv_cache_usage_perc", "KV pool usage, 0 to 1.")),
       running(gauge(r, "mosaic:num_requests_running",
                     "Generation requests in flight at the front door.")),
+      waiting(gauge(r, "mosaic:num_requests_waiting",
+                    "Requests in the cluster's admission and prefill queues.")),
       recomputed_fraction(gauge(r, "mosaic:recomputed_token_fraction",
                                 "Recomputed / reused prompt tokens since start.")),
       success_f(prometheus::BuildCounter()
@@ -100,9 +107,11 @@ struct front_door_metrics::families {
   prometheus::Family<Histogram>& ttft_f;
   prometheus::Family<Histogram>& itl_f;
   prometheus::Family<Histogram>& e2e_f;
+  prometheus::Family<Histogram>& queue_f;
   Histogram& ttft;
   Histogram& itl;
   Histogram& e2e;
+  Histogram& queue;
   prometheus::Counter& prompt;
   prometheus::Counter& generation;
   prometheus::Counter& image;
@@ -124,6 +133,7 @@ struct front_door_metrics::families {
   prometheus::Gauge& disk_bytes;
   prometheus::Gauge& kv_usage;
   prometheus::Gauge& running;
+  prometheus::Gauge& waiting;
   prometheus::Gauge& recomputed_fraction;
   prometheus::Family<prometheus::Counter>& success_f;
   prometheus::Family<prometheus::Counter>& failure_f;
@@ -143,6 +153,9 @@ void front_door_metrics::observe_inter_token(double seconds) {
 }
 void front_door_metrics::observe_e2e(double seconds) {
   f_->e2e.Observe(seconds);
+}
+void front_door_metrics::observe_queue_time(double seconds) {
+  f_->queue.Observe(seconds);
 }
 void front_door_metrics::request_started() {
   f_->running.Increment();
@@ -189,6 +202,7 @@ void front_door_metrics::update_cluster(const service_stats& s) {
   f_->ram_bytes.Set(double(s.library_ram_bytes));
   f_->disk_bytes.Set(double(s.library_disk_bytes));
   f_->kv_usage.Set(s.kv_cache_usage);
+  f_->waiting.Set(double(s.waiting));
   last_ = s;
 }
 

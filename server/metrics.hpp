@@ -42,6 +42,9 @@ public:
   void observe_ttft(double seconds);
   void observe_inter_token(double seconds);
   void observe_e2e(double seconds);
+  /// Time a finished request waited before work on it started (the
+  /// cluster's admission and prefill queues; token_event::queue_us).
+  void observe_queue_time(double seconds);
   /// A generation request entered / left the front door.
   void request_started();
   void request_ended();

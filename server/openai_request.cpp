@@ -33,6 +33,8 @@ std::optional<api_error> read_int(const json& obj, const char* key, int lo, int 
   return std::nullopt;
 }
 
+constexpr double max_float = double(std::numeric_limits<float>::max());
+
 std::optional<api_error> read_float(const json& obj, const char* key, double lo, double hi,
                                     float& out) {
   auto it = obj.find(key);
@@ -79,16 +81,16 @@ std::optional<api_error> read_common(const json& body, const request_limits& lim
         it != body.end() && !it->is_null() && *it != false && !(it->is_number() && *it == 0))
       return invalid_request(key, std::string{"'"} + key + "' is not supported");
 
-  if (auto e = read_int(body, "max_tokens", 1, limits.max_tokens_cap, s.max_tokens))
+  // Types here; ranges in check_sampling (shared with the ZeroMQ API).
+  constexpr int any_int = std::numeric_limits<int>::max();
+  if (auto e = read_int(body, "max_tokens", -any_int, any_int, s.max_tokens))
     return e;
-  if (auto e = read_int(body, "max_completion_tokens", 1, limits.max_tokens_cap, s.max_tokens))
+  if (auto e = read_int(body, "max_completion_tokens", -any_int, any_int, s.max_tokens))
     return e;
-  if (auto e = read_float(body, "temperature", 0.0, 2.0, s.temperature))
+  if (auto e = read_float(body, "temperature", -max_float, max_float, s.temperature))
     return e;
-  if (auto e = read_float(body, "top_p", 0.0, 1.0, s.top_p))
+  if (auto e = read_float(body, "top_p", -max_float, max_float, s.top_p))
     return e;
-  if (s.top_p <= 0.0f)
-    return invalid_request("top_p", "'top_p' must be greater than 0");
   if (auto it = body.find("seed"); it != body.end() && !it->is_null()) {
     if (!it->is_number_integer())
       return invalid_request("seed", "'seed' must be an integer");
@@ -107,14 +109,9 @@ std::optional<api_error> read_common(const json& body, const request_limits& lim
     } else {
       return invalid_request("stop", "'stop' must be a string or an array of strings");
     }
-    if (static_cast<int>(s.stop.size()) > limits.max_stop_strings)
-      return invalid_request("stop", "at most " + std::to_string(limits.max_stop_strings) +
-                                         " stop strings are allowed");
-    for (const auto& x : s.stop)
-      if (x.empty() || x.size() > limits.max_stop_length)
-        return invalid_request("stop", "stop strings must be 1 to " +
-                                           std::to_string(limits.max_stop_length) + " bytes long");
   }
+  if (auto e = check_sampling(s, limits))
+    return e;
   if (auto e = read_bool(body, "stream", stream))
     return e;
   if (auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
@@ -219,9 +216,8 @@ std::optional<api_error> parse_content(const json& content, const std::string& p
       if (url == nullptr)
         return invalid_request(here + ".image_url",
                                "an image_url part needs 'image_url': {'url': ...}");
-      if (++images > limits.max_images)
-        return invalid_request(here, "too many images: at most " +
-                                         std::to_string(limits.max_images) + " per request");
+      if (auto e = check_image_count(++images, limits, here))
+        return e;
       auto img = parse_image_url(url->get<std::string>(), limits, here + ".image_url.url");
       if (!img)
         return img.error;
@@ -246,6 +242,72 @@ std::string api_error::to_json() const {
               {"param", param.empty() ? json(nullptr) : json(param)},
               {"code", code.empty() ? json(nullptr) : json(code)}};
   return json{{"error", err}}.dump();
+}
+
+std::optional<api_error> check_sampling(const sampling_params& s, const request_limits& limits) {
+  if (s.max_tokens < 1 || s.max_tokens > limits.max_tokens_cap)
+    return invalid_request("max_tokens", "'max_tokens' must be between 1 and " +
+                                             std::to_string(limits.max_tokens_cap) + ", got " +
+                                             std::to_string(s.max_tokens));
+  if (!std::isfinite(s.temperature) || s.temperature < 0.0f || s.temperature > 2.0f)
+    return invalid_request("temperature", "'temperature' must be between 0 and 2");
+  if (!std::isfinite(s.top_p) || s.top_p <= 0.0f || s.top_p > 1.0f)
+    return invalid_request("top_p", "'top_p' must be greater than 0 and at most 1");
+  if (static_cast<int>(s.stop.size()) > limits.max_stop_strings)
+    return invalid_request("stop", "at most " + std::to_string(limits.max_stop_strings) +
+                                       " stop strings are allowed");
+  for (const auto& x : s.stop)
+    if (x.empty() || x.size() > limits.max_stop_length)
+      return invalid_request("stop", "stop strings must be 1 to " +
+                                         std::to_string(limits.max_stop_length) + " bytes long");
+  return std::nullopt;
+}
+
+std::optional<api_error> check_image_count(int count, const request_limits& limits,
+                                           std::string param) {
+  if (count <= limits.max_images)
+    return std::nullopt;
+  return invalid_request(std::move(param), "too many images: at most " +
+                                               std::to_string(limits.max_images) + " per request");
+}
+
+std::optional<api_error> check_image_bytes(size_t bytes, const request_limits& limits,
+                                           std::string param) {
+  if (bytes <= limits.max_image_bytes)
+    return std::nullopt;
+  return api_error{413, "invalid_request_error",
+                   "image is larger than the limit of " + std::to_string(limits.max_image_bytes) +
+                       " bytes",
+                   std::move(param), "image_too_large"};
+}
+
+std::optional<api_error> check_turns(const chat_request& req, const request_limits& limits,
+                                     size_t n_messages) {
+  if (n_messages == 0)
+    n_messages = req.messages.size();
+  if (n_messages == 0)
+    return invalid_request("messages", "'messages' must be a non-empty array");
+  if (n_messages > size_t(limits.max_messages))
+    return invalid_request("messages",
+                           "at most " + std::to_string(limits.max_messages) + " messages");
+  int images = 0;
+  for (size_t i = 0; i < req.messages.size(); ++i) {
+    const auto& turn = req.messages[i];
+    const auto here = "messages[" + std::to_string(i) + "]";
+    if (turn.role != "system" && turn.role != "user" && turn.role != "assistant")
+      return invalid_request(here + ".role",
+                             "role must be system, user or assistant, got '" + turn.role + "'");
+    for (size_t p = 0; p < turn.content.size(); ++p) {
+      if (!turn.content[p].is_image)
+        continue;
+      if (turn.role != "user")
+        return invalid_request(here + ".content", "images are only allowed in user messages");
+      if (auto e =
+              check_image_count(++images, limits, here + ".content[" + std::to_string(p) + "]"))
+        return e;
+    }
+  }
+  return std::nullopt;
 }
 
 int chat_request::image_count() const {
@@ -330,11 +392,10 @@ parse_result<image_part> parse_image_url(std::string_view url, const request_lim
     return fail<image_part>(invalid_request(p, "unsupported data URL type '" + std::string{meta} +
                                                    "'; use image/png or image/jpeg with ;base64"));
   auto payload = url.substr(comma + 1);
-  if (payload.size() / 4 * 3 > limits.max_image_bytes + 3)
-    return fail<image_part>(api_error{413, "invalid_request_error",
-                                      "image is larger than the limit of " +
-                                          std::to_string(limits.max_image_bytes) + " bytes",
-                                      p, "image_too_large"});
+  // base64: 4 characters carry 3 bytes (at most 2 of them padding).
+  if (payload.size() / 4 * 3 > limits.max_image_bytes + 2)
+    if (auto e = check_image_bytes(payload.size() / 4 * 3 - 2, limits, p))
+      return fail<image_part>(std::move(*e));
   auto bytes = decode_base64(payload);
   if (!bytes)
     return fail<image_part>(invalid_request(p, "the image's base64 payload is malformed"));
@@ -357,11 +418,10 @@ parse_result<chat_request> parse_chat_request(std::string_view body, const reque
   if (auto e = read_common(j, limits, req.sampling, req.stream, req.include_usage, req.mosaic))
     return fail<chat_request>(std::move(*e));
   auto msgs = j.find("messages");
-  if (msgs == j.end() || !msgs->is_array() || msgs->empty())
+  if (msgs == j.end() || !msgs->is_array())
     return fail<chat_request>(invalid_request("messages", "'messages' must be a non-empty array"));
   if (static_cast<int>(msgs->size()) > limits.max_messages)
-    return fail<chat_request>(invalid_request(
-        "messages", "at most " + std::to_string(limits.max_messages) + " messages"));
+    return fail<chat_request>(*check_turns(req, limits, msgs->size()));
   int images = 0;
   for (size_t i = 0; i < msgs->size(); ++i) {
     const auto& m = (*msgs)[i];
@@ -374,23 +434,15 @@ parse_result<chat_request> parse_chat_request(std::string_view body, const reque
           invalid_request(here + ".role", "each message needs a string 'role'"));
     chat_turn turn;
     turn.role = role->get<std::string>();
-    if (turn.role != "system" && turn.role != "user" && turn.role != "assistant")
-      return fail<chat_request>(
-          invalid_request(here + ".role", "role must be system, user or assistant, "
-                                          "got '" +
-                                              turn.role + "'"));
     auto content = m.find("content");
     if (content == m.end() || content->is_null())
       return fail<chat_request>(invalid_request(here + ".content", "each message needs 'content'"));
     if (auto e = parse_content(*content, here + ".content", limits, images, turn.content))
       return fail<chat_request>(std::move(*e));
-    if (turn.role != "user")
-      for (const auto& part : turn.content)
-        if (part.is_image)
-          return fail<chat_request>(
-              invalid_request(here + ".content", "images are only allowed in user messages"));
     req.messages.push_back(std::move(turn));
   }
+  if (auto e = check_turns(req, limits))
+    return fail<chat_request>(std::move(*e));
   return {std::move(req), {}};
 }
 

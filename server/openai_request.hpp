@@ -101,6 +101,23 @@ struct parse_result {
 };
 
 parse_result<chat_request> parse_chat_request(std::string_view body, const request_limits& limits);
+
+// -- checks on parsed values, shared by the JSON parsers and the ZeroMQ API --
+
+/// max_tokens in [1, max_tokens_cap], temperature in [0, 2], top_p in
+/// (0, 1], the stop strings' count and lengths.
+std::optional<api_error> check_sampling(const sampling_params& s, const request_limits& limits);
+/// The messages: 1 to max_messages (`n_messages`: their count when
+/// `req` is not filled yet; 0: req.messages.size()), known roles, images
+/// only in user messages and at most max_images of them.
+std::optional<api_error> check_turns(const chat_request& req, const request_limits& limits,
+                                     size_t n_messages = 0);
+/// `count` images so far: 400 past max_images (param: the image's part).
+std::optional<api_error> check_image_count(int count, const request_limits& limits,
+                                           std::string param);
+/// One image's decoded size: 413 `image_too_large` past max_image_bytes.
+std::optional<api_error> check_image_bytes(size_t bytes, const request_limits& limits,
+                                           std::string param);
 parse_result<completion_request> parse_completion_request(std::string_view body,
                                                           const request_limits& limits);
 

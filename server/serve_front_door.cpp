@@ -12,17 +12,22 @@ result<std::unique_ptr<front_door_handle>> start_front_door(actors::local_cluste
     return make_error(errc::not_found, "the topology has no node '", node, "'");
   http_options o;
   o.host = "127.0.0.1";
+  zmq_options z;
   for (const auto& a : n->actors)
     if (const auto* fe = a.get<frontend_spec>()) {
       o.port = fe->http_port;
       o.host = fe->bind.empty() ? (n->host.empty() ? o.host : n->host) : fe->bind;
       o.limits.max_body_bytes = fe->max_body_bytes();
       o.max_concurrent = fe->max_concurrent;
+      z.port = fe->zmq_port;
     }
+  z.host = o.host;
   if (topo.defaults.deadline_ms > 0)
     o.request_timeout = std::chrono::milliseconds{topo.defaults.deadline_ms};
   if (flags.http_port)
     o.port = *flags.http_port;
+  if (flags.zmq_port)
+    z.port = *flags.zmq_port;
   const std::string keys_file = flags.api_keys_file.empty() ? topo.api_keys : flags.api_keys_file;
   if (!keys_file.empty()) {
     auto keys = api_keys::load(keys_file);
@@ -39,7 +44,11 @@ result<std::unique_ptr<front_door_handle>> start_front_door(actors::local_cluste
   auto http = http_server::start(std::move(o), *service);
   if (!http)
     return std::move(http).err();
-  auto handle = std::make_unique<front_door_handle>(std::move(service), std::move(*http));
+  auto zmq = zmq_server::start(std::move(z), **http);
+  if (!zmq)
+    return std::move(zmq).err();
+  auto handle =
+      std::make_unique<front_door_handle>(std::move(service), std::move(*http), std::move(*zmq));
   handle->set_authenticated(authenticated);
   return handle;
 }

@@ -1,11 +1,12 @@
 #pragma once
 
-// The HTTP front door of `mosaic serve`: settings from the topology's
-// frontend actor and api_keys, overridden by command-line flags, served
-// over an in-process local_cluster.
+// The front door of `mosaic serve`: HTTP and the ZeroMQ API, with
+// settings from the topology's frontend actor and api_keys, overridden by
+// command-line flags, served over an in-process local_cluster.
 //
 //   auto door = start_front_door(*cluster, topo, node, flags);
 //   std::printf("listening on %s:%d\n", (*door)->host().c_str(), (*door)->port());
+//   std::printf("ZeroMQ API on %s\n", (*door)->zmq_endpoint().c_str());
 
 #include <memory>
 #include <optional>
@@ -15,6 +16,7 @@
 #include "engine/error.hpp"
 #include "server/cluster_service.hpp"
 #include "server/http_server.hpp"
+#include "server/zmq_server.hpp"
 #include "topology/topology.hpp"
 
 namespace mosaic::server {
@@ -22,17 +24,25 @@ namespace mosaic::server {
 /// Command-line overrides (unset: the topology's value).
 struct front_door_flags {
   std::optional<int> http_port;
+  std::optional<int> zmq_port;
   std::string api_keys_file;
   std::string model; ///< the id /v1/models lists
 };
 
-/// The running front door: the adapter and the HTTP server over it.
+/// The running front door: the adapter, the HTTP server over it and the
+/// ZeroMQ API sharing the HTTP server's state.
 class front_door_handle {
 public:
-  front_door_handle(std::unique_ptr<cluster_service> service, std::unique_ptr<http_server> http)
-    : service_(std::move(service)), http_(std::move(http)) {}
-  ~front_door_handle() { http_.reset(); } // stop serving before the adapter goes
+  front_door_handle(std::unique_ptr<cluster_service> service, std::unique_ptr<http_server> http,
+                    std::unique_ptr<zmq_server> zmq)
+    : service_(std::move(service)), http_(std::move(http)), zmq_(std::move(zmq)) {}
+  ~front_door_handle() {
+    zmq_.reset();  // it uses the HTTP server's state
+    http_.reset(); // stop serving before the adapter goes
+  }
   int port() const { return http_->port(); }
+  int zmq_port() const { return zmq_->port(); }
+  std::string zmq_endpoint() const { return zmq_->endpoint(); }
   const std::string& host() const { return http_->host(); }
   bool authenticated() const { return authenticated_; }
   void set_authenticated(bool on) { authenticated_ = on; }
@@ -40,6 +50,7 @@ public:
 private:
   std::unique_ptr<cluster_service> service_;
   std::unique_ptr<http_server> http_;
+  std::unique_ptr<zmq_server> zmq_;
   bool authenticated_ = false;
 };
 

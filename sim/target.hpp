@@ -1,10 +1,9 @@
 #pragma once
 
-// What the live driver sends requests to. One implementation today:
-// `cluster_target` (sim/cluster_target.hpp), an in-process single-node
-// cluster over actors/local_cluster. A remote target (the HTTP/ZeroMQ
-// front door, `--target URL`) is not implemented yet: the front door does
-// not exist (docs/sim.md).
+// What the live driver sends requests to: `cluster_target`
+// (sim/cluster_target.hpp), an in-process single-node cluster over
+// actors/local_cluster, or `zmq_target` (sim/zmq_target.hpp), a running
+// front door's ZeroMQ API (`--target zmq://HOST:PORT`, docs/sim.md).
 
 #include <chrono>
 #include <cstdint>

@@ -2,6 +2,11 @@
 // (scripted_service.hpp): routes, OpenAI response shapes, SSE, auth,
 // limits, uploads and tenant isolation, cancellation on disconnect.
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -308,6 +313,37 @@ TEST_F(http_server_test, a_client_that_disconnects_cancels_its_stream) {
   while (service_.cancels == 0 && std::chrono::steady_clock::now() < until)
     std::this_thread::sleep_for(5ms);
   EXPECT_EQ(service_.cancels, 1);
+}
+
+TEST_F(http_server_test, a_client_that_disconnects_cancels_its_whole_answer) {
+  // A non-streaming request waits for its whole answer; the client hangs
+  // up meanwhile. Raw socket: httplib's client cannot drop a request.
+  service_.never_finish = true;
+  service_.gap = 2ms;
+  const int sock = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(sock, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(server_->port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const auto body = chat("go on forever", false).dump();
+  const auto request = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                       "Content-Type: application/json\r\nContent-Length: " +
+                       std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(::send(sock, request.data(), request.size(), 0), ssize_t(request.size()));
+  std::this_thread::sleep_for(300ms); // the request is generating
+  EXPECT_EQ(service_.cancels, 0);
+  ::close(sock);
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (service_.cancels == 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(service_.cancels, 1);
+  // The server goes on serving.
+  service_.never_finish = false;
+  auto r = post("/v1/chat/completions", chat("hello"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
 }
 
 } // namespace

@@ -1,52 +1,102 @@
 """The official `openai` Python SDK against `mosaic serve` (builtin:tiny).
 
 Run by openai_sdk_test.sh, which starts the server and passes its base URL
-and an API key in MOSAIC_BASE_URL / MOSAIC_API_KEY.
+and two tenants' API keys in MOSAIC_BASE_URL / MOSAIC_API_KEY /
+MOSAIC_OTHER_KEY. Covers: chat with an image, whole and streamed; upload
+then reference; another tenant's reference refused; every bad input of the
+front door's error table with its status; 401 for a wrong key; /metrics
+parsed by prometheus-client's text-format parser, its counters moving as
+requests run.
 """
 import base64
+import json
 import os
 import struct
 import sys
 import zlib
 
+import httpx
 import openai
+from prometheus_client.parser import text_string_to_metric_families
+
+MODEL = "builtin:tiny"
 
 
-def random_png(size=56):
+def png(size=56, header_only=False, claimed=None):
+    """A random RGB PNG; `claimed` overrides the header's size (with no pixels)."""
     raw = b"".join(b"\x00" + os.urandom(size * 3) for _ in range(size))
 
     def chunk(kind, data):
         return (struct.pack(">I", len(data)) + kind + data +
                 struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
 
-    ihdr = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) +
-            chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    w = h = claimed or size
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    head = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+    if header_only or claimed:
+        return head
+    return head + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def data_url(image):
+    return "data:image/png;base64," + base64.b64encode(image).decode()
+
+
+def image_messages(url, n_images=1):
+    parts = [{"type": "image_url", "image_url": {"url": url}} for _ in range(n_images)]
+    parts.append({"type": "text", "text": "What is in the image?"})
+    return [{"role": "user", "content": parts}]
+
+
+def metrics(base):
+    """name -> {labels tuple -> value} from /metrics, via the Prometheus parser."""
+    text = httpx.get(base.rsplit("/v1", 1)[0] + "/metrics", timeout=30).text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def value(m, name, **labels):
+    return m.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
+
+
+def expect_status(status, fn, what):
+    try:
+        fn()
+    except openai.APIStatusError as e:
+        assert e.status_code == status, (what, e.status_code, e.response.text)
+        body = e.response.json()
+        assert body["error"]["message"] and body["error"]["type"], (what, body)
+        return
+    raise AssertionError(f"{what}: accepted, expected HTTP {status}")
 
 
 def main():
     base = os.environ["MOSAIC_BASE_URL"]
     key = os.environ["MOSAIC_API_KEY"]
+    other_key = os.environ["MOSAIC_OTHER_KEY"]
     client = openai.OpenAI(base_url=base, api_key=key, timeout=60, max_retries=0)
+    other = openai.OpenAI(base_url=base, api_key=other_key, timeout=60, max_retries=0)
+    auth = {"Authorization": f"Bearer {key}"}
+    before = metrics(base)
 
     models = client.models.list()
-    assert models.data[0].id == "builtin:tiny", models
+    assert models.data[0].id == MODEL, models
+    context = models.data[0].model_extra.get("max_model_len")
 
-    url = "data:image/png;base64," + base64.b64encode(random_png()).decode()
-    messages = [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": url}},
-        {"type": "text", "text": "What is in the image?"}]}]
-    whole = client.chat.completions.create(model="builtin:tiny", messages=messages,
-                                           max_tokens=5, temperature=0)
+    # -- chat with an image, whole and streamed ---------------------------------------
+    messages = image_messages(data_url(png()))
+    whole = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=5,
+                                           temperature=0)
     assert whole.choices[0].finish_reason in ("stop", "length"), whole
     assert whole.usage.completion_tokens >= 1, whole.usage
     assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
 
-    text = ""
-    usage = None
-    finish = None
-    for chunk in client.chat.completions.create(model="builtin:tiny", messages=messages,
-                                                max_tokens=5, temperature=0, stream=True,
+    text, usage, finish = "", None, None
+    for chunk in client.chat.completions.create(model=MODEL, messages=messages, max_tokens=5,
+                                                temperature=0, stream=True,
                                                 stream_options={"include_usage": True}):
         if chunk.usage is not None:
             usage = chunk.usage
@@ -57,21 +107,86 @@ def main():
     assert finish in ("stop", "length")
     assert usage is not None and usage.completion_tokens == whole.usage.completion_tokens
 
-    completion = client.completions.create(model="builtin:tiny", prompt="Hello", max_tokens=3)
+    completion = client.completions.create(model=MODEL, prompt="Hello", max_tokens=3)
     assert completion.choices[0].finish_reason in ("stop", "length")
 
+    # -- upload, then reference; another tenant's reference is refused ----------------
+    image = png()
+    up = httpx.post(base + "/mosaic/images", json={"image": data_url(image)}, headers=auth,
+                    timeout=60)
+    assert up.status_code == 200, up.text
+    ref = up.json()["url"]
+    assert ref.startswith("mosaic://library/") and len(up.json()["id"]) == 64, up.text
+    by_ref = client.chat.completions.create(model=MODEL, messages=image_messages(ref),
+                                            max_tokens=5, temperature=0)
+    by_bytes = client.chat.completions.create(model=MODEL, messages=image_messages(data_url(image)),
+                                              max_tokens=5, temperature=0)
+    assert by_ref.choices[0].message.content == by_bytes.choices[0].message.content
+    expect_status(404, lambda: other.chat.completions.create(
+        model=MODEL, messages=image_messages(ref), max_tokens=5), "another tenant's reference")
+
+    # -- every bad input gets its status ----------------------------------------------
+    ok_image = data_url(png())
+    chat = lambda **kw: client.chat.completions.create(model=kw.pop("model", MODEL), **kw)
+    expect_status(400, lambda: chat(messages=image_messages(ok_image), max_tokens=5,
+                                    extra_body={"frobnicate": 1}), "unknown field")
+    expect_status(400, lambda: chat(messages=image_messages(ok_image), max_tokens=5, n=2),
+                  "n = 2")
+    expect_status(400, lambda: chat(messages=image_messages(ok_image), max_tokens=0), "max_tokens 0")
+    expect_status(400, lambda: chat(messages=image_messages(ok_image), max_tokens=5,
+                                    temperature=5), "temperature 5")
+    expect_status(400, lambda: chat(messages=image_messages(ok_image, 17), max_tokens=5),
+                  "17 images")
+    expect_status(400, lambda: chat(messages=image_messages(data_url(png(header_only=True))),
+                                    max_tokens=5), "undecodable image")
+    expect_status(400, lambda: chat(messages=image_messages("data:image/gif;base64,R0lG"),
+                                    max_tokens=5), "a GIF")
+    expect_status(400, lambda: chat(messages=image_messages("https://example.com/cat.png"),
+                                    max_tokens=5), "a remote URL")
+    expect_status(400, lambda: chat(messages=image_messages(data_url(png(claimed=5000))),
+                                    max_tokens=5), "5000x5000 pixels")
+    expect_status(413, lambda: chat(messages=image_messages(
+        "data:image/png;base64," + "A" * (28 << 20)), max_tokens=5), "an image over 20 MiB")
+    if context:
+        expect_status(400, lambda: chat(messages=image_messages(ok_image), max_tokens=context),
+                      "max_tokens past the context")
+    expect_status(400, lambda: chat(messages=[{"role": "user", "content": "x " * 100000}],
+                                    max_tokens=5), "a prompt longer than the context")
+    expect_status(404, lambda: chat(model="gpt-4o", messages=image_messages(ok_image),
+                                    max_tokens=5), "unknown model")
+    expect_status(404, lambda: chat(messages=image_messages("mosaic://library/" + "b" * 64),
+                                    max_tokens=5), "unknown library id")
+    malformed = httpx.post(base + "/chat/completions", content=b'{"model": "builtin:tiny", ',
+                           headers={**auth, "Content-Type": "application/json"}, timeout=30)
+    assert malformed.status_code == 400, malformed.text
+    assert malformed.json()["error"]["type"] == "invalid_request_error"
+    huge = httpx.post(base + "/chat/completions", content=b" " * (33 << 20),
+                      headers={**auth, "Content-Type": "application/json"}, timeout=60)
+    assert huge.status_code == 413, huge.status_code
+
+    # -- keys ---------------------------------------------------------------------------
     stranger = openai.OpenAI(base_url=base, api_key="sk-wrong-key-0", max_retries=0)
-    try:
-        stranger.models.list()
-        raise AssertionError("a wrong key was accepted")
-    except openai.AuthenticationError:
-        pass
-    try:
-        client.chat.completions.create(model="builtin:tiny", messages=messages, max_tokens=5,
-                                       extra_body={"frobnicate": 1})
-        raise AssertionError("an unknown field was accepted")
-    except openai.BadRequestError:
-        pass
+    expect_status(401, lambda: stranger.models.list(), "a wrong key")
+    expect_status(401, lambda: stranger.chat.completions.create(
+        model=MODEL, messages=image_messages(ok_image), max_tokens=5), "a wrong key on chat")
+
+    # -- /metrics: parses, and its counters moved -----------------------------------------
+    after = metrics(base)
+    assert value(after, "mosaic:request_success_total", finished_reason="stop") + \
+        value(after, "mosaic:request_success_total", finished_reason="length") >= \
+        value(before, "mosaic:request_success_total", finished_reason="stop") + \
+        value(before, "mosaic:request_success_total", finished_reason="length") + 5
+    for name in ("mosaic:prompt_tokens_total", "mosaic:generation_tokens_total",
+                 "mosaic:image_tokens_total", "mosaic:time_to_first_token_seconds_count",
+                 "mosaic:e2e_request_latency_seconds_count",
+                 "mosaic:request_queue_time_seconds_count",
+                 "mosaic:vision_encodes_total", "mosaic:prefix_cache_queries_total"):
+        assert value(after, name) > value(before, name), (name, value(before, name),
+                                                          value(after, name))
+    for status in ("400", "401", "404", "413"):
+        assert value(after, "mosaic:request_failure_total", status=status) > \
+            value(before, "mosaic:request_failure_total", status=status), status
+    assert "mosaic:num_requests_waiting" in after and "mosaic:num_requests_running" in after
     print("openai SDK test passed")
     return 0
 

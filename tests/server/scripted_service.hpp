@@ -23,6 +23,8 @@ public:
                   std::atomic<int>& cancels)
     : events_(std::move(events)), gap_(gap), cancels_(cancels) {}
 
+  /// Each event is due `gap` after the previous one was taken; a caller
+  /// that polls (timeout 0) sees it once it is due.
   std::optional<wire::token_event> next(std::chrono::milliseconds timeout) override {
     if (events_.empty() || cancelled_) {
       std::this_thread::sleep_for(std::min(timeout, std::chrono::milliseconds{5}));
@@ -34,13 +36,15 @@ public:
       }
       return std::nullopt;
     }
-    if (gap_ > timeout) {
+    const auto now = std::chrono::steady_clock::now();
+    if (due_ - now > timeout) {
       std::this_thread::sleep_for(timeout);
       return std::nullopt;
     }
-    std::this_thread::sleep_for(gap_);
+    std::this_thread::sleep_until(due_);
     auto ev = events_.front();
     events_.pop_front();
+    due_ = std::chrono::steady_clock::now() + gap_;
     if (ev.finish != msg::FinishReason::none)
       ended_ = true;
     return ev;
@@ -53,6 +57,7 @@ public:
 private:
   std::deque<wire::token_event> events_;
   std::chrono::milliseconds gap_;
+  std::chrono::steady_clock::time_point due_ = std::chrono::steady_clock::now() + gap_;
   std::atomic<int>& cancels_;
   std::atomic<bool> cancelled_{false};
   std::atomic<bool> ended_{false};

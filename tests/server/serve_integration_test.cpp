@@ -10,9 +10,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "server/cluster_service.hpp"
-#include "server/http_server.hpp"
-#include "tests/actors/actor_test_util.hpp"
+#include "tests/server/live_front_door.hpp"
 #include "tests/server/sse_client.hpp"
 #include "tests/server/test_images.hpp"
 
@@ -22,33 +20,22 @@ namespace {
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
-constexpr const char* alice_key = "sk-alice-0001";
-constexpr const char* bob_key = "sk-bob-00002";
+using test::alice_key;
+using test::bob_key;
 
 class serve_integration_test : public ::testing::Test {
 protected:
   static void SetUpTestSuite() {
-    library_ = std::make_unique<actors::test::temp_dir>("mosaic_server_lib");
-    auto c = actors::local_cluster::start(actors::test::tiny_options(library_->path()));
-    ASSERT_TRUE(c) << c.err().to_string();
-    cluster_ = std::move(*c);
-    service_ = std::make_unique<cluster_service>(*cluster_, "builtin:tiny");
     http_options o;
-    o.port = 0;
     o.request_timeout = 30s;
-    auto keys = api_keys::parse(std::string{alice_key} + " alice\n" + bob_key + " bob\n", "t");
-    ASSERT_TRUE(keys);
-    o.keys = *keys;
-    auto s = http_server::start(std::move(o), *service_);
-    ASSERT_TRUE(s) << s.err().to_string();
-    http_ = std::move(*s);
+    o.keys = test::two_tenants();
+    auto d = test::live_front_door::start("mosaic_server_lib", {}, std::move(o));
+    ASSERT_TRUE(d) << d.err().to_string();
+    door_ = std::move(*d);
+    http_ = door_->http.get();
+    service_ = door_->service.get();
   }
-  static void TearDownTestSuite() {
-    http_.reset();
-    service_.reset();
-    cluster_.reset();
-    library_.reset();
-  }
+  static void TearDownTestSuite() { door_.reset(); }
 
   httplib::Result post(const std::string& path, const json& body, const char* key) {
     auto cli = test::loopback_client(http_->port());
@@ -69,10 +56,9 @@ protected:
   std::vector<uint8_t> png() { return actors::test::random_png(rng_); }
 
   std::mt19937_64 rng_{actors::test::fresh_seed()};
-  static inline std::unique_ptr<actors::test::temp_dir> library_;
-  static inline std::unique_ptr<actors::local_cluster> cluster_;
-  static inline std::unique_ptr<cluster_service> service_;
-  static inline std::unique_ptr<http_server> http_;
+  static inline std::unique_ptr<test::live_front_door> door_;
+  static inline http_server* http_ = nullptr;
+  static inline cluster_service* service_ = nullptr;
 };
 
 TEST_F(serve_integration_test, chat_with_an_image_whole_and_streamed_agree) {

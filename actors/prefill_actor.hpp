@@ -14,6 +14,8 @@
 //
 //   (prefill_atom, prefill_task_msg, caf::actor sink) -> token_event_msg (the last)
 
+#include <memory>
+
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 
@@ -21,9 +23,14 @@
 
 namespace mosaic::actors {
 
+class kv_outbox;
+
 struct prefill_peers {
   caf::actor encoder; ///< receives "store after use" requests
   caf::actor decode;
+  /// Set when `decode` is on another node: the KV goes through it
+  /// (actors/kv_relay.hpp) instead of node_context::sequences.
+  std::shared_ptr<kv_outbox> remote_kv;
 };
 
 caf::actor spawn_prefill(caf::actor_system& sys, node_context* ctx, prefill_peers peers);

@@ -80,6 +80,9 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
   kv::transfer::receiver_options ro;
   ro.budget_bytes = std::max<uint64_t>(c->ctx_->options.pool_bytes, uint64_t(256) << 20);
   ro.max_transfer_bytes = ro.budget_bytes;
+  // Between machines a credit round trip costs more than in one process:
+  // allow 64 chunks (64 MiB) in flight instead of 16 (kv_transfer_netns_bench).
+  ro.window_chunks = 64;
   auto receiver = kv::transfer::kv_receiver::bind(net.zmq, tcp_endpoint(bind, self->data_port), ro);
   if (!receiver)
     return make_error(receiver.err().code, "node '", self->name, "': data_port ",

@@ -1,7 +1,7 @@
 #pragma once
 
 // The encoder's output across nodes (multi-node). The linker asks the
-// encoder for the embeddings of each miss ([n_tokens, hidden] f32, 2.4 MB
+// encoder for the embeddings of each miss ([n_tokens, hidden] f32, 9.4 MB
 // for LLaVA-1.5-7B); in one process they move by handle
 // (node_context::embeddings). When the encoder is on another node:
 //

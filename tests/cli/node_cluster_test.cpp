@@ -8,7 +8,8 @@
 // answers (text and image requests) equal those of `mosaic serve` (every
 // actor in one process); killing the decode node mid-stream ends every
 // running stream with an error promptly; new requests are refused with an
-// error naming the decode node; the restarted decode node serves again.
+// error naming the decode node; the restarted decode node serves again;
+// the prefill node's KV library verifies after a kill -9 of that node.
 // Label `cluster`; bounded (< 2 min).
 
 #include <fcntl.h>
@@ -402,6 +403,18 @@ TEST_F(NodeCluster, ThreeNodesAnswerLikeOneProcessAndSurviveALostDecodeNode) {
   }
   ASSERT_EQ(got.status, 200) << got.error;
   EXPECT_EQ(got.content, want.content);
+
+  // The prefill node's library (the image stored after use) is intact
+  // after a kill -9 of that node.
+  prefill.kill_now(SIGKILL);
+  child verify;
+  verify.start({MOSAIC_BIN, "cache", "verify", "--library", (dir / "lib3").string()},
+               dir / "verify.log");
+  ASSERT_TRUE(verify.wait_for("verified", 30s)) << read_file(verify.log);
+  EXPECT_NE(read_file(verify.log).find(" 0 bad"), std::string::npos) << read_file(verify.log);
+  const auto report = "\n" + read_file(verify.log);
+  EXPECT_EQ(report.find("\n0 entries verified"), std::string::npos)
+      << "nothing was stored: " << report;
 }
 
 } // namespace

@@ -179,15 +179,22 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
     prefill_peers pp;
     pp.encoder = storer ? storer : peer(actor_kind::encoder);
     pp.decode = peer(actor_kind::decode);
-    std::string where = "decode on this node";
+    std::string where = has(actor_kind::decode) ? "decode on this node" : "";
     if (!has(actor_kind::decode)) {
-      const auto* d = remote_node_with(topo, *self, actor_kind::decode);
-      if (d != nullptr) {
-        pp.remote_kv = std::make_shared<kv_outbox>(net.zmq, tcp_endpoint(d->host, d->data_port),
-                                                   address_of(*d), net.health);
-        net.outboxes.push_back(pp.remote_kv);
-        where = "KV to " + pp.remote_kv->endpoint();
+      // Every decode node of the topology; each request goes to the least
+      // loaded one that is up (failover for requests not yet handed over).
+      auto decoders = std::make_shared<remote_decoders>();
+      for (const auto& d : topo.nodes) {
+        if (d.name == self->name || d.count(actor_kind::decode) == 0)
+          continue;
+        auto outbox = std::make_shared<kv_outbox>(net.zmq, tcp_endpoint(d.host, d.data_port),
+                                                  address_of(d), net.health);
+        net.outboxes.push_back(outbox);
+        decoders->add(link_to(d, "decode"), outbox);
+        where += (where.empty() ? "KV to " : ", ") + outbox->endpoint();
       }
+      if (!decoders->targets().empty())
+        pp.remote_kv = std::move(decoders);
     }
     keep(actor_kind::prefill, spawn_prefill(sys, ctxp, std::move(pp)));
     c->actors_.push_back("prefill    detached     " + o.device + ", max_tokens " +
@@ -206,8 +213,20 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
     if (!uploader)
       if (const auto* n = remote_node_with(topo, *self, actor_kind::kv_loader))
         uploader = link_to(*n, "uploader");
-    c->router_ = spawn_router(
-        sys, ctxp, router_peers{peer(actor_kind::linker), uploader, peer(actor_kind::decode)});
+    // Cancels of running requests go to every decode node.
+    caf::actor decode_peer = peer(actor_kind::decode);
+    if (!has(actor_kind::decode)) {
+      std::vector<caf::actor> all_decode;
+      for (const auto& d : topo.nodes)
+        if (d.name != self->name && d.count(actor_kind::decode) != 0)
+          all_decode.push_back(link_to(d, "decode"));
+      if (all_decode.size() > 1) {
+        decode_peer = spawn_fanout(sys, std::move(all_decode));
+        c->all_.push_back(decode_peer);
+      }
+    }
+    c->router_ =
+        spawn_router(sys, ctxp, router_peers{peer(actor_kind::linker), uploader, decode_peer});
     keep(actor_kind::router, c->router_);
     c->actors_.push_back("router     cooperative  max_inflight " + std::to_string(o.max_inflight) +
                          ", queue " + std::to_string(o.max_queue));

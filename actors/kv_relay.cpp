@@ -132,24 +132,61 @@ status kv_outbox::send(uint64_t request_id, const kv_sequence& seq, node_context
   return {};
 }
 
+bool kv_outbox::up() const {
+  return !health_ || health_->up(peer_.node);
+}
+
+void remote_decoders::add(caf::actor link, std::shared_ptr<kv_outbox> outbox) {
+  auto t = std::make_shared<target>();
+  t->link = std::move(link);
+  t->outbox = std::move(outbox);
+  targets_.push_back(std::move(t));
+}
+
+result<std::shared_ptr<remote_decoders::target>> remote_decoders::pick() const {
+  std::shared_ptr<target> best;
+  std::string down;
+  for (const auto& t : targets_) {
+    if (!t->outbox->up()) {
+      down += (down.empty() ? "" : ", ") + t->outbox->peer().describe();
+      continue;
+    }
+    if (!best || t->inflight < best->inflight)
+      best = t;
+  }
+  if (!best)
+    return make_error(errc::unavailable, "no decode node is up (", down,
+                      "); retry when it is back");
+  return best;
+}
+
 caf::typed_response_promise<token_event_msg>
-hand_over_remote(caf::event_based_actor* self, kv_outbox& outbox, node_context& ctx,
-                 const caf::actor& decode, wire::decode_task task, kv_sequence seq,
-                 const caf::actor& sink) {
+hand_over_remote(caf::event_based_actor* self, const remote_decoders& decoders, node_context& ctx,
+                 wire::decode_task task, kv_sequence seq, const caf::actor& sink) {
   auto rp = self->make_response_promise<token_event_msg>();
+  auto picked = decoders.pick();
+  if (!picked) {
+    rp.deliver(to_caf_error(picked.err()));
+    return rp;
+  }
+  auto target = *picked;
+  auto& outbox = *target->outbox;
   auto answered = std::make_shared<bool>(false);
   const uint64_t id = task.request_id;
   task.kv.sequence = id; // the transfer's id; the intake puts the sequence there
   task.kv.node = outbox.peer().node;
   task.kv.endpoint = outbox.endpoint();
-  self->request(decode, until_deadline(task.deadline_unix_ns), decode_atom_v,
+  target->inflight++;
+  self->request(target->link, until_deadline(task.deadline_unix_ns), decode_atom_v,
                 make_decode_task_msg(task), sink)
       .then(
-          [rp, answered](const token_event_msg& last) mutable {
+          [rp, answered, target](const token_event_msg& last) mutable {
+            target->inflight--;
             if (!std::exchange(*answered, true))
               rp.deliver(last);
           },
-          [rp, answered](const caf::error& err) mutable {
+          [rp, answered, target](const caf::error& err) mutable {
+            target->inflight--;
             if (!std::exchange(*answered, true))
               rp.deliver(err);
           });

@@ -24,6 +24,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -64,6 +65,8 @@ public:
 
   const std::string& endpoint() const { return endpoint_; }
   const peer_address& peer() const { return peer_; }
+  /// False once the decode node's links saw it go down (until it is back).
+  bool up() const;
 
 private:
   zmq::context_t& context_;
@@ -74,15 +77,35 @@ private:
   std::unique_ptr<kv::transfer::kv_sender> sender_;
 };
 
-/// prefill → remote decode: sends `task` (kv.sequence = request id) to
-/// `decode` (a peer_link), then streams `seq` through `outbox`; the
+/// The decode nodes a prefill worker hands requests to. With several, a
+/// request goes to the one with the fewest requests in flight among those
+/// up; one that is down is skipped (failover of requests not yet handed
+/// over). Used by the prefill worker's thread only.
+class remote_decoders {
+public:
+  struct target {
+    caf::actor link; ///< peer_link to the node's "decode" (its kv_intake)
+    std::shared_ptr<kv_outbox> outbox;
+    int inflight = 0;
+  };
+  void add(caf::actor link, std::shared_ptr<kv_outbox> outbox);
+  /// The up target with the fewest requests in flight; errc::unavailable
+  /// naming every decode node when none is up.
+  result<std::shared_ptr<target>> pick() const;
+  const std::vector<std::shared_ptr<target>>& targets() const { return targets_; }
+
+private:
+  std::vector<std::shared_ptr<target>> targets_;
+};
+
+/// prefill → remote decode: picks a decode node, sends it `task`
+/// (kv.sequence = request id), then streams `seq` through its outbox; the
 /// returned promise gets the decode worker's last token event, or the
 /// first error (a failed transfer is reported as such, not as the decode
 /// side's consequence of it).
 caf::typed_response_promise<token_event_msg>
-hand_over_remote(caf::event_based_actor* self, kv_outbox& outbox, node_context& ctx,
-                 const caf::actor& decode, wire::decode_task task, kv_sequence seq,
-                 const caf::actor& sink);
+hand_over_remote(caf::event_based_actor* self, const remote_decoders& decoders, node_context& ctx,
+                 wire::decode_task task, kv_sequence seq, const caf::actor& sink);
 
 /// The decode node's intake of remote KV (see above). `receiver` must
 /// outlive the actor.

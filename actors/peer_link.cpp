@@ -273,6 +273,18 @@ caf::behavior peer_link(link_ptr self, peer_link_options options,
 
 } // namespace
 
+caf::actor spawn_fanout(caf::actor_system& sys, std::vector<caf::actor> targets) {
+  return sys.spawn([targets = std::move(targets)](caf::event_based_actor* self) -> caf::behavior {
+    self->set_default_handler([self, targets](caf::scheduled_actor*, caf::message_view& v) {
+      auto msg = v.copy_content_to_message();
+      for (const auto& t : targets)
+        self->send(t, msg);
+      return caf::result<caf::message>{caf::delegated<caf::message>{}};
+    });
+    return {[](shutdown_atom) {}}; // a behavior must not be empty
+  });
+}
+
 caf::actor spawn_peer_link(caf::actor_system& sys, peer_link_options options,
                            std::shared_ptr<peer_health> health) {
   return sys.spawn(peer_link, std::move(options), std::move(health));

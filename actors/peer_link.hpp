@@ -79,6 +79,11 @@ struct peer_link_options {
   std::chrono::milliseconds request_timeout{600'000};
 };
 
+/// An actor that sends every message it gets to each of `targets` (plain
+/// sends; a request gets no answer). The router's cancels to several
+/// decode nodes.
+caf::actor spawn_fanout(caf::actor_system& sys, std::vector<caf::actor> targets);
+
 /// Spawns the link; `health` may be null. The actor system must have the
 /// middleman loaded (init_network).
 caf::actor spawn_peer_link(caf::actor_system& sys, peer_link_options options,

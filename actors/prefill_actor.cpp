@@ -200,7 +200,7 @@ caf::result<token_event_msg> on_prefill(caf::stateful_actor<prefill_state>* self
   task.sampling = job->sampling;
   task.stream = job->stream;
   if (st.peers.remote_kv) // decode on another node: the KV moves over the data plane
-    return hand_over_remote(self, *st.peers.remote_kv, *ctx, st.peers.decode, std::move(task),
+    return hand_over_remote(self, *st.peers.remote_kv, *ctx, std::move(task),
                             std::move(out->sequence), sink);
   ctx->sequences.put_at(id, std::make_shared<kv_sequence>(std::move(out->sequence)));
   auto rp = self->make_response_promise<token_event_msg>();

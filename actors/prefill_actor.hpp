@@ -23,14 +23,15 @@
 
 namespace mosaic::actors {
 
-class kv_outbox;
+class remote_decoders;
 
 struct prefill_peers {
   caf::actor encoder; ///< receives "store after use" requests
   caf::actor decode;
-  /// Set when `decode` is on another node: the KV goes through it
-  /// (actors/kv_relay.hpp) instead of node_context::sequences.
-  std::shared_ptr<kv_outbox> remote_kv;
+  /// Set when decode runs on other nodes: requests go to one of them and
+  /// the KV over the data plane (actors/kv_relay.hpp) instead of by
+  /// handle through node_context::sequences; `decode` is then unused.
+  std::shared_ptr<remote_decoders> remote_kv;
 };
 
 caf::actor spawn_prefill(caf::actor_system& sys, node_context* ctx, prefill_peers peers);

@@ -126,11 +126,11 @@ int run(const std::string& cmd) {
   return std::system((cmd + " >/dev/null 2>&1").c_str());
 }
 
-/// Three addresses in namespaces on a bridge, or on loopback.
+/// Four addresses in namespaces on a bridge, or on loopback.
 struct network {
   std::string prefix; ///< names of namespaces / links
   bool namespaces = false;
-  std::string host[3]; ///< front, prefill, decode
+  std::string host[4]; ///< front, prefill, decode, second decode
   std::string why_not; ///< why namespaces were not used
 
   void setup() {
@@ -144,8 +144,8 @@ struct network {
     ok = ok && run("ip link add " + br + " type bridge") == 0 &&
          run("ip addr add " + subnet + "1/24 dev " + br) == 0 &&
          run("ip link set " + br + " up") == 0;
-    const char* roles[3] = {"f", "p", "d"};
-    for (int i = 0; ok && i < 3; ++i) {
+    const char* roles[4] = {"f", "p", "d", "e"};
+    for (int i = 0; ok && i < 4; ++i) {
       const std::string ns = prefix + roles[i];
       const std::string h = prefix + roles[i] + "h", n = prefix + roles[i] + "n";
       host[i] = subnet + std::to_string(i + 2);
@@ -164,18 +164,18 @@ struct network {
     if (why_not.empty())
       why_not = "`ip netns`/veth/bridge not permitted here";
     teardown();
-    for (int i = 0; i < 3; ++i)
+    for (int i = 0; i < 4; ++i)
       host[i] = "127.0." + std::to_string(s) + "." + std::to_string(i + 2);
   }
   /// argv prefix that runs a command in node i's namespace.
   std::vector<std::string> exec_in(int i) const {
-    static const char* roles[3] = {"f", "p", "d"};
+    static const char* roles[4] = {"f", "p", "d", "e"};
     if (!namespaces)
       return {};
     return {"ip", "netns", "exec", prefix + roles[i]};
   }
   void teardown() {
-    for (const char* r : {"f", "p", "d"}) {
+    for (const char* r : {"f", "p", "d", "e"}) {
       run("ip link del " + prefix + r + "h");
       run("ip netns del " + prefix + r);
     }
@@ -236,7 +236,7 @@ int port_from_log(const fs::path& log) {
 class NodeCluster : public ::testing::Test {
 protected:
   void TearDown() override {
-    for (auto* c : {&front, &prefill, &decode, &single})
+    for (auto* c : {&front, &prefill, &decode, &decode2, &single})
       c->kill_now(SIGTERM);
     net.teardown();
     if (!HasFailure() && !dir.empty())
@@ -252,65 +252,81 @@ protected:
     c.start(argv, dir / (name + ".log"));
   }
 
+  /// Starts `mosaic serve` (the reference), makes the network and writes
+  /// the cluster's topology (front, prefill, decode[, decode2]).
+  void prepare(bool second_decode) {
+    if (geteuid() != 0 && getenv("MOSAIC_CLUSTER_NO_NETNS") == nullptr)
+      setenv("MOSAIC_CLUSTER_NO_NETNS", "1", 1); // loopback addresses need no privileges
+    dir = fs::path{MOSAIC_TEST_BINARY_DIR} / ("node-cluster-" + std::to_string(getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    setenv("MOSAIC_HOME", (fs::path{MOSAIC_TEST_BINARY_DIR} / "mosaic-home-cluster").c_str(), 1);
+    setenv("OPENBLAS_NUM_THREADS", "1", 1);
+    base = 21000 + int(getpid() % 2000) * 8;
+
+    // The reference: every actor in one process. Started first, it also
+    // creates builtin:tiny in MOSAIC_HOME before the nodes read it.
+    {
+      std::ofstream f{dir / "single.yaml"};
+      f << "model: builtin:tiny\ndefaults: { policy: full, deadline_ms: 20000 }\nnodes:\n"
+        << "  - { name: one, host: 127.0.0.1, control_port: " << base << ", data_port: " << base + 1
+        << ", threads: 1, actors: [ { kind: frontend, http_port: " << base + 2
+        << " }, { kind: router }, { kind: encoder }, { kind: kv_loader, library: "
+        << (dir / "lib1").string()
+        << ", io: pread, ram_gb: 0.1, disk_gb: 1 }, { kind: linker }, { kind: prefill }, "
+        << "{ kind: decode, max_batch: 8, pool_gb: 0.1 } ] }\n";
+    }
+    single.start(
+        {MOSAIC_BIN, "serve", "--topology", (dir / "single.yaml").string(), "--http-port", "0"},
+        dir / "single.log");
+    ASSERT_TRUE(single.wait_for("running;", 60s)) << read_file(single.log);
+    single_port = port_from_log(single.log);
+    ASSERT_GT(single_port, 0);
+
+    net.setup();
+    std::printf("cluster on %s: %s %s %s\n",
+                net.namespaces ? "network namespaces" : "loopback addresses", net.host[0].c_str(),
+                net.host[1].c_str(), net.host[2].c_str());
+    if (!net.namespaces)
+      std::printf("  (no namespaces: %s)\n", net.why_not.c_str());
+    http_port = base + 3;
+    topo = dir / "cluster.yaml";
+    {
+      std::ofstream f{topo};
+      f << "model: builtin:tiny\ndefaults: { policy: full, deadline_ms: 20000 }\nnodes:\n"
+        << "  - { name: front, host: " << net.host[0] << ", control_port: " << base + 4
+        << ", data_port: " << base + 5
+        << ", threads: 1, actors: [ { kind: frontend, http_port: " << http_port
+        << " }, { kind: router }, { kind: encoder } ] }\n"
+        << "  - { name: prefill, host: " << net.host[1] << ", control_port: " << base + 4
+        << ", data_port: " << base + 5
+        << ", threads: 1, actors: [ { kind: kv_loader, library: " << (dir / "lib3").string()
+        << ", io: pread, ram_gb: 0.1, disk_gb: 1 }, { kind: linker }, "
+        << "{ kind: prefill } ] }\n"
+        << "  - { name: decode, host: " << net.host[2] << ", control_port: " << base + 4
+        << ", data_port: " << base + 5 << ", threads: 1, actors: [ { kind: decode, max_batch: 8, "
+        << "pool_gb: 0.1 } ] }\n";
+      if (second_decode)
+        f << "  - { name: decode2, host: " << net.host[3] << ", control_port: " << base + 4
+          << ", data_port: " << base + 5 << ", threads: 1, actors: [ { kind: decode, max_batch: 8, "
+          << "pool_gb: 0.1 } ] }\n";
+    }
+  }
+
+  int base = 0;
+  int single_port = 0;
+  int http_port = 0;
+
   network net;
   fs::path dir;
   fs::path topo;
-  child front, prefill, decode, single;
+  child front, prefill, decode, decode2, single;
 };
 
 TEST_F(NodeCluster, ThreeNodesAnswerLikeOneProcessAndSurviveALostDecodeNode) {
-  if (geteuid() != 0 && getenv("MOSAIC_CLUSTER_NO_NETNS") == nullptr)
-    setenv("MOSAIC_CLUSTER_NO_NETNS", "1", 1); // loopback addresses need no privileges
-  dir = fs::path{MOSAIC_TEST_BINARY_DIR} / ("node-cluster-" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  setenv("MOSAIC_HOME", (fs::path{MOSAIC_TEST_BINARY_DIR} / "mosaic-home-cluster").c_str(), 1);
-  setenv("OPENBLAS_NUM_THREADS", "1", 1);
-  const int base = 21000 + int(getpid() % 2000) * 8;
-
-  // The reference: every actor in one process. Started first, it also
-  // creates builtin:tiny in MOSAIC_HOME before the nodes read it.
-  {
-    std::ofstream f{dir / "single.yaml"};
-    f << "model: builtin:tiny\ndefaults: { policy: full, deadline_ms: 20000 }\nnodes:\n"
-      << "  - { name: one, host: 127.0.0.1, control_port: " << base << ", data_port: " << base + 1
-      << ", threads: 1, actors: [ { kind: frontend, http_port: " << base + 2
-      << " }, { kind: router }, { kind: encoder }, { kind: kv_loader, library: "
-      << (dir / "lib1").string()
-      << ", io: pread, ram_gb: 0.1, disk_gb: 1 }, { kind: linker }, { kind: prefill }, "
-      << "{ kind: decode, max_batch: 8, pool_gb: 0.1 } ] }\n";
-  }
-  single.start(
-      {MOSAIC_BIN, "serve", "--topology", (dir / "single.yaml").string(), "--http-port", "0"},
-      dir / "single.log");
-  ASSERT_TRUE(single.wait_for("running;", 60s)) << read_file(single.log);
-  const int single_port = port_from_log(single.log);
-  ASSERT_GT(single_port, 0);
-
-  net.setup();
-  std::printf("cluster on %s: %s %s %s\n",
-              net.namespaces ? "network namespaces" : "loopback addresses", net.host[0].c_str(),
-              net.host[1].c_str(), net.host[2].c_str());
-  if (!net.namespaces)
-    std::printf("  (no namespaces: %s)\n", net.why_not.c_str());
-  const int http_port = base + 3;
-  topo = dir / "cluster.yaml";
-  {
-    std::ofstream f{topo};
-    f << "model: builtin:tiny\ndefaults: { policy: full, deadline_ms: 20000 }\nnodes:\n"
-      << "  - { name: front, host: " << net.host[0] << ", control_port: " << base + 4
-      << ", data_port: " << base + 5
-      << ", threads: 1, actors: [ { kind: frontend, http_port: " << http_port
-      << " }, { kind: router }, { kind: encoder } ] }\n"
-      << "  - { name: prefill, host: " << net.host[1] << ", control_port: " << base + 4
-      << ", data_port: " << base + 5
-      << ", threads: 1, actors: [ { kind: kv_loader, library: " << (dir / "lib3").string()
-      << ", io: pread, ram_gb: 0.1, disk_gb: 1 }, { kind: linker }, "
-      << "{ kind: prefill } ] }\n"
-      << "  - { name: decode, host: " << net.host[2] << ", control_port: " << base + 4
-      << ", data_port: " << base + 5 << ", threads: 1, actors: [ { kind: decode, max_batch: 8, "
-      << "pool_gb: 0.1 } ] }\n";
-  }
+  prepare(false);
+  if (HasFatalFailure())
+    return;
   // Start order: decode last, after the others have been waiting for it.
   start_node(front, 0, "front");
   start_node(prefill, 1, "prefill");
@@ -418,6 +434,55 @@ TEST_F(NodeCluster, ThreeNodesAnswerLikeOneProcessAndSurviveALostDecodeNode) {
   std::printf("prefill library after kill -9:%s", report.c_str());
   EXPECT_EQ(report.find("\n0 entries verified"), std::string::npos)
       << "nothing was stored: " << report;
+}
+
+// Two decode nodes: requests go to the one with fewer in flight; when one
+// dies, new requests fail over to the other with the same answers.
+TEST_F(NodeCluster, RequestsFailOverToASecondDecodeNode) {
+  prepare(true);
+  if (HasFatalFailure())
+    return;
+  start_node(decode, 2, "decode");
+  start_node(decode2, 3, "decode2");
+  start_node(prefill, 1, "prefill");
+  start_node(front, 0, "front");
+  ASSERT_TRUE(front.wait_for("node front ready", 60s)) << read_file(front.log);
+  ASSERT_TRUE(prefill.wait_for("node prefill ready", 30s)) << read_file(prefill.log);
+  const std::string& fh = net.host[0];
+  const auto png =
+      base64(read_file(fs::path{MOSAIC_SOURCE_DIR} / "tests/data/engine/red_square.png"));
+  const auto body = chat_body(png, 8, false);
+  const auto want = ask("127.0.0.1", single_port, body);
+  ASSERT_EQ(want.status, 200) << want.error;
+  // Concurrent requests spread over both decode nodes and agree.
+  {
+    std::vector<answer> got(6);
+    std::vector<std::thread> ts;
+    for (size_t i = 0; i < got.size(); ++i)
+      ts.emplace_back([&, i] { got[i] = ask(fh, http_port, chat_body(png, 64, false)); });
+    for (auto& t : ts)
+      t.join();
+    const auto want64 = ask("127.0.0.1", single_port, chat_body(png, 64, false));
+    for (const auto& g : got) {
+      ASSERT_EQ(g.status, 200) << g.error;
+      EXPECT_EQ(g.content, want64.content);
+    }
+  }
+  decode.kill_now(SIGKILL);
+  ASSERT_TRUE(prefill.wait_for(
+      "'decode' (" + net.host[2] + ":" + std::to_string(base + 4) + ") is DOWN", 5s))
+      << read_file(prefill.log);
+  for (int i = 0; i < 3; ++i) {
+    auto got = ask(fh, http_port, body);
+    ASSERT_EQ(got.status, 200) << "request " << i << " after decode died: " << got.error;
+    EXPECT_EQ(got.content, want.content);
+  }
+  // Both gone: refused, naming both.
+  decode2.kill_now(SIGKILL);
+  std::this_thread::sleep_for(300ms);
+  auto refused = ask(fh, http_port, body);
+  EXPECT_NE(refused.status, 200);
+  EXPECT_NE(refused.error.find("decode2"), std::string::npos) << refused.error;
 }
 
 } // namespace

@@ -4,7 +4,7 @@
 // no checksum, no copy into place), measured in the same run.
 //
 //   kv_transfer_bench [--endpoint tcp://127.0.0.1:*] [--layers 32]
-//                     [--layer-mb 4] [--chunk-kb 1024] [--reps 5]
+//                     [--layer-mb 4] [--chunk-kb 1024] [--window 16] [--reps 5]
 //
 // The default shape is a 7B model's prefill of ~500 tokens in f32 (32
 // layers x 4 MiB of K and V). Across network namespaces, pass an endpoint
@@ -95,10 +95,13 @@ int main(int argc, char** argv) {
   double layer_mb = 4;
   size_t chunk_kb = 1024;
   int reps = 5;
+  uint32_t window = receiver_options{}.window_chunks;
   app.add_option("--endpoint", endpoint, "where the receiver binds (port * = any)");
   app.add_option("--layers", layers, "sections per transfer")->check(CLI::Range(1, 1024));
   app.add_option("--layer-mb", layer_mb, "MiB per section")->check(CLI::Range(0.001, 256.0));
   app.add_option("--chunk-kb", chunk_kb, "KiB per chunk")->check(CLI::Range(4, 65536));
+  app.add_option("--window", window, "chunks a sender may have unacknowledged")
+      ->check(CLI::Range(2, 4096));
   app.add_option("--reps", reps, "timed runs of each (median)")->check(CLI::Range(1, 100));
   CLI11_PARSE(app, argc, argv);
 
@@ -110,7 +113,9 @@ int main(int argc, char** argv) {
   size_t chunk = chunk_kb << 10;
 
   zmq::context_t ctx{2};
-  auto receiver = kv_receiver::bind(ctx, endpoint);
+  receiver_options ro;
+  ro.window_chunks = window;
+  auto receiver = kv_receiver::bind(ctx, endpoint, ro);
   if (!receiver) {
     std::fprintf(stderr, "kv_transfer_bench: %s\n", receiver.err().to_string().c_str());
     return 1;

@@ -149,7 +149,7 @@ TEST_F(transfer_test, sender_never_exceeds_granted_credit) {
     auto h = encode(frame_header{frame_kind::accept, 1, 0, 0, 2, 0});
     fake.send(id, zmq::send_flags::sndmore);
     fake.send(zmq::buffer(h.data(), h.size()), zmq::send_flags::sndmore);
-    fake.send(zmq::message_t{});
+    fake.send(zmq::message_t{}, zmq::send_flags::none);
   });
   ASSERT_TRUE((*s)->begin(1, 1, 10'000));
   fake_receiver.join();

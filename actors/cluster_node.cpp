@@ -60,6 +60,17 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
   const node_spec* self = topo.find_node(node_name);
   if (self == nullptr)
     return make_error(errc::not_found, "the topology has no node '", node_name, "'");
+  // The prefill job and the library loads move from linker and kv_loader
+  // to the prefill worker by handle (node_context tables): those three
+  // share a node.
+  const bool linker = self->count(actor_kind::linker) != 0,
+             prefill = self->count(actor_kind::prefill) != 0,
+             loader = self->count(actor_kind::kv_loader) != 0;
+  if ((linker || prefill) && !(linker && prefill && loader))
+    return make_error(errc::unsupported, "node '", self->name,
+                      "' runs a linker or prefill actor without all three of linker, prefill and "
+                      "kv_loader; put them on the same node (jobs and library loads move between "
+                      "them by handle)");
   auto options = node_options_for_node(topo, node_name);
   if (!options)
     return std::move(options).err();

@@ -6,6 +6,7 @@
 #include "actors/encoder_actor.hpp"
 #include "actors/kv_loader_actor.hpp"
 #include "actors/linker_actor.hpp"
+#include "actors/node_network.hpp"
 #include "actors/pipeline_messages.hpp"
 #include "actors/prefill_actor.hpp"
 #include "actors/router_actor.hpp"
@@ -174,7 +175,9 @@ uint64_t token_stream::request_id() const {
 
 // -- local_cluster -------------------------------------------------------------------
 
-result<node_options> node_options_from_topology(const topology& topo, std::string_view node) {
+namespace {
+
+result<node_options> options_of(const topology& topo, std::string_view node, bool every_role) {
   if (topo.nodes.empty())
     return make_error(errc::invalid_argument, "the topology has no nodes");
   const node_spec* n = node.empty() ? &topo.nodes.front() : topo.find_node(node);
@@ -190,7 +193,7 @@ result<node_options> node_options_from_topology(const topology& topo, std::strin
   o.default_max_tokens = topo.defaults.max_tokens;
   for (auto kind : {actor_kind::router, actor_kind::encoder, actor_kind::kv_loader,
                     actor_kind::linker, actor_kind::prefill, actor_kind::decode})
-    if (n->count(kind) == 0)
+    if (every_role && n->count(kind) == 0)
       return make_error(errc::unsupported, "node '", n->name, "' runs no ", to_string(kind),
                         " actor; one process runs every role of one node (split roles over "
                         "processes with `mosaic node`)");
@@ -219,7 +222,22 @@ result<node_options> node_options_from_topology(const topology& topo, std::strin
       o.decode_max_batch = d->max_batch;
     }
   }
+  if (!every_role) {
+    o.with_library = n->count(actor_kind::kv_loader) != 0;
+    if (n->count(actor_kind::decode) == 0)
+      o.pool_bytes = n->count(actor_kind::prefill) != 0 ? uint64_t(512) << 20 : uint64_t(16) << 20;
+  }
   return o;
+}
+
+} // namespace
+
+result<node_options> node_options_from_topology(const topology& topo, std::string_view node) {
+  return options_of(topo, node, true);
+}
+
+result<node_options> node_options_for_node(const topology& topo, std::string_view node) {
+  return options_of(topo, node, false);
 }
 
 result<std::unique_ptr<local_cluster>> local_cluster::start(const topology& topo,
@@ -246,7 +264,7 @@ result<std::unique_ptr<local_cluster>> local_cluster::start(node_options options
   auto loader = spawn_kv_loader(sys, ctxp);
   auto encoder = spawn_encoder(sys, ctxp, loader);
   auto decode = spawn_decode(sys, ctxp);
-  auto prefill = spawn_prefill(sys, ctxp, prefill_peers{encoder, decode});
+  auto prefill = spawn_prefill(sys, ctxp, prefill_peers{encoder, decode, nullptr});
   auto linker = spawn_linker(sys, ctxp, linker_peers{encoder, loader, prefill});
   c->router_ = spawn_router(sys, ctxp, router_peers{linker, encoder, decode});
   c->all_ = {c->router_, linker, prefill, decode, encoder, loader};
@@ -287,6 +305,11 @@ local_cluster::~local_cluster() {
 
 std::shared_ptr<token_stream> local_cluster::submit(const wire::generate_request& req) {
   auto stream = std::make_shared<token_stream>(steady::now());
+  if (!router_) {
+    stream->end(make_error(errc::unsupported, "this node runs no router; send requests to the "
+                                              "node with the frontend"));
+    return stream;
+  }
   const int64_t deadline =
       req.deadline_unix_ns != 0
           ? req.deadline_unix_ns
@@ -306,6 +329,9 @@ std::shared_ptr<token_stream> local_cluster::submit(const wire::generate_request
 
 result<upload_result> local_cluster::upload(std::string_view tenant, std::span<const uint8_t> image,
                                             std::chrono::milliseconds timeout) {
+  if (!router_)
+    return make_error(errc::unsupported, "this node runs no router; upload through the node with "
+                                         "the frontend");
   wire::encode_request req;
   req.tenant = std::string{tenant};
   req.deadline_unix_ns = unix_now_ns() + timeout.count() * 1'000'000;

@@ -90,8 +90,28 @@ struct upload_result {
 
 /// Fills node_options from one node of a validated topology (the first
 /// when `node` is empty). That node must run every role except the
-/// frontend: one process, one node (multi-node is the topology issue).
+/// frontend: one process, one node (`local_cluster::join` runs a part).
 result<node_options> node_options_from_topology(const topology& topo, std::string_view node = {});
+
+/// node_options of one node of a multi-node topology: like
+/// node_options_from_topology without requiring every role (a node
+/// without a kv_loader opens no library; one without prefill or decode
+/// gets a small pool).
+result<node_options> node_options_for_node(const topology& topo, std::string_view node);
+
+struct node_network;
+struct peer_address;
+class peer_health;
+
+/// How `local_cluster::join` runs a node of a multi-node topology.
+struct join_options {
+  /// How long to wait for every peer node at startup.
+  std::chrono::milliseconds connect_timeout{60000};
+  /// Address to listen on (control and data port); empty: the node's host
+  /// when it is an IP address, else 0.0.0.0.
+  std::string bind;
+  bool quiet = false; ///< no peer up/down lines on stderr
+};
 
 class local_cluster {
 public:
@@ -100,6 +120,14 @@ public:
   /// start(node_options_from_topology(topo, node)).
   static result<std::unique_ptr<local_cluster>> start(const topology& topo,
                                                       std::string_view node = {});
+  /// One node of a multi-node cluster (`mosaic node`, actors/cluster_node.cpp):
+  /// spawns only the actors the topology places on `node`, publishes them
+  /// through CAF's middleman on its control_port, receives bulk (KV,
+  /// embeddings) on its data_port, links to the peer nodes that run the
+  /// other roles, and returns once every peer is connected; errc::timeout
+  /// after `connect_timeout`, naming each missing peer and its host:port.
+  static result<std::unique_ptr<local_cluster>> join(const topology& topo, std::string_view node,
+                                                     join_options options = {});
   /// Stops every actor (running requests end), then frees the node.
   ~local_cluster();
   local_cluster(const local_cluster&) = delete;
@@ -116,12 +144,17 @@ public:
   node_context& context() { return *ctx_; }
   /// One line per spawned actor ("router  (cooperative)").
   const std::vector<std::string>& actors() const { return actors_; }
+  /// Peer nodes this node links to (empty in one process).
+  std::vector<peer_address> peers() const;
+  /// Up/down state of the peers (null in one process).
+  std::shared_ptr<peer_health> health() const;
 
   struct private_tag {};
   explicit local_cluster(private_tag);
 
 private:
   std::unique_ptr<node_context> ctx_;
+  std::unique_ptr<node_network> net_; // multi-node only; outlives sys_ (reset first)
   std::unique_ptr<caf::actor_system_config> cfg_;
   std::unique_ptr<caf::actor_system> sys_;
   std::vector<caf::actor> all_;

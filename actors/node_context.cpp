@@ -22,7 +22,7 @@ result<std::unique_ptr<node_context>> node_context::create(node_options options)
     return make_error(errc::invalid_argument,
                       "node options: block_size, decode_max_batch and max_inflight must be at "
                       "least 1 and max_queue at least 0");
-  if (o.library_dir.empty())
+  if (o.with_library && o.library_dir.empty())
     return make_error(errc::invalid_argument,
                       "node options: no KV library directory; set `library:` on the kv_loader");
 
@@ -53,6 +53,8 @@ result<std::unique_ptr<node_context>> node_context::create(node_options options)
   ctx->encoder.emplace(std::move(*enc));
   ctx->model_fingerprint = ctx->engine->weights().fingerprint();
 
+  if (!o.with_library)
+    return ctx;
   kv::library_options lo;
   lo.dir = o.library_dir;
   lo.model_fingerprint = ctx->model_fingerprint;

@@ -45,6 +45,7 @@ struct node_options {
   int block_size = 16;
   int decode_max_batch = 16;
   // -- library and loader -------------------------------------------------------
+  bool with_library = true; ///< false: no library and no loader (a node without kv_loader)
   std::filesystem::path library_dir;
   uint64_t ram_budget_bytes = uint64_t(2) << 30;
   uint64_t disk_budget_bytes = uint64_t(20) << 30;

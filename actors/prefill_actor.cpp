@@ -5,6 +5,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/kv_relay.hpp"
 #include "actors/pipeline_messages.hpp"
 #include "engine/sampler.hpp"
 #include "messages/error_convert.hpp"
@@ -201,6 +202,9 @@ caf::result<token_event_msg> on_prefill(caf::stateful_actor<prefill_state>* self
   task.sampling = job->sampling;
   task.stream = job->stream;
   task.queue_us = queue_us;
+  if (st.peers.remote_kv) // decode on another node: the KV moves over the data plane
+    return hand_over_remote(self, *st.peers.remote_kv, *ctx, std::move(task),
+                            std::move(out->sequence), sink);
   ctx->sequences.put_at(id, std::make_shared<kv_sequence>(std::move(out->sequence)));
   auto rp = self->make_response_promise<token_event_msg>();
   self->request(st.peers.decode, until_deadline(job->deadline_unix_ns), decode_atom_v,

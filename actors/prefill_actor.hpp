@@ -14,6 +14,8 @@
 //
 //   (prefill_atom, prefill_task_msg, caf::actor sink) -> token_event_msg (the last)
 
+#include <memory>
+
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 
@@ -21,9 +23,15 @@
 
 namespace mosaic::actors {
 
+class remote_decoders;
+
 struct prefill_peers {
   caf::actor encoder; ///< receives "store after use" requests
   caf::actor decode;
+  /// Set when decode runs on other nodes: requests go to one of them and
+  /// the KV over the data plane (actors/kv_relay.hpp) instead of by
+  /// handle through node_context::sequences; `decode` is then unused.
+  std::shared_ptr<remote_decoders> remote_kv;
 };
 
 caf::actor spawn_prefill(caf::actor_system& sys, node_context* ctx, prefill_peers peers);

@@ -13,6 +13,8 @@ void add_version_command(CLI::App& app, int* exit_code);
 // -- subcommand registrations --
 /// `mosaic serve [--topology FILE] [--node NAME] [--dry-run]`
 void add_serve_command(CLI::App& app, int* exit_code);
+/// `mosaic node --topology FILE --node NAME` (one node of a multi-node cluster)
+void add_node_command(CLI::App& app, int* exit_code);
 /// `mosaic generate --model M --image FILE... --prompt TEXT --policy P [--compare full]`
 void add_generate_command(CLI::App& app, int* exit_code);
 /// `mosaic model calibrate --model M`; attaches to the `model` group, so it is

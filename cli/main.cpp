@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   mosaic::cli::add_version_command(app, &exit_code);
   // -- subcommands --
   mosaic::cli::add_serve_command(app, &exit_code);
+  mosaic::cli::add_node_command(app, &exit_code);
   mosaic::cli::add_generate_command(app, &exit_code);
   mosaic::cli::add_cache_command(app, &exit_code);
   mosaic::cli::add_model_command(app, &exit_code);

@@ -1,0 +1,35 @@
+#pragma once
+
+// What a node of a multi-node cluster holds beyond the actors
+// (local_cluster::join, actors/cluster_node.cpp): the ZeroMQ context, the
+// data-plane receiver on its data_port, the outboxes towards remote
+// decode nodes, the peers it links to and their health. Destroyed after
+// the actor system (every actor that uses it has stopped).
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "actors/kv_relay.hpp"
+#include "actors/peer_link.hpp"
+#include "kv/transfer/receiver.hpp"
+
+namespace mosaic::actors {
+
+struct node_network {
+  std::string node;
+  zmq::context_t zmq{1};
+  std::unique_ptr<kv::transfer::kv_receiver> receiver; ///< on the node's data_port
+  std::vector<std::shared_ptr<kv_outbox>> outboxes;    ///< towards remote decode nodes
+  std::vector<peer_address> peers;
+  std::shared_ptr<peer_health> health = std::make_shared<peer_health>();
+
+  ~node_network() {
+    outboxes.clear(); // sockets before the context
+    receiver.reset();
+  }
+};
+
+} // namespace mosaic::actors

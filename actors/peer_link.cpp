@@ -1,0 +1,293 @@
+#include "actors/peer_link.hpp"
+
+#include <algorithm>
+#include <cstdio>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include "messages/caf_types.hpp"
+
+namespace mosaic::actors {
+
+std::string peer_address::describe() const {
+  return "node '" + node + "' (" + host + ":" + std::to_string(control_port) + ")";
+}
+
+// -- peer_health ----------------------------------------------------------------------
+
+void peer_health::set(const peer_address& peer, bool up) {
+  {
+    std::lock_guard lock{mutex_};
+    auto [it, fresh] = up_.try_emplace(peer.node, false);
+    if (!fresh && it->second == up)
+      return;
+    if (fresh && !up)
+      return; // never up: nothing changed
+    if (!up)
+      downs_[peer.node]++;
+    it->second = up;
+  }
+  cv_.notify_all();
+  if (!quiet_) {
+    std::fprintf(stderr, "mosaic: peer %s is %s\n", peer.describe().c_str(), up ? "up" : "DOWN");
+    std::fflush(stderr);
+  }
+}
+
+bool peer_health::up(const std::string& node) const {
+  std::lock_guard lock{mutex_};
+  auto it = up_.find(node);
+  return it != up_.end() && it->second;
+}
+
+uint64_t peer_health::downs(const std::string& node) const {
+  std::lock_guard lock{mutex_};
+  auto it = downs_.find(node);
+  return it == downs_.end() ? 0 : it->second;
+}
+
+bool peer_health::wait_all(const std::vector<peer_address>& peers,
+                           std::chrono::steady_clock::time_point deadline,
+                           std::vector<peer_address>& missing) const {
+  std::unique_lock lock{mutex_};
+  auto all_up = [&] {
+    return std::all_of(peers.begin(), peers.end(), [&](const peer_address& p) {
+      auto it = up_.find(p.node);
+      return it != up_.end() && it->second;
+    });
+  };
+  cv_.wait_until(lock, deadline, all_up);
+  missing.clear();
+  for (const auto& p : peers) {
+    auto it = up_.find(p.node);
+    if (it == up_.end() || !it->second)
+      missing.push_back(p);
+  }
+  return missing.empty();
+}
+
+// -- the link -----------------------------------------------------------------------------
+
+namespace {
+
+struct link_state {
+  peer_link_options options;
+  std::shared_ptr<peer_health> health;
+  caf::actor directory; ///< the peer's published node directory
+  caf::actor target;    ///< the actor of `kind` on the peer
+  uint64_t epoch = 0;   ///< bumped on every (re)connect attempt; stale answers are dropped
+  std::chrono::milliseconds backoff{50};
+  bool connecting = false;
+  uint64_t next_seq = 1;
+  std::map<uint64_t, caf::response_promise> pending; ///< forwarded requests
+  static inline const char* name = "peer_link";
+};
+
+using link_ptr = caf::stateful_actor<link_state>*;
+
+error unavailable(const link_state& st, const std::string& why) {
+  return make_error(errc::unavailable, st.options.peer.describe(), " ", why, " (", st.options.kind,
+                    " actor)");
+}
+
+void mark_down(link_ptr self, const std::string& why);
+
+void schedule_connect(link_ptr self) {
+  auto& st = self->state;
+  if (st.connecting)
+    return;
+  st.connecting = true;
+  self->delayed_send(self, st.backoff, caf::connect_atom_v, st.epoch);
+  st.backoff = std::min(st.backoff * 2, std::chrono::milliseconds{1000});
+}
+
+void on_target(link_ptr self, uint64_t epoch, caf::actor directory, caf::actor target) {
+  auto& st = self->state;
+  if (epoch != st.epoch || !target) {
+    st.connecting = false;
+    return schedule_connect(self);
+  }
+  st.connecting = false;
+  st.directory = std::move(directory);
+  st.target = std::move(target);
+  st.backoff = std::chrono::milliseconds{50};
+  self->monitor(st.target);
+  self->monitor(st.directory);
+  if (st.health)
+    st.health->set(st.options.peer, true);
+  self->delayed_send(self, st.options.heartbeat_interval, heartbeat_atom_v, st.epoch);
+}
+
+/// One connection attempt: middleman connect, then ask the directory.
+void try_connect(link_ptr self, uint64_t epoch) {
+  auto& st = self->state;
+  if (epoch != st.epoch || st.target)
+    return;
+  auto mm = self->home_system().middleman().actor_handle();
+  const auto& p = st.options.peer;
+  self->request(mm, std::chrono::seconds{3}, caf::connect_atom_v, p.host, p.control_port)
+      .then(
+          [self, epoch](const caf::node_id&, caf::strong_actor_ptr& ptr,
+                        const std::set<std::string>&) {
+            auto dir = caf::actor_cast<caf::actor>(ptr);
+            if (!dir || epoch != self->state.epoch) {
+              self->state.connecting = false;
+              return schedule_connect(self);
+            }
+            auto& st = self->state;
+            self->request(dir, std::chrono::seconds{3}, hello_atom_v, st.options.kind,
+                          st.options.from_node)
+                .then(
+                    [self, epoch, dir](caf::actor& target) { on_target(self, epoch, dir, target); },
+                    [self, epoch](caf::error& err) {
+                      auto& s = self->state;
+                      if (epoch != s.epoch)
+                        return;
+                      s.connecting = false;
+                      // A directory that does not know the kind is a
+                      // topology mismatch: say so, keep trying (it may be
+                      // an older process still shutting down).
+                      std::fprintf(
+                          stderr, "mosaic: %s\n",
+                          unavailable(s, "refused the link: " + from_caf_error(err).message)
+                              .to_string()
+                              .c_str());
+                      schedule_connect(self);
+                    });
+          },
+          [self, epoch](caf::error&) {
+            if (epoch != self->state.epoch)
+              return;
+            self->state.connecting = false;
+            schedule_connect(self);
+          });
+}
+
+void mark_down(link_ptr self, const std::string& why) {
+  auto& st = self->state;
+  if (!st.target && !st.directory)
+    return;
+  if (st.target)
+    self->demonitor(st.target);
+  if (st.directory)
+    self->demonitor(st.directory);
+  st.target = nullptr;
+  st.directory = nullptr;
+  st.epoch++;
+  st.connecting = false;
+  if (st.health)
+    st.health->set(st.options.peer, false);
+  auto err = to_caf_error(unavailable(st, why));
+  auto pending = std::move(st.pending);
+  st.pending.clear();
+  for (auto& [seq, rp] : pending)
+    rp.deliver(err);
+  schedule_connect(self);
+}
+
+void heartbeat(link_ptr self, uint64_t epoch) {
+  auto& st = self->state;
+  if (epoch != st.epoch || !st.directory)
+    return;
+  self->request(st.directory, st.options.heartbeat_timeout, heartbeat_atom_v)
+      .then(
+          [self, epoch](const std::string&) {
+            auto& s = self->state;
+            if (epoch == s.epoch)
+              self->delayed_send(self, s.options.heartbeat_interval, heartbeat_atom_v, epoch);
+          },
+          [self, epoch](caf::error&) {
+            if (epoch == self->state.epoch)
+              mark_down(self, "missed its heartbeat");
+          });
+}
+
+/// Relays the answer of forwarded request `seq` (any Mosaic message, or none).
+caf::behavior relay(link_ptr self, uint64_t seq) {
+  auto deliver = [self, seq](caf::message m) {
+    auto& p = self->state.pending;
+    auto it = p.find(seq);
+    if (it == p.end())
+      return; // answered already (peer went down)
+    it->second.deliver(std::move(m));
+    p.erase(it);
+  };
+#define MOSAIC_RELAY_(table, alias, ident)                                                         \
+  [deliver](alias& x) { deliver(caf::make_message(std::move(x))); },
+  return {MOSAIC_MESSAGE_TYPES(MOSAIC_RELAY_)[deliver](caf::actor &
+                                                       x){deliver(caf::make_message(std::move(x)));
+}
+, [deliver]() { deliver(caf::message{}); }, [self, seq](caf::error& err) {
+  auto& p = self->state.pending;
+  auto it = p.find(seq);
+  if (it == p.end())
+    return;
+  it->second.deliver(std::move(err));
+  p.erase(it);
+},
+}; // namespace
+#undef MOSAIC_RELAY_
+} // namespace mosaic::actors
+
+caf::result<caf::message> forward(link_ptr self, caf::message_view& view) {
+  auto& st = self->state;
+  auto* elem = self->current_mailbox_element();
+  const bool is_request = elem != nullptr && elem->mid.is_request();
+  if (!st.target) {
+    if (is_request)
+      return to_caf_error(unavailable(st, "is not connected"));
+    return caf::delegated<caf::message>{}; // a send to a down peer is lost, as to a dead actor
+  }
+  auto msg = view.move_content_to_message();
+  if (!is_request) {
+    self->send(st.target, std::move(msg));
+    return caf::delegated<caf::message>{};
+  }
+  const uint64_t seq = st.next_seq++;
+  st.pending.emplace(seq, self->make_response_promise());
+  auto h = self->request(st.target, st.options.request_timeout, std::move(msg));
+  self->add_multiplexed_response_handler(h.id(), relay(self, seq));
+  return caf::delegated<caf::message>{};
+}
+
+caf::behavior peer_link(link_ptr self, peer_link_options options,
+                        std::shared_ptr<peer_health> health) {
+  self->state.options = std::move(options);
+  self->state.health = std::move(health);
+  self->set_default_handler(
+      [self](caf::scheduled_actor*, caf::message_view& view) { return forward(self, view); });
+  self->set_down_handler([self](const caf::down_msg& dm) {
+    auto& st = self->state;
+    if ((st.target && dm.source == st.target.address()) ||
+        (st.directory && dm.source == st.directory.address()))
+      mark_down(self, "went down");
+  });
+  self->send(self, caf::connect_atom_v, self->state.epoch);
+  self->state.connecting = true;
+  return {
+      [self](caf::connect_atom, uint64_t epoch) { try_connect(self, epoch); },
+      [self](heartbeat_atom, uint64_t epoch) { heartbeat(self, epoch); },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_fanout(caf::actor_system& sys, std::vector<caf::actor> targets) {
+  return sys.spawn([targets = std::move(targets)](caf::event_based_actor* self) -> caf::behavior {
+    self->set_default_handler([self, targets](caf::scheduled_actor*, caf::message_view& v) {
+      auto msg = v.copy_content_to_message();
+      for (const auto& t : targets)
+        self->send(t, msg);
+      return caf::result<caf::message>{caf::delegated<caf::message>{}};
+    });
+    return {[](shutdown_atom) {}}; // a behavior must not be empty
+  });
+}
+
+caf::actor spawn_peer_link(caf::actor_system& sys, peer_link_options options,
+                           std::shared_ptr<peer_health> health) {
+  return sys.spawn(peer_link, std::move(options), std::move(health));
+}
+
+} // namespace mosaic::actors

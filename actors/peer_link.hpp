@@ -1,0 +1,92 @@
+#pragma once
+
+// A local stand-in for one actor of another node (multi-node clusters,
+// `mosaic node`). Local actors get the link as their peer handle and send
+// it what they would send the remote actor; the link:
+//
+// - connects to the peer's node directory (node_directory.hpp) through
+//   CAF's middleman at host:control_port, asks it for the actor of one
+//   kind, and monitors it; until it is connected it retries with backoff
+//   (50 ms doubling to 1 s), forever, so that startup order does not
+//   matter and a restarted node rejoins;
+// - sends the directory a heartbeat every `heartbeat_interval`; a
+//   heartbeat unanswered within `heartbeat_timeout`, or a down message
+//   from the remote actor, marks the peer down;
+// - forwards every message: a request is forwarded as a request and its
+//   answer relayed; when the peer goes down, every forwarded request
+//   still waiting is answered at once with errc::unavailable naming the
+//   node and its host:port (so no client waits for its deadline), and
+//   requests arriving while the peer is down get the same error.
+//
+// Up and down changes are published to a shared `peer_health`, which the
+// node uses to wait for its peers at startup and to report them.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+
+namespace mosaic::actors {
+
+/// Where a peer node listens.
+struct peer_address {
+  std::string node; ///< topology name
+  std::string host;
+  uint16_t control_port = 0;
+  /// "node 'decode' (127.0.0.1:7402)", for messages.
+  std::string describe() const;
+};
+
+/// Which peers are up; shared by a node's links and its main thread.
+class peer_health {
+public:
+  /// Records that the link to `peer` is up or down (one line on stderr
+  /// when it changes, unless quiet).
+  void set(const peer_address& peer, bool up);
+  bool up(const std::string& node) const;
+  /// Waits until every node of `peers` is up; false after `deadline`,
+  /// with `missing` naming those that are not.
+  bool wait_all(const std::vector<peer_address>& peers,
+                std::chrono::steady_clock::time_point deadline,
+                std::vector<peer_address>& missing) const;
+  /// Times `peer` went down since it first came up.
+  uint64_t downs(const std::string& node) const;
+  void set_quiet(bool quiet) { quiet_ = quiet; }
+
+private:
+  mutable std::mutex mutex_;
+  mutable std::condition_variable cv_;
+  std::map<std::string, bool> up_;
+  std::map<std::string, uint64_t> downs_;
+  bool quiet_ = false;
+};
+
+struct peer_link_options {
+  peer_address peer;
+  std::string kind;      ///< the actor kind asked of the peer's directory ("decode")
+  std::string from_node; ///< this node's name (the directory hands out per-requester actors)
+  std::chrono::milliseconds heartbeat_interval{500};
+  std::chrono::milliseconds heartbeat_timeout{1500};
+  /// Longest a forwarded request may wait for its answer (the sender's own
+  /// deadline normally ends it first).
+  std::chrono::milliseconds request_timeout{600'000};
+};
+
+/// An actor that sends every message it gets to each of `targets` (plain
+/// sends; a request gets no answer). The router's cancels to several
+/// decode nodes.
+caf::actor spawn_fanout(caf::actor_system& sys, std::vector<caf::actor> targets);
+
+/// Spawns the link; `health` may be null. The actor system must have the
+/// middleman loaded (init_network).
+caf::actor spawn_peer_link(caf::actor_system& sys, peer_link_options options,
+                           std::shared_ptr<peer_health> health);
+
+} // namespace mosaic::actors

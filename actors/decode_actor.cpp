@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <optional>
 #include <random>
 #include <unordered_set>
 
@@ -30,6 +31,10 @@ struct active_sequence {
   uint32_t index = 0; ///< tokens emitted
   int32_t next = 0;   ///< token to feed to the next step
   uint32_t prompt_tokens = 0;
+  /// Position of the next token minus the sequence's length: 0, except
+  /// for a compressed sequence, which holds fewer rows than positions.
+  int32_t position_offset = 0;
+  std::optional<msg::CompressionUsage> compression; ///< reported with the last event
   bool done = false;
 };
 
@@ -63,6 +68,7 @@ void finish(decode_actor_ptr self, active_sequence& a, msg::FinishReason reason,
     ev.token_id = -1;
     ev.finish = reason;
     ev.usage = msg::Usage{a.prompt_tokens, a.index, 0, 0};
+    ev.compression = a.compression;
     last = make_token_event_msg(ev);
   }
   if (a.sink)
@@ -121,7 +127,8 @@ void step(decode_actor_ptr self) {
     return;
   std::vector<decode_input> inputs(n);
   for (size_t i = 0; i < n; ++i)
-    inputs[i] = decode_input{st.active[i].kv.get(), st.active[i].next, st.active[i].kv->length()};
+    inputs[i] = decode_input{st.active[i].kv.get(), st.active[i].next,
+                             st.active[i].kv->length() + st.active[i].position_offset};
   result<std::vector<float>> logits = make_error(errc::internal, "no step");
   {
     std::lock_guard lock{st.ctx->compute_mutex};
@@ -176,6 +183,10 @@ caf::result<token_event_msg> on_task(decode_actor_ptr self, const decode_task_ms
   a.max_tokens = s.max_tokens == 0 ? uint32_t(st.ctx->options.default_max_tokens) : s.max_tokens;
   a.stop = s.stop;
   a.prompt_tokens = m->prompt_tokens();
+  if (m->position() != 0)
+    a.position_offset = static_cast<int32_t>(m->position()) - a.kv->length();
+  if (m->compression() != nullptr)
+    a.compression = *m->compression();
   a.rp = self->make_response_promise<token_event_msg>();
   auto rp = a.rp;
   if (sink)

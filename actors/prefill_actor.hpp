@@ -8,7 +8,9 @@
 // of earlier layers. A hit whose load fails is recomputed as a miss (the
 // pass is run again without it; `load_fallbacks` counts it), so the answer
 // stays right. The first token is sampled here; the KV sequence moves to
-// the decode worker by handle (node_context::sequences[request_id]).
+// the decode worker by handle (node_context::sequences[request_id]), or,
+// when the request's compression is not none, to the compress stage
+// (node_context::compress_jobs[request_id], with the plan it ran).
 // Images encoded for this request are then compiled and stored through
 // the encoder ("store after use"). Detached: the pass is heavy compute.
 //
@@ -24,6 +26,7 @@ namespace mosaic::actors {
 struct prefill_peers {
   caf::actor encoder; ///< receives "store after use" requests
   caf::actor decode;
+  caf::actor compress; ///< requests whose compression is not none go here, not to decode
 };
 
 caf::actor spawn_prefill(caf::actor_system& sys, node_context* ctx, prefill_peers peers);

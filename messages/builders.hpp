@@ -84,7 +84,8 @@ struct generate_request {
   std::vector<segment> segments{};
   wire::sampling sampling{};
   bool stream = false;
-  std::string reuse_policy{}; ///< empty: node default
+  std::string reuse_policy{};   ///< empty: node default
+  std::string kv_compression{}; ///< empty: node default
   bool operator==(const generate_request&) const = default;
 };
 
@@ -115,7 +116,8 @@ struct token_event {
   std::string text{};
   msg::FinishReason finish = msg::FinishReason::none;
   msg::Usage usage{};
-  error err{}; ///< set with finish == error
+  error err{};                                        ///< set with finish == error
+  std::optional<msg::CompressionUsage> compression{}; ///< last event of a compressed request
 };
 
 // -- library ------------------------------------------------------------------
@@ -186,6 +188,8 @@ struct decode_task {
   uint32_t prompt_tokens = 0;
   wire::sampling sampling{};
   bool stream = false;
+  uint32_t position = 0; ///< of the first decoded token; 0: kv.n_tokens
+  std::optional<msg::CompressionUsage> compression{};
 };
 
 struct kv_chunk {
@@ -224,6 +228,9 @@ load_request_msg make_load_request_msg(const wire::load_request& req);
 layer_ready_msg make_layer_ready_msg(const wire::layer_ready& ev);
 prefill_done_msg make_prefill_done_msg(const wire::prefill_done& res);
 decode_task_msg make_decode_task_msg(const wire::decode_task& task);
+/// prefill → compress: `task` is what decode gets once the KV is compressed.
+compress_task_msg make_compress_task_msg(const wire::decode_task& task,
+                                         std::string_view compression);
 kv_transfer_begin_msg make_kv_transfer_begin_msg(uint64_t transfer_id, uint64_t request_id,
                                                  const wire::kv_handle& source,
                                                  uint64_t total_bytes, uint32_t n_chunks);

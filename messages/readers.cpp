@@ -102,6 +102,7 @@ result<wire::generate_request> read_generate_request(const generate_request_msg&
   out.sampling = read_sampling(r->sampling());
   out.stream = r->stream();
   out.reuse_policy = str(r->reuse_policy());
+  out.kv_compression = str(r->kv_compression());
   return out;
 }
 
@@ -118,6 +119,26 @@ wire::token_event read_token_event(const token_event_msg& m) {
   if (r->usage() != nullptr)
     out.usage = *r->usage();
   out.err = err_of(r->error());
+  if (r->compression() != nullptr)
+    out.compression = *r->compression();
+  return out;
+}
+
+wire::decode_task read_decode_task(const msg::DecodeTask* t) {
+  wire::decode_task out;
+  if (t == nullptr)
+    return out;
+  out.request_id = t->request_id();
+  out.tenant = str(t->tenant());
+  out.deadline_unix_ns = t->deadline_unix_ns();
+  out.kv = read_kv_handle(t->kv());
+  out.first_token = t->first_token();
+  out.prompt_tokens = t->prompt_tokens();
+  out.sampling = read_sampling(t->sampling());
+  out.stream = t->stream();
+  out.position = t->position();
+  if (t->compression() != nullptr)
+    out.compression = *t->compression();
   return out;
 }
 

@@ -4,6 +4,7 @@
 // the cluster refuses (overloaded, bad image, unknown library reference)
 // still gets its HTTP status; after that, errors arrive as SSE events.
 
+#include <algorithm>
 #include <chrono>
 
 #include "server/front_door.hpp"
@@ -59,9 +60,10 @@ struct flight {
         continue;
       const auto now = clock_type::now();
       if (ev->finish == msg::FinishReason::none) {
-        if (n_tokens == 0)
-          fd.metrics.observe_ttft(seconds_between(arrived, now));
-        else
+        if (n_tokens == 0) {
+          ttft_seconds = seconds_between(arrived, now);
+          fd.metrics.observe_ttft(ttft_seconds);
+        } else
           fd.metrics.observe_inter_token(seconds_between(last_token, now));
         last_token = now;
         ++n_tokens;
@@ -83,6 +85,21 @@ struct flight {
     t.reused = last.usage.reused_tokens();
     t.recomputed = last.usage.recomputed_tokens();
     fd.metrics.request_succeeded(finish_reason_name(last.finish), t);
+    const double compress_s = last.compression ? last.compression->compress_us() * 1e-6 : 0.0;
+    fd.metrics.observe_ttft_without_compression(std::max(0.0, ttft_seconds - compress_s));
+    if (const auto& c = last.compression)
+      fd.metrics.observe_compression(
+          compress_s, c->kv_bytes_before() - std::min(c->kv_bytes_before(), c->kv_bytes_after()));
+  }
+
+  /// The usage object of the answer (with the compression extension).
+  usage_counts usage_of(const wire::token_event& ev) const {
+    usage_counts u{ev.usage.prompt_tokens(), ev.usage.completion_tokens(), std::nullopt};
+    if (const auto& c = ev.compression)
+      u.compression =
+          compression_report{c->tokens_after(), c->kv_bytes_before(), c->kv_bytes_after(),
+                             c->compress_us() * 1e-6, ttft_seconds};
+    return u;
   }
 
   front_door& fd;
@@ -93,15 +110,12 @@ struct flight {
   clock_type::time_point give_up;
   clock_type::time_point last_token;
   uint32_t n_tokens = 0;
+  double ttft_seconds = 0.0;
   bool done = false;
   bool include_usage = false;
   bool role_sent = false;
   std::optional<wire::token_event> pending; ///< the first event, sent by the stream
 };
-
-usage_counts usage_of(const wire::token_event& ev) {
-  return {ev.usage.prompt_tokens(), ev.usage.completion_tokens()};
-}
 
 api_error timeout_error() {
   return api_error_from(make_error(errc::timeout, "no answer within the request deadline"));
@@ -124,7 +138,7 @@ void answer_whole(flight& f, wire::token_event first, httplib::Response& res) {
   if (is_error_finish(ev->finish))
     return fail(f.fd, res, api_error_from(event_error(*ev)));
   f.record_success(*ev);
-  res.set_content(full_response_json(f.header, text, ev->finish, usage_of(*ev)),
+  res.set_content(full_response_json(f.header, text, ev->finish, f.usage_of(*ev)),
                   "application/json");
 }
 
@@ -176,7 +190,7 @@ bool stream_step(flight& f, httplib::DataSink& sink) {
   std::string tail = sse_event(chunk_json(f.header, c));
   if (f.include_usage) {
     chunk_fields u;
-    u.usage = usage_of(*ev);
+    u.usage = f.usage_of(*ev);
     tail += sse_event(chunk_json(f.header, u));
   }
   return finish_stream(tail);

@@ -42,6 +42,10 @@ public:
   void observe_ttft(double seconds);
   void observe_inter_token(double seconds);
   void observe_e2e(double seconds);
+  /// TTFT minus the compress stage's time (= TTFT for uncompressed requests).
+  void observe_ttft_without_compression(double seconds);
+  /// A request went through the compress stage (FastCache).
+  void observe_compression(double compress_seconds, uint64_t kv_bytes_saved);
   /// A generation request entered / left the front door.
   void request_started();
   void request_ended();

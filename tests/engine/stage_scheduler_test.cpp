@@ -41,9 +41,63 @@ struct sim_report {
   double end_time = 0;
 };
 
+/// Memory that really exists, kept apart from the scheduler's own books:
+/// each request's KV by the stage it is in (decode counted at its end
+/// size from the start) plus the activations of the running batches.
+struct physical_ledger {
+  const memory_model& m;
+  std::map<uint64_t, request_info> info;
+  std::map<uint64_t, size_t> kv;
+  std::map<stage_kind, size_t> act;
+
+  int kept(const request_info& r) const {
+    return r.kv_keep_ratio < 1.0f ? kept_count(r.prompt_tokens, r.kv_keep_ratio) : r.prompt_tokens;
+  }
+  size_t total() const {
+    size_t t = m.weight_bytes;
+    for (const auto& [id, b] : kv)
+      t += b;
+    for (const auto& [st, b] : act)
+      t += b;
+    return t;
+  }
+  void start(const stage_batch& b) {
+    size_t a = 0;
+    for (uint64_t id : b.requests) {
+      const auto& r = info.at(id);
+      const auto p = size_t(r.prompt_tokens);
+      switch (b.stage) {
+      case stage_kind::prefill:
+        kv[id] = m.kv_bytes(r.prompt_tokens);
+        a += p * m.prefill_act_bytes_per_token;
+        break;
+      case stage_kind::compress:
+        kv[id] += m.kv_bytes(kept(r)); // the compressed copy beside the original
+        a += p * m.compress_act_bytes_per_token;
+        break;
+      case stage_kind::decode:
+        kv[id] = m.kv_bytes(kept(r) + r.max_new_tokens);
+        a += m.decode_act_bytes_per_seq;
+        break;
+      }
+    }
+    act[b.stage] = a;
+  }
+  void done(const stage_batch& b) {
+    act.erase(b.stage);
+    for (uint64_t id : b.requests) {
+      if (b.stage == stage_kind::compress)
+        kv[id] = m.kv_bytes(kept(info.at(id))); // the original's blocks are freed
+      if (b.stage == stage_kind::decode)
+        kv.erase(id);
+    }
+  }
+};
+
 /// Event-driven run of `n` random requests through `s`: stage durations
 /// grow with the batch; after every scheduler call the memory in use must
-/// stay within the budget.
+/// stay within the budget, by the scheduler's books and by an independent
+/// ledger of what physically exists.
 sim_report simulate(stage_scheduler& s, std::mt19937& rng, int n, double rate) {
   std::exponential_distribution<double> gap(rate);
   std::uniform_int_distribution<int> prompt(8, 700), out(1, 64);
@@ -58,6 +112,9 @@ sim_report simulate(stage_scheduler& s, std::mt19937& rng, int n, double rate) {
     arrivals.emplace_back(t, r);
   }
   sim_report rep;
+  physical_ledger ledger{s.model(), {}, {}, {}};
+  for (const auto& [at, r] : arrivals)
+    ledger.info[r.id] = r;
   std::map<stage_kind, std::pair<double, stage_batch>> running;
   size_t next_arrival = 0;
   double now = 0;
@@ -69,6 +126,7 @@ sim_report simulate(stage_scheduler& s, std::mt19937& rng, int n, double rate) {
     for (auto it = running.begin(); it != running.end();) {
       if (it->second.first <= now) {
         EXPECT_TRUE(s.on_stage_done(it->second.second, now));
+        ledger.done(it->second.second);
         it = running.erase(it);
       } else {
         ++it;
@@ -81,6 +139,10 @@ sim_report simulate(stage_scheduler& s, std::mt19937& rng, int n, double rate) {
       EXPECT_LE(s.memory().used(), s.memory().budget) << "over-committed at t=" << now;
       if (b.empty())
         continue;
+      ledger.start(b);
+      EXPECT_LE(ledger.total(), s.memory().budget)
+          << "physically over-committed at t=" << now << " starting a " << stage_name(st)
+          << " batch of " << b.requests.size();
       rep.batch_sizes[st].push_back(b.requests.size());
       const double dur =
           0.002 + 0.001 * double(b.requests.size()) * (st == stage_kind::decode ? 8 : 1);

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <random>
+#include <thread>
 
 #include <caf/all.hpp>
 
@@ -191,6 +192,12 @@ caf::result<token_event_msg> on_prefill(caf::stateful_actor<prefill_state>* self
     return to_caf_error(make_error(errc::timeout, "request ", std::to_string(id),
                                    " passed its deadline before prefill"));
   }
+  // Later stages first (FastCache): a request waiting for the compress
+  // stage holds its whole uncompressed KV, and the device lock is not
+  // fair, so without this a busy prefill worker runs ahead and the pool
+  // fills with uncompressed sequences. Bounded by the request's deadline.
+  while (ctx->compress_jobs.size() > 0 && !deadline_passed(job->deadline_unix_ns))
+    std::this_thread::sleep_for(std::chrono::milliseconds{1});
   auto out = run_pass(*ctx, *job);
   if (!out)
     return to_caf_error(out.err());

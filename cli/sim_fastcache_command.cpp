@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <thread>
 
@@ -209,6 +210,8 @@ int run_fastcache(fastcache_cli_options& o) {
   print_header();
   std::vector<sim::run_result> runs;
   nlohmann::json rows = nlohmann::json::array();
+  if (!o.live_rates.empty() && o.sim.library.empty()) // the node needs one even for inline images
+    o.sim.library = (std::filesystem::path{o.sim.out} / "library").string();
   for (double rate : o.live_rates) {
     auto w = o.sim.generate(*spec, rate);
     if (!w)

@@ -39,7 +39,7 @@ struct compression_report {
 struct usage_counts {
   uint32_t prompt_tokens = 0;
   uint32_t completion_tokens = 0;
-  std::optional<compression_report> compression; ///< compressed requests only
+  std::optional<compression_report> compression{}; ///< compressed requests only
 };
 
 /// "stop", "length", or "" (cancelled / error / timeout have no OpenAI

@@ -8,23 +8,14 @@
 #include <random>
 #include <set>
 
+#include "tests/support/small_memory_model.hpp"
+
 namespace mosaic {
 namespace {
 
 constexpr stage_kind all_stages[] = {stage_kind::prefill, stage_kind::compress, stage_kind::decode};
 
-/// A small model: 1 KiB of KV per token, blocks of 16 tokens.
-memory_model small_model(size_t budget) {
-  memory_model m;
-  m.budget_bytes = budget;
-  m.weight_bytes = 100'000;
-  m.kv_bytes_per_token = 1024;
-  m.block_size = 16;
-  m.prefill_act_bytes_per_token = 512;
-  m.compress_act_bytes_per_token = 128;
-  m.decode_act_bytes_per_seq = 4096;
-  return m;
-}
+using testing::small_memory_model;
 
 stage_scheduler make(const memory_model& m, std::string_view policy) {
   auto p = parse_schedule_policy(policy);
@@ -220,7 +211,7 @@ TEST(stage_scheduler_test, never_over_commits_and_completes_everything_under_ran
       SCOPED_TRACE(std::string(policy) + " round " + std::to_string(round));
       // Budgets from "one long request at a time" to roomy.
       const size_t budget = 100'000 + 1'800'000 + size_t(rng() % 8'000'000);
-      auto s = make(small_model(budget), policy);
+      auto s = make(small_memory_model(budget), policy);
       const int n = 40 + int(rng() % 40);
       const double rate = 10.0 + double(rng() % 400);
       const auto rep = simulate(s, rng, n, rate);
@@ -244,7 +235,7 @@ TEST(stage_scheduler_test, never_over_commits_and_completes_everything_under_ran
 }
 
 TEST(stage_scheduler_test, fixed_batches_fill_to_their_size_under_load) {
-  auto s = make(small_model(1'000'000'000), "p2c2d8");
+  auto s = make(small_memory_model(1'000'000'000), "p2c2d8");
   for (uint64_t i = 1; i <= 16; ++i)
     ASSERT_TRUE(s.enqueue({i, 100, 8, 0.5f}, 0.0));
   auto p = s.next_batch(stage_kind::prefill, 0.0);
@@ -261,7 +252,7 @@ TEST(stage_scheduler_test, fixed_batches_fill_to_their_size_under_load) {
 }
 
 TEST(stage_scheduler_test, dynamic_batches_grow_with_free_memory) {
-  const auto m = small_model(0);
+  const auto m = small_memory_model(0);
   // Each request: 200 prompt tokens, 16 new, no compression →
   // kv_bytes(216) = 224 * 1024 bytes, activations 200 * 512.
   const size_t one = m.kv_bytes(216) + 200 * m.prefill_act_bytes_per_token;
@@ -281,7 +272,7 @@ TEST(stage_scheduler_test, dynamic_batches_grow_with_free_memory) {
 }
 
 TEST(stage_scheduler_test, compression_releases_the_dropped_kv) {
-  const auto m = small_model(1'000'000'000);
+  const auto m = small_memory_model(1'000'000'000);
   auto s = make(m, "dynamic");
   ASSERT_TRUE(s.enqueue({7, 640, 32, 0.25f}, 0.0));
   auto p = s.next_batch(stage_kind::prefill, 0.0);
@@ -300,7 +291,7 @@ TEST(stage_scheduler_test, compression_releases_the_dropped_kv) {
 }
 
 TEST(stage_scheduler_test, rejects_bad_requests_and_foreign_batches) {
-  auto s = make(small_model(1'000'000), "dynamic");
+  auto s = make(small_memory_model(1'000'000), "dynamic");
   ASSERT_TRUE(s.enqueue({1, 10, 1, 1.0f}, 0.0));
   EXPECT_EQ(s.enqueue({1, 10, 1, 1.0f}, 0.0).err().code, errc::invalid_argument);
   EXPECT_EQ(s.enqueue({2, 0, 1, 1.0f}, 0.0).err().code, errc::invalid_argument);
@@ -309,7 +300,7 @@ TEST(stage_scheduler_test, rejects_bad_requests_and_foreign_batches) {
   stage_batch foreign;
   foreign.batch_id = 99;
   EXPECT_FALSE(s.on_stage_done(foreign, 0.0));
-  auto w = small_model(10);
+  auto w = small_memory_model(10);
   EXPECT_FALSE(stage_scheduler::create(w, schedule_policy{}));
 }
 

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "sim/stage_des.hpp"
+#include "tests/support/small_memory_model.hpp"
 
 namespace mosaic::sim {
 namespace {
@@ -27,17 +28,7 @@ cost_profile profile() {
   return c;
 }
 
-memory_model small_memory(size_t budget) {
-  memory_model m;
-  m.budget_bytes = budget;
-  m.weight_bytes = 100'000;
-  m.kv_bytes_per_token = 1024;
-  m.block_size = 16;
-  m.prefill_act_bytes_per_token = 512;
-  m.compress_act_bytes_per_token = 128;
-  m.decode_act_bytes_per_seq = 4096;
-  return m;
-}
+using testing::small_memory_model;
 
 stage_des_options opts(const char* schedule, const char* compression, const memory_model& m) {
   stage_des_options o;
@@ -57,7 +48,7 @@ TEST(stage_des, one_request_costs_what_the_profile_says) {
   r.pieces.push_back({true, {}, 0});                      // 100 image tokens
   w.requests.push_back(r);
   const auto c = profile();
-  const auto m = small_memory(10'000'000);
+  const auto m = small_memory_model(10'000'000);
   auto plain = simulate_stages(c, w, opts("dynamic", "none", m));
   ASSERT_TRUE(plain) << plain.err().to_string();
   const double prefill = 0.01 + 0.001 * 110;
@@ -102,7 +93,7 @@ TEST(stage_des, every_policy_completes_within_budget_and_reservations_cover_the_
     auto w = generate_workload(*spec, a, rng());
     ASSERT_TRUE(w) << w.err().to_string();
     // From "about one request at a time" to roomy.
-    const auto m = small_memory(100'000 + 400'000 + size_t(rng() % 3'000'000));
+    const auto m = small_memory_model(100'000 + 400'000 + size_t(rng() % 3'000'000));
     for (const char* schedule :
          {"fcfs", "p1c1d8", "p2c2d8", "p3c3d6", "p4c4d8", "dynamic", "dynamic:count=4,wait=0.05"}) {
       for (const char* compression : {"none", "snapkv:img=0.25,txt=0.5", "keynorm:img=0.5"}) {

@@ -8,6 +8,7 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
+#include "actors/compress_actor.hpp"
 #include "actors/decode_actor.hpp"
 #include "actors/embeddings_relay.hpp"
 #include "actors/encoder_actor.hpp"
@@ -191,6 +192,10 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
     pp.encoder = storer ? storer : peer(actor_kind::encoder);
     pp.decode = peer(actor_kind::decode);
     std::string where = has(actor_kind::decode) ? "decode on this node" : "";
+    if (has(actor_kind::decode)) { // the compress stage sits between local prefill and decode
+      pp.compress = spawn_compress(sys, ctxp, local[actor_kind::decode]);
+      c->all_.push_back(pp.compress);
+    }
     if (!has(actor_kind::decode)) {
       // Every decode node of the topology; each request goes to the least
       // loaded one that is up (failover for requests not yet handed over).

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <optional>
 #include <random>
 #include <unordered_set>
 
@@ -31,6 +32,10 @@ struct active_sequence {
   int32_t next = 0;   ///< token to feed to the next step
   uint32_t prompt_tokens = 0;
   uint64_t queue_us = 0; ///< reported with the last event
+  /// Position of the next token minus the sequence's length: 0, except
+  /// for a compressed sequence, which holds fewer rows than positions.
+  int32_t position_offset = 0;
+  std::optional<msg::CompressionUsage> compression; ///< reported with the last event
   bool done = false;
 };
 
@@ -65,6 +70,7 @@ void finish(decode_actor_ptr self, active_sequence& a, msg::FinishReason reason,
     ev.finish = reason;
     ev.usage = msg::Usage{a.prompt_tokens, a.index, 0, 0};
     ev.queue_us = a.queue_us;
+    ev.compression = a.compression;
     last = make_token_event_msg(ev);
   }
   if (a.sink)
@@ -123,7 +129,8 @@ void step(decode_actor_ptr self) {
     return;
   std::vector<decode_input> inputs(n);
   for (size_t i = 0; i < n; ++i)
-    inputs[i] = decode_input{st.active[i].kv.get(), st.active[i].next, st.active[i].kv->length()};
+    inputs[i] = decode_input{st.active[i].kv.get(), st.active[i].next,
+                             st.active[i].kv->length() + st.active[i].position_offset};
   result<std::vector<float>> logits = make_error(errc::internal, "no step");
   {
     std::lock_guard lock{st.ctx->compute_mutex};
@@ -179,6 +186,10 @@ caf::result<token_event_msg> on_task(decode_actor_ptr self, const decode_task_ms
   a.stop = s.stop;
   a.prompt_tokens = m->prompt_tokens();
   a.queue_us = m->queue_us();
+  if (m->position() != 0)
+    a.position_offset = static_cast<int32_t>(m->position()) - a.kv->length();
+  if (m->compression() != nullptr)
+    a.compression = *m->compression();
   a.rp = self->make_response_promise<token_event_msg>();
   auto rp = a.rp;
   if (sink)

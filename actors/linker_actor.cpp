@@ -147,6 +147,13 @@ status prepare(node_context& ctx, const wire::generate_request& req, pending_lin
       return std::move(pol).err();
     job.policy = *pol;
   }
+  job.compression = ctx.options.default_compression;
+  if (!req.kv_compression.empty()) {
+    auto spec = parse_compression(req.kv_compression);
+    if (!spec)
+      return std::move(spec).err();
+    job.compression = *spec;
+  }
   const auto& cfg = ctx.engine->config();
   std::string text;
   for (const auto& seg : req.segments) {

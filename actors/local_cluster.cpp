@@ -2,6 +2,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/compress_actor.hpp"
 #include "actors/decode_actor.hpp"
 #include "actors/encoder_actor.hpp"
 #include "actors/kv_loader_actor.hpp"
@@ -111,6 +112,7 @@ void token_stream::finish(const wire::token_event& last) {
   finished_ = true;
   result_.finish = last.finish;
   result_.usage = last.usage;
+  result_.compression = last.compression;
   result_.total_seconds = seconds_since(submitted_);
   error_ = last.err;
   client_ = nullptr;
@@ -214,8 +216,10 @@ result<node_options> options_of(const topology& topo, std::string_view node, boo
       o.queue_depth = static_cast<unsigned>(k->queue_depth);
       o.static_ttl = std::chrono::seconds{k->ttl_s};
     }
-    if (const auto* p = a.get<prefill_spec>())
+    if (const auto* p = a.get<prefill_spec>()) {
       o.prefill_max_tokens = p->max_tokens;
+      o.default_compression = p->compression;
+    }
     if (const auto* d = a.get<decode_spec>()) {
       o.pool_bytes = d->pool_bytes();
       o.block_size = d->block_size;
@@ -264,10 +268,11 @@ result<std::unique_ptr<local_cluster>> local_cluster::start(node_options options
   auto loader = spawn_kv_loader(sys, ctxp);
   auto encoder = spawn_encoder(sys, ctxp, loader);
   auto decode = spawn_decode(sys, ctxp);
-  auto prefill = spawn_prefill(sys, ctxp, prefill_peers{encoder, decode, nullptr});
+  auto compress = spawn_compress(sys, ctxp, decode);
+  auto prefill = spawn_prefill(sys, ctxp, prefill_peers{encoder, decode, compress, nullptr});
   auto linker = spawn_linker(sys, ctxp, linker_peers{encoder, loader, prefill});
   c->router_ = spawn_router(sys, ctxp, router_peers{linker, encoder, decode});
-  c->all_ = {c->router_, linker, prefill, decode, encoder, loader};
+  c->all_ = {c->router_, linker, prefill, compress, decode, encoder, loader};
   const auto& o = ctxp->options;
   const auto pool = ctxp->engine->pool().stats();
   c->actors_ = {
@@ -276,6 +281,7 @@ result<std::unique_ptr<local_cluster>> local_cluster::start(node_options options
       "linker     cooperative  default policy " + o.default_policy.to_string(),
       "prefill    detached     " + o.device + ", max_tokens " +
           std::to_string(o.prefill_max_tokens),
+      "compress   detached     " + o.device + ", default " + o.default_compression.to_string(),
       "decode     detached     " + o.device + ", max_batch " + std::to_string(o.decode_max_batch) +
           ", pool " + std::to_string(pool.blocks_total) + " blocks x " +
           std::to_string(pool.block_size) + " tokens",

@@ -41,6 +41,8 @@ struct completion {
   msg::Usage usage{};
   double ttft_seconds = 0.0;  ///< submit → first token event
   double total_seconds = 0.0; ///< submit → last event
+  /// What the compress stage did (requests whose compression was not none).
+  std::optional<msg::CompressionUsage> compression;
 };
 
 /// The token events of one request, in order; filled by CAF, read by any

@@ -98,6 +98,10 @@ node_stats node_context::stats() const {
   s.prefill_us = c.prefill_us.load();
   s.load_wait_us = c.load_wait_us.load();
   s.decode_steps = c.decode_steps.load();
+  s.compressions = c.compressions.load();
+  s.compress_us = c.compress_us.load();
+  s.compress_saved_bytes = c.compress_saved_bytes.load();
+  s.compress_fallbacks = c.compress_fallbacks.load();
   if (engine)
     s.pool = engine->pool().stats();
   return s;

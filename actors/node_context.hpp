@@ -24,6 +24,7 @@
 
 #include "actors/handle_table.hpp"
 #include "engine/backend.hpp"
+#include "engine/compression_spec.hpp"
 #include "engine/image_encoder.hpp"
 #include "engine/llava_engine.hpp"
 #include "engine/model/image.hpp"
@@ -56,6 +57,9 @@ struct node_options {
   // -- encoder, prefill ---------------------------------------------------------
   uint64_t encoder_cache_bytes = uint64_t(512) << 20;
   int prefill_max_tokens = 4096;
+  /// KV compression of requests that name none (FastCache compress stage);
+  /// none: requests go from prefill straight to decode.
+  compression_spec default_compression{};
   // -- request defaults and admission --------------------------------------------
   policy_spec default_policy{policy_kind::mpic, 32, 0.0f};
   int default_deadline_ms = 30000;
@@ -101,6 +105,19 @@ struct prefill_job {
   /// When the linker handed the job to the prefill worker (the start of
   /// its wait in the prefill queue).
   std::chrono::steady_clock::time_point handed_over{};
+  compression_spec compression; ///< none: no compress stage
+};
+
+/// A prefilled request on its way through the compress stage (prefill →
+/// compress): its KV and the plan the prefill ran (compress_kv needs the
+/// segments, positions and, for snapkv, the window's inputs).
+struct compress_job {
+  kv_sequence sequence;
+  /// The plan with its borrowed library entries and prefix dropped; its
+  /// image embeddings point into `inputs`.
+  link_plan plan;
+  std::vector<std::shared_ptr<const void>> inputs; ///< keeps plan.images[i].embeddings alive
+  compression_spec compression;
 };
 
 /// Counters a user or operator notices (stats()).
@@ -123,6 +140,10 @@ struct node_stats {
   uint64_t prefill_us = 0;   ///< prefill passes, summed
   uint64_t load_wait_us = 0; ///< of which waiting for library layers
   uint64_t decode_steps = 0;
+  uint64_t compressions = 0;         ///< requests through the compress stage
+  uint64_t compress_us = 0;          ///< compress stage time, summed
+  uint64_t compress_saved_bytes = 0; ///< pool bytes freed by compression, summed
+  uint64_t compress_fallbacks = 0;   ///< no pool room for the compressed copy: decoded as is
   kv_pool_stats pool;
 };
 
@@ -130,7 +151,8 @@ struct node_stats {
 struct node_counters {
   std::atomic<uint64_t> requests{0}, completed{0}, failed{0}, overloaded{0}, cancelled{0},
       library_hits{0}, library_misses{0}, encoder_cache_hits{0}, encodes{0}, load_fallbacks{0},
-      stores{0}, prefills{0}, prefill_us{0}, load_wait_us{0}, decode_steps{0};
+      stores{0}, prefills{0}, prefill_us{0}, load_wait_us{0}, decode_steps{0}, compressions{0},
+      compress_us{0}, compress_saved_bytes{0}, compress_fallbacks{0};
   std::atomic<uint64_t> admission_queue{0}; ///< gauge: requests in the router's queue
 };
 
@@ -158,6 +180,7 @@ struct node_context {
   handle_table<loaded_entry> loads;                  ///< library hits of running requests
   handle_table<kv_sequence> sequences;               ///< prefilled KV awaiting decode
   handle_table<prefill_job> jobs;                    ///< keyed by request id
+  handle_table<compress_job> compress_jobs;          ///< prefill → compress, by request id
 
   node_counters counters;
 

@@ -2,10 +2,12 @@
 
 #include <chrono>
 #include <random>
+#include <thread>
 
 #include <caf/all.hpp>
 
 #include "actors/kv_relay.hpp"
+#include "actors/forward_request.hpp"
 #include "actors/pipeline_messages.hpp"
 #include "engine/sampler.hpp"
 #include "messages/error_convert.hpp"
@@ -32,6 +34,10 @@ struct pass_outcome {
   kv_sequence sequence;
   int32_t first_token = 0;
   int prompt_tokens = 0;
+  /// Requests with a compress stage: the plan the pass ran and what keeps
+  /// its image embeddings alive (compress_job).
+  link_plan plan;
+  std::vector<std::shared_ptr<const void>> inputs;
 };
 
 /// A job's images during the pass: the loaded entries of the hits and,
@@ -152,6 +158,18 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job) {
       return make_error(errc::internal, "the model produced no finite logits");
     out.prompt_tokens = plan->n_tokens();
     out.sequence = std::move(r->sequence);
+    if (job.compression.enabled()) {
+      out.plan = std::move(*plan);
+      out.plan.prefix = {}; // borrowed; compress_kv reads tokens, segments and embeddings
+      out.plan.completion = {};
+      for (size_t i = 0; i < n; ++i)
+        for (std::shared_ptr<const void> keep :
+             {std::shared_ptr<const void>(im.entries[i]),
+              std::shared_ptr<const void>(im.fallback[i]),
+              std::shared_ptr<const void>(job.images[i].embeddings)})
+          if (keep)
+            out.inputs.push_back(std::move(keep));
+    }
     ctx.counters.prefills++;
     ctx.counters.prefill_us += micros_since(t0);
     ctx.counters.load_wait_us += wait_us;
@@ -177,6 +195,12 @@ caf::result<token_event_msg> on_prefill(caf::stateful_actor<prefill_state>* self
     return to_caf_error(make_error(errc::timeout, "request ", std::to_string(id),
                                    " passed its deadline before prefill"));
   }
+  // Later stages first (FastCache): a request waiting for the compress
+  // stage holds its whole uncompressed KV, and the device lock is not
+  // fair, so without this a busy prefill worker runs ahead and the pool
+  // fills with uncompressed sequences. Bounded by the request's deadline.
+  while (ctx->compress_jobs.size() > 0 && !deadline_passed(job->deadline_unix_ns))
+    std::this_thread::sleep_for(std::chrono::milliseconds{1});
   auto out = run_pass(*ctx, *job);
   if (!out)
     return to_caf_error(out.err());
@@ -202,19 +226,30 @@ caf::result<token_event_msg> on_prefill(caf::stateful_actor<prefill_state>* self
   task.sampling = job->sampling;
   task.stream = job->stream;
   task.queue_us = queue_us;
+  if (job->compression.enabled()) {
+    if (!st.peers.compress)
+      return to_caf_error(make_error(
+          errc::unsupported, "KV compression needs the decode worker on the prefill worker's node "
+                             "(this node hands KV to decode on another node); send the request "
+                             "with \"compression\": \"none\" or place decode with prefill"));
+    // The compress stage shrinks the KV, frees the original blocks and
+    // hands the task on to decode.
+    auto cj = std::make_shared<compress_job>();
+    cj->sequence = std::move(out->sequence);
+    cj->plan = std::move(out->plan);
+    cj->inputs = std::move(out->inputs);
+    cj->compression = job->compression;
+    ctx->compress_jobs.put_at(id, std::move(cj));
+    return forward_request(self, st.peers.compress, job->deadline_unix_ns, compress_atom_v,
+                           make_compress_task_msg(task, job->compression.to_string()), sink,
+                           [ctx, id] { ctx->compress_jobs.take(id); });
+  }
   if (st.peers.remote_kv) // decode on another node: the KV moves over the data plane
     return hand_over_remote(self, *st.peers.remote_kv, *ctx, std::move(task),
                             std::move(out->sequence), sink);
   ctx->sequences.put_at(id, std::make_shared<kv_sequence>(std::move(out->sequence)));
-  auto rp = self->make_response_promise<token_event_msg>();
-  self->request(st.peers.decode, until_deadline(job->deadline_unix_ns), decode_atom_v,
-                make_decode_task_msg(task), sink)
-      .then([rp](const token_event_msg& last) mutable { rp.deliver(last); },
-            [rp, ctx, id](const caf::error& err) mutable {
-              ctx->sequences.take(id); // frees the blocks if decode never took them
-              rp.deliver(err);
-            });
-  return rp;
+  return forward_request(self, st.peers.decode, job->deadline_unix_ns, decode_atom_v,
+                         make_decode_task_msg(task), sink, [ctx, id] { ctx->sequences.take(id); });
 }
 
 caf::behavior prefill_actor(caf::stateful_actor<prefill_state>* self, node_context* ctx,

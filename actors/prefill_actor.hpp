@@ -8,7 +8,9 @@
 // of earlier layers. A hit whose load fails is recomputed as a miss (the
 // pass is run again without it; `load_fallbacks` counts it), so the answer
 // stays right. The first token is sampled here; the KV sequence moves to
-// the decode worker by handle (node_context::sequences[request_id]).
+// the decode worker by handle (node_context::sequences[request_id]), or,
+// when the request's compression is not none, to the compress stage
+// (node_context::compress_jobs[request_id], with the plan it ran).
 // Images encoded for this request are then compiled and stored through
 // the encoder ("store after use"). Detached: the pass is heavy compute.
 //
@@ -28,6 +30,8 @@ class remote_decoders;
 struct prefill_peers {
   caf::actor encoder; ///< receives "store after use" requests
   caf::actor decode;
+  caf::actor compress; ///< requests whose compression is not none go here, not to decode;
+                       ///< null: compression is refused (decode is on another node)
   /// Set when decode runs on other nodes: requests go to one of them and
   /// the KV over the data plane (actors/kv_relay.hpp) instead of by
   /// handle through node_context::sequences; `decode` is then unused.

@@ -31,36 +31,6 @@ int fail(const error& e) {
   return 1;
 }
 
-/// Starts a fresh single-node cluster on `library_dir`.
-result<std::unique_ptr<actors::local_cluster>> start_cluster(const sim_options& o) {
-  actors::node_options n;
-  n.model = o.model;
-  n.device = o.device;
-  n.threads = o.threads;
-  n.library_dir = o.library;
-  n.default_deadline_ms = int(o.drain_timeout_s * 1000);
-  n.decode_max_batch = o.max_batch;
-  return actors::local_cluster::start(n);
-}
-
-/// Prepares the library: a temp dir under --out unless --library was given,
-/// then puts every image of the workload into it (skipping those present).
-status prepare_library(sim_options& o, const sim::workload& w) {
-  if (o.library.empty())
-    o.library = (std::filesystem::path{o.out} / "library").string();
-  auto cluster = start_cluster(o);
-  if (!cluster)
-    return std::move(cluster).err();
-  std::fprintf(stderr, "preparing the dynamic library %s (%zu images)...\n", o.library.c_str(),
-               w.used_images().size());
-  auto n = sim::prebuild_dynamic_library(**cluster, w);
-  if (!n)
-    return std::move(n).err();
-  std::fprintf(stderr, "  %d compiled, %zu already there\n", *n,
-               w.used_images().size() - size_t(*n));
-  return {};
-}
-
 result<sim::run_result> drive_target(sim::target& t, const sim_options& o, const sim::workload& w,
                                      const std::string& policy, double rate) {
   std::fprintf(stderr, "%s: %zu requests at %.3g req/s over %.3g s...\n", policy.c_str(),
@@ -84,7 +54,7 @@ result<sim::run_result> run_policy(const sim_options& o, const sim::workload& w,
       return std::move(t).err();
     return drive_target(**t, o, w, policy, rate);
   }
-  auto cluster = start_cluster(o);
+  auto cluster = start_live_cluster(o);
   if (!cluster)
     return std::move(cluster).err();
   sim::cluster_target t{**cluster, w, {.policy = policy, .images_by_key = !o.inline_images}};
@@ -113,7 +83,7 @@ int run_live(sim_options o) {
     if (!w)
       return fail(w.err());
     if (!o.inline_images && o.target.empty()) // each rate's workload may use more images
-      if (auto st = prepare_library(o, *w); !st)
+      if (auto st = prepare_live_library(o, *w); !st)
         return fail(st.err());
     auto r = run_policy(o, *w, o.policy, rate);
     if (!r)
@@ -145,7 +115,7 @@ int run_compare(sim_options o) {
     return fail(make_error(errc::invalid_argument, "the workload has no request; raise --rate or "
                                                    "--duration"));
   if (!o.inline_images)
-    if (auto st = prepare_library(o, *w); !st)
+    if (auto st = prepare_live_library(o, *w); !st)
       return fail(st.err());
   std::vector<sim::run_result> runs;
   for (const auto& p : *policies) {
@@ -219,6 +189,7 @@ void add_sim_command(CLI::App& app, int* exit_code) {
   img->callback([img_o, exit_code] { *exit_code = run_images(*img_o); });
 
   add_sim_des_command(*sim, exit_code);
+  add_sim_fastcache_command(*sim, exit_code);
 }
 
 } // namespace mosaic::cli

@@ -1,6 +1,10 @@
 #include "cli/sim_options.hpp"
 
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+
+#include "sim/cluster_target.hpp"
 
 namespace mosaic::cli {
 
@@ -101,6 +105,33 @@ void add_live_options(CLI::App& cmd, sim_options& o) {
                  "seconds to wait for requests after the last arrival")
       ->capture_default_str();
   cmd.add_flag("--verbose", o.verbose, "one line per finished request");
+}
+
+result<std::unique_ptr<actors::local_cluster>> start_live_cluster(const sim_options& o) {
+  actors::node_options n;
+  n.model = o.model;
+  n.device = o.device;
+  n.threads = o.threads;
+  n.library_dir = o.library;
+  n.default_deadline_ms = int(o.drain_timeout_s * 1000);
+  n.decode_max_batch = o.max_batch;
+  return actors::local_cluster::start(n);
+}
+
+status prepare_live_library(sim_options& o, const sim::workload& w) {
+  if (o.library.empty())
+    o.library = (std::filesystem::path{o.out} / "library").string();
+  auto cluster = start_live_cluster(o);
+  if (!cluster)
+    return std::move(cluster).err();
+  std::fprintf(stderr, "preparing the dynamic library %s (%zu images)...\n", o.library.c_str(),
+               w.used_images().size());
+  auto n = sim::prebuild_dynamic_library(**cluster, w);
+  if (!n)
+    return std::move(n).err();
+  std::fprintf(stderr, "  %d compiled, %zu already there\n", *n,
+               w.used_images().size() - size_t(*n));
+  return {};
 }
 
 } // namespace mosaic::cli

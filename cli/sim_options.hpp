@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "actors/local_cluster.hpp"
 #include "sim/metrics.hpp"
 #include "sim/workload.hpp"
 
@@ -56,7 +57,15 @@ void add_workload_options(CLI::App& cmd, sim_options& o);
 /// --model, --device, --threads, --library, --inline-images, --target,
 /// --slo-*, --out, --drain-timeout, --verbose.
 void add_live_options(CLI::App& cmd, sim_options& o);
+/// Starts a fresh single-node cluster of --model/--device/--threads on
+/// --library.
+result<std::unique_ptr<actors::local_cluster>> start_live_cluster(const sim_options& o);
+/// Prepares the library: OUT/library unless --library was given, then puts
+/// every image of `w` into it (skipping those present).
+status prepare_live_library(sim_options& o, const sim::workload& w);
 /// `mosaic sim des`.
 void add_sim_des_command(CLI::App& sim, int* exit_code);
+/// `mosaic sim fastcache`.
+void add_sim_fastcache_command(CLI::App& sim, int* exit_code);
 
 } // namespace mosaic::cli

@@ -30,34 +30,13 @@
 #include <vector>
 
 #include "engine/backend.hpp"
+#include "engine/compression_spec.hpp"
 #include "engine/decoder_weights.hpp"
 #include "engine/error.hpp"
 #include "engine/kv_pool.hpp"
 #include "engine/link_plan.hpp"
 
 namespace mosaic {
-
-enum class compression_method : uint8_t { none, snapkv, keynorm, streaming };
-
-/// Per-request compression settings. Parse with `parse_compression`:
-/// "none", "snapkv:img=0.25,txt=0.5,window=8,pool=5",
-/// "keynorm:img=0.5", "streaming:sink=4,recent=32,img=0.3".
-struct compression_spec {
-  compression_method method = compression_method::none;
-  float image_ratio = 1.0f; ///< fraction of image tokens kept, (0, 1]
-  float text_ratio = 1.0f;  ///< fraction of text tokens kept, (0, 1]
-  int window = 8;           ///< snapkv: observation window (last prompt queries)
-  int pool = 5;             ///< snapkv: avg-pool kernel over scores (odd; 1 = off)
-  int sink = 4;             ///< streaming: first tokens always kept
-  int recent = 16;          ///< streaming: last tokens always kept
-
-  bool enabled() const noexcept { return method != compression_method::none; }
-  /// Canonical text form, parseable again.
-  std::string to_string() const;
-};
-
-/// Parses a compression string; errors name the bad key or value.
-result<compression_spec> parse_compression(std::string_view text);
 
 /// What compression did.
 struct compression_stats {

@@ -100,9 +100,11 @@ generate_request_msg make_generate_request_msg(const wire::generate_request& req
   auto model = opt_string(fbb, req.model);
   auto sampling = add_sampling(fbb, req.sampling);
   auto policy = opt_string(fbb, req.reuse_policy);
+  auto compression = opt_string(fbb, req.kv_compression);
   return generate_request_msg::finish(
       fbb, msg::CreateGenerateRequest(fbb, req.request_id, tenant, req.deadline_unix_ns, model,
-                                      segs, sampling, req.stream, policy, req.admission_wait_us));
+                                      segs, sampling, req.stream, policy, req.admission_wait_us,
+                                      compression));
 }
 
 encode_request_msg make_encode_request_msg(const wire::encode_request& req) {
@@ -128,9 +130,10 @@ token_event_msg make_token_event_msg(const wire::token_event& ev) {
   FlatBufferBuilder fbb{128};
   auto text = opt_string(fbb, ev.text);
   auto err = opt_error(fbb, ev.err, ev.request_id);
-  return token_event_msg::finish(fbb, msg::CreateTokenEvent(fbb, ev.request_id, ev.index,
-                                                            ev.token_id, text, ev.finish, &ev.usage,
-                                                            err, ev.queue_us));
+  return token_event_msg::finish(
+      fbb, msg::CreateTokenEvent(fbb, ev.request_id, ev.index, ev.token_id, text, ev.finish,
+                                 &ev.usage, err, ev.queue_us,
+                                 ev.compression ? &*ev.compression : nullptr));
 }
 
 cancel_msg make_cancel_msg(uint64_t request_id, std::string_view reason) {
@@ -198,15 +201,30 @@ prefill_done_msg make_prefill_done_msg(const wire::prefill_done& res) {
                                   res.recomputed_tokens, res.reused_tokens, &res.timings, err));
 }
 
-decode_task_msg make_decode_task_msg(const wire::decode_task& task) {
-  FlatBufferBuilder fbb{256};
+namespace {
+
+Offset<msg::DecodeTask> add_decode_task(FlatBufferBuilder& fbb, const wire::decode_task& task) {
   auto tenant = opt_string(fbb, task.tenant);
   auto kv = add_kv_handle(fbb, task.kv);
   auto sampling = add_sampling(fbb, task.sampling);
-  return decode_task_msg::finish(fbb, msg::CreateDecodeTask(fbb, task.request_id, tenant,
-                                                            task.deadline_unix_ns, kv,
-                                                            task.first_token, task.prompt_tokens,
-                                                            sampling, task.stream, task.queue_us));
+  return msg::CreateDecodeTask(fbb, task.request_id, tenant, task.deadline_unix_ns, kv,
+                               task.first_token, task.prompt_tokens, sampling, task.stream,
+                               task.queue_us, task.position, task.compression ? &*task.compression : nullptr);
+}
+
+} // namespace
+
+decode_task_msg make_decode_task_msg(const wire::decode_task& task) {
+  FlatBufferBuilder fbb{256};
+  return decode_task_msg::finish(fbb, add_decode_task(fbb, task));
+}
+
+compress_task_msg make_compress_task_msg(const wire::decode_task& task,
+                                         std::string_view compression) {
+  FlatBufferBuilder fbb{320};
+  auto decode = add_decode_task(fbb, task);
+  auto spec = fbb.CreateString(compression.data(), compression.size());
+  return compress_task_msg::finish(fbb, msg::CreateCompressTask(fbb, decode, spec));
 }
 
 kv_transfer_begin_msg make_kv_transfer_begin_msg(uint64_t transfer_id, uint64_t request_id,

@@ -86,6 +86,7 @@ struct generate_request {
   bool stream = false;
   std::string reuse_policy{};     ///< empty: node default
   uint64_t admission_wait_us = 0; ///< set by the router on admission
+  std::string kv_compression{};   ///< empty: node default
   bool operator==(const generate_request&) const = default;
 };
 
@@ -118,6 +119,7 @@ struct token_event {
   msg::Usage usage{};
   error err{};           ///< set with finish == error
   uint64_t queue_us = 0; ///< last event: time waited before work started
+  std::optional<msg::CompressionUsage> compression{}; ///< last event of a compressed request
 };
 
 // -- library ------------------------------------------------------------------
@@ -189,6 +191,8 @@ struct decode_task {
   wire::sampling sampling{};
   bool stream = false;
   uint64_t queue_us = 0; ///< router admission + prefill queue waits
+  uint32_t position = 0; ///< of the first decoded token; 0: kv.n_tokens
+  std::optional<msg::CompressionUsage> compression{};
 };
 
 struct kv_chunk {
@@ -227,6 +231,9 @@ load_request_msg make_load_request_msg(const wire::load_request& req);
 layer_ready_msg make_layer_ready_msg(const wire::layer_ready& ev);
 prefill_done_msg make_prefill_done_msg(const wire::prefill_done& res);
 decode_task_msg make_decode_task_msg(const wire::decode_task& task);
+/// prefill → compress: `task` is what decode gets once the KV is compressed.
+compress_task_msg make_compress_task_msg(const wire::decode_task& task,
+                                         std::string_view compression);
 kv_transfer_begin_msg make_kv_transfer_begin_msg(uint64_t transfer_id, uint64_t request_id,
                                                  const wire::kv_handle& source,
                                                  uint64_t total_bytes, uint32_t n_chunks);

@@ -137,5 +137,6 @@ CAF_ADD_ATOM(mosaic, mosaic, hello_atom, "hello")
 CAF_ADD_ATOM(mosaic, mosaic, heartbeat_atom, "heartbeat")
 CAF_ADD_ATOM(mosaic, mosaic, health_atom, "health")
 CAF_ADD_ATOM(mosaic, mosaic, shutdown_atom, "shutdown")
+CAF_ADD_ATOM(mosaic, mosaic, compress_atom, "compress")
 
 CAF_END_TYPE_ID_BLOCK(mosaic)

@@ -42,7 +42,8 @@
   X(NodeHello, node_hello_msg, "MHLO")                                                             \
   X(Heartbeat, heartbeat_msg, "MHBT")                                                              \
   X(Shutdown, shutdown_msg, "MSHD")                                                                \
-  X(Health, health_msg, "MHLT")
+  X(Health, health_msg, "MHLT")                                                                    \
+  X(CompressTask, compress_task_msg, "MCPT")
 
 namespace mosaic {
 

@@ -103,6 +103,7 @@ result<wire::generate_request> read_generate_request(const generate_request_msg&
   out.stream = r->stream();
   out.reuse_policy = str(r->reuse_policy());
   out.admission_wait_us = r->admission_wait_us();
+  out.kv_compression = str(r->kv_compression());
   return out;
 }
 
@@ -120,6 +121,27 @@ wire::token_event read_token_event(const token_event_msg& m) {
     out.usage = *r->usage();
   out.err = err_of(r->error());
   out.queue_us = r->queue_us();
+  if (r->compression() != nullptr)
+    out.compression = *r->compression();
+  return out;
+}
+
+wire::decode_task read_decode_task(const msg::DecodeTask* t) {
+  wire::decode_task out;
+  if (t == nullptr)
+    return out;
+  out.request_id = t->request_id();
+  out.tenant = str(t->tenant());
+  out.deadline_unix_ns = t->deadline_unix_ns();
+  out.kv = read_kv_handle(t->kv());
+  out.first_token = t->first_token();
+  out.prompt_tokens = t->prompt_tokens();
+  out.sampling = read_sampling(t->sampling());
+  out.stream = t->stream();
+  out.queue_us = t->queue_us();
+  out.position = t->position();
+  if (t->compression() != nullptr)
+    out.compression = *t->compression();
   return out;
 }
 

@@ -19,6 +19,8 @@ result<wire::segment> read_segment(const msg::Segment& seg);
 
 result<wire::generate_request> read_generate_request(const generate_request_msg& m);
 wire::token_event read_token_event(const token_event_msg& m);
+/// A missing table reads as a default-constructed task.
+wire::decode_task read_decode_task(const msg::DecodeTask* t);
 wire::library_lookup_result read_library_lookup_result(const library_lookup_result_msg& m);
 wire::prefill_done read_prefill_done(const prefill_done_msg& m);
 

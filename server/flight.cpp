@@ -1,5 +1,7 @@
 #include "server/flight.hpp"
 
+#include <algorithm>
+
 namespace mosaic::server {
 
 namespace {
@@ -29,8 +31,12 @@ api_error timeout_error() {
   return api_error_from(make_error(errc::timeout, "no answer within the request deadline"));
 }
 
-usage_counts usage_of(const wire::token_event& ev) {
-  return {ev.usage.prompt_tokens(), ev.usage.completion_tokens()};
+usage_counts usage_of(const wire::token_event& ev, double ttft_seconds) {
+  usage_counts u{ev.usage.prompt_tokens(), ev.usage.completion_tokens(), std::nullopt};
+  if (const auto& c = ev.compression)
+    u.compression = compression_report{c->tokens_after(), c->kv_bytes_before(),
+                                       c->kv_bytes_after(), c->compress_us() * 1e-6, ttft_seconds};
+  return u;
 }
 
 flight::flight(front_door& fd, std::shared_ptr<generation_stream> stream, int n_images)
@@ -58,9 +64,10 @@ std::optional<wire::token_event> flight::poll(std::chrono::milliseconds wait) {
     return std::nullopt;
   const auto now = flight_clock::now();
   if (ev->finish == msg::FinishReason::none) {
-    if (n_tokens_ == 0)
-      fd_.metrics.observe_ttft(seconds_between(arrived_, now));
-    else
+    if (n_tokens_ == 0) {
+      ttft_seconds_ = seconds_between(arrived_, now);
+      fd_.metrics.observe_ttft(ttft_seconds_);
+    } else
       fd_.metrics.observe_inter_token(seconds_between(last_token_, now));
     last_token_ = now;
     ++n_tokens_;
@@ -80,6 +87,11 @@ void flight::record_success(const wire::token_event& last) {
   t.reused = last.usage.reused_tokens();
   t.recomputed = last.usage.recomputed_tokens();
   fd_.metrics.request_succeeded(finish_reason_name(last.finish), t);
+  const double compress_s = last.compression ? last.compression->compress_us() * 1e-6 : 0.0;
+  fd_.metrics.observe_ttft_without_compression(std::max(0.0, ttft_seconds_ - compress_s));
+  if (const auto& c = last.compression)
+    fd_.metrics.observe_compression(
+        compress_s, c->kv_bytes_before() - std::min(c->kv_bytes_before(), c->kv_bytes_after()));
 }
 
 parse_result<std::shared_ptr<flight>> start_flight(front_door& fd, wire::generate_request request,

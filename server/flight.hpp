@@ -26,7 +26,9 @@ bool is_error_finish(msg::FinishReason f);
 error event_error(const wire::token_event& ev);
 /// 504: no answer within the request deadline.
 api_error timeout_error();
-usage_counts usage_of(const wire::token_event& ev);
+/// The answer's usage object; with the compression extension (whose TTFT
+/// is `ttft_seconds`) when the request's KV was compressed.
+usage_counts usage_of(const wire::token_event& ev, double ttft_seconds);
 
 /// A request in flight: its stream, its timings and the in-flight count.
 class flight {
@@ -47,6 +49,8 @@ public:
   void cancel() { stream_->cancel(); }
   bool done() const { return done_; }
   front_door& door() { return fd_; }
+  /// Arrival → first token (0 before it).
+  double ttft_seconds() const { return ttft_seconds_; }
 
 private:
   front_door& fd_;
@@ -56,6 +60,7 @@ private:
   flight_clock::time_point give_up_;
   flight_clock::time_point last_token_;
   uint32_t n_tokens_ = 0;
+  double ttft_seconds_ = 0.0;
   bool done_ = false;
 };
 

@@ -6,6 +6,7 @@
 // A client that goes away cancels its request: a stream notices when a
 // write fails, a waiting handler through its connection_watch.
 
+#include <algorithm>
 #include <chrono>
 
 #include "server/connection_watch.hpp"
@@ -78,7 +79,7 @@ void answer_whole(http_flight& h, wire::token_event first, httplib::Response& re
   if (is_error_finish(ev->finish))
     return fail(h.f->door(), res, api_error_from(event_error(*ev)));
   h.f->record_success(*ev);
-  res.set_content(full_response_json(h.header, text, ev->finish, usage_of(*ev)),
+  res.set_content(full_response_json(h.header, text, ev->finish, usage_of(*ev, h.f->ttft_seconds())),
                   "application/json");
 }
 
@@ -133,7 +134,7 @@ bool stream_step(http_flight& h, httplib::DataSink& sink) {
   std::string tail = sse_event(chunk_json(h.header, c));
   if (h.include_usage) {
     chunk_fields u;
-    u.usage = usage_of(*ev);
+    u.usage = usage_of(*ev, h.f->ttft_seconds());
     tail += sse_event(chunk_json(h.header, u));
   }
   return finish_stream(tail);

@@ -46,8 +46,20 @@ struct front_door_metrics::families {
                   .Help("Time a request waited in the cluster's admission and prefill "
                         "queues before work on it started.")
                   .Register(r)),
+      ttft_wo_f(prometheus::BuildHistogram()
+                    .Name("mosaic:time_to_first_token_without_compression_seconds")
+                    .Help("Time to first token minus the KV compress stage's time.")
+                    .Register(r)),
+      compress_f(prometheus::BuildHistogram()
+                     .Name("mosaic:kv_compression_seconds")
+                     .Help("Compress stage time of requests whose KV was compressed.")
+                     .Register(r)),
       ttft(ttft_f.Add({}, latency_buckets())), itl(itl_f.Add({}, itl_buckets())),
       e2e(e2e_f.Add({}, latency_buckets())), queue(queue_f.Add({}, latency_buckets())),
+      ttft_wo(ttft_wo_f.Add({}, latency_buckets())),
+      compress(compress_f.Add({}, latency_buckets())),
+      compress_saved(counter(r, "mosaic:kv_compression_saved_bytes_total",
+                             "KV pool bytes freed by compression.")),
       prompt(counter(r, "mosaic:prompt_tokens_total", "Prompt tokens of finished requests.")),
       generation(counter(r, "mosaic:generation_tokens_total", "Generated tokens.")),
       image(counter(r, "mosaic:image_tokens_total", "Prompt tokens that are image tokens.")),
@@ -108,10 +120,15 @@ struct front_door_metrics::families {
   prometheus::Family<Histogram>& itl_f;
   prometheus::Family<Histogram>& e2e_f;
   prometheus::Family<Histogram>& queue_f;
+  prometheus::Family<Histogram>& ttft_wo_f;
+  prometheus::Family<Histogram>& compress_f;
   Histogram& ttft;
   Histogram& itl;
   Histogram& e2e;
   Histogram& queue;
+  Histogram& ttft_wo;
+  Histogram& compress;
+  prometheus::Counter& compress_saved;
   prometheus::Counter& prompt;
   prometheus::Counter& generation;
   prometheus::Counter& image;
@@ -147,6 +164,15 @@ front_door_metrics::~front_door_metrics() = default;
 
 void front_door_metrics::observe_ttft(double seconds) {
   f_->ttft.Observe(seconds);
+}
+
+void front_door_metrics::observe_ttft_without_compression(double seconds) {
+  f_->ttft_wo.Observe(seconds);
+}
+
+void front_door_metrics::observe_compression(double compress_seconds, uint64_t kv_bytes_saved) {
+  f_->compress.Observe(compress_seconds);
+  f_->compress_saved.Increment(static_cast<double>(kv_bytes_saved));
 }
 void front_door_metrics::observe_inter_token(double seconds) {
   f_->itl.Observe(seconds);

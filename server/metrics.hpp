@@ -45,6 +45,10 @@ public:
   /// Time a finished request waited before work on it started (the
   /// cluster's admission and prefill queues; token_event::queue_us).
   void observe_queue_time(double seconds);
+  /// TTFT minus the compress stage's time (= TTFT for uncompressed requests).
+  void observe_ttft_without_compression(double seconds);
+  /// A request went through the compress stage (FastCache).
+  void observe_compression(double compress_seconds, uint64_t kv_bytes_saved);
   /// A generation request entered / left the front door.
   void request_started();
   void request_ended();

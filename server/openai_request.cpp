@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/compression_spec.hpp"
+
 namespace mosaic::server {
 
 namespace {
@@ -128,13 +130,24 @@ std::optional<api_error> read_common(const json& body, const request_limits& lim
       return invalid_request("mosaic",
                              "'mosaic' must be an object such as {\"policy\": \"mpic:32\"}");
     for (const auto& [key, value] : it->items()) {
-      if (key != "policy")
+      if (key != "policy" && key != "compression")
         return invalid_request("mosaic." + key,
-                               "unknown field 'mosaic." + key + "'; known: policy");
+                               "unknown field 'mosaic." + key + "'; known: policy, compression");
+      if (key == "policy") {
+        if (!value.is_string())
+          return invalid_request("mosaic.policy",
+                                 "'mosaic.policy' must be a string such as \"mpic:32\"");
+        mosaic.policy = value.get<std::string>();
+        continue;
+      }
       if (!value.is_string())
-        return invalid_request("mosaic.policy",
-                               "'mosaic.policy' must be a string such as \"mpic:32\"");
-      mosaic.policy = value.get<std::string>();
+        return invalid_request("mosaic.compression",
+                               "'mosaic.compression' must be a string such as "
+                               "\"snapkv:img=0.25,txt=0.5\" or \"none\"");
+      auto spec = parse_compression(value.get<std::string>());
+      if (!spec)
+        return invalid_request("mosaic.compression", spec.err().message);
+      mosaic.compression = value.get<std::string>();
     }
   }
   return std::nullopt;

@@ -68,9 +68,11 @@ struct sampling_params {
   std::vector<std::string> stop;
 };
 
-/// Mosaic's per-request extension object `"mosaic": {"policy": "mpic:32"}`.
+/// Mosaic's per-request extension object
+/// `"mosaic": {"policy": "mpic:32", "compression": "snapkv:img=0.25"}`.
 struct mosaic_options {
-  std::optional<std::string> policy; ///< validated by engine/policy_spec
+  std::optional<std::string> policy;      ///< validated by engine/policy_spec
+  std::optional<std::string> compression; ///< KV compression; validated by engine/compression_spec
 };
 
 struct chat_request {

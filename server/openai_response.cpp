@@ -1,5 +1,6 @@
 #include "server/openai_response.hpp"
 
+#include <algorithm>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -11,9 +12,22 @@ namespace {
 using json = nlohmann::json;
 
 json usage_json(const usage_counts& u) {
-  return {{"prompt_tokens", u.prompt_tokens},
-          {"completion_tokens", u.completion_tokens},
-          {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+  json j = {{"prompt_tokens", u.prompt_tokens},
+            {"completion_tokens", u.completion_tokens},
+            {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+  if (const auto& c = u.compression) {
+    const uint64_t saved = c->kv_bytes_before - std::min(c->kv_bytes_before, c->kv_bytes_after);
+    j["mosaic"] = {{"kv_compression",
+                    {{"prompt_tokens_kept", c->prompt_tokens_kept},
+                     {"kv_bytes_before", c->kv_bytes_before},
+                     {"kv_bytes_after", c->kv_bytes_after},
+                     {"kv_bytes_saved", saved},
+                     {"compress_seconds", c->compress_seconds},
+                     {"ttft_seconds", c->ttft_seconds},
+                     {"ttft_without_compression_seconds",
+                      std::max(0.0, c->ttft_seconds - c->compress_seconds)}}}};
+  }
+  return j;
 }
 
 json finish_json(msg::FinishReason finish) {

@@ -26,9 +26,20 @@ struct response_header {
   int64_t created = 0; ///< unix seconds
 };
 
+/// What the compress stage did to a request (FastCache), for the usage
+/// extension `"mosaic": {"kv_compression": {...}}`.
+struct compression_report {
+  uint32_t prompt_tokens_kept = 0;
+  uint64_t kv_bytes_before = 0;
+  uint64_t kv_bytes_after = 0;
+  double compress_seconds = 0.0;
+  double ttft_seconds = 0.0; ///< at the front door, compression included
+};
+
 struct usage_counts {
   uint32_t prompt_tokens = 0;
   uint32_t completion_tokens = 0;
+  std::optional<compression_report> compression{}; ///< compressed requests only
 };
 
 /// "stop", "length", or "" (cancelled / error / timeout have no OpenAI

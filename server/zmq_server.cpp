@@ -225,7 +225,7 @@ struct zmq_server::impl {
           continue;
         }
         r.f->record_success(*ev);
-        const auto usage = usage_of(*ev);
+        const auto usage = usage_of(*ev, r.f->ttft_seconds());
         delivered = send(r.identity, r.envelope,
                          {r.id, api::finish_frame{std::string{finish_reason_name(ev->finish)},
                                                   usage.prompt_tokens, usage.completion_tokens,

@@ -29,6 +29,7 @@ void cluster_target::submit(const sim_request& req, on_token token, on_done done
   g.tenant = options_.tenant;
   g.stream = true;
   g.reuse_policy = options_.policy;
+  g.kv_compression = options_.compression;
   g.sampling.max_tokens = uint32_t(req.max_tokens);
   g.sampling.temperature = 0.0f;
   g.sampling.seed = options_.sampling_seed;

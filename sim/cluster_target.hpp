@@ -25,6 +25,7 @@ struct cluster_target_options {
   bool images_by_key = true;  ///< library references; false: inline PNG
   uint64_t sampling_seed = 0; ///< greedy decoding; the seed only matters for temperature > 0
   std::chrono::milliseconds deadline{std::chrono::minutes{5}};
+  std::string compression{}; ///< KV compression of every request ("" = node default)
 };
 
 class cluster_target final : public target {

@@ -146,6 +146,15 @@ prefill_spec read_prefill(map_reader& m, const node_spec& node, bool devices_kno
   prefill_spec s;
   s.device = read_device(m, node, devices_known, ctx);
   set_int(m, "max_tokens", 1, max_mb, s.max_tokens);
+  if (auto text = m.read_string("compression")) {
+    auto spec = parse_compression(*text);
+    if (spec)
+      s.compression = *spec;
+    else
+      ctx.sink.add(m.value_mark("compression"),
+                   "bad 'compression' of " + m.what() + ": " + spec.err().message,
+                   "e.g. compression: \"snapkv:img=0.25,txt=0.5\" (or none)");
+  }
   return s;
 }
 

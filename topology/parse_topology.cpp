@@ -109,35 +109,6 @@ request_defaults read_defaults(const YAML::Node& v, const YAML::Mark& at, parse_
   return d;
 }
 
-compression_spec read_compression(const YAML::Node& v, const YAML::Mark& at, parse_context& ctx) {
-  constexpr std::array<std::string_view, 4> methods = {"none", "snapkv", "keynorm", "streaming"};
-  compression_spec c;
-  if (!v.IsMap()) {
-    ctx.sink.add(at, "'compression' must be a map, got " + std::string{describe(v)},
-                 "write e.g. `compression: { method: snapkv, image_ratio: 0.5 }`");
-    return c;
-  }
-  map_reader m{v, "'compression'", ctx.sink};
-  bool method_bad = false;
-  if (m.has("method")) {
-    auto i = m.read_choice("method", methods);
-    method_bad = !i;
-    c.method = static_cast<compression_method>(i.value_or(0));
-  }
-  for (auto key : {"image_ratio", "text_ratio"}) {
-    auto ratio = m.read_number(key, 0.0, 1.0);
-    if (!ratio)
-      continue;
-    (key == std::string_view{"image_ratio"} ? c.image_ratio : c.text_ratio) = *ratio;
-    if (c.method == compression_method::none && !method_bad)
-      ctx.sink.add(m.value_mark(key),
-                   "'" + std::string{key} + "' has no effect while the compression method is none",
-                   "set `method: snapkv` (or keynorm, streaming), or remove the ratio");
-  }
-  m.finish();
-  return c;
-}
-
 /// `devices:` of a node. Returns false when the list had errors.
 bool read_devices(map_reader& m, node_spec& node, parse_context& ctx) {
   if (!m.has("devices"))
@@ -321,8 +292,10 @@ topology parse_root(const YAML::Node& root, parse_context& ctx) {
   if (m.has("defaults"))
     ctx.defaults = read_defaults(m.value("defaults"), m.value_mark("defaults"), ctx);
   topo.defaults = ctx.defaults;
-  if (m.has("compression"))
-    topo.compression = read_compression(m.value("compression"), m.value_mark("compression"), ctx);
+  if (m.has("compression")) // the pre-actor form; say where it went
+    ctx.sink.add(m.value_mark("compression"),
+                 "'compression' is a key of the prefill actor, not of the topology",
+                 "write e.g. `- { kind: prefill, compression: \"snapkv:img=0.25,txt=0.5\" }`");
   read_nodes(m, topo, ctx);
   m.finish();
   spec_origin nodes_at = position(m.has("nodes") ? m.value_mark("nodes") : m.mark());

@@ -54,20 +54,6 @@ const char* to_string(kv_io_engine e) noexcept {
   return e == kv_io_engine::pread ? "pread" : "uring";
 }
 
-const char* to_string(compression_method m) noexcept {
-  switch (m) {
-  case compression_method::none:
-    return "none";
-  case compression_method::snapkv:
-    return "snapkv";
-  case compression_method::keynorm:
-    return "keynorm";
-  case compression_method::streaming:
-    return "streaming";
-  }
-  return "unknown";
-}
-
 size_t node_spec::count(actor_kind kind) const noexcept {
   return static_cast<size_t>(std::count_if(actors.begin(), actors.end(),
                                            [kind](const auto& a) { return a.kind() == kind; }));

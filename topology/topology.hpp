@@ -14,6 +14,7 @@
 #include <variant>
 #include <vector>
 
+#include "engine/compression_spec.hpp"
 #include "engine/policy_spec.hpp"
 
 namespace mosaic {
@@ -92,10 +93,14 @@ struct linker_spec {
   policy_spec policy; ///< defaults to `defaults.policy`
 };
 
-/// Runs the one-pass prefill of a link plan.
+/// Runs the one-pass prefill of a link plan; its requests then pass the
+/// compress stage (FastCache) on the same device before decode.
 struct prefill_spec {
   device_spec device;
   int max_tokens = 8192; ///< tokens per prefill pass
+  /// KV compression of requests that name none (engine/compression_spec.hpp
+  /// grammar); `none` (the default) skips the compress stage.
+  compression_spec compression;
 };
 
 /// Continuous-batching decode over a paged KV pool.
@@ -152,27 +157,15 @@ struct request_defaults {
   int max_tokens = 256; ///< generated tokens when a request gives no limit
 };
 
-/// FastCache-style KV compression (off by default).
-enum class compression_method : uint8_t { none, snapkv, keynorm, streaming };
-
-/// KV compression applied after prefill; ratios are the fraction kept.
-struct compression_spec {
-  compression_method method = compression_method::none;
-  double image_ratio = 0.5;
-  double text_ratio = 1.0;
-};
-
 const char* to_string(router_strategy s) noexcept;
 const char* to_string(kv_storage_dtype d) noexcept;
 const char* to_string(kv_io_engine e) noexcept;
-const char* to_string(compression_method m) noexcept;
 
 /// A whole cluster.
 struct topology {
   std::string model;    ///< "builtin:tiny", "builtin:small" or a resolved directory path
   std::string api_keys; ///< key file (resolved path); empty = no authentication
   request_defaults defaults;
-  compression_spec compression;
   std::vector<node_spec> nodes;
   std::string source; ///< file name or label it was parsed from
 

@@ -81,28 +81,6 @@ protected:
   std::unique_ptr<kv_pool> pool_;
 };
 
-TEST(compression_spec_test, parses_and_prints_round_trip) {
-  auto s = parse_compression("snapkv:img=0.25,txt=0.5");
-  ASSERT_TRUE(s) << s.err().to_string();
-  EXPECT_EQ(s->method, compression_method::snapkv);
-  EXPECT_FLOAT_EQ(s->image_ratio, 0.25f);
-  EXPECT_FLOAT_EQ(s->text_ratio, 0.5f);
-  auto again = parse_compression(s->to_string());
-  ASSERT_TRUE(again) << again.err().to_string();
-  EXPECT_EQ(again->to_string(), s->to_string());
-  auto st = parse_compression("streaming:sink=2,recent=8");
-  ASSERT_TRUE(st);
-  EXPECT_EQ(st->sink, 2);
-  EXPECT_EQ(st->recent, 8);
-  EXPECT_FALSE(parse_compression("none")->enabled());
-  for (const char* bad : {"snap", "snapkv:img=0", "snapkv:img=1.5", "keynorm:foo=1",
-                          "snapkv:window=0", "none:img=0.5", "snapkv:img="}) {
-    auto r = parse_compression(bad);
-    ASSERT_FALSE(r) << bad;
-    EXPECT_EQ(r.err().code, errc::invalid_argument);
-  }
-}
-
 TEST_F(kv_compression_test, ratio_one_decodes_exactly_like_the_uncompressed_sequence) {
   SCOPED_TRACE(trace());
   const auto ids = model_->random_ids(12);

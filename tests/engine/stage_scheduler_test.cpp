@@ -8,23 +8,14 @@
 #include <random>
 #include <set>
 
+#include "tests/support/small_memory_model.hpp"
+
 namespace mosaic {
 namespace {
 
 constexpr stage_kind all_stages[] = {stage_kind::prefill, stage_kind::compress, stage_kind::decode};
 
-/// A small model: 1 KiB of KV per token, blocks of 16 tokens.
-memory_model small_model(size_t budget) {
-  memory_model m;
-  m.budget_bytes = budget;
-  m.weight_bytes = 100'000;
-  m.kv_bytes_per_token = 1024;
-  m.block_size = 16;
-  m.prefill_act_bytes_per_token = 512;
-  m.compress_act_bytes_per_token = 128;
-  m.decode_act_bytes_per_seq = 4096;
-  return m;
-}
+using testing::small_memory_model;
 
 stage_scheduler make(const memory_model& m, std::string_view policy) {
   auto p = parse_schedule_policy(policy);
@@ -41,9 +32,63 @@ struct sim_report {
   double end_time = 0;
 };
 
+/// Memory that really exists, kept apart from the scheduler's own books:
+/// each request's KV by the stage it is in (decode counted at its end
+/// size from the start) plus the activations of the running batches.
+struct physical_ledger {
+  const memory_model& m;
+  std::map<uint64_t, request_info> info;
+  std::map<uint64_t, size_t> kv;
+  std::map<stage_kind, size_t> act;
+
+  int kept(const request_info& r) const {
+    return r.kv_keep_ratio < 1.0f ? kept_count(r.prompt_tokens, r.kv_keep_ratio) : r.prompt_tokens;
+  }
+  size_t total() const {
+    size_t t = m.weight_bytes;
+    for (const auto& [id, b] : kv)
+      t += b;
+    for (const auto& [st, b] : act)
+      t += b;
+    return t;
+  }
+  void start(const stage_batch& b) {
+    size_t a = 0;
+    for (uint64_t id : b.requests) {
+      const auto& r = info.at(id);
+      const auto p = size_t(r.prompt_tokens);
+      switch (b.stage) {
+      case stage_kind::prefill:
+        kv[id] = m.kv_bytes(r.prompt_tokens);
+        a += p * m.prefill_act_bytes_per_token;
+        break;
+      case stage_kind::compress:
+        kv[id] += m.kv_bytes(kept(r)); // the compressed copy beside the original
+        a += p * m.compress_act_bytes_per_token;
+        break;
+      case stage_kind::decode:
+        kv[id] = m.kv_bytes(kept(r) + r.max_new_tokens);
+        a += m.decode_act_bytes_per_seq;
+        break;
+      }
+    }
+    act[b.stage] = a;
+  }
+  void done(const stage_batch& b) {
+    act.erase(b.stage);
+    for (uint64_t id : b.requests) {
+      if (b.stage == stage_kind::compress)
+        kv[id] = m.kv_bytes(kept(info.at(id))); // the original's blocks are freed
+      if (b.stage == stage_kind::decode)
+        kv.erase(id);
+    }
+  }
+};
+
 /// Event-driven run of `n` random requests through `s`: stage durations
 /// grow with the batch; after every scheduler call the memory in use must
-/// stay within the budget.
+/// stay within the budget, by the scheduler's books and by an independent
+/// ledger of what physically exists.
 sim_report simulate(stage_scheduler& s, std::mt19937& rng, int n, double rate) {
   std::exponential_distribution<double> gap(rate);
   std::uniform_int_distribution<int> prompt(8, 700), out(1, 64);
@@ -58,6 +103,9 @@ sim_report simulate(stage_scheduler& s, std::mt19937& rng, int n, double rate) {
     arrivals.emplace_back(t, r);
   }
   sim_report rep;
+  physical_ledger ledger{s.model(), {}, {}, {}};
+  for (const auto& [at, r] : arrivals)
+    ledger.info[r.id] = r;
   std::map<stage_kind, std::pair<double, stage_batch>> running;
   size_t next_arrival = 0;
   double now = 0;
@@ -69,6 +117,7 @@ sim_report simulate(stage_scheduler& s, std::mt19937& rng, int n, double rate) {
     for (auto it = running.begin(); it != running.end();) {
       if (it->second.first <= now) {
         EXPECT_TRUE(s.on_stage_done(it->second.second, now));
+        ledger.done(it->second.second);
         it = running.erase(it);
       } else {
         ++it;
@@ -81,6 +130,10 @@ sim_report simulate(stage_scheduler& s, std::mt19937& rng, int n, double rate) {
       EXPECT_LE(s.memory().used(), s.memory().budget) << "over-committed at t=" << now;
       if (b.empty())
         continue;
+      ledger.start(b);
+      EXPECT_LE(ledger.total(), s.memory().budget)
+          << "physically over-committed at t=" << now << " starting a " << stage_name(st)
+          << " batch of " << b.requests.size();
       rep.batch_sizes[st].push_back(b.requests.size());
       const double dur =
           0.002 + 0.001 * double(b.requests.size()) * (st == stage_kind::decode ? 8 : 1);
@@ -158,7 +211,7 @@ TEST(stage_scheduler_test, never_over_commits_and_completes_everything_under_ran
       SCOPED_TRACE(std::string(policy) + " round " + std::to_string(round));
       // Budgets from "one long request at a time" to roomy.
       const size_t budget = 100'000 + 1'800'000 + size_t(rng() % 8'000'000);
-      auto s = make(small_model(budget), policy);
+      auto s = make(small_memory_model(budget), policy);
       const int n = 40 + int(rng() % 40);
       const double rate = 10.0 + double(rng() % 400);
       const auto rep = simulate(s, rng, n, rate);
@@ -182,7 +235,7 @@ TEST(stage_scheduler_test, never_over_commits_and_completes_everything_under_ran
 }
 
 TEST(stage_scheduler_test, fixed_batches_fill_to_their_size_under_load) {
-  auto s = make(small_model(1'000'000'000), "p2c2d8");
+  auto s = make(small_memory_model(1'000'000'000), "p2c2d8");
   for (uint64_t i = 1; i <= 16; ++i)
     ASSERT_TRUE(s.enqueue({i, 100, 8, 0.5f}, 0.0));
   auto p = s.next_batch(stage_kind::prefill, 0.0);
@@ -199,7 +252,7 @@ TEST(stage_scheduler_test, fixed_batches_fill_to_their_size_under_load) {
 }
 
 TEST(stage_scheduler_test, dynamic_batches_grow_with_free_memory) {
-  const auto m = small_model(0);
+  const auto m = small_memory_model(0);
   // Each request: 200 prompt tokens, 16 new, no compression →
   // kv_bytes(216) = 224 * 1024 bytes, activations 200 * 512.
   const size_t one = m.kv_bytes(216) + 200 * m.prefill_act_bytes_per_token;
@@ -219,7 +272,7 @@ TEST(stage_scheduler_test, dynamic_batches_grow_with_free_memory) {
 }
 
 TEST(stage_scheduler_test, compression_releases_the_dropped_kv) {
-  const auto m = small_model(1'000'000'000);
+  const auto m = small_memory_model(1'000'000'000);
   auto s = make(m, "dynamic");
   ASSERT_TRUE(s.enqueue({7, 640, 32, 0.25f}, 0.0));
   auto p = s.next_batch(stage_kind::prefill, 0.0);
@@ -238,7 +291,7 @@ TEST(stage_scheduler_test, compression_releases_the_dropped_kv) {
 }
 
 TEST(stage_scheduler_test, rejects_bad_requests_and_foreign_batches) {
-  auto s = make(small_model(1'000'000), "dynamic");
+  auto s = make(small_memory_model(1'000'000), "dynamic");
   ASSERT_TRUE(s.enqueue({1, 10, 1, 1.0f}, 0.0));
   EXPECT_EQ(s.enqueue({1, 10, 1, 1.0f}, 0.0).err().code, errc::invalid_argument);
   EXPECT_EQ(s.enqueue({2, 0, 1, 1.0f}, 0.0).err().code, errc::invalid_argument);
@@ -247,7 +300,7 @@ TEST(stage_scheduler_test, rejects_bad_requests_and_foreign_batches) {
   stage_batch foreign;
   foreign.batch_id = 99;
   EXPECT_FALSE(s.on_stage_done(foreign, 0.0));
-  auto w = small_model(10);
+  auto w = small_memory_model(10);
   EXPECT_FALSE(stage_scheduler::create(w, schedule_policy{}));
 }
 

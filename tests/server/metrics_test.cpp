@@ -41,6 +41,19 @@ TEST(metrics, exposes_vllm_compatible_names_with_help_and_type) {
   }
 }
 
+TEST(metrics, compression_reports_time_ttft_without_it_and_bytes_saved) {
+  front_door_metrics m;
+  m.observe_ttft_without_compression(0.2);
+  m.observe_compression(0.05, 3'000'000);
+  m.observe_compression(0.15, 1'000'000);
+  const auto s = samples(m.expose());
+  EXPECT_EQ(s.at("mosaic:time_to_first_token_without_compression_seconds_count"), 1);
+  EXPECT_NEAR(s.at("mosaic:time_to_first_token_without_compression_seconds_sum"), 0.2, 1e-9);
+  EXPECT_EQ(s.at("mosaic:kv_compression_seconds_count"), 2);
+  EXPECT_NEAR(s.at("mosaic:kv_compression_seconds_sum"), 0.2, 1e-9);
+  EXPECT_EQ(s.at("mosaic:kv_compression_saved_bytes_total"), 4'000'000);
+}
+
 TEST(metrics, histograms_and_counters_count_requests) {
   front_door_metrics m;
   m.observe_ttft(0.03);

@@ -35,7 +35,7 @@ json chat_body() {
       {"stop", json::array({"\n\n"})},
       {"stream", true},
       {"stream_options", {{"include_usage", true}}},
-      {"mosaic", {{"policy", "mpic:32"}}}};
+      {"mosaic", {{"policy", "mpic:32"}, {"compression", "snapkv:img=0.25,txt=0.5"}}}};
 }
 
 TEST(openai_request, parses_a_multimodal_chat_in_order) {
@@ -59,6 +59,7 @@ TEST(openai_request, parses_a_multimodal_chat_in_order) {
   EXPECT_TRUE(req.stream);
   EXPECT_TRUE(req.include_usage);
   EXPECT_EQ(req.mosaic.policy, "mpic:32");
+  EXPECT_EQ(req.mosaic.compression, "snapkv:img=0.25,txt=0.5");
 }
 
 TEST(openai_request, library_references_and_completions) {
@@ -117,6 +118,10 @@ TEST(openai_request, every_bad_input_names_its_field) {
        },
        "messages[1].content[1].image_url.url"},
       {"unknown mosaic option", [](json& j) { j["mosaic"]["speed"] = "fast"; }, "mosaic.speed"},
+      {"bad compression", [](json& j) { j["mosaic"]["compression"] = "snapkv:img=2"; },
+       "mosaic.compression"},
+      {"compression not a string", [](json& j) { j["mosaic"]["compression"] = 0.5; },
+       "mosaic.compression"},
       {"stream_options without stream", [](json& j) { j["stream"] = false; }, "stream_options"},
   };
   request_limits limits;

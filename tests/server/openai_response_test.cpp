@@ -29,6 +29,24 @@ TEST(openai_response, chat_completion_has_message_and_usage) {
   EXPECT_EQ(j["created"], 42);
 }
 
+TEST(openai_response, compressed_requests_report_memory_saved_and_ttft_without_compression) {
+  response_header h{api_kind::chat, "chatcmpl-2", "m", 1};
+  usage_counts u{600, 4, compression_report{150, 4'800'000, 1'200'000, 0.25, 1.0}};
+  auto j = json::parse(full_response_json(h, "ok", msg::FinishReason::stop, u));
+  const auto& c = j["usage"]["mosaic"]["kv_compression"];
+  EXPECT_EQ(c["prompt_tokens_kept"], 150);
+  EXPECT_EQ(c["kv_bytes_before"], 4'800'000);
+  EXPECT_EQ(c["kv_bytes_after"], 1'200'000);
+  EXPECT_EQ(c["kv_bytes_saved"], 3'600'000);
+  EXPECT_DOUBLE_EQ(c["compress_seconds"].get<double>(), 0.25);
+  EXPECT_DOUBLE_EQ(c["ttft_seconds"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(c["ttft_without_compression_seconds"].get<double>(), 0.75);
+  EXPECT_EQ(j["usage"]["total_tokens"], 604);
+  // Uncompressed requests keep the plain OpenAI usage object.
+  auto plain = json::parse(full_response_json(h, "ok", msg::FinishReason::stop, {600, 4}));
+  EXPECT_FALSE(plain["usage"].contains("mosaic"));
+}
+
 TEST(openai_response, text_completion_has_text_and_length_finish) {
   response_header h{api_kind::completion, "cmpl-1", "m", 1};
   auto j = json::parse(full_response_json(h, "xyz", msg::FinishReason::length, {1, 3}));

@@ -101,7 +101,6 @@ TEST(topology_values, omitted_keys_take_the_documented_defaults) {
   EXPECT_TRUE(topo->api_keys.empty());
   EXPECT_EQ(topo->defaults.policy.to_string(), "mpic:32");
   EXPECT_EQ(topo->defaults.deadline_ms, 30000);
-  EXPECT_EQ(topo->compression.method, compression_method::none);
   const auto& node = topo->nodes.at(0);
   EXPECT_EQ(node.control_port, 7400);
   EXPECT_EQ(node.data_port, 7500);
@@ -155,14 +154,29 @@ TEST(topology_values, actor_devices_default_to_the_nodes_first_device) {
   EXPECT_EQ(actors[6].get<decode_spec>()->pool_bytes(), uint64_t{1} << 29);
 }
 
-TEST(topology_values, compression_block_is_read) {
+TEST(topology_values, prefill_compression_is_read_and_off_by_default) {
+  auto plain = parse_topology(minimal_topology, "t");
+  ASSERT_TRUE(plain) << plain.err().message;
+  for (const auto& a : plain->nodes.at(0).actors) {
+    if (const auto* p = a.get<prefill_spec>()) {
+      EXPECT_FALSE(p->compression.enabled());
+    }
+  }
   std::string yaml{minimal_topology};
-  yaml += "compression: { method: snapkv, image_ratio: 0.25, text_ratio: 0.9 }\n";
+  const auto at = yaml.find("kind: prefill");
+  ASSERT_NE(at, std::string::npos);
+  yaml.insert(at + std::string_view{"kind: prefill"}.size(),
+              ", compression: \"snapkv:img=0.25,txt=0.9\"");
   auto topo = parse_topology(yaml, "t");
   ASSERT_TRUE(topo) << topo.err().message;
-  EXPECT_EQ(topo->compression.method, compression_method::snapkv);
-  EXPECT_DOUBLE_EQ(topo->compression.image_ratio, 0.25);
-  EXPECT_DOUBLE_EQ(topo->compression.text_ratio, 0.9);
+  const prefill_spec* p = nullptr;
+  for (const auto& a : topo->nodes.at(0).actors)
+    if (a.get<prefill_spec>() != nullptr)
+      p = a.get<prefill_spec>();
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->compression.method, compression_method::snapkv);
+  EXPECT_FLOAT_EQ(p->compression.image_ratio, 0.25f);
+  EXPECT_FLOAT_EQ(p->compression.text_ratio, 0.9f);
 }
 
 TEST(topology_paths, relative_paths_resolve_against_the_files_directory) {

@@ -112,7 +112,6 @@ TEST(topology_validation, missing_required_keys_are_reported_where_the_map_start
 TEST(topology_validation, out_of_range_values_name_the_allowed_range) {
   auto report = check_yaml(R"(model: builtin:tiny
 defaults: { deadline_ms: 0 }
-compression: { method: keynorm, image_ratio: 1.5, text_ratio: -1 }
 nodes:
   - name: local
     host: 127.0.0.1
@@ -123,22 +122,24 @@ nodes:
       - { kind: encoder, cache_mb: 0 }
       - { kind: kv_loader, library: lib, disk_gb: -5 }
       - { kind: linker }
-      - { kind: prefill, max_tokens: 0 }
+      - { kind: prefill, max_tokens: 0, compression: "snapkv:img=1.5" }
       - { kind: decode, max_batch: 100000, block_size: 24 }
 )");
   EXPECT_DIAG(report, 2, 26, "'deadline_ms' = 0 is out of range", "from 1 to 86400000");
-  EXPECT_DIAG(report, 3, 46, "'image_ratio' = 1.5 is out of range", "at most 1");
-  EXPECT_DIAG(report, 3, 63, "'text_ratio' = -1 is out of range", "greater than 0");
-  EXPECT_DIAG(report, 7, 19, "'control_port' = 0 is out of range", "from 1 to 65535");
-  EXPECT_DIAG(report, 8, 16, "'data_port' = 65536 is out of range", "from 1 to 65535");
-  EXPECT_DIAG(report, 10, 38, "'http_port' = '99999999999999999999999' is out of range",
+  EXPECT_DIAG(report, 6, 19, "'control_port' = 0 is out of range", "from 1 to 65535");
+  EXPECT_DIAG(report, 7, 16, "'data_port' = 65536 is out of range", "from 1 to 65535");
+  EXPECT_DIAG(report, 9, 38, "'http_port' = '99999999999999999999999' is out of range",
               "from 1 to 65535");
-  EXPECT_DIAG(report, 11, 36, "'cache_mb' = 0 is out of range", "");
-  EXPECT_DIAG(report, 12, 51, "'disk_gb' = -5 is out of range", "greater than 0");
-  EXPECT_DIAG(report, 14, 38, "'max_tokens' = 0 is out of range", "");
-  EXPECT_DIAG(report, 15, 36, "'max_batch' = 100000 is out of range", "from 1 to 4096");
-  EXPECT_DIAG(report, 15, 56, "'block_size' = 24 is not a power of two", "16");
-  EXPECT_EQ(report.diagnostics.size(), 11u) << dump(report);
+  EXPECT_DIAG(report, 10, 36, "'cache_mb' = 0 is out of range", "");
+  EXPECT_DIAG(report, 11, 51, "'disk_gb' = -5 is out of range", "greater than 0");
+  EXPECT_DIAG(report, 13, 38, "'max_tokens' = 0 is out of range", "");
+  EXPECT_DIAG(report, 13, 54,
+              "bad 'compression' of prefill actor #5 of node 'local': bad compression option "
+              "\"img=1.5\"",
+              "snapkv:img=0.25,txt=0.5");
+  EXPECT_DIAG(report, 14, 36, "'max_batch' = 100000 is out of range", "from 1 to 4096");
+  EXPECT_DIAG(report, 14, 56, "'block_size' = 24 is not a power of two", "16");
+  EXPECT_EQ(report.diagnostics.size(), 10u) << dump(report);
 }
 
 TEST(topology_validation, duplicate_node_names_and_duplicate_keys) {
@@ -292,8 +293,8 @@ nodes:
   - not a map
 )");
   EXPECT_DIAG(report, 1, 8, "unknown built-in model 'builtin:huge'", "builtin:tiny");
-  EXPECT_DIAG(report, 2, 29, "'image_ratio' has no effect while the compression method is none",
-              "method: snapkv");
+  EXPECT_DIAG(report, 2, 14, "'compression' is a key of the prefill actor, not of the topology",
+              "kind: prefill, compression:");
   EXPECT_DIAG(report, 4, 11, "node name 'has space' is not valid", "letters, digits");
   EXPECT_DIAG(report, 5, 11, "host 'bad host' of node #1 is not a host name", "host: ");
   EXPECT_DIAG(report, 6, 13, "'actors' of node #1 must be a list of 1 to 1024 actors, got 0",

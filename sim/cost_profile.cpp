@@ -11,10 +11,16 @@ namespace {
 
 #define MOSAIC_PROFILE_FIELDS(X)                                                                   \
   X(n_layers)                                                                                      \
-  X(image_tokens) X(tokens_per_word) X(prefill_base_s) X(prefill_per_computed_token_s)             \
+  X(image_tokens)                                                                                  \
+  X(tokens_per_word) X(prefill_base_s) X(prefill_per_computed_token_s)                             \
       X(prefill_per_attended_token_s) X(encode_per_image_s) X(compile_per_image_s)                 \
           X(decode_step_base_s) X(decode_step_per_seq_s) X(kv_bytes_per_token)                     \
               X(load_ram_bytes_per_s) X(load_disk_bytes_per_s) X(transfer_bytes_per_s)
+
+// Added with the pipeline calibration; profiles written before it lack
+// them and read as 0 (no pipeline overhead modelled).
+#define MOSAIC_PROFILE_OPTIONAL_FIELDS(X)                                                          \
+  X(pipeline_base_s) X(pipeline_per_image_s) X(decode_step_overhead_s)
 
 } // namespace
 
@@ -24,6 +30,7 @@ status save_profile(const cost_profile& p, const std::filesystem::path& path) {
   j["device"] = p.device;
 #define X(f) j[#f] = p.f;
   MOSAIC_PROFILE_FIELDS(X)
+  MOSAIC_PROFILE_OPTIONAL_FIELDS(X)
 #undef X
   j["provenance"] = p.provenance;
   std::ofstream out{path, std::ios::trunc};
@@ -49,6 +56,11 @@ result<cost_profile> load_profile(const std::filesystem::path& path) {
     return make_error(errc::invalid_argument, path.string(), ": missing field '" #f "'");          \
   j.at(#f).get_to(p.f);
     MOSAIC_PROFILE_FIELDS(X)
+#undef X
+#define X(f)                                                                                       \
+  if (j.contains(#f))                                                                              \
+    j.at(#f).get_to(p.f);
+    MOSAIC_PROFILE_OPTIONAL_FIELDS(X)
 #undef X
     if (j.contains("provenance"))
       j.at("provenance").get_to(p.provenance);

@@ -14,6 +14,12 @@
 //   library load  = bytes / load_{ram,disk}_bytes_per_s, overlapped with
 //                   the prefill layer by layer
 //   KV transfer   = bytes / transfer_bytes_per_s between nodes
+//   pipeline      = pipeline_base_s + pipeline_per_image_s * images, off
+//                   the device, between arrival and the prefill queue
+//                   (front end, tokenizer, linker, library lookup, message
+//                   hops); decode_step_overhead_s more per decode step
+//                   (sampling, token events), measured on the real actor
+//                   pipeline (`mosaic bench --profile`), 0 in older profiles
 //
 // `provenance` says for every field whether it was measured or assumed.
 
@@ -43,15 +49,21 @@ struct cost_profile {
   double kv_bytes_per_token = 0.0; ///< K+V of every layer, as stored (library entries)
   double load_ram_bytes_per_s = 1e10;
   double load_disk_bytes_per_s = 2e9;
-  double transfer_bytes_per_s = 1.25e9;          ///< 10 GbE
+  double transfer_bytes_per_s = 1.25e9; ///< 10 GbE
+  double pipeline_base_s = 0.0;
+  double pipeline_per_image_s = 0.0;
+  double decode_step_overhead_s = 0.0;
   std::map<std::string, std::string> provenance; ///< field → "measured: ..." / "assumed: ..."
 
   double prefill_seconds(double computed, double attended) const {
     return prefill_base_s + prefill_per_computed_token_s * computed +
            prefill_per_attended_token_s * attended;
   }
+  double pipeline_seconds(int images) const {
+    return pipeline_base_s + pipeline_per_image_s * images;
+  }
   double decode_step_seconds(int batch) const {
-    return decode_step_base_s + decode_step_per_seq_s * batch;
+    return decode_step_base_s + decode_step_per_seq_s * batch + decode_step_overhead_s;
   }
 };
 

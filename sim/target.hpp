@@ -1,10 +1,9 @@
 #pragma once
 
-// What the live driver sends requests to. One implementation today:
-// `cluster_target` (sim/cluster_target.hpp), an in-process single-node
-// cluster over actors/local_cluster. A remote target (the HTTP/ZeroMQ
-// front door, `--target URL`) is not implemented yet: the front door does
-// not exist (docs/sim.md).
+// What the live driver sends requests to: `cluster_target`
+// (sim/cluster_target.hpp), an in-process single-node cluster over
+// actors/local_cluster, or `http_target` (sim/http_target.hpp), a running
+// `mosaic serve` front door over HTTP (`--target http://HOST:PORT`).
 
 #include <chrono>
 #include <cstdint>

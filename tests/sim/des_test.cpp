@@ -13,12 +13,15 @@
 namespace mosaic::sim {
 namespace {
 
-topology tiny_topology() {
+topology test_topology(const char* name) {
   const char* data = std::getenv("MOSAIC_TEST_DATA");
-  auto t =
-      load_topology(std::string{data != nullptr ? data : "tests/data"} + "/sim/tiny-2node.yaml");
+  auto t = load_topology(std::string{data != nullptr ? data : "tests/data"} + "/sim/" + name);
   EXPECT_TRUE(t) << (t ? "" : t.err().to_string());
   return *t;
+}
+
+topology tiny_topology() {
+  return test_topology("tiny-2node.yaml");
 }
 
 cost_profile profile() {
@@ -122,6 +125,44 @@ TEST(Des, DecodeBatchesShareSteps) {
   EXPECT_NEAR(r->run.summary.itl.mean, 0.025, 1e-9);
 }
 
+TEST(Des, WorkersOnOneDeviceShareIt) {
+  // A decodes 11 tokens (10 steps of 0.025 s from t = 0.02); B arrives at
+  // 0.03, mid-step. On one CPU, B's prefill waits for the step in progress
+  // (it ends at 0.045), and A's decoding waits for B's prefill.
+  auto w = one_request(0, 11);
+  w.requests.push_back(one_request(0, 1, 0.03).requests[0]);
+  w.requests[1].id = 1;
+  const auto c = profile();
+  const double prefill = 0.01 + 0.001 * 10, step = 0.025;
+  auto shared = simulate(test_topology("one-node-shared.yaml"), c, w, opts("full"));
+  ASSERT_TRUE(shared) << shared.err().to_string();
+  EXPECT_EQ(shared->shape.devices, 1);
+  const auto& a = shared->run.records[0];
+  const auto& b = shared->run.records[1];
+  EXPECT_NEAR(b.first_token_s, prefill + step + prefill, 1e-9);
+  EXPECT_NEAR(a.end_s, prefill + 10 * step + prefill, 1e-9);
+
+  // Prefill on one GPU, decode on another: neither waits for the other.
+  auto apart = simulate(test_topology("one-node-2gpu.yaml"), c, w, opts("full"));
+  ASSERT_TRUE(apart) << apart.err().to_string();
+  EXPECT_EQ(apart->shape.devices, 2);
+  EXPECT_NEAR(apart->run.records[1].first_token_s, 0.03 + prefill, 1e-9);
+  EXPECT_NEAR(apart->run.records[0].end_s, prefill + 10 * step, 1e-9);
+}
+
+TEST(Des, PipelineOverheadsDelayThePrefillAndEveryStep) {
+  auto c = profile();
+  c.pipeline_base_s = 0.05;
+  c.pipeline_per_image_s = 0.01;
+  c.decode_step_overhead_s = 0.002;
+  auto r = simulate(tiny_topology(), c, one_request(2, 5), opts("full"));
+  ASSERT_TRUE(r);
+  const auto& rec = r->run.records.at(0);
+  const double prefill = 0.01 + 0.001 * 210;
+  EXPECT_NEAR(rec.ttft(), 0.05 + 2 * 0.01 + prefill, 1e-9);
+  EXPECT_NEAR(rec.e2e() - rec.ttft(), 4 * (0.02 + 0.005 + 0.002), 1e-9);
+}
+
 TEST(CostProfile, FitRecoversLinearCoefficients) {
   std::mt19937_64 g{std::random_device{}()};
   std::uniform_real_distribution<double> u(0, 1000);
@@ -142,6 +183,7 @@ TEST(CostProfile, FitRecoversLinearCoefficients) {
 
 TEST(CostProfile, SavesAndLoads) {
   auto c = profile();
+  c.pipeline_base_s = 0.042;
   c.provenance["prefill"] = "measured: test";
   const auto path = std::filesystem::temp_directory_path() /
                     ("mosaic_profile_" + std::to_string(std::random_device{}()) + ".json");
@@ -150,6 +192,7 @@ TEST(CostProfile, SavesAndLoads) {
   ASSERT_TRUE(back) << back.err().to_string();
   EXPECT_EQ(back->prefill_per_computed_token_s, c.prefill_per_computed_token_s);
   EXPECT_EQ(back->provenance.at("prefill"), "measured: test");
+  EXPECT_EQ(back->pipeline_base_s, 0.042);
   std::filesystem::remove(path);
   EXPECT_FALSE(load_profile(path));
 }

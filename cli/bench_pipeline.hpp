@@ -1,0 +1,33 @@
+#pragma once
+
+// The part of `mosaic bench --profile` that runs the real actor pipeline
+// (actors/local_cluster): what a request costs beyond the engine's own
+// prefill and decode, for the discrete-event model (sim/des.hpp).
+
+#include <string>
+
+#include "engine/error.hpp"
+#include "sim/cost_profile.hpp"
+
+namespace mosaic::cli {
+
+struct pipeline_bench_options {
+  std::string model;
+  std::string device;
+  int threads = 0;
+  int repeats = 3; ///< requests per shape (the first of all warms up)
+};
+
+/// Starts a single-node cluster on a temporary library with three
+/// compiled images and measures, one request at a time:
+///   - load_disk_bytes_per_s: the library reading an entry from its disk
+///     tier (read, checksum, f16 → f32) on a fresh node;
+///   - pipeline_base_s + pipeline_per_image_s: time to first token minus
+///     the prefill actor's own pass time, fitted over 0-3 images (library
+///     RAM hits, policy full_reuse);
+///   - decode_step_overhead_s: mean inter-token gap minus the engine's
+///     decode step at batch 1 (`p.decode_step_seconds(1)` before this call).
+/// Fills those fields of `p` and their provenance.
+status profile_pipeline(const pipeline_bench_options& o, sim::cost_profile& p);
+
+} // namespace mosaic::cli

@@ -91,7 +91,6 @@ status profile_pipeline(const pipeline_bench_options& o, sim::cost_profile& p) {
         "measured: kv_library::get of 3 entries from the disk tier (file bytes / time; read, "
         "checksum, f16 to f32), page cache as it was";
   }
-  const double engine_step = p.decode_step_seconds(1);
   std::vector<std::vector<double>> rows;
   std::vector<double> off;
   double gaps = 0;
@@ -125,7 +124,10 @@ status profile_pipeline(const pipeline_bench_options& o, sim::cost_profile& p) {
       rows.push_back({1.0, double(n)});
       off.push_back(done->ttft_seconds - pass_s);
       if (done->tokens.size() >= 2) {
-        gaps += (done->total_seconds - done->ttft_seconds) / double(done->tokens.size() - 1);
+        const double n_out = double(done->tokens.size());
+        const double context = double(done->usage.prompt_tokens()) + n_out / 2;
+        gaps += (done->total_seconds - done->ttft_seconds) / (n_out - 1) -
+                p.decode_step_seconds(1, context);
         ++n_gaps;
       }
       std::fprintf(stderr, "pipeline %d image(s): ttft %.3f s, of which prefill pass %.3f s\n", n,
@@ -141,10 +143,10 @@ status profile_pipeline(const pipeline_bench_options& o, sim::cost_profile& p) {
       " requests one at a time through the actor pipeline (0-3 library RAM hits, full_reuse): "
       "time to first token minus the prefill pass, least squares over images";
   if (n_gaps > 0) {
-    p.decode_step_overhead_s = std::max(0.0, gaps / n_gaps - engine_step);
+    p.decode_step_overhead_s = std::max(0.0, gaps / n_gaps);
     p.provenance["decode_step_overhead_s"] =
         "measured: mean inter-token gap of the same requests (batch 1) minus the engine's "
-        "decode step at batch 1";
+        "decode step at batch 1 and their context";
   }
   std::fprintf(stderr,
                "pipeline: %.4f s + %.4f s/image before prefill; decode step +%.4f s; disk "

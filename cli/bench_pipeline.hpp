@@ -26,7 +26,8 @@ struct pipeline_bench_options {
 ///     the prefill actor's own pass time, fitted over 0-3 images (library
 ///     RAM hits, policy full_reuse);
 ///   - decode_step_overhead_s: mean inter-token gap minus the engine's
-///     decode step at batch 1 (`p.decode_step_seconds(1)` before this call).
+///     decode step at batch 1 and the request's context (the decode fit
+///     of `p`, measured before this call).
 /// Fills those fields of `p` and their provenance.
 status profile_pipeline(const pipeline_bench_options& o, sim::cost_profile& p);
 

@@ -106,6 +106,9 @@ struct decode_worker {
       active;
   std::deque<std::pair<size_t, int>> waiting; ///< (request, tokens to decode)
   int incoming = 0;                           ///< routed here, KV still in transfer
+  /// Sum over active sequences of (prompt tokens - step joined): their
+  /// tokens in context are this + active.size() * step.
+  double context_base = 0.0;
   int load() const { return int(active.size() + waiting.size()) + incoming; }
   bool has_work() const { return !active.empty() || !waiting.empty(); }
 };
@@ -139,6 +142,7 @@ public:
 
   void run() {
     recs_.resize(w_.requests.size());
+    join_step_.assign(w_.requests.size(), 0);
     for (size_t i = 0; i < w_.requests.size(); ++i) {
       const auto& r = w_.requests[i];
       auto& rec = recs_[i];
@@ -231,7 +235,8 @@ private:
         if (p.is_image)
           load += entry_bytes / (ram[size_t(dev.node)].touch(p.image) ? c_.load_ram_bytes_per_s
                                                                       : c_.load_disk_bytes_per_s);
-    const double compute = c_.prefill_seconds(work.computed, work.attended);
+    const double compute = c_.prefill_seconds(work.computed, work.attended,
+                                              double(work.prompt_tokens) - work.computed);
     // Loads run ahead of the pass; layer l waits for its part of the load.
     dev.start = now;
     dev.end = now + std::max(compute, load + compute / c_.n_layers);
@@ -267,7 +272,9 @@ private:
       w.step += dev.steps;
       itl_.emplace_back(dev.step_s, double(dev.steps) * b);
       while (!w.active.empty() && w.active.top().first <= w.step) {
-        recs_[w.active.top().second].end_s = now;
+        const size_t req = w.active.top().second;
+        recs_[req].end_s = now;
+        w.context_base -= double(recs_[req].prompt_tokens) - double(join_step_[req]);
         w.active.pop();
       }
     }
@@ -298,7 +305,8 @@ private:
       dev.next_decode = (dev.next_decode + k + 1) % dev.decode_workers.size();
       const int b = int(w.active.size());
       dev.worker = wi;
-      dev.step_s = c_.decode_step_seconds(b);
+      // The context at the start of the run (it grows by b per step).
+      dev.step_s = c_.decode_step_seconds(b, w.context_base + double(b) * double(w.step));
       // Steps until the next sequence ends; a join or a prefill cuts it short.
       dev.steps = busy_workers > 1 ? 1 : w.active.top().first - w.step;
       dev.start = now;
@@ -318,6 +326,8 @@ private:
         continue;
       }
       w.active.emplace(w.step + tokens, req);
+      join_step_[req] = w.step;
+      w.context_base += double(recs_[req].prompt_tokens) - double(w.step);
     }
   }
 
@@ -364,6 +374,7 @@ private:
   des_result& out_;
   std::vector<request_record>& recs_;
   std::vector<std::pair<double, double>> itl_;
+  std::vector<int64_t> join_step_; ///< [request] decode step it joined at
   std::priority_queue<event, std::vector<event>, std::greater<>> events_;
   uint64_t seq_ = 0;
   std::deque<size_t> queue_;          ///< requests waiting for a prefill device

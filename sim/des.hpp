@@ -20,9 +20,9 @@
 //     overlapped layer by layer with the pass;
 //   - KV transfer to the decode worker when it is on another node;
 //   - decode workers (one per `decode` actor): continuous batching up to
-//     max_batch; a step costs base + per_seq * batch (+ the pipeline's
-//     per-step overhead); a sequence joins at the next step boundary and
-//     generates max_tokens tokens (no early stop).
+//     max_batch; a step costs base + per_seq * batch + per_context_token
+//     * (tokens the batch holds) (+ the pipeline's per-step overhead); a sequence joins at the next
+//     step boundary and generates max_tokens tokens (no early stop).
 // The first token comes out of the prefill pass. Tokens computed per
 // policy: full and prefix (no cross-request prefix cache, as in the
 // actors) every token; full_reuse text only; mpic:k text + k per image;

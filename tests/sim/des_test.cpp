@@ -161,6 +161,14 @@ TEST(Des, PipelineOverheadsDelayThePrefillAndEveryStep) {
   const double prefill = 0.01 + 0.001 * 210;
   EXPECT_NEAR(rec.ttft(), 0.05 + 2 * 0.01 + prefill, 1e-9);
   EXPECT_NEAR(rec.e2e() - rec.ttft(), 4 * (0.02 + 0.005 + 0.002), 1e-9);
+
+  // Longer contexts make steps dearer (the step's cost is taken at the
+  // start of each run of steps: 210 prompt tokens here).
+  c.decode_step_per_context_token_s = 1e-5;
+  auto ctx = simulate(tiny_topology(), c, one_request(2, 5), opts("full"));
+  ASSERT_TRUE(ctx);
+  const auto& rc = ctx->run.records.at(0);
+  EXPECT_NEAR(rc.e2e() - rc.ttft(), 4 * (0.02 + 0.005 + 0.002 + 210 * 1e-5), 1e-9);
 }
 
 TEST(CostProfile, FitRecoversLinearCoefficients) {

@@ -20,8 +20,8 @@ struct pipeline_bench_options {
 
 /// Starts a single-node cluster on a temporary library with three
 /// compiled images and measures, one request at a time:
-///   - load_disk_bytes_per_s: the library reading an entry from its disk
-///     tier (read, checksum, f16 → f32) on a fresh node;
+///   - load_disk_bytes_per_s: the node's kv_loader loading an entry from
+///     the disk tier (read as the actors read, checksum, f16 → f32);
 ///   - pipeline_base_s + pipeline_per_image_s: time to first token minus
 ///     the prefill actor's own pass time, fitted over 0-3 images (library
 ///     RAM hits, policy full_reuse);

@@ -23,7 +23,9 @@
 //                   (front end, tokenizer, linker, library lookup, message
 //                   hops); decode_step_overhead_s more per decode step
 //                   (sampling, token events), measured on the real actor
-//                   pipeline (`mosaic bench --profile`), 0 in older profiles
+//                   pipeline (`mosaic bench --profile`), 0 in older profiles;
+//                   prefill passes in the node take prefill_pipeline_factor
+//                   times the engine-level model (1 in older profiles)
 //
 // `provenance` says for every field whether it was measured or assumed.
 
@@ -59,6 +61,8 @@ struct cost_profile {
   double pipeline_base_s = 0.0;
   double pipeline_per_image_s = 0.0;
   double decode_step_overhead_s = 0.0;
+  /// Prefill passes in the node over the engine-level model (1: none).
+  double prefill_pipeline_factor = 1.0;
   std::map<std::string, std::string> provenance; ///< field → "measured: ..." / "assumed: ..."
 
   double prefill_seconds(double computed, double attended, double reused = 0.0) const {

@@ -235,8 +235,9 @@ private:
         if (p.is_image)
           load += entry_bytes / (ram[size_t(dev.node)].touch(p.image) ? c_.load_ram_bytes_per_s
                                                                       : c_.load_disk_bytes_per_s);
-    const double compute = c_.prefill_seconds(work.computed, work.attended,
-                                              double(work.prompt_tokens) - work.computed);
+    const double compute =
+        c_.prefill_pipeline_factor * c_.prefill_seconds(work.computed, work.attended,
+                                                        double(work.prompt_tokens) - work.computed);
     // Loads run ahead of the pass; layer l waits for its part of the load.
     dev.start = now;
     dev.end = now + std::max(compute, load + compute / c_.n_layers);

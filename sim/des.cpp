@@ -120,6 +120,7 @@ struct device {
   int node = 0;
   std::vector<size_t> decode_workers; ///< on this device
   bool hosts_prefill = false;
+  bool cpu = false;       ///< loads take the same cores as the pass (see start_prefill)
   size_t next_decode = 0; ///< round robin over decode_workers
   op_kind op = op_kind::idle;
   uint64_t generation = 0; ///< bumped when the op's end moves; older events are stale
@@ -229,8 +230,13 @@ private:
     const auto work = plan_work(r, c_, o_.policy);
     recs_[i].prompt_tokens = work.prompt_tokens;
     recs_[i].image_tokens = work.image_tokens;
+    // On a CPU node every hit is loaded (whatever the policy) by the
+    // loader on the same cores, and the pass waits for it holding the
+    // compute lock (actors/prefill_actor.cpp): the load adds to the pass.
+    // On a GPU the copy overlaps the pass layer by layer, and full and
+    // prefix need only the embeddings.
     double load = 0.0;
-    if (o_.policy.kind != policy_kind::full && o_.policy.kind != policy_kind::prefix)
+    if (dev.cpu || (o_.policy.kind != policy_kind::full && o_.policy.kind != policy_kind::prefix))
       for (const auto& p : r.pieces)
         if (p.is_image)
           load += entry_bytes / (ram[size_t(dev.node)].touch(p.image) ? c_.load_ram_bytes_per_s
@@ -240,7 +246,7 @@ private:
                                                         double(work.prompt_tokens) - work.computed);
     // Loads run ahead of the pass; layer l waits for its part of the load.
     dev.start = now;
-    dev.end = now + std::max(compute, load + compute / c_.n_layers);
+    dev.end = now + (dev.cpu ? compute + load : std::max(compute, load + compute / c_.n_layers));
     dev.request = i;
     set_op(d, device::op_kind::prefill);
     push(dev.end, event_kind::device_done, d, ++dev.generation);
@@ -399,6 +405,7 @@ result<des_result> simulate(const topology& topo, const cost_profile& c, const w
     if (fresh) {
       sim.devices.emplace_back();
       sim.devices.back().node = int(node);
+      sim.devices.back().cpu = d.kind == device_spec::kind_t::cpu;
     }
     return it->second;
   };

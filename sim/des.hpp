@@ -16,8 +16,10 @@
 //     (the first idle one takes the oldest request); the pass computes
 //     what the policy recomputes (below);
 //   - library loads of cached images, from RAM when the image was loaded
-//     on that node recently (an LRU of `ram_gb`), else from disk,
-//     overlapped layer by layer with the pass;
+//     on that node recently (an LRU of `ram_gb`), else from disk: on a
+//     GPU overlapped layer by layer with the pass (full and prefix load
+//     none); on a CPU added to the pass for every policy (the loader
+//     converts on the same cores while the pass waits for it);
 //   - KV transfer to the decode worker when it is on another node;
 //   - decode workers (one per `decode` actor): continuous batching up to
 //     max_batch; a step costs base + per_seq * batch + per_context_token

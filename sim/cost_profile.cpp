@@ -9,24 +9,21 @@ namespace mosaic::sim {
 
 namespace {
 
+// clang-format does not settle on one layout for these lists.
+// clang-format off
 #define MOSAIC_PROFILE_FIELDS(X)                                                                   \
-  X(n_layers)                                                                                      \
-  X(image_tokens)                                                                                  \
-  X(tokens_per_word)                                                                               \
-  X(prefill_base_s)                                                                                \
-  X(prefill_per_computed_token_s)                                                                  \
-  X(prefill_per_attended_token_s)                                                                  \
-  X(encode_per_image_s)                                                                            \
-  X(compile_per_image_s) X(decode_step_base_s) X(decode_step_per_seq_s) X(kv_bytes_per_token)      \
-      X(load_ram_bytes_per_s) X(load_disk_bytes_per_s) X(transfer_bytes_per_s)
+  X(n_layers) X(image_tokens) X(tokens_per_word)                                                   \
+  X(prefill_base_s) X(prefill_per_computed_token_s) X(prefill_per_attended_token_s)                \
+  X(encode_per_image_s) X(compile_per_image_s)                                                     \
+  X(decode_step_base_s) X(decode_step_per_seq_s) X(kv_bytes_per_token)                            \
+  X(load_ram_bytes_per_s) X(load_disk_bytes_per_s) X(transfer_bytes_per_s)
 
 // Added with the pipeline calibration; profiles written before it lack
 // them and read as 0 (no pipeline overhead modelled; the factor as 1).
 #define MOSAIC_PROFILE_OPTIONAL_FIELDS(X)                                                          \
-  X(pipeline_base_s)                                                                               \
-  X(pipeline_per_image_s)                                                                          \
-  X(decode_step_overhead_s)                                                                        \
+  X(pipeline_base_s) X(pipeline_per_image_s) X(decode_step_overhead_s)                             \
   X(decode_step_per_context_token_s) X(prefill_per_reused_token_s) X(prefill_pipeline_factor)
+// clang-format on
 
 } // namespace
 

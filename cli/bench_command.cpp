@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/bench_pipeline.hpp"
 #include "cli/commands.hpp"
 #include "engine/image_encoder.hpp"
 #include "engine/llava_engine.hpp"
@@ -30,7 +31,7 @@ struct bench_options {
   std::string device = "cpu";
   int threads = 0;
   std::string out = "profile.json";
-  int repeats = 2;
+  int repeats = 4;
 };
 
 int fail(const error& e) {
@@ -40,6 +41,13 @@ int fail(const error& e) {
 
 double since(steady::time_point t0) {
   return std::chrono::duration<double>(steady::now() - t0).count();
+}
+
+/// The median of `v` (not empty).
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /// Tokens per workload word of this tokenizer, over a generated workload's text.
@@ -131,31 +139,35 @@ int run_profile(const bench_options& o) {
         if (!pr)
           return fail(pr.err());
         auto spec = parse_policy(pol);
+        auto plan = engine.plan(*pr, *spec);
+        if (!plan)
+          return fail(plan.err());
+        double computed = 0, attended = 0;
+        for (const auto& layer : plan->compute)
+          for (int32_t t : layer) {
+            computed += 1;
+            attended += plan->positions[size_t(t)] + 1;
+          }
+        computed /= p.n_layers;
+        attended /= p.n_layers;
+        std::vector<double> times;
         for (int rep = 0; rep < o.repeats; ++rep) {
-          auto plan = engine.plan(*pr, *spec);
-          if (!plan)
-            return fail(plan.err());
-          double computed = 0, attended = 0;
-          for (const auto& layer : plan->compute)
-            for (int32_t t : layer) {
-              computed += 1;
-              attended += plan->positions[size_t(t)] + 1;
-            }
-          computed /= p.n_layers;
-          attended /= p.n_layers;
           const auto t0 = steady::now();
           auto res = engine.prefill(*plan);
           if (!res)
             return fail(res.err());
-          const double s = since(t0);
-          if (rep == 0 && o.repeats > 1)
-            continue; // warm-up
-          rows.push_back({1.0, computed, attended});
-          secs.push_back(s);
-          std::fprintf(stderr,
-                       "prefill %-10s %d image(s), %5.0f computed, %9.0f attended: %.3f s\n", pol,
-                       n_images, computed, attended, s);
+          if (rep > 0 || o.repeats == 1) // the first of several warms up
+            times.push_back(since(t0));
         }
+        // The median: robust to other jobs taking the cores for a moment.
+        const double s = median_of(times);
+        // Linked from the cache, not computed (the positions a reuse
+        // policy re-rotates and copies into the sequence).
+        const double reused = double(plan->n_tokens()) - computed;
+        rows.push_back({1.0, computed, attended, reused});
+        secs.push_back(s);
+        std::fprintf(stderr, "prefill %-10s %d image(s), %5.0f computed, %9.0f attended: %.3f s\n",
+                     pol, n_images, computed, attended, s);
       }
   auto fit = sim::fit_linear(rows, secs);
   if (!fit)
@@ -163,16 +175,25 @@ int run_profile(const bench_options& o) {
   p.prefill_base_s = (*fit)[0];
   p.prefill_per_computed_token_s = (*fit)[1];
   p.prefill_per_attended_token_s = (*fit)[2];
+  p.prefill_per_reused_token_s = (*fit)[3];
   p.provenance["prefill"] = "measured: " + std::to_string(secs.size()) +
-                            " prefills (1-3 images; full, mpic:32, full_reuse), least squares";
+                            " prefill shapes (1-3 images; full, mpic:32, full_reuse; median of " +
+                            std::to_string(std::max(1, o.repeats - 1)) +
+                            " runs each), least squares";
 
-  // -- decode steps at a few batch sizes -------------------------------------------
+  // -- decode steps at a few batch sizes and context lengths -------------------------
+  // Attention reads every cached token, so a step costs more the longer
+  // the sequences: 8 short (~20 tokens) and 8 long (~1,000 tokens) ones,
+  // the first b of either decoded together.
   rows.clear();
   secs.clear();
-  for (int batch : {1, 2, 4, 8}) {
+  for (int reps : {1, 60}) {
+    std::string text = "USER: ";
+    for (int r = 0; r < reps; ++r)
+      text += words;
+    const auto ids = engine.tokenizer().encode_prompt(text + "ASSISTANT:");
     std::vector<prefill_result> seqs;
-    const auto ids = engine.tokenizer().encode_prompt("USER: " + words + "ASSISTANT:");
-    for (int b = 0; b < batch; ++b) {
+    for (int b = 0; b < 8; ++b) {
       prompt pr;
       pr.parts.push_back({segment_kind::text, ids, -1});
       auto plan = engine.plan(pr, policy_spec{});
@@ -183,30 +204,39 @@ int run_profile(const bench_options& o) {
         return fail(res.err());
       seqs.push_back(std::move(*res));
     }
-    constexpr int steps = 6;
-    double total = 0;
-    for (int s = 0; s < steps; ++s) {
-      std::vector<decode_input> in;
-      for (auto& r : seqs)
-        in.push_back({&r.sequence, ids.back(), r.sequence.length()});
-      const auto t0 = steady::now();
-      auto logits = engine.decode_step(in);
-      if (!logits)
-        return fail(logits.err());
-      if (s > 0) // the first step is a warm-up
-        total += since(t0);
+    for (int batch : {1, 2, 4, 8}) {
+      constexpr int steps = 6;
+      std::vector<double> times;
+      double context = 0;
+      for (int s = 0; s < steps; ++s) {
+        std::vector<decode_input> in;
+        context = 0;
+        for (int b = 0; b < batch; ++b) {
+          auto& r = seqs[size_t(b)];
+          in.push_back({&r.sequence, ids.back(), r.sequence.length()});
+          context += r.sequence.length();
+        }
+        const auto t0 = steady::now();
+        auto logits = engine.decode_step(in);
+        if (!logits)
+          return fail(logits.err());
+        if (s > 0) // the first step is a warm-up
+          times.push_back(since(t0));
+      }
+      rows.push_back({1.0, double(batch), context});
+      secs.push_back(median_of(times));
+      std::fprintf(stderr, "decode batch %d, %6.0f context tokens: %.4f s/step\n", batch, context,
+                   secs.back());
     }
-    rows.push_back({1.0, double(batch)});
-    secs.push_back(total / (steps - 1));
-    std::fprintf(stderr, "decode batch %d: %.4f s/step\n", batch, secs.back());
   }
   auto dfit = sim::fit_linear(rows, secs);
   if (!dfit)
     return fail(dfit.err());
   p.decode_step_base_s = (*dfit)[0];
   p.decode_step_per_seq_s = (*dfit)[1];
-  p.provenance["decode"] =
-      "measured: decode_step at batch 1, 2, 4, 8 (5 steps each), least squares";
+  p.decode_step_per_context_token_s = (*dfit)[2];
+  p.provenance["decode"] = "measured: decode_step at batch 1, 2, 4, 8 x ~20 and ~1,000 context "
+                           "tokens (median of 5 steps each), least squares";
 
   // -- bytes and bandwidths ---------------------------------------------------------
   p.kv_bytes_per_token = 2.0 * p.n_layers * cfg.text.kv_dim() * 2.0; // K+V, f16 as stored
@@ -221,17 +251,24 @@ int run_profile(const bench_options& o) {
     p.load_ram_bytes_per_s = 8.0 * double(bytes) / since(t0);
     p.provenance["load_ram_bytes_per_s"] = "measured: memcpy of one image entry";
   }
-  p.provenance["load_disk_bytes_per_s"] = "assumed: 2 GB/s (one NVMe SSD); not measured";
   p.provenance["transfer_bytes_per_s"] = "assumed: 1.25 GB/s (10 GbE); not measured";
+
+  // -- the actor pipeline around the engine -----------------------------------------
+  if (auto st = profile_pipeline({o.model, o.device, o.threads, 3}, p); !st)
+    return fail(st.err());
 
   if (auto st = sim::save_profile(p, o.out); !st)
     return fail(st.err());
   std::printf("profile of %s on %s written to %s\n", o.model.c_str(), o.device.c_str(),
               o.out.c_str());
-  std::printf("  prefill = %.4f s + %.3g s/computed token + %.3g s/attended token\n",
-              p.prefill_base_s, p.prefill_per_computed_token_s, p.prefill_per_attended_token_s);
-  std::printf("  decode step = %.4f s + %.4f s/sequence\n", p.decode_step_base_s,
-              p.decode_step_per_seq_s);
+  std::printf("  prefill = %.4f s + %.3g s/computed token + %.3g s/attended token + %.3g "
+              "s/reused token\n",
+              p.prefill_base_s, p.prefill_per_computed_token_s, p.prefill_per_attended_token_s,
+              p.prefill_per_reused_token_s);
+  std::printf("  decode step = %.4f s + %.4f s/sequence + %.4f s pipeline\n", p.decode_step_base_s,
+              p.decode_step_per_seq_s, p.decode_step_overhead_s);
+  std::printf("  pipeline before prefill = %.4f s + %.4f s/image; disk load %.2f GB/s\n",
+              p.pipeline_base_s, p.pipeline_per_image_s, p.load_disk_bytes_per_s / 1e9);
   return 0;
 }
 
@@ -248,7 +285,10 @@ void add_bench_command(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   bench->add_option("--device", o->device, "cpu or cuda:N")->capture_default_str();
   bench->add_option("--threads", o->threads, "CPU backend threads (0 = every core)");
-  bench->add_option("--repeats", o->repeats, "runs per prefill measurement (the first warms up)")
+  bench
+      ->add_option("--repeats", o->repeats,
+                   "runs per prefill measurement (the first warms up, the median of the rest "
+                   "counts)")
       ->capture_default_str();
   bench->add_option("--out", o->out, "profile JSON")->capture_default_str();
   bench->callback([o, exit_code] { *exit_code = run_profile(*o); });

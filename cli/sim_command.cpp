@@ -15,12 +15,12 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
+#include "cli/sim_live_backend.hpp"
 #include "cli/sim_options.hpp"
-#include "sim/cluster_target.hpp"
+#include "cli/sim_validate.hpp"
 #include "sim/compare.hpp"
 #include "sim/driver.hpp"
 #include "sim/procedural_image.hpp"
-#include "sim/zmq_target.hpp"
 
 namespace mosaic::cli {
 
@@ -31,77 +31,39 @@ int fail(const error& e) {
   return 1;
 }
 
-result<sim::run_result> drive_target(sim::target& t, const sim_options& o, const sim::workload& w,
-                                     const std::string& policy, double rate) {
-  std::fprintf(stderr, "%s: %zu requests at %.3g req/s over %.3g s...\n", policy.c_str(),
-               w.requests.size(), rate, o.duration_s);
-  sim::drive_options d;
-  d.label = policy;
-  d.rate = rate;
-  d.objectives = o.objectives;
-  d.drain_timeout = std::chrono::milliseconds{int64_t(o.drain_timeout_s * 1000)};
-  d.progress = o.verbose;
-  return sim::drive(t, w, d);
-}
-
-result<sim::run_result> run_policy(const sim_options& o, const sim::workload& w,
-                                   const std::string& policy, double rate) {
-  if (o.target.starts_with("zmq://")) {
-    // A running front door's ZeroMQ API; MOSAIC_API_KEY when it needs a key.
-    const char* key = std::getenv("MOSAIC_API_KEY");
-    auto t = sim::zmq_target::connect(o.target, w, {.policy = policy, .api_key = key ? key : ""});
-    if (!t)
-      return std::move(t).err();
-    return drive_target(**t, o, w, policy, rate);
-  }
-  auto cluster = start_live_cluster(o);
-  if (!cluster)
-    return std::move(cluster).err();
-  sim::cluster_target t{**cluster, w, {.policy = policy, .images_by_key = !o.inline_images}};
-  return drive_target(t, o, w, policy, rate);
-}
-
-sim::report_header header(const sim_options& o, const std::string& mode) {
-  return {mode,    o.workload,
-          o.seed,  o.target.empty() ? "in-process cluster (" + o.device + ")" : o.target,
-          o.model, o.objectives};
+sim::report_header header(const sim_options& o, const std::string& mode, const live_backend& b) {
+  return {mode, o.workload, o.seed, b.describe(), b.model(), o.objectives};
 }
 
 int run_live(sim_options o) {
-  if (!o.target.empty() && !o.target.starts_with("zmq://"))
-    return fail(make_error(errc::unsupported, "--target: driving a remote front door is not "
-                                              "implemented yet (the HTTP/ZeroMQ front door does "
-                                              "not exist); omit --target to use the in-process "
-                                              "cluster"));
   auto spec = o.load_spec();
   if (!spec)
     return fail(spec.err());
+  auto backend = make_live_backend(o);
+  if (!backend)
+    return fail(backend.err());
   std::vector<double> rates = o.rates.empty() ? std::vector<double>{o.rate} : o.rates;
   std::vector<sim::run_result> runs;
   for (double rate : rates) {
     auto w = o.generate(*spec, rate);
     if (!w)
       return fail(w.err());
-    if (!o.inline_images && o.target.empty()) // each rate's workload may use more images
-      if (auto st = prepare_live_library(o, *w); !st)
-        return fail(st.err());
-    auto r = run_policy(o, *w, o.policy, rate);
+    // Each rate's workload may use more images.
+    if (auto st = (*backend)->prepare(*w); !st)
+      return fail(st.err());
+    auto r = (*backend)->run(*w, o.policy, rate);
     if (!r)
       return fail(r.err());
     sim::print_run(*r);
     runs.push_back(std::move(*r));
   }
-  if (auto st = sim::write_report(o.out, header(o, "live"), runs); !st)
+  if (auto st = sim::write_report(o.out, header(o, "live", **backend), runs); !st)
     return fail(st.err());
   std::printf("report: %s/{summary.json,requests.csv,plot.svg}\n", o.out.c_str());
   return 0;
 }
 
 int run_compare(sim_options o) {
-  if (!o.target.empty())
-    return fail(make_error(errc::unsupported, "--target: driving a remote front door is not "
-                                              "implemented yet; omit --target to use the "
-                                              "in-process cluster"));
   auto spec = o.load_spec();
   if (!spec)
     return fail(spec.err());
@@ -114,20 +76,28 @@ int run_compare(sim_options o) {
   if (w->requests.empty())
     return fail(make_error(errc::invalid_argument, "the workload has no request; raise --rate or "
                                                    "--duration"));
-  if (!o.inline_images)
-    if (auto st = prepare_live_library(o, *w); !st)
-      return fail(st.err());
+  auto backend = make_live_backend(o);
+  if (!backend)
+    return fail(backend.err());
+  if (auto st = (*backend)->prepare(*w); !st)
+    return fail(st.err());
   std::vector<sim::run_result> runs;
   for (const auto& p : *policies) {
-    auto r = run_policy(o, *w, p, o.rate);
+    auto r = (*backend)->run(*w, p, o.rate);
     if (!r)
       return fail(r.err());
     runs.push_back(std::move(*r));
   }
   const auto table = sim::compare_runs(runs, "prefix", "full");
   std::fputs(sim::format_compare_table(table).c_str(), stdout);
-  const nlohmann::json extra = {{"compare", sim::compare_json(table)}};
-  if (auto st = sim::write_report(o.out, header(o, "compare"), runs, &extra); !st)
+  nlohmann::json extra = {{"compare", sim::compare_json(table)}};
+  if (!o.des_profile.empty()) {
+    auto v = validate_against_des(o, *w, runs);
+    if (!v)
+      return fail(v.err());
+    extra["des_validation"] = std::move(*v);
+  }
+  if (auto st = sim::write_report(o.out, header(o, "compare", **backend), runs, &extra); !st)
     return fail(st.err());
   std::printf("report: %s/{summary.json,requests.csv,plot.svg}\n", o.out.c_str());
   return 0;
@@ -162,7 +132,8 @@ void add_sim_command(CLI::App& app, int* exit_code) {
   sim->require_subcommand(1);
 
   auto run_o = std::make_shared<sim_options>();
-  auto* run = sim->add_subcommand("run", "Drive the in-process cluster open-loop with a workload");
+  auto* run = sim->add_subcommand(
+      "run", "Drive a cluster (in-process, or --target URL) open-loop with a workload");
   add_workload_options(*run, *run_o);
   add_live_options(*run, *run_o);
   run->add_option("--policy", run_o->policy, "reuse policy of every request")
@@ -180,6 +151,11 @@ void add_sim_command(CLI::App& app, int* exit_code) {
   cmp->add_option("--policies", cmp_o->policies,
                   "comma-separated policies (full is added as the agreement reference)")
       ->capture_default_str();
+  cmp->add_option("--des-profile", cmp_o->des_profile,
+                  "also replay the workload in the DES with this profile (`mosaic bench "
+                  "--profile`) and print DES vs live with their ratios");
+  cmp->add_option("--des-topology", cmp_o->des_topology,
+                  "topology of the DES replay (default: the in-process cluster's shape)");
   cmp->callback([cmp_o, exit_code] { *exit_code = run_compare(*cmp_o); });
 
   auto img_o = std::make_shared<sim_options>();

@@ -8,6 +8,24 @@
 
 namespace mosaic::cli {
 
+result<target_kind> sim_options::target_scheme() const {
+  if (target.empty())
+    return target_kind::in_process;
+  const auto sep = target.find("://");
+  const std::string scheme = sep == std::string::npos ? std::string{} : target.substr(0, sep);
+  if (scheme == "http")
+    return target_kind::http;
+  if (scheme == "zmq")
+    return target_kind::zmq;
+  if (scheme == "https")
+    return make_error(errc::invalid_argument, "--target ", target,
+                      ": https is not supported; give the front door's plain http://HOST:PORT");
+  return make_error(errc::invalid_argument, "--target '", target,
+                    "': unknown scheme; use http://HOST:PORT (a `mosaic serve` front door) or "
+                    "zmq://HOST:PORT (its ZeroMQ API), or omit --target for the in-process "
+                    "cluster");
+}
+
 result<sim::workload_spec> sim_options::load_spec() const {
   auto spec = sim::load_workload_spec(workload, sim::builtin_workload_dir());
   if (!spec)
@@ -95,8 +113,13 @@ void add_live_options(CLI::App& cmd, sim_options& o) {
   cmd.add_flag("--inline-images", o.inline_images,
                "send images as PNG bytes instead of library references (no library)");
   cmd.add_option("--target", o.target,
-                 "a running front door: zmq://HOST:PORT (its ZeroMQ API; key from "
-                 "MOSAIC_API_KEY); default: an in-process cluster");
+                 "drive a running cluster instead of an in-process one: http://HOST:PORT "
+                 "(`mosaic serve`'s HTTP front door) or zmq://HOST:PORT (its ZeroMQ API)");
+  cmd.add_option("--api-key", o.api_key, "API key of the --target front door (if it has keys)");
+  cmd.add_option("--connect-timeout", o.connect_timeout_s,
+                 "seconds to wait for the --target to answer")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 600.0));
   cmd.add_option("--slo-ttft", o.objectives.ttft_s, "goodput SLO on TTFT (seconds)");
   cmd.add_option("--slo-tpot", o.objectives.tpot_s, "goodput SLO on TPOT (seconds)");
   cmd.add_option("--slo-e2e", o.objectives.e2e_s, "goodput SLO on end-to-end latency (seconds)");
@@ -105,6 +128,7 @@ void add_live_options(CLI::App& cmd, sim_options& o) {
                  "seconds to wait for requests after the last arrival")
       ->capture_default_str();
   cmd.add_flag("--verbose", o.verbose, "one line per finished request");
+  cmd.add_flag("--no-progress", o.no_progress, "no progress bar on stderr");
 }
 
 result<std::unique_ptr<actors::local_cluster>> start_live_cluster(const sim_options& o) {

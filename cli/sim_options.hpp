@@ -14,6 +14,9 @@
 
 namespace mosaic::cli {
 
+/// What --target names, by its URL scheme.
+enum class target_kind { in_process, http, zmq };
+
 struct sim_options {
   // -- workload ---------------------------------------------------------------
   std::string workload = "mmdu";
@@ -34,7 +37,12 @@ struct sim_options {
   int max_batch = 16;
   std::string library; ///< dynamic library directory (prebuilt or filled here)
   bool inline_images = false;
-  std::string target; ///< remote front door: zmq://HOST:PORT
+  std::string target;  ///< remote cluster: http://HOST:PORT or zmq://HOST:PORT (empty: in-process)
+  std::string api_key; ///< Bearer key for a remote front door with keys
+  double connect_timeout_s = 3.0;
+  bool no_progress = false; ///< no progress bar
+  std::string des_profile;  ///< compare: also replay in the DES with this profile
+  std::string des_topology; ///< its topology (empty: the in-process cluster's shape)
   std::string policy = "mpic:32";
   std::string policies = "prefix,full_reuse,mpic:32,cacheblend:0.15,vlcache:0.05";
   std::vector<double> rates;
@@ -43,6 +51,10 @@ struct sim_options {
   sim::slo objectives;
   std::string out = "sim-out";
 
+  /// The kind of target --target names: empty → in-process; http:// →
+  /// a front door over HTTP; zmq:// → the ZeroMQ API. Any other scheme
+  /// is invalid_argument, listing the known ones.
+  result<target_kind> target_scheme() const;
   /// The workload spec named by `workload`.
   result<sim::workload_spec> load_spec() const;
   /// The arrival process: the spec's, with the command line's overrides.
@@ -55,7 +67,8 @@ struct sim_options {
 /// --max-requests, --ramp, --zipf, --max-turns, --max-images, --max-output-tokens.
 void add_workload_options(CLI::App& cmd, sim_options& o);
 /// --model, --device, --threads, --library, --inline-images, --target,
-/// --slo-*, --out, --drain-timeout, --verbose.
+/// --api-key, --connect-timeout, --slo-*, --out, --drain-timeout,
+/// --verbose, --no-progress.
 void add_live_options(CLI::App& cmd, sim_options& o);
 /// Starts a fresh single-node cluster of --model/--device/--threads on
 /// --library.

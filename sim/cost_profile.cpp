@@ -9,12 +9,21 @@ namespace mosaic::sim {
 
 namespace {
 
+// clang-format does not settle on one layout for these lists.
+// clang-format off
 #define MOSAIC_PROFILE_FIELDS(X)                                                                   \
-  X(n_layers)                                                                                      \
-  X(image_tokens) X(tokens_per_word) X(prefill_base_s) X(prefill_per_computed_token_s)             \
-      X(prefill_per_attended_token_s) X(encode_per_image_s) X(compile_per_image_s)                 \
-          X(decode_step_base_s) X(decode_step_per_seq_s) X(kv_bytes_per_token)                     \
-              X(load_ram_bytes_per_s) X(load_disk_bytes_per_s) X(transfer_bytes_per_s)
+  X(n_layers) X(image_tokens) X(tokens_per_word)                                                   \
+  X(prefill_base_s) X(prefill_per_computed_token_s) X(prefill_per_attended_token_s)                \
+  X(encode_per_image_s) X(compile_per_image_s)                                                     \
+  X(decode_step_base_s) X(decode_step_per_seq_s) X(kv_bytes_per_token)                            \
+  X(load_ram_bytes_per_s) X(load_disk_bytes_per_s) X(transfer_bytes_per_s)
+
+// Added with the pipeline calibration; profiles written before it lack
+// them and read as 0 (no pipeline overhead modelled; the factor as 1).
+#define MOSAIC_PROFILE_OPTIONAL_FIELDS(X)                                                          \
+  X(pipeline_base_s) X(pipeline_per_image_s) X(decode_step_overhead_s)                             \
+  X(decode_step_per_context_token_s) X(prefill_per_reused_token_s) X(prefill_pipeline_factor)
+// clang-format on
 
 } // namespace
 
@@ -24,6 +33,7 @@ status save_profile(const cost_profile& p, const std::filesystem::path& path) {
   j["device"] = p.device;
 #define X(f) j[#f] = p.f;
   MOSAIC_PROFILE_FIELDS(X)
+  MOSAIC_PROFILE_OPTIONAL_FIELDS(X)
 #undef X
   j["provenance"] = p.provenance;
   std::ofstream out{path, std::ios::trunc};
@@ -50,15 +60,22 @@ result<cost_profile> load_profile(const std::filesystem::path& path) {
   j.at(#f).get_to(p.f);
     MOSAIC_PROFILE_FIELDS(X)
 #undef X
+#define X(f)                                                                                       \
+  if (j.contains(#f))                                                                              \
+    j.at(#f).get_to(p.f);
+    MOSAIC_PROFILE_OPTIONAL_FIELDS(X)
+#undef X
     if (j.contains("provenance"))
       j.at("provenance").get_to(p.provenance);
   } catch (const nlohmann::json::exception& e) {
     return make_error(errc::invalid_argument, path.string(), ": not a profile: ", e.what());
   }
   if (p.n_layers < 1 || p.image_tokens < 1 || !(p.load_ram_bytes_per_s > 0) ||
-      !(p.load_disk_bytes_per_s > 0) || !(p.transfer_bytes_per_s > 0))
-    return make_error(errc::invalid_argument, path.string(),
-                      ": n_layers, image_tokens and bandwidths must be > 0");
+      !(p.load_disk_bytes_per_s > 0) || !(p.transfer_bytes_per_s > 0) ||
+      !(p.prefill_pipeline_factor > 0))
+    return make_error(
+        errc::invalid_argument, path.string(),
+        ": n_layers, image_tokens, bandwidths and prefill_pipeline_factor must be > 0");
   return p;
 }
 

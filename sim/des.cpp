@@ -4,7 +4,9 @@
 #include <chrono>
 #include <cmath>
 #include <list>
+#include <map>
 #include <queue>
+#include <set>
 #include <unordered_map>
 
 namespace mosaic::sim {
@@ -95,75 +97,296 @@ private:
 
 struct decode_worker {
   int node = 0;
+  size_t device = 0;
   int max_batch = 1;
-  double t = 0.0;   ///< time of the last step boundary processed
   int64_t step = 0; ///< steps done
   // (finish step, request index), earliest first
   std::priority_queue<std::pair<int64_t, size_t>, std::vector<std::pair<int64_t, size_t>>,
                       std::greater<>>
       active;
   std::deque<std::pair<size_t, int>> waiting; ///< (request, tokens to decode)
-  int load() const { return int(active.size() + waiting.size()); }
+  int incoming = 0;                           ///< routed here, KV still in transfer
+  /// Sum over active sequences of (prompt tokens - step joined): their
+  /// tokens in context are this + active.size() * step.
+  double context_base = 0.0;
+  int load() const { return int(active.size() + waiting.size()) + incoming; }
+  bool has_work() const { return !active.empty() || !waiting.empty(); }
 };
 
-class decode_model {
+/// One compute device (a node's `cpu`, or one `cuda:N` of a node): runs one
+/// prefill pass or one run of decode steps at a time.
+struct device {
+  enum class op_kind : uint8_t { idle, prefill, decode };
+  int node = 0;
+  std::vector<size_t> decode_workers; ///< on this device
+  bool hosts_prefill = false;
+  bool cpu = false;       ///< loads take the same cores as the pass (see start_prefill)
+  size_t next_decode = 0; ///< round robin over decode_workers
+  op_kind op = op_kind::idle;
+  uint64_t generation = 0; ///< bumped when the op's end moves; older events are stale
+  double start = 0.0, end = 0.0;
+  size_t request = 0; ///< prefill: the request
+  size_t worker = 0;  ///< decode: the worker
+  double step_s = 0.0;
+  int64_t steps = 0; ///< decode: steps in this run
+};
+
+class simulator {
 public:
-  decode_model(const cost_profile& c, std::vector<request_record>& recs,
-               std::vector<std::pair<double, double>>& itl)
-    : c_(c), recs_(recs), itl_(itl) {}
+  simulator(const cost_profile& c, const workload& w, const des_options& o, des_result& out)
+    : c_(c), w_(w), o_(o), out_(out), recs_(out.run.records) {}
 
-  std::vector<decode_worker> workers;
-  int64_t events = 0;
+  std::vector<device> devices;
+  std::vector<decode_worker> decoders;
+  std::vector<ram_lru> ram; ///< per node
+  double entry_bytes = 0.0;
 
-  /// Processes every step boundary of `w` up to time `until`.
-  void advance(decode_worker& w, double until) {
-    for (;;) {
-      admit(w);
-      if (w.active.empty())
-        return;
-      const int b = int(w.active.size());
-      const double dt = c_.decode_step_seconds(b);
-      int64_t n = w.active.top().first - w.step;
-      if (!w.waiting.empty() && b < w.max_batch)
-        n = 1; // someone joins at the next boundary
-      if (std::isfinite(until))
-        n = std::min<int64_t>(n, int64_t(std::floor((until - w.t) / dt)));
-      if (n <= 0)
-        return;
-      w.t += double(n) * dt;
-      w.step += n;
-      itl_.emplace_back(dt, double(n) * b);
-      ++events;
-      while (!w.active.empty() && w.active.top().first <= w.step) {
-        recs_[w.active.top().second].end_s = w.t;
-        w.active.pop();
+  void run() {
+    recs_.resize(w_.requests.size());
+    join_step_.assign(w_.requests.size(), 0);
+    for (size_t i = 0; i < w_.requests.size(); ++i) {
+      const auto& r = w_.requests[i];
+      auto& rec = recs_[i];
+      rec.id = r.id;
+      rec.dialogue = r.dialogue;
+      rec.turn = r.turn;
+      rec.arrival_s = rec.sent_s = r.arrival_s;
+      rec.n_images = r.n_images();
+      rec.output_tokens = r.max_tokens;
+      // Off the device: front end, linker, lookup, message hops.
+      push(r.arrival_s + c_.pipeline_seconds(r.n_images()), event_kind::ready, i, 0);
+    }
+    for (size_t d = 0; d < devices.size(); ++d)
+      if (devices[d].hosts_prefill)
+        idle_prefill_.insert(d);
+    while (!events_.empty()) {
+      const auto e = events_.top();
+      events_.pop();
+      ++out_.events;
+      switch (e.kind) {
+      case event_kind::ready:
+        queue_.push_back(e.a);
+        kick_prefill(e.at);
+        break;
+      case event_kind::device_done:
+        if (devices[e.a].generation == e.b)
+          finish(e.a, e.at);
+        break;
+      case event_kind::join:
+        join(e.b, e.a, e.at);
+        break;
       }
     }
-  }
-
-  void join(decode_worker& w, size_t request, int tokens, double at) {
-    if (w.active.empty())
-      w.t = std::max(w.t, at); // an idle worker starts when the sequence arrives
-    w.waiting.emplace_back(request, tokens);
-    admit(w);
+    out_.run.summary = summarize(recs_, o_.objectives, 0.0, &itl_);
   }
 
 private:
-  void admit(decode_worker& w) {
+  enum class event_kind : uint8_t { ready, device_done, join };
+  struct event {
+    double at;
+    uint64_t seq; ///< ties in time: first pushed, first processed
+    event_kind kind;
+    size_t a;   ///< ready: request; device_done: device; join: request
+    uint64_t b; ///< device_done: generation; join: decode worker
+    bool operator>(const event& o) const { return at != o.at ? at > o.at : seq > o.seq; }
+  };
+
+  void push(double at, event_kind k, size_t a, uint64_t b) {
+    events_.push(event{at, seq_++, k, a, b});
+  }
+
+  /// Starts queued prefills on idle devices; devices that are decoding
+  /// and host a prefill worker stop at their next step boundary (on one
+  /// device, a waiting prefill goes before the next decode step).
+  void kick_prefill(double now) {
+    while (!queue_.empty() && !idle_prefill_.empty()) {
+      const size_t d = *idle_prefill_.begin();
+      const size_t req = queue_.front();
+      queue_.pop_front();
+      start_prefill(d, req, now);
+    }
+    if (queue_.empty())
+      return;
+    for (size_t d : decoding_prefill_)
+      interrupt(d, now);
+  }
+
+  void set_op(size_t d, device::op_kind op) {
+    auto& dev = devices[d];
+    dev.op = op;
+    if (!dev.hosts_prefill)
+      return;
+    idle_prefill_.erase(d);
+    decoding_prefill_.erase(d);
+    if (op == device::op_kind::idle)
+      idle_prefill_.insert(d);
+    else if (op == device::op_kind::decode)
+      decoding_prefill_.insert(d);
+  }
+
+  void start_prefill(size_t d, size_t i, double now) {
+    auto& dev = devices[d];
+    const auto& r = w_.requests[i];
+    const auto work = plan_work(r, c_, o_.policy);
+    recs_[i].prompt_tokens = work.prompt_tokens;
+    recs_[i].image_tokens = work.image_tokens;
+    // On a CPU node every hit is loaded (whatever the policy) by the
+    // loader on the same cores, and the pass waits for it holding the
+    // compute lock (actors/prefill_actor.cpp): the load adds to the pass.
+    // On a GPU the copy overlaps the pass layer by layer, and full and
+    // prefix need only the embeddings.
+    double load = 0.0;
+    if (dev.cpu || (o_.policy.kind != policy_kind::full && o_.policy.kind != policy_kind::prefix))
+      for (const auto& p : r.pieces)
+        if (p.is_image)
+          load += entry_bytes / (ram[size_t(dev.node)].touch(p.image) ? c_.load_ram_bytes_per_s
+                                                                      : c_.load_disk_bytes_per_s);
+    const double compute =
+        c_.prefill_pipeline_factor * c_.prefill_seconds(work.computed, work.attended,
+                                                        double(work.prompt_tokens) - work.computed);
+    // Loads run ahead of the pass; layer l waits for its part of the load.
+    dev.start = now;
+    dev.end = now + (dev.cpu ? compute + load : std::max(compute, load + compute / c_.n_layers));
+    dev.request = i;
+    set_op(d, device::op_kind::prefill);
+    push(dev.end, event_kind::device_done, d, ++dev.generation);
+  }
+
+  /// Ends the decode run of `d` at the first step boundary at or after `now`.
+  void interrupt(size_t d, double now) {
+    auto& dev = devices[d];
+    if (dev.op != device::op_kind::decode)
+      return;
+    const auto k = int64_t(std::ceil((now - dev.start) / dev.step_s - 1e-9));
+    const int64_t done = std::clamp<int64_t>(k, 0, dev.steps);
+    if (done == dev.steps)
+      return;
+    dev.steps = done;
+    dev.end = dev.start + double(done) * dev.step_s;
+    push(dev.end, event_kind::device_done, d, ++dev.generation);
+  }
+
+  void finish(size_t d, double now) {
+    auto& dev = devices[d];
+    if (dev.op == device::op_kind::prefill) {
+      auto& rec = recs_[dev.request];
+      rec.first_token_s = now;
+      rec.ok = true;
+      route_to_decode(dev.request, dev.node, now);
+    } else if (dev.op == device::op_kind::decode && dev.steps > 0) {
+      auto& w = decoders[dev.worker];
+      const int b = int(w.active.size());
+      w.step += dev.steps;
+      itl_.emplace_back(dev.step_s, double(dev.steps) * b);
+      while (!w.active.empty() && w.active.top().first <= w.step) {
+        const size_t req = w.active.top().second;
+        recs_[req].end_s = now;
+        w.context_base -= double(recs_[req].prompt_tokens) - double(join_step_[req]);
+        w.active.pop();
+      }
+    }
+    set_op(d, device::op_kind::idle);
+    dispatch(d, now);
+  }
+
+  /// The next op of an idle device: a queued prefill first, then decode steps.
+  void dispatch(size_t d, double now) {
+    auto& dev = devices[d];
+    if (dev.op != device::op_kind::idle)
+      return;
+    if (dev.hosts_prefill && !queue_.empty()) {
+      const size_t req = queue_.front();
+      queue_.pop_front();
+      start_prefill(d, req, now);
+      return;
+    }
+    int busy_workers = 0; // decode workers sharing this device take turns step by step
+    for (size_t wi : dev.decode_workers)
+      busy_workers += decoders[wi].has_work() ? 1 : 0;
+    for (size_t k = 0; k < dev.decode_workers.size(); ++k) {
+      const size_t wi = dev.decode_workers[(dev.next_decode + k) % dev.decode_workers.size()];
+      auto& w = decoders[wi];
+      admit(w, now);
+      if (w.active.empty())
+        continue;
+      dev.next_decode = (dev.next_decode + k + 1) % dev.decode_workers.size();
+      const int b = int(w.active.size());
+      dev.worker = wi;
+      // The context at the start of the run (it grows by b per step).
+      dev.step_s = c_.decode_step_seconds(b, w.context_base + double(b) * double(w.step));
+      // Steps until the next sequence ends; a join or a prefill cuts it short.
+      dev.steps = busy_workers > 1 ? 1 : w.active.top().first - w.step;
+      dev.start = now;
+      dev.end = now + double(dev.steps) * dev.step_s;
+      set_op(d, device::op_kind::decode);
+      push(dev.end, event_kind::device_done, d, ++dev.generation);
+      return;
+    }
+  }
+
+  void admit(decode_worker& w, double now) {
     while (!w.waiting.empty() && int(w.active.size()) < w.max_batch) {
       auto [req, tokens] = w.waiting.front();
       w.waiting.pop_front();
       if (tokens <= 0) {
-        recs_[req].end_s = std::max(recs_[req].first_token_s, w.t);
+        recs_[req].end_s = std::max(recs_[req].first_token_s, now);
         continue;
       }
       w.active.emplace(w.step + tokens, req);
+      join_step_[req] = w.step;
+      w.context_base += double(recs_[req].prompt_tokens) - double(w.step);
     }
   }
 
+  /// The least loaded decode worker, preferring the prefill's node.
+  void route_to_decode(size_t i, int prefill_node, double now) {
+    size_t best = 0;
+    int best_load = INT32_MAX;
+    for (size_t k = 0; k < decoders.size(); ++k) {
+      const int load = decoders[k].load() * 2 + (decoders[k].node == prefill_node ? 0 : 1);
+      if (load < best_load) {
+        best_load = load;
+        best = k;
+      }
+    }
+    double at = now;
+    if (decoders[best].node != prefill_node) {
+      at += c_.kv_bytes_per_token * recs_[i].prompt_tokens / c_.transfer_bytes_per_s;
+      recs_[i].first_token_s = at; // the first token leaves with the KV
+    }
+    ++decoders[best].incoming; // counted at once so that the next routing sees it
+    if (at > now)
+      push(at, event_kind::join, i, best);
+    else
+      join(best, i, now);
+  }
+
+  /// Request `i`'s KV is on decode worker `wi` at `now`.
+  void join(uint64_t wi, size_t i, double now) {
+    auto& w = decoders[wi];
+    --w.incoming;
+    w.waiting.emplace_back(i, recs_[i].output_tokens - 1);
+    const size_t d = w.device;
+    auto& dev = devices[d];
+    if (dev.op == device::op_kind::idle)
+      dispatch(d, now);
+    else if (dev.op == device::op_kind::decode &&
+             (dev.worker != wi || int(w.active.size()) < w.max_batch))
+      interrupt(d, now); // joins (or takes its turn) at the next step boundary
+  }
+
   const cost_profile& c_;
+  const workload& w_;
+  const des_options& o_;
+  des_result& out_;
   std::vector<request_record>& recs_;
-  std::vector<std::pair<double, double>>& itl_;
+  std::vector<std::pair<double, double>> itl_;
+  std::vector<int64_t> join_step_; ///< [request] decode step it joined at
+  std::priority_queue<event, std::vector<event>, std::greater<>> events_;
+  uint64_t seq_ = 0;
+  std::deque<size_t> queue_;          ///< requests waiting for a prefill device
+  std::set<size_t> idle_prefill_;     ///< idle devices with a prefill worker
+  std::set<size_t> decoding_prefill_; ///< decoding devices with a prefill worker
 };
 
 } // namespace
@@ -172,116 +395,49 @@ result<des_result> simulate(const topology& topo, const cost_profile& c, const w
                             const des_options& options) {
   const auto wall0 = std::chrono::steady_clock::now();
   des_result out;
-  struct prefill_worker {
-    int node;
-    double free_at = 0.0;
+  simulator sim{c, w, options, out};
+  sim.entry_bytes = c.kv_bytes_per_token * c.image_tokens;
+  // Workers on the same device share it: on a node's CPU every actor
+  // does (one compute thread pool), on a GPU those placed on that GPU.
+  std::map<std::pair<size_t, std::string>, size_t> device_of;
+  auto device_index = [&](size_t node, const device_spec& d) {
+    auto [it, fresh] = device_of.try_emplace({node, d.to_string()}, sim.devices.size());
+    if (fresh) {
+      sim.devices.emplace_back();
+      sim.devices.back().node = int(node);
+      sim.devices.back().cpu = d.kind == device_spec::kind_t::cpu;
+    }
+    return it->second;
   };
-  std::vector<prefill_worker> prefills;
-  std::vector<ram_lru> ram;
-  std::vector<decode_worker> decodes;
-  const double entry_bytes = c.kv_bytes_per_token * c.image_tokens;
   for (size_t n = 0; n < topo.nodes.size(); ++n) {
     double ram_gb = 0.0;
     for (const auto& a : topo.nodes[n].actors) {
-      if (a.get<prefill_spec>() != nullptr)
-        prefills.push_back({int(n), 0.0});
+      if (const auto* p = a.get<prefill_spec>()) {
+        sim.devices[device_index(n, p->device)].hosts_prefill = true;
+        ++out.shape.prefill_workers;
+      }
       if (const auto* d = a.get<decode_spec>()) {
         decode_worker dw;
         dw.node = int(n);
+        dw.device = device_index(n, d->device);
         dw.max_batch = std::max(1, d->max_batch);
-        decodes.push_back(std::move(dw));
         out.shape.decode_slots += dw.max_batch;
+        sim.devices[dw.device].decode_workers.push_back(sim.decoders.size());
+        sim.decoders.push_back(std::move(dw));
       }
       if (const auto* k = a.get<kv_loader_spec>())
         ram_gb += k->ram_gb;
     }
-    ram.emplace_back(entry_bytes > 0 ? size_t(ram_gb * double(1ull << 30) / entry_bytes) : 1);
+    sim.ram.emplace_back(sim.entry_bytes > 0 ? size_t(ram_gb * double(1ull << 30) / sim.entry_bytes)
+                                             : 1);
   }
   out.shape.nodes = int(topo.nodes.size());
-  out.shape.prefill_workers = int(prefills.size());
-  out.shape.decode_workers = int(decodes.size());
-  if (prefills.empty() || decodes.empty())
+  out.shape.decode_workers = int(sim.decoders.size());
+  out.shape.devices = int(sim.devices.size());
+  if (out.shape.prefill_workers == 0 || sim.decoders.empty())
     return make_error(errc::invalid_argument, topo.source,
                       ": the DES needs at least one prefill and one decode actor");
-
-  auto& recs = out.run.records;
-  recs.resize(w.requests.size());
-  std::vector<std::pair<double, double>> itl;
-  // Prefill: FCFS over the workers, in arrival order.
-  using slot = std::pair<double, size_t>; // (free at, worker)
-  std::priority_queue<slot, std::vector<slot>, std::greater<>> free_workers;
-  for (size_t i = 0; i < prefills.size(); ++i)
-    free_workers.emplace(0.0, i);
-  struct join_event {
-    double at;
-    size_t request;
-    int prefill_node;
-  };
-  std::vector<join_event> joins;
-  joins.reserve(w.requests.size());
-  for (size_t i = 0; i < w.requests.size(); ++i) {
-    const auto& r = w.requests[i];
-    auto& rec = recs[i];
-    rec.id = r.id;
-    rec.dialogue = r.dialogue;
-    rec.turn = r.turn;
-    rec.arrival_s = rec.sent_s = r.arrival_s;
-    rec.n_images = r.n_images();
-    const auto work = plan_work(r, c, options.policy);
-    rec.prompt_tokens = work.prompt_tokens;
-    rec.image_tokens = work.image_tokens;
-    rec.output_tokens = r.max_tokens;
-
-    auto [free_at, wi] = free_workers.top();
-    free_workers.pop();
-    const int node = prefills[wi].node;
-    double load = 0.0;
-    if (options.policy.kind != policy_kind::full && options.policy.kind != policy_kind::prefix)
-      for (const auto& p : r.pieces)
-        if (p.is_image)
-          load += entry_bytes / (ram[size_t(node)].touch(p.image) ? c.load_ram_bytes_per_s
-                                                                  : c.load_disk_bytes_per_s);
-    const double start = std::max(free_at, r.arrival_s);
-    const double compute = c.prefill_seconds(work.computed, work.attended);
-    // Loads run ahead of the pass; layer l waits for its part of the load.
-    const double end = start + std::max(compute, load + compute / c.n_layers);
-    free_workers.emplace(end, wi);
-    rec.first_token_s = end;
-    rec.ok = true;
-    joins.push_back({end, i, node});
-    ++out.events;
-  }
-
-  // Decode: joins in time order, each to the least loaded worker.
-  std::sort(joins.begin(), joins.end(), [](const auto& a, const auto& b) { return a.at < b.at; });
-  decode_model model{c, recs, itl};
-  model.workers = std::move(decodes);
-  for (const auto& j : joins) {
-    size_t best = 0;
-    int best_load = INT32_MAX;
-    for (size_t k = 0; k < model.workers.size(); ++k) {
-      model.advance(model.workers[k], j.at);
-      const int load =
-          model.workers[k].load() * 2 + (model.workers[k].node == j.prefill_node ? 0 : 1);
-      if (load < best_load) {
-        best_load = load;
-        best = k;
-      }
-    }
-    auto& dw = model.workers[best];
-    double at = j.at;
-    if (dw.node != j.prefill_node) {
-      const double bytes = c.kv_bytes_per_token * recs[j.request].prompt_tokens;
-      at += bytes / c.transfer_bytes_per_s;
-      recs[j.request].first_token_s = at; // the first token leaves with the KV
-    }
-    model.join(dw, j.request, recs[j.request].output_tokens - 1, at);
-  }
-  for (auto& dw : model.workers)
-    model.advance(dw, INFINITY);
-  out.events += model.events;
-
-  out.run.summary = summarize(recs, options.objectives, 0.0, &itl);
+  sim.run();
   out.run.summary.label = options.policy.to_string();
   out.run.summary.rate = options.rate;
   out.wall_seconds =

@@ -2,8 +2,10 @@
 
 // What the live driver sends requests to: `cluster_target`
 // (sim/cluster_target.hpp), an in-process single-node cluster over
-// actors/local_cluster, or `zmq_target` (sim/zmq_target.hpp), a running
-// front door's ZeroMQ API (`--target zmq://HOST:PORT`, docs/sim.md).
+// actors/local_cluster, or a running front door: `http_target`
+// (sim/http_target.hpp, `--target http://HOST:PORT`) over HTTP, or
+// `zmq_target` (sim/zmq_target.hpp, `--target zmq://HOST:PORT`) over its
+// ZeroMQ API (docs/sim.md).
 
 #include <chrono>
 #include <cstdint>

@@ -13,12 +13,15 @@
 namespace mosaic::sim {
 namespace {
 
-topology tiny_topology() {
+topology test_topology(const char* name) {
   const char* data = std::getenv("MOSAIC_TEST_DATA");
-  auto t =
-      load_topology(std::string{data != nullptr ? data : "tests/data"} + "/sim/tiny-2node.yaml");
+  auto t = load_topology(std::string{data != nullptr ? data : "tests/data"} + "/sim/" + name);
   EXPECT_TRUE(t) << (t ? "" : t.err().to_string());
   return *t;
+}
+
+topology tiny_topology() {
+  return test_topology("tiny-2node.yaml");
 }
 
 cost_profile profile() {
@@ -62,7 +65,10 @@ TEST(Des, OneRequestCostsWhatTheProfileSays) {
   EXPECT_EQ(r->shape.prefill_workers, 2);
   EXPECT_EQ(r->shape.decode_workers, 2);
   const auto& rec = r->run.records.at(0);
-  const double prefill = 0.01 + 0.001 * 210; // 10 text + 2 x 100 image tokens
+  // 10 text + 2 x 100 image tokens; on a CPU node the two (disk) loads
+  // add to the pass.
+  const double load = 2 * 100 * 1000 / c.load_disk_bytes_per_s;
+  const double prefill = 0.01 + 0.001 * 210 + load;
   EXPECT_NEAR(rec.ttft(), prefill, 1e-9);
   EXPECT_NEAR(rec.e2e(), prefill + 4 * (0.02 + 0.005), 1e-9); // 4 more tokens, batch 1
   EXPECT_EQ(rec.prompt_tokens, 210);
@@ -70,10 +76,13 @@ TEST(Des, OneRequestCostsWhatTheProfileSays) {
 
   auto m = simulate(tiny_topology(), c, one_request(2, 5), opts("mpic:32"));
   ASSERT_TRUE(m);
-  // 10 text + 2 x 32 computed; loads (disk) overlap the pass layer by layer.
+  // 10 text + 2 x 32 computed, + the loads on a CPU node...
   const double compute = 0.01 + 0.001 * 74;
-  const double load = 2 * 100 * 1000 / c.load_disk_bytes_per_s;
-  EXPECT_NEAR(m->run.records[0].ttft(), std::max(compute, load + compute / 8), 1e-9);
+  EXPECT_NEAR(m->run.records[0].ttft(), compute + load, 1e-9);
+  // ... overlapped layer by layer with the pass on a GPU.
+  auto g = simulate(test_topology("one-node-2gpu.yaml"), c, one_request(2, 5), opts("mpic:32"));
+  ASSERT_TRUE(g);
+  EXPECT_NEAR(g->run.records[0].ttft(), std::max(compute, load + compute / 8), 1e-9);
 }
 
 TEST(Des, PoliciesOrderByRecomputeAndOverloadQueues) {
@@ -122,6 +131,52 @@ TEST(Des, DecodeBatchesShareSteps) {
   EXPECT_NEAR(r->run.summary.itl.mean, 0.025, 1e-9);
 }
 
+TEST(Des, WorkersOnOneDeviceShareIt) {
+  // A decodes 11 tokens (10 steps of 0.025 s from t = 0.02); B arrives at
+  // 0.03, mid-step. On one CPU, B's prefill waits for the step in progress
+  // (it ends at 0.045), and A's decoding waits for B's prefill.
+  auto w = one_request(0, 11);
+  w.requests.push_back(one_request(0, 1, 0.03).requests[0]);
+  w.requests[1].id = 1;
+  const auto c = profile();
+  const double prefill = 0.01 + 0.001 * 10, step = 0.025;
+  auto shared = simulate(test_topology("one-node-shared.yaml"), c, w, opts("full"));
+  ASSERT_TRUE(shared) << shared.err().to_string();
+  EXPECT_EQ(shared->shape.devices, 1);
+  const auto& a = shared->run.records[0];
+  const auto& b = shared->run.records[1];
+  EXPECT_NEAR(b.first_token_s, prefill + step + prefill, 1e-9);
+  EXPECT_NEAR(a.end_s, prefill + 10 * step + prefill, 1e-9);
+
+  // Prefill on one GPU, decode on another: neither waits for the other.
+  auto apart = simulate(test_topology("one-node-2gpu.yaml"), c, w, opts("full"));
+  ASSERT_TRUE(apart) << apart.err().to_string();
+  EXPECT_EQ(apart->shape.devices, 2);
+  EXPECT_NEAR(apart->run.records[1].first_token_s, 0.03 + prefill, 1e-9);
+  EXPECT_NEAR(apart->run.records[0].end_s, prefill + 10 * step, 1e-9);
+}
+
+TEST(Des, PipelineOverheadsDelayThePrefillAndEveryStep) {
+  auto c = profile();
+  c.pipeline_base_s = 0.05;
+  c.pipeline_per_image_s = 0.01;
+  c.decode_step_overhead_s = 0.002;
+  auto r = simulate(tiny_topology(), c, one_request(2, 5), opts("full"));
+  ASSERT_TRUE(r);
+  const auto& rec = r->run.records.at(0);
+  const double prefill = 0.01 + 0.001 * 210 + 2 * 100 * 1000 / c.load_disk_bytes_per_s;
+  EXPECT_NEAR(rec.ttft(), 0.05 + 2 * 0.01 + prefill, 1e-9);
+  EXPECT_NEAR(rec.e2e() - rec.ttft(), 4 * (0.02 + 0.005 + 0.002), 1e-9);
+
+  // Longer contexts make steps dearer (the step's cost is taken at the
+  // start of each run of steps: 210 prompt tokens here).
+  c.decode_step_per_context_token_s = 1e-5;
+  auto ctx = simulate(tiny_topology(), c, one_request(2, 5), opts("full"));
+  ASSERT_TRUE(ctx);
+  const auto& rc = ctx->run.records.at(0);
+  EXPECT_NEAR(rc.e2e() - rc.ttft(), 4 * (0.02 + 0.005 + 0.002 + 210 * 1e-5), 1e-9);
+}
+
 TEST(CostProfile, FitRecoversLinearCoefficients) {
   std::mt19937_64 g{std::random_device{}()};
   std::uniform_real_distribution<double> u(0, 1000);
@@ -142,6 +197,7 @@ TEST(CostProfile, FitRecoversLinearCoefficients) {
 
 TEST(CostProfile, SavesAndLoads) {
   auto c = profile();
+  c.pipeline_base_s = 0.042;
   c.provenance["prefill"] = "measured: test";
   const auto path = std::filesystem::temp_directory_path() /
                     ("mosaic_profile_" + std::to_string(std::random_device{}()) + ".json");
@@ -150,6 +206,7 @@ TEST(CostProfile, SavesAndLoads) {
   ASSERT_TRUE(back) << back.err().to_string();
   EXPECT_EQ(back->prefill_per_computed_token_s, c.prefill_per_computed_token_s);
   EXPECT_EQ(back->provenance.at("prefill"), "measured: test");
+  EXPECT_EQ(back->pipeline_base_s, 0.042);
   std::filesystem::remove(path);
   EXPECT_FALSE(load_profile(path));
 }

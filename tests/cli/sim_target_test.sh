@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# `mosaic sim compare --target http://...` end to end: starts `mosaic serve`
+# (builtin:tiny, API keys, ephemeral port on 127.0.0.1), drives it with a
+# short gqa workload for two policies (+ full), and checks the table and
+# the report.
+#
+#   sim_target_test.sh <mosaic binary>
+set -u
+mosaic="$1"
+
+work="$(mktemp -d)"
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ]; then
+    kill "$server_pid" 2>/dev/null
+    wait "$server_pid" 2>/dev/null
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "sk-sim-target-key-1 simtenant" > "$work/keys"
+export MOSAIC_HOME="$work/home"
+"$mosaic" serve --model builtin:tiny --http-port 0 --library "$work/library" \
+  --api-keys "$work/keys" > "$work/serve.log" 2>&1 &
+server_pid=$!
+
+port=""
+for _ in $(seq 1 600); do # at most 60 s
+  port="$(sed -n 's|^HTTP front door: http://127\.0\.0\.1:\([0-9]*\)/v1.*|\1|p' "$work/serve.log")"
+  [ -n "$port" ] && break
+  kill -0 "$server_pid" 2>/dev/null || break
+  sleep 0.1
+done
+if [ -z "$port" ]; then
+  echo "mosaic serve did not start:"
+  cat "$work/serve.log"
+  exit 1
+fi
+
+fail() {
+  echo "FAIL: $*"
+  exit 1
+}
+
+# A wrong key: refused with the server's message, quickly.
+if timeout 30 "$mosaic" sim run --target "http://127.0.0.1:$port" --api-key sk-wrong-key-000 \
+  --workload gqa --rate 4 --duration 1 --out "$work/nope" > "$work/wrong.log" 2>&1; then
+  fail "a wrong API key was accepted"
+fi
+grep -q "HTTP 401" "$work/wrong.log" || { cat "$work/wrong.log"; fail "no 401 in the error"; }
+
+timeout 240 "$mosaic" sim compare --target "http://127.0.0.1:$port" --api-key sk-sim-target-key-1 \
+  --workload gqa --seed 3 --rate 4 --duration 1 --max-output-tokens 4 --policies prefix,mpic:4 \
+  --out "$work/cmp" > "$work/cmp.log" 2>&1 || { cat "$work/cmp.log"; fail "sim compare failed"; }
+cat "$work/cmp.log"
+for p in full prefix mpic:4; do
+  # policy, done > 0, failed 0, a TTFT
+  grep -Eq "^$p +[1-9][0-9]* +0 +[0-9]+\.[0-9]+" "$work/cmp.log" || fail "no row for $p"
+done
+grep -q '"target": "front door http://127.0.0.1:' "$work/cmp/summary.json" ||
+  fail "summary.json does not name the front door"
+[ "$(wc -l < "$work/cmp/requests.csv")" -gt 3 ] || fail "requests.csv has too few lines"
+echo "PASS"

@@ -148,12 +148,13 @@ class Encoder:
 
 
 def collate(enc: Encoder, batch):
-    seqs, labels, pixels = [], [], []
+    seqs, labels, pixels, attrs = [], [], [], []
     for s in batch:
         p, a = enc.sample_ids(s)
         seqs.append(p + a)
         labels.append([-100] * len(p) + a)
         pixels.extend(vqa_data.render(spec) for spec in s.images)
+        attrs.extend(image_attributes(spec) for spec in s.images)
     width = max(len(x) for x in seqs)
     ids = torch.zeros((len(batch), width), dtype=torch.long)
     lab = torch.full((len(batch), width), -100, dtype=torch.long)
@@ -162,10 +163,39 @@ def collate(enc: Encoder, batch):
         ids[r, :len(x)] = torch.tensor(x)
         lab[r, :len(y)] = torch.tensor(y)
         mask[r, :len(x)] = 1
-    return ids, mask, lab, torch.from_numpy(pixel_values(pixels))
+    return ids, mask, lab, torch.from_numpy(pixel_values(pixels)), torch.tensor(attrs)
 
 
-def answer_loss(model, ids, mask, labels, pix, image_id):
+# The auxiliary head's targets per image: colour, shape, count - 1, side
+# (-100 where the copies straddle both halves).
+AUX_CLASSES = [len(vqa_data.COLOURS), len(vqa_data.SHAPES), vqa_data.GRID, 2]
+COLOUR_INDEX = {c: i for i, c in enumerate(vqa_data.COLOURS)}
+
+
+def image_attributes(spec):
+    cols = [c % vqa_data.GRID for c in spec.cells]
+    half = vqa_data.GRID // 2
+    side = 0 if max(cols) < half else 1 if min(cols) >= half else -100
+    return [COLOUR_INDEX[spec.colour], vqa_data.SHAPES.index(spec.shape), spec.count - 1, side]
+
+
+class AuxHead(torch.nn.Module):
+    """Training-only linear probes on each image's mean projector output
+    (not saved): they hand the vision tower a direct signal for what the
+    questions ask, which the answer loss alone reaches only through the
+    decoder's attention (a long plateau at the answer priors without it)."""
+
+    def __init__(self, hidden):
+        super().__init__()
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(hidden, n) for n in AUX_CLASSES)
+
+    def forward(self, feats, attrs):
+        pooled = feats.mean(dim=1)
+        return sum(torch.nn.functional.cross_entropy(h(pooled), attrs[:, i], ignore_index=-100)
+                   for i, h in enumerate(self.heads)) / len(self.heads)
+
+
+def answer_loss(model, ids, mask, labels, pix, image_id, aux=None, attrs=None):
     """Cross-entropy of the answer tokens, as the model's own forward with
     `labels` computes it, but with the LM head applied only at the answer
     positions (the rest of the logits are never needed; a third of the
@@ -180,11 +210,12 @@ def answer_loss(model, ids, mask, labels, pix, image_id):
     target = labels[:, 1:]
     keep = target != -100
     logits = model.language_model.lm_head(hidden[:, :-1][keep])
-    return torch.nn.functional.cross_entropy(logits, target[keep])
+    loss = torch.nn.functional.cross_entropy(logits, target[keep])
+    return loss if aux is None else (loss, aux(feats, attrs))
 
 
 @torch.no_grad()
-def greedy_answers(model, enc: Encoder, batch, max_new: int = 4):
+def greedy_answers(model, enc: Encoder, batch, max_new: int = 8):
     """Greedy decoding of each sample's answer (batched, left padded,
     recomputing the whole prefix each step: the sequences are short)."""
     prompts = [enc.prompt_ids(s) for s in batch]
@@ -231,7 +262,7 @@ def main():
     ap.add_argument("--tokenizer-model", type=Path,
                     help="use this tokenizer.model instead of running mosaic")
     ap.add_argument("--seed", type=int, default=20261129)
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=700)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=60)
@@ -244,6 +275,14 @@ def main():
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--eval-samples", type=int, default=128)
     ap.add_argument("--final-eval-samples", type=int, default=1000)
+    ap.add_argument("--aux-weight", type=float, default=1.0,
+                    help="weight of the training-only image-attribute probes (AuxHead)")
+    ap.add_argument("--init-from", type=Path,
+                    help="continue from this checkpoint (a previous train.py --out) instead of "
+                         "a fresh initialisation; its train_log.json is kept in the new log")
+    ap.add_argument("--start-sample", type=int, default=0,
+                    help="index of the first training question (continue after a previous run's "
+                         "steps * batch so that no question is seen twice)")
     ap.add_argument("--max-minutes", type=float, default=0.0,
                     help="stop (and save) after this much training time; 0: no limit")
     args = ap.parse_args()
@@ -265,8 +304,15 @@ def main():
     ref = processor.image_processor(probe, return_tensors="np")["pixel_values"]
     assert np.abs(ref - pixel_values(probe)).max() < 1e-5, np.abs(ref - pixel_values(probe)).max()
 
-    cfg = model_config(args, tok.sp_model.get_piece_size())
-    model = LlavaForConditionalGeneration(cfg).to(torch.float32)
+    if args.init_from:
+        model = LlavaForConditionalGeneration.from_pretrained(args.init_from,
+                                                              torch_dtype=torch.float32)
+        cfg = model.config
+        previous = json.loads((args.init_from / "train_log.json").read_text())
+    else:
+        cfg = model_config(args, tok.sp_model.get_piece_size())
+        model = LlavaForConditionalGeneration(cfg).to(torch.float32)
+        previous = None
     model.config.text_config._attn_implementation = "sdpa"
     n_params = sum(p.numel() for p in model.parameters())
     # The vision tower's last layer and post_layernorm never run (feature layer -2).
@@ -275,7 +321,9 @@ def main():
                  or "post_layernorm" in n)
     print(f"parameters: {n_params:,} ({n_params - unused:,} used)", flush=True)
 
+    aux = AuxHead(cfg.text_config.hidden_size)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    decay += list(aux.parameters())
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
                              {"params": no_decay, "weight_decay": 0.0}],
@@ -287,7 +335,8 @@ def main():
         t = (step - args.warmup) / max(1, args.steps - args.warmup)
         return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
-    log = {"settings": vars(args) | {"out": str(args.out), "tokenizer_model": str(args.tokenizer_model)},
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    log = {"settings": settings, "previous_run": previous,
            "parameters": n_params, "parameters_used": n_params - unused,
            "torch": torch.__version__, "loss": [], "eval": []}
     model.train()
@@ -298,17 +347,20 @@ def main():
     for step in range(args.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        batch = vqa_data.samples(args.seed, "train", step * args.batch, args.batch)
-        ids, mask, labels, pix = collate(enc, batch)
-        loss = answer_loss(model, ids, mask, labels, pix, enc.image_id)
+        batch = vqa_data.samples(args.seed, "train", args.start_sample + step * args.batch,
+                                 args.batch)
+        ids, mask, labels, pix, attrs = collate(enc, batch)
+        answer, aux_loss = answer_loss(model, ids, mask, labels, pix, enc.image_id, aux, attrs)
+        loss = answer + args.aux_weight * aux_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(aux.parameters()), 1.0)
         opt.step()
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        ema = answer.item() if ema is None else 0.98 * ema + 0.02 * answer.item()
         if step % 25 == 0 or step == args.steps - 1:
             el = time.time() - t0
-            print(f"step {step} loss {loss.item():.4f} ema {ema:.4f} lr {lr_at(step):.2e} "
+            print(f"step {step} answer loss {answer.item():.4f} ema {ema:.4f} "
+                  f"aux {aux_loss.item():.4f} lr {lr_at(step):.2e} "
                   f"{el:.0f}s ({el / (step + 1):.2f}s/step)", flush=True)
             log["loss"].append([step, round(ema, 5)])
         if args.eval_every and step > 0 and step % args.eval_every == 0:
@@ -330,8 +382,11 @@ def main():
     model = LlavaForConditionalGeneration.from_pretrained(out, torch_dtype=torch.float32).eval()
     acc, kinds = evaluate(model, enc, args.seed, args.final_eval_samples)
     print(f"final held-out accuracy {acc:.4f} over {args.final_eval_samples} {kinds}")
+    total_seconds = train_seconds + (
+        previous.get("total_train_seconds", previous["train_seconds"]) if previous else 0.0)
     log.update({"steps_run": step + 1, "stopped_early": stopped_early,
                 "train_seconds": round(train_seconds, 1),
+                "total_train_seconds": round(total_seconds, 1),
                 "final_heldout_accuracy": acc, "final_heldout_per_kind": kinds,
                 "final_eval_samples": args.final_eval_samples})
     (out / "train_log.json").write_text(json.dumps(log, indent=1) + "\n")

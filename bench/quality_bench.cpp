@@ -1,29 +1,35 @@
-// Quality of the reuse policies vs the full recompute on builtin:small:
-// a fixed set of multi-image prompts (images inside the text, never a
-// prefix), each image compiled standalone first (as a KV library holds
-// it), then for every policy: first-token agreement with `full`, KL of the
-// first-token distributions, identical greedy tokens and the recomputed
-// fraction. Writes a markdown table (stdout, or --out FILE).
+// Quality of the reuse policies vs the full recompute. Each prompt's images
+// are compiled standalone first (as a KV library holds them, at positions
+// 0..n-1), then linked into the prompt at other positions; for every policy:
+// accuracy against the reference answers (with --vqa), first-token agreement
+// with `full`, KL of the first-token distributions, identical greedy tokens,
+// the recomputed fraction and TTFT. Writes a markdown document (stdout, or
+// --out FILE).
 //
-// Usage: quality_bench [--model builtin:small] [--threads N] [--max-tokens N] [--out FILE]
+// Two prompt sets (bench/quality_cases.hpp): the built-in fixed prompts
+// (no answers; for the random-weight builtin:small), or --vqa DIR, the
+// held-out visual QA questions of tools/train (for the trained checkpoint
+// tests/data/hf_trained_llava).
+//
+// Usage: quality_bench [--model builtin:small] [--vqa DIR] [--limit N] [--policies LIST]
+//                      [--threads N] [--max-tokens N] [--out FILE]
 
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
-
-#include <CLI/CLI.hpp>
 #include <fstream>
+#include <map>
 #include <memory>
-#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
+#include "bench/quality_cases.hpp"
 #include "engine/backend.hpp"
 #include "engine/generation.hpp"
 #include "engine/image_encoder.hpp"
 #include "engine/llava_engine.hpp"
-#include "engine/model/image.hpp"
 #include "engine/weight_lookup.hpp"
 
 namespace mosaic::bench {
@@ -31,71 +37,162 @@ namespace {
 
 struct options {
   std::string model = "builtin:small";
+  std::string vqa;
+  int limit = 0;
+  std::vector<std::string> policies;
   int threads = 0;
   int max_tokens = 8;
   std::string out;
 };
 
-/// A procedurally drawn image: stripes, rings or blobs in seeded colours.
-decoded_image draw_image(uint32_t seed, int size) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> c(0, 255);
-  const int kind = static_cast<int>(seed % 3);
-  const int r0 = c(rng), g0 = c(rng), b0 = c(rng), r1 = c(rng), g1 = c(rng), b1 = c(rng);
-  const double freq = 0.02 + 0.1 * (c(rng) / 255.0);
-  decoded_image img;
-  img.width = img.height = size;
-  img.rgb.resize(static_cast<size_t>(size) * size * 3);
-  for (int y = 0; y < size; ++y)
-    for (int x = 0; x < size; ++x) {
-      double t = 0.0;
-      const double dx = x - size / 2.0, dy = y - size / 2.0;
-      if (kind == 0)
-        t = 0.5 + 0.5 * std::sin(freq * (x + 0.5 * y));
-      else if (kind == 1)
-        t = 0.5 + 0.5 * std::sin(freq * std::sqrt(dx * dx + dy * dy));
-      else
-        t = 0.5 + 0.5 * std::sin(freq * x) * std::cos(freq * y);
-      uint8_t* px = &img.rgb[(static_cast<size_t>(y) * size + x) * 3];
-      px[0] = static_cast<uint8_t>(r0 + t * (r1 - r0));
-      px[1] = static_cast<uint8_t>(g0 + t * (g1 - g0));
-      px[2] = static_cast<uint8_t>(b0 + t * (b1 - b0));
-    }
-  return img;
-}
-
-struct test_prompt {
-  std::string text; ///< with <image> markers, images never first
-  int n_images;
-};
-
-const std::vector<test_prompt>& prompts() {
-  static const std::vector<test_prompt> set = {
-      {"Here are two photos. First: <image> Second: <image> What changed between them?", 2},
-      {"I took this at noon <image> and this at night <image> and this one the next day <image> "
-       "Which was taken first?",
-       3},
-      {"Describe the pattern in <image> and say whether it repeats in <image>.", 2},
-      {"Look at the left panel <image>, the middle panel <image> and the right panel <image>. "
-       "Count the stripes in each.",
-       3},
-  };
-  return set;
-}
+const std::vector<std::string> default_policies = {"full_reuse", "mpic:8", "mpic:32",
+                                                   "cacheblend:0.15", "vlcache:0.05"};
+const std::vector<std::string> vqa_policies = {
+    "prefix",  "full_reuse",      "mpic:4",          "mpic:8",       "mpic:16",     "mpic:32",
+    "mpic:64", "cacheblend:0.05", "cacheblend:0.15", "vlcache:0.02", "vlcache:0.05"};
 
 struct policy_row {
   std::string name;
+  int correct = 0;
   int first_agree = 0;
   double kl_sum = 0.0;
   double match_sum = 0.0;
   double recomputed_sum = 0.0;
   double ttft_sum = 0.0;
   int n = 0;
+  std::map<std::string, std::pair<int, int>> per_kind; ///< kind -> (correct, total)
 };
 
 int fail(const error& e) {
   std::fprintf(stderr, "quality_bench: %s\n", e.to_string().c_str());
   return 1;
+}
+
+/// The generated answer as a word: decoded text without surrounding spaces.
+std::string answer_text(const tokenizer& tok, const generation_result& g) {
+  std::string s = tok.decode(g.tokens);
+  const auto b = s.find_first_not_of(" \n\t");
+  const auto e = s.find_last_not_of(" \n\t");
+  return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+}
+
+void record(policy_row& row, const quality_case& c, const tokenizer& tok,
+            const generation_result& reference, const generation_result& g) {
+  const agreement a = compare_generations(reference, g);
+  const bool ok = !c.answer.empty() && answer_text(tok, g) == c.answer;
+  row.correct += ok ? 1 : 0;
+  auto& k = row.per_kind[c.kind];
+  k.first += ok ? 1 : 0;
+  ++k.second;
+  row.first_agree += a.first_token_match ? 1 : 0;
+  row.kl_sum += a.first_token_kl;
+  row.match_sum += a.token_match;
+  row.recomputed_sum += g.stats.recomputed_fraction;
+  row.ttft_sum += g.ttft_seconds;
+  ++row.n;
+}
+
+std::string percent(int num, int den) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f%%", den > 0 ? 100.0 * num / den : 0.0);
+  return buf;
+}
+
+/// A note for policies that, at this image size, are another policy.
+std::string same_as(const std::string& name, int image_tokens) {
+  auto p = parse_policy(name);
+  if (p && p->kind == policy_kind::mpic && p->k >= image_tokens)
+    return " (k >= " + std::to_string(image_tokens) +
+           " image tokens: every token recomputed, = full)";
+  if (p && p->kind == policy_kind::prefix)
+    return " (no image is a prefix: nothing reused, = full)";
+  return "";
+}
+
+std::string markdown(const options& opt, const std::string& command, const llava_engine& e,
+                     const std::vector<quality_case>& cases, const std::vector<policy_row>& rows,
+                     int image_tokens) {
+  const bool vqa = !opt.vqa.empty();
+  const int n = static_cast<int>(cases.size());
+  std::ostringstream md;
+  char buf[512];
+  if (vqa) {
+    md << "# Reuse-policy quality on a trained LLaVA\n\n"
+       << "Regenerate with\n\n```sh\n"
+       << command << "\n```\n\n"
+       << "(bench/quality_bench.cpp; the calibration writes the `vlcache_profile.json` that\n"
+       << "`vlcache:R` uses; tools/train/README.md regenerates the model and the questions).\n\n"
+       << "Model: `" << opt.model << "`, trained by tools/train/train.py on a procedural\n"
+       << "multi-image visual QA task (colours, shapes, counts, sides; questions about one\n"
+       << "or two of 1-3 images; one-word answers). Questions: the first " << n
+       << " held-out questions\n(`" << opt.vqa << "`), the images in the user turn after "
+       << "text or other images, never a\nprefix; LLaVA-1.5 chat template; greedy decoding of "
+       << "up to " << opt.max_tokens << " tokens. Each image is\ncompiled standalone first "
+       << "(as a KV library entry, positions 0.." << image_tokens - 1 << "), then linked\n"
+       << "at its place in the prompt. One image is " << image_tokens << " tokens.\n`vlcache` used "
+       << (e.vlcache().uniform ? "a uniform profile (no vlcache_profile.json)"
+                               : "the calibrated vlcache_profile.json")
+       << " in this run.\n\n"
+       << "| policy | accuracy | first-token agreement with full | mean first-token KL (nats) "
+          "| identical greedy tokens | recomputed | mean TTFT (ms) |\n"
+       << "|---|---|---|---|---|---|---|\n";
+  } else {
+    md << "# Reuse-policy quality vs full recompute (random weights)\n\n"
+       << "Regenerate with `" << command << "`\n(bench/quality_bench.cpp; the calibration "
+       << "writes the vlcache profile that `vlcache:R` uses).\n\n"
+       << "**Read this as a plumbing check, not a quality claim.** `" << opt.model
+       << "` has random\nweights: its outputs carry no meaning, and how far a policy drifts from "
+          "the full\n"
+       << "recompute on it says little about a trained LLaVA (docs/quality.md has the trained\n"
+       << "model's table). What this table does show is that every policy runs end to end\n"
+       << "(compile each image standalone, link its KV at a new position, recompute the\n"
+       << "policy's tokens in one pass, decode) and that more recompute moves the output\n"
+       << "towards `full`.\n\n"
+       << "Setup: " << n << " fixed prompts with 2-3 procedurally drawn images each, the images\n"
+       << "inside the text (never a prefix), LLaVA-1.5 chat template, greedy decoding of "
+       << opt.max_tokens << "\ntokens. Each image is compiled standalone first, as a KV "
+       << "library entry, then linked.\n`vlcache` used "
+       << (e.vlcache().uniform ? "a uniform profile (no vlcache_profile.json)"
+                               : "the calibrated vlcache_profile.json")
+       << " in this run.\n\n"
+       << "| policy | first-token agreement | mean first-token KL (nats) | identical greedy "
+          "tokens | recomputed | mean TTFT (ms) |\n"
+       << "|---|---|---|---|---|---|\n";
+  }
+  for (const auto& r : rows) {
+    const std::string name = r.name + same_as(r.name, image_tokens);
+    if (vqa)
+      std::snprintf(buf, sizeof buf, "| %s | %s | %d/%d | %.4g | %.1f%% | %.1f%% | %.1f |\n",
+                    name.c_str(), percent(r.correct, r.n).c_str(), r.first_agree, r.n,
+                    r.kl_sum / r.n, r.match_sum / r.n * 100.0, r.recomputed_sum / r.n * 100.0,
+                    r.ttft_sum / r.n * 1e3);
+    else
+      std::snprintf(buf, sizeof buf, "| %s | %d/%d | %.4g | %.1f%% | %.1f%% | %.0f |\n",
+                    name.c_str(), r.first_agree, r.n, r.kl_sum / r.n, r.match_sum / r.n * 100.0,
+                    r.recomputed_sum / r.n * 100.0, r.ttft_sum / r.n * 1e3);
+    md << buf;
+  }
+  if (vqa) {
+    md << "\nAccuracy per question kind:\n\n| policy |";
+    for (const auto& [kind, counts] : rows.front().per_kind)
+      md << ' ' << kind << " (" << counts.second << ") |";
+    md << "\n|---|";
+    for (size_t i = 0; i < rows.front().per_kind.size(); ++i)
+      md << "---|";
+    md << '\n';
+    for (const auto& r : rows) {
+      md << "| " << r.name << " |";
+      for (const auto& [kind, counts] : r.per_kind)
+        md << ' ' << percent(counts.first, counts.second) << " |";
+      md << '\n';
+    }
+    md << "\n`accuracy`: the greedy answer, decoded and trimmed, equals the reference word.\n";
+  }
+  md << "\n`recomputed` is the share of (token, layer) pairs computed in the linked prefill;\n"
+     << "TTFT is plan + prefill + first token on the CPU backend of the machine that ran it\n"
+     << "(image KV already in memory), shown for orientation only: use `bench/ttft_bench`\n"
+     << "for timing comparisons.\n";
+  return md.str();
 }
 
 int run(const options& opt, const std::string& command) {
@@ -114,33 +211,50 @@ int run(const options& opt, const std::string& command) {
     return fail(enc.err());
   const tokenizer& tok = e.tokenizer();
 
-  const std::vector<std::string> policies = {"full_reuse", "mpic:8", "mpic:32", "cacheblend:0.15",
-                                             "vlcache:0.05"};
-  std::vector<policy_row> rows;
-  for (const auto& p : policies)
-    rows.push_back({p});
+  std::vector<quality_case> cases;
+  if (opt.vqa.empty()) {
+    cases = builtin_cases(e.config().vision.image_size);
+  } else {
+    auto c = load_vqa_cases(opt.vqa, opt.limit);
+    if (!c)
+      return fail(c.err());
+    cases = std::move(*c);
+  }
+  std::vector<std::string> policies = !opt.policies.empty() ? opt.policies
+                                      : opt.vqa.empty()     ? default_policies
+                                                            : vqa_policies;
+  std::vector<policy_row> rows(1);
+  rows.front().name = "full";
+  for (const auto& p : policies) {
+    auto spec = parse_policy(p);
+    if (!spec)
+      return fail(spec.err());
+    if (spec->kind != policy_kind::full) {
+      rows.emplace_back();
+      rows.back().name = spec->to_string();
+    }
+  }
   sampling_params greedy;
   greedy.stop_token_ids = {tok.eos_id()};
-  double full_ttft = 0.0;
 
-  uint32_t image_seed = 1;
-  for (size_t pi = 0; pi < prompts().size(); ++pi) {
-    const auto& tp = prompts()[pi];
+  for (size_t ci = 0; ci < cases.size(); ++ci) {
+    const auto& c = cases[ci];
+    const int n_images = static_cast<int>(c.images.size());
     std::vector<std::vector<float>> emb;
     std::vector<compiled_image> entries;
-    for (int i = 0; i < tp.n_images; ++i) {
-      auto x = enc->encode(draw_image(image_seed++, e.config().vision.image_size));
+    for (const auto& img : c.images) {
+      auto x = enc->encode(img);
       if (!x)
         return fail(x.err());
-      auto c = e.compile_image(*x);
-      if (!c)
-        return fail(c.err());
+      auto compiled = e.compile_image(*x);
+      if (!compiled)
+        return fail(compiled.err());
       emb.push_back(std::move(*x));
-      entries.push_back(std::move(*c));
+      entries.push_back(std::move(*compiled));
     }
     auto images = [&](bool cached) {
       std::vector<prompt_image> v;
-      for (int i = 0; i < tp.n_images; ++i) {
+      for (int i = 0; i < n_images; ++i) {
         prompt_image img;
         img.key = "image-" + std::to_string(i);
         img.n_tokens = enc->n_tokens();
@@ -150,7 +264,7 @@ int run(const options& opt, const std::string& command) {
       }
       return v;
     };
-    auto text = chat_prompt(tok, tp.text, tp.n_images);
+    auto text = chat_prompt(tok, c.user, n_images);
     if (!text)
       return fail(text.err());
     auto full_prompt = build_prompt(tok, *text, images(false));
@@ -159,64 +273,21 @@ int run(const options& opt, const std::string& command) {
     auto reference = generate(e, *full_prompt, *parse_policy("full"), greedy, opt.max_tokens);
     if (!reference)
       return fail(reference.err());
-    full_ttft += reference->ttft_seconds;
+    record(rows.front(), c, tok, *reference, *reference);
     auto linked = build_prompt(tok, *text, images(true));
     if (!linked)
       return fail(linked.err());
-    for (auto& row : rows) {
-      auto g = generate(e, *linked, *parse_policy(row.name), greedy, opt.max_tokens);
+    for (size_t r = 1; r < rows.size(); ++r) {
+      auto g = generate(e, *linked, *parse_policy(rows[r].name), greedy, opt.max_tokens);
       if (!g)
         return fail(g.err());
-      const agreement a = compare_generations(*reference, *g);
-      row.first_agree += a.first_token_match ? 1 : 0;
-      row.kl_sum += a.first_token_kl;
-      row.match_sum += a.token_match;
-      row.recomputed_sum += g->stats.recomputed_fraction;
-      row.ttft_sum += g->ttft_seconds;
-      ++row.n;
+      record(rows[r], c, tok, *reference, *g);
     }
-    std::fprintf(stderr, "quality_bench: prompt %zu/%zu done\n", pi + 1, prompts().size());
+    if ((ci + 1) % 25 == 0 || ci + 1 == cases.size())
+      std::fprintf(stderr, "quality_bench: %zu/%zu prompts done\n", ci + 1, cases.size());
   }
 
-  const int n_prompts = static_cast<int>(prompts().size());
-  std::ostringstream md;
-  md << "# Reuse-policy quality vs full recompute\n\n"
-     << "Regenerate with `" << command << "`\n(bench/quality_bench.cpp; the calibration "
-     << "writes the vlcache profile that `vlcache:R` uses).\n\n"
-     << "**Read this as a plumbing check, not a quality claim.** `" << opt.model
-     << "` has random\nweights: its outputs carry no meaning, and how far a policy drifts from the "
-        "full\n"
-     << "recompute on it says little about a trained LLaVA. What the table does show is that\n"
-     << "every policy runs end to end (compile each image standalone, link its KV at a new\n"
-     << "position, recompute the policy's tokens in one pass, decode) and that more recompute\n"
-     << "moves the output towards `full`.\n\n"
-     << "Setup: " << n_prompts
-     << " fixed prompts with 2-3 procedurally drawn images each, the images\n"
-     << "inside the text (never a prefix), LLaVA-1.5 chat template, greedy decoding of "
-     << opt.max_tokens
-     << "\ntokens. Each image is compiled standalone first, as a KV library entry, "
-     << "then linked.\n`vlcache` used "
-     << (e.vlcache().uniform ? "a uniform profile (no vlcache_profile.json)"
-                             : "the calibrated vlcache_profile.json")
-     << " in this run.\n\n"
-     << "| policy | first-token agreement | mean first-token KL (nats) | identical greedy tokens "
-        "| recomputed | mean TTFT (ms) |\n"
-     << "|---|---|---|---|---|---|\n";
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "| full | %d/%d | 0 | 100.0%% | 100.0%% | %.0f |\n", n_prompts,
-                n_prompts, full_ttft / n_prompts * 1e3);
-  md << buf;
-  for (const auto& r : rows) {
-    std::snprintf(buf, sizeof buf, "| %s | %d/%d | %.4g | %.1f%% | %.1f%% | %.0f |\n",
-                  r.name.c_str(), r.first_agree, r.n, r.kl_sum / r.n, r.match_sum / r.n * 100.0,
-                  r.recomputed_sum / r.n * 100.0, r.ttft_sum / r.n * 1e3);
-    md << buf;
-  }
-  md << "\n`recomputed` is the share of (token, layer) pairs computed in the linked prefill;\n"
-     << "TTFT is plan + prefill + first token on the CPU backend of the machine that ran it\n"
-     << "(image KV already in memory), shown for orientation only: use `bench/ttft_bench`\n"
-     << "for timing comparisons.\n";
-  const std::string text = md.str();
+  const std::string text = markdown(opt, command, e, cases, rows, enc->n_tokens());
   std::fputs(text.c_str(), stdout);
   if (!opt.out.empty()) {
     std::ofstream f{opt.out};
@@ -232,16 +303,37 @@ int run(const options& opt, const std::string& command) {
 
 int main(int argc, char** argv) {
   mosaic::bench::options opt;
-  CLI::App app{"First-token agreement and KL of each reuse policy vs full"};
+  CLI::App app{"Accuracy, first-token agreement and KL of each reuse policy vs full"};
   app.add_option("--model", opt.model, "model (builtin:small or an HF LLaVA directory)");
+  app.add_option("--vqa", opt.vqa,
+                 "held-out VQA directory (heldout.jsonl + PNGs, tools/train/export_heldout.py); "
+                 "default: the built-in prompts");
+  app.add_option("--limit", opt.limit, "at most this many --vqa questions (0: all)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--policies", opt.policies, "policies to compare with full (comma separated)")
+      ->delimiter(',');
   app.add_option("--threads", opt.threads, "CPU threads (0: every core)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--max-tokens", opt.max_tokens, "greedy tokens compared")
       ->check(CLI::PositiveNumber);
-  app.add_option("--out", opt.out, "write the markdown table here (e.g. docs/quality.md)");
+  app.add_option("--out", opt.out, "write the markdown document here (e.g. docs/quality.md)");
   CLI11_PARSE(app, argc, argv);
-  const std::string model_arg = opt.model != "builtin:small" ? " --model " + opt.model : "";
-  const std::string command = "mosaic model calibrate --model " + opt.model +
-                              " && build/bench/quality_bench --out docs/quality.md" + model_arg;
+  std::string args;
+  if (opt.model != "builtin:small")
+    args += " --model " + opt.model;
+  if (!opt.vqa.empty())
+    args += " --vqa " + opt.vqa;
+  if (opt.limit > 0)
+    args += " --limit " + std::to_string(opt.limit);
+  if (!opt.policies.empty()) {
+    args += " --policies ";
+    for (size_t i = 0; i < opt.policies.size(); ++i)
+      args += (i ? "," : "") + opt.policies[i];
+  }
+  if (opt.max_tokens != 8)
+    args += " --max-tokens " + std::to_string(opt.max_tokens);
+  const std::string out = opt.out.empty() ? "" : " --out " + opt.out;
+  const std::string command =
+      "mosaic model calibrate --model " + opt.model + " && build/bench/quality_bench" + out + args;
   return mosaic::bench::run(opt, command);
 }

@@ -1,7 +1,10 @@
-// Fidelity against HF transformers: tests/data/hf_tiny_llava/ holds a tiny
-// random LLaVA checkpoint saved by transformers and the outputs that
-// transformers (PyTorch, CPU, float32) computes on it for four prompts with
-// one or two images (tools/golden/make_goldens.py regenerates them). Mosaic
+// Fidelity against HF transformers, on two checkpoints saved by
+// transformers, each with the outputs that transformers (PyTorch, CPU,
+// float32) computes on it: tests/data/hf_tiny_llava/, a tiny random LLaVA
+// (four prompts with one or two images; tools/golden/make_goldens.py), and
+// tests/data/hf_trained_llava/, a small LLaVA trained on a multi-image
+// visual QA task (f16 weights; seven held-out questions with one to three
+// images; tools/train/train.py, then make_goldens.py --trained). Mosaic
 // must load the same directory and reproduce, stage by stage: the
 // tokenizer's ids, the image preprocessing, the vision tower's features at
 // vision_feature_layer, the projector output, the last position's logits of
@@ -47,15 +50,15 @@ using json = nlohmann::json;
 // errors (over max |value|) are <= 1.1e-6 for the vision features, the
 // projector output and the logits; the limits leave two orders of magnitude
 // for other BLAS kernels and CPUs. Every golden greedy step has a top-1 to
-// top-2 margin >= 6e-3 of max |logit| (checked by make_goldens.py), far
-// above that noise.
+// top-2 margin >= 2e-3 of max |logit| (checked by make_goldens.py), far
+// above that noise. The bar is 1e-3 on the logits; 1e-4 holds.
 constexpr double pixel_tolerance = 0.0;
 constexpr double stage_rel_tolerance = 1e-4;
 constexpr double logits_rel_tolerance = 1e-4;
 
-fs::path fixture_dir() {
+fs::path fixture_dir(const std::string& name) {
   const char* env = std::getenv("MOSAIC_TEST_DATA");
-  return fs::path(env != nullptr ? env : "tests/data") / "hf_tiny_llava";
+  return fs::path(env != nullptr ? env : "tests/data") / name;
 }
 
 /// max |a - b| / max |b|.
@@ -93,10 +96,11 @@ struct golden_prompt {
   std::vector<int32_t> greedy_tokens;
 };
 
-class hf_fidelity : public ::testing::Test {
+/// Parameter: the fixture directory's name under tests/data.
+class hf_fidelity : public ::testing::TestWithParam<std::string> {
 protected:
   void SetUp() override {
-    dir_ = fixture_dir();
+    dir_ = fixture_dir(GetParam());
     gold_ = dir_ / "goldens";
     std::ifstream in(gold_ / "goldens.json");
     ASSERT_TRUE(in) << "missing " << (gold_ / "goldens.json")
@@ -112,7 +116,7 @@ protected:
       g.greedy_tokens = p["greedy_tokens"].get<std::vector<int32_t>>();
       prompts_.push_back(std::move(g));
     }
-    ASSERT_EQ(prompts_.size(), 4u);
+    ASSERT_GE(prompts_.size(), 4u);
     auto goldens = safetensors_file::open(gold_ / "goldens.safetensors");
     ASSERT_TRUE(goldens) << goldens.err().to_string();
     goldens_ = std::make_unique<safetensors_file>(std::move(*goldens));
@@ -212,12 +216,12 @@ protected:
   std::unique_ptr<llava_engine> engine_;
 };
 
-TEST_F(hf_fidelity, config_gives_hf_image_seq_length) {
+TEST_P(hf_fidelity, config_gives_hf_image_seq_length) {
   EXPECT_EQ(cfg().image_tokens(), manifest_["image_seq_length"].get<int>());
   EXPECT_EQ(engine_->tokenizer().image_token_id(), cfg().image_token_index);
 }
 
-TEST_F(hf_fidelity, tokenizer_splits_plain_text_like_hf) {
+TEST_P(hf_fidelity, tokenizer_splits_plain_text_like_hf) {
   for (const auto& c : manifest_["tokenizer_cases"]) {
     const auto text = c["text"].get<std::string>();
     EXPECT_EQ(engine_->tokenizer().encode(text), c["ids"].get<std::vector<int32_t>>())
@@ -225,7 +229,7 @@ TEST_F(hf_fidelity, tokenizer_splits_plain_text_like_hf) {
   }
 }
 
-TEST_F(hf_fidelity, prompt_ids_match_hf_before_and_after_image_expansion) {
+TEST_P(hf_fidelity, prompt_ids_match_hf_before_and_after_image_expansion) {
   for (const auto& g : prompts_) {
     EXPECT_EQ(engine_->tokenizer().encode_prompt(g.text), g.input_ids) << g.text;
     // The engine's layout of the prompt: every image token becomes
@@ -244,7 +248,7 @@ TEST_F(hf_fidelity, prompt_ids_match_hf_before_and_after_image_expansion) {
   }
 }
 
-TEST_F(hf_fidelity, image_preprocessing_matches_hf_clip_image_processor) {
+TEST_P(hf_fidelity, image_preprocessing_matches_hf_clip_image_processor) {
   for (size_t p = 0; p < prompts_.size(); ++p) {
     const auto pixels = golden(p, "pixel_values");
     const size_t n = prompts_[p].images.size();
@@ -255,7 +259,7 @@ TEST_F(hf_fidelity, image_preprocessing_matches_hf_clip_image_processor) {
   }
 }
 
-TEST_F(hf_fidelity, vision_features_and_projector_match_hf_stage_by_stage) {
+TEST_P(hf_fidelity, vision_features_and_projector_match_hf_stage_by_stage) {
   auto tower = vision_tower::create(*be_, cfg().vision, lookup_in(engine_->weights()));
   ASSERT_TRUE(tower) << tower.err().to_string();
   auto proj = projector::create(*be_, cfg(), lookup_in(engine_->weights()));
@@ -278,7 +282,7 @@ TEST_F(hf_fidelity, vision_features_and_projector_match_hf_stage_by_stage) {
   }
 }
 
-TEST_F(hf_fidelity, image_encoder_from_png_matches_hf) {
+TEST_P(hf_fidelity, image_encoder_from_png_matches_hf) {
   auto enc = image_encoder::create(*be_, cfg(), lookup_in(engine_->weights()));
   ASSERT_TRUE(enc) << enc.err().to_string();
   for (size_t p = 0; p < prompts_.size(); ++p) {
@@ -293,7 +297,7 @@ TEST_F(hf_fidelity, image_encoder_from_png_matches_hf) {
   }
 }
 
-TEST_F(hf_fidelity, full_prefill_reproduces_hf_last_position_logits) {
+TEST_P(hf_fidelity, full_prefill_reproduces_hf_last_position_logits) {
   for (size_t p = 0; p < prompts_.size(); ++p) {
     auto r = prefill(p, encode_images(p));
     EXPECT_EQ(r.sequence.length(), int(prompts_[p].expanded_input_ids.size()));
@@ -302,7 +306,7 @@ TEST_F(hf_fidelity, full_prefill_reproduces_hf_last_position_logits) {
   }
 }
 
-TEST_F(hf_fidelity, greedy_continuation_equals_hf_generate) {
+TEST_P(hf_fidelity, greedy_continuation_equals_hf_generate) {
   for (size_t p = 0; p < prompts_.size(); ++p) {
     const auto& want = prompts_[p].greedy_tokens;
     auto r = prefill(p, encode_images(p));
@@ -317,6 +321,10 @@ TEST_F(hf_fidelity, greedy_continuation_equals_hf_generate) {
     EXPECT_EQ(got, want) << "prompt " << p << ": " << prompts_[p].text;
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(checkpoints, hf_fidelity,
+                         ::testing::Values("hf_tiny_llava", "hf_trained_llava"),
+                         [](const auto& info) { return info.param; });
 
 } // namespace
 } // namespace mosaic

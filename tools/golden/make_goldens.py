@@ -198,31 +198,10 @@ def with_llama_dummy_prefix(path):
     path.write_bytes(model.SerializeToString())
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    root = Path(__file__).resolve().parents[2]
-    ap.add_argument("--out", type=Path, default=root / "tests/data/hf_tiny_llava")
-    ap.add_argument("--mosaic", default=str(root / "build-golden/cli/mosaic"),
-                    help="the mosaic binary (writes the built-in tiny tokenizer)")
-    ap.add_argument("--tokenizer-model", type=Path, help="use this tokenizer.model instead")
-    args = ap.parse_args()
-
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
-    out = args.out
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-
-    # -- tokenizer ----------------------------------------------------------
-    # Written in place: LlamaTokenizer(legacy=False) would otherwise save
-    # its own copy of the proto with add_dummy_prefix forced off.
-    sp_path = out / "tokenizer.model"
-    if args.tokenizer_model:
-        shutil.copyfile(args.tokenizer_model, sp_path)
-    else:
-        builtin_tokenizer_model(args.mosaic, sp_path)
-    with_llama_dummy_prefix(sp_path)
+def load_llama_tokenizer(sp_path):
+    """HF's LlamaTokenizer on `sp_path` as every llava-hf checkpoint
+    configures it, with "<image>" added right after the SentencePiece
+    pieces."""
     tok = LlamaTokenizer(str(sp_path), legacy=False, add_bos_token=True, add_eos_token=False,
                          pad_token="<unk>", padding_side="left",
                          clean_up_tokenization_spaces=False)
@@ -230,43 +209,26 @@ def main():
     tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
     image_token = tok.convert_tokens_to_ids("<image>")
     assert image_token == sp_vocab, (image_token, sp_vocab)
+    return tok
 
-    # -- model --------------------------------------------------------------
-    torch.manual_seed(SEED)
-    cfg = tiny_llava_config(sp_vocab)
-    model = LlavaForConditionalGeneration(cfg).to(torch.float32).eval()
-    init_weights(model, SEED)
-    model.generation_config.pad_token_id = 0
-    model.save_pretrained(out, safe_serialization=True)
-    # Reload, so that the goldens come from exactly what the fixture holds.
-    model = LlavaForConditionalGeneration.from_pretrained(
-        out, torch_dtype=torch.float32, attn_implementation="eager").eval()
 
-    image_proc = CLIPImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        do_resize=True, resample=Image.BICUBIC, do_center_crop=True, do_rescale=True,
-        rescale_factor=1 / 255, do_normalize=True, do_convert_rgb=True)
-    processor = LlavaProcessor(image_processor=image_proc, tokenizer=tok, patch_size=PATCH,
-                               vision_feature_select_strategy="default", image_token="<image>",
-                               num_additional_image_tokens=1)
-    processor.save_pretrained(out)
-
-    # -- images -------------------------------------------------------------
+def write_goldens(out, model, processor, prompts, image_seq_length, min_margin=MIN_GREEDY_MARGIN):
+    """Runs `model` (f32, eager attention, loaded from `out`) on `prompts`
+    [(text, [png file names in out/goldens])] and writes
+    out/goldens/goldens.json and goldens.safetensors."""
+    tok = processor.tokenizer
+    cfg = model.config
+    image_token = tok.convert_tokens_to_ids("<image>")
     gold = out / "goldens"
-    gold.mkdir()
-    for name, w, h, seed in IMAGES:
-        Image.fromarray(procedural_image(w, h, seed), "RGB").save(gold / name, optimize=False)
-
-    # -- goldens ------------------------------------------------------------
     tensors = {}
-    prompts = []
-    for p, (text, files) in enumerate(PROMPTS):
+    manifest_prompts = []
+    for p, (text, files) in enumerate(prompts):
         images = [Image.open(gold / f).convert("RGB") for f in files]
         ids_unexpanded = tok(text)["input_ids"]
         batch = processor(images=images, text=text, return_tensors="pt")
         input_ids = batch["input_ids"]
         pixel_values = batch["pixel_values"].to(torch.float32)
-        assert int((input_ids == image_token).sum()) == N_PATCHES * len(files), \
+        assert int((input_ids == image_token).sum()) == image_seq_length * len(files), \
             "this transformers version does not expand <image> in the processor"
         with torch.no_grad():
             vt = model.vision_tower(pixel_values, output_hidden_states=True)
@@ -285,13 +247,13 @@ def main():
             s = scores[0]
             top = torch.topk(s, 2).values
             margins.append(float((top[0] - top[1]) / s.abs().max()))
-        assert min(margins) >= MIN_GREEDY_MARGIN, \
+        assert min(margins) >= min_margin, \
             f"prompt {p}: a greedy step is a near tie ({min(margins):.2e}); change the seed"
         tensors[f"p{p}.pixel_values"] = pixel_values.contiguous()
         tensors[f"p{p}.vision_features"] = features.contiguous()
         tensors[f"p{p}.image_embeddings"] = embeddings.contiguous()
         tensors[f"p{p}.logits"] = logits.contiguous()
-        prompts.append({
+        manifest_prompts.append({
             "text": text,
             "images": files,
             "input_ids": ids_unexpanded,
@@ -301,7 +263,8 @@ def main():
             "min_greedy_margin": round(min(margins), 6),
             "max_abs_logit": float(logits.abs().max()),
         })
-        print(f"prompt {p}: {len(input_ids[0])} tokens, greedy {new_tokens}, "
+        print(f"prompt {p}: {len(input_ids[0])} tokens, greedy {new_tokens} "
+              f"({tok.decode(new_tokens, skip_special_tokens=True)!r}), "
               f"min margin {min(margins):.3f}")
 
     save_file(tensors, str(gold / "goldens.safetensors"), metadata={"format": "pt"})
@@ -314,12 +277,125 @@ def main():
                      "torch": torch.__version__.split("+")[0],
                      "numpy": np.__version__, "pillow": Image.__version__},
         "model_safetensors_sha256": sha,
-        "image_seq_length": N_PATCHES,
+        "image_seq_length": image_seq_length,
         "max_new_tokens": MAX_NEW_TOKENS,
-        "prompts": prompts,
+        "prompts": manifest_prompts,
         "tokenizer_cases": tokenizer_cases,
     }
     (gold / "goldens.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+
+
+def clip_processor(tok, image_size, patch):
+    image_proc = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+        do_resize=True, resample=Image.BICUBIC, do_center_crop=True, do_rescale=True,
+        rescale_factor=1 / 255, do_normalize=True, do_convert_rgb=True)
+    return LlavaProcessor(image_processor=image_proc, tokenizer=tok, patch_size=patch,
+                          vision_feature_select_strategy="default", image_token="<image>",
+                          num_additional_image_tokens=1)
+
+
+def greedy_margin(model, processor, text, images):
+    """The smallest top-1 to top-2 gap (over max |logit|) of the greedy steps."""
+    batch = processor(images=images, text=text, return_tensors="pt")
+    with torch.no_grad():
+        gen = model.generate(**batch, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
+                             output_scores=True, return_dict_in_generate=True)
+    return min(float((torch.topk(s[0], 2).values.diff().abs() / s[0].abs().max())[0])
+               for s in gen.scores)
+
+
+def trained_goldens(out):
+    """Goldens for a checkpoint that tools/train/train.py wrote in `out`:
+    held-out VQA questions of tools/train/vqa_data.py with 1-3 images."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+    import vqa_data
+    tok = load_llama_tokenizer(out / "tokenizer.model")
+    model = LlavaForConditionalGeneration.from_pretrained(
+        out, torch_dtype=torch.float32, attn_implementation="eager").eval()
+    vc = model.config.vision_config
+    processor = clip_processor(tok, vc.image_size, vc.patch_size)
+    # The checkpoint's own preprocessor_config.json must be what we rebuild.
+    saved = CLIPImageProcessor.from_pretrained(out)
+    assert (saved.image_mean, saved.image_std, saved.crop_size, saved.size) == (
+        processor.image_processor.image_mean, processor.image_processor.image_std,
+        processor.image_processor.crop_size, processor.image_processor.size)
+    gold = out / "goldens"
+    if gold.exists():
+        shutil.rmtree(gold)
+    gold.mkdir()
+    prompts = []
+    for i, candidates in enumerate(vqa_data.golden_candidates()):
+        for tries, s in enumerate(candidates):
+            assert tries < 50, "no candidate without near ties"
+            images = [vqa_data.render(spec) for spec in s.images]
+            if greedy_margin(model, processor, s.prompt(), images) >= 2 * MIN_GREEDY_MARGIN:
+                break
+        files = []
+        for j, image in enumerate(images):
+            files.append(f"p{i}_image_{j}.png")
+            image.save(gold / files[-1], optimize=False)
+        prompts.append((s.prompt(), files))
+    n_patches = (vc.image_size // vc.patch_size) ** 2
+    write_goldens(out, model, processor, prompts, n_patches)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    root = Path(__file__).resolve().parents[2]
+    ap.add_argument("--out", type=Path, default=root / "tests/data/hf_tiny_llava")
+    ap.add_argument("--mosaic", default=str(root / "build-golden/cli/mosaic"),
+                    help="the mosaic binary (writes the built-in tiny tokenizer)")
+    ap.add_argument("--tokenizer-model", type=Path, help="use this tokenizer.model instead")
+    ap.add_argument("--trained", type=Path,
+                    help="write goldens for this trained checkpoint (tools/train/train.py) "
+                         "instead of making the random one")
+    args = ap.parse_args()
+
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    if args.trained:
+        trained_goldens(args.trained)
+        print(f"wrote {args.trained / 'goldens'}")
+        return 0
+    out = args.out
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+    # -- tokenizer ----------------------------------------------------------
+    # Written in place: LlamaTokenizer(legacy=False) would otherwise save
+    # its own copy of the proto with add_dummy_prefix forced off.
+    sp_path = out / "tokenizer.model"
+    if args.tokenizer_model:
+        shutil.copyfile(args.tokenizer_model, sp_path)
+    else:
+        builtin_tokenizer_model(args.mosaic, sp_path)
+    with_llama_dummy_prefix(sp_path)
+    tok = load_llama_tokenizer(sp_path)
+    sp_vocab = tok.sp_model.get_piece_size()
+
+    # -- model --------------------------------------------------------------
+    torch.manual_seed(SEED)
+    cfg = tiny_llava_config(sp_vocab)
+    model = LlavaForConditionalGeneration(cfg).to(torch.float32).eval()
+    init_weights(model, SEED)
+    model.generation_config.pad_token_id = 0
+    model.save_pretrained(out, safe_serialization=True)
+    # Reload, so that the goldens come from exactly what the fixture holds.
+    model = LlavaForConditionalGeneration.from_pretrained(
+        out, torch_dtype=torch.float32, attn_implementation="eager").eval()
+    processor = clip_processor(tok, IMAGE_SIZE, PATCH)
+    processor.save_pretrained(out)
+
+    # -- images -------------------------------------------------------------
+    gold = out / "goldens"
+    gold.mkdir()
+    for name, w, h, seed in IMAGES:
+        Image.fromarray(procedural_image(w, h, seed), "RGB").save(gold / name, optimize=False)
+
+    # -- goldens ------------------------------------------------------------
+    write_goldens(out, model, processor, PROMPTS, N_PATCHES)
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote {out} ({total / 1e6:.2f} MB)")
     return 0

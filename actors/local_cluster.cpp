@@ -28,6 +28,12 @@ struct client_state {
   std::shared_ptr<token_stream> stream;
   caf::actor router;
   uint64_t id = 0;
+  uint32_t streamed = 0; ///< token events received
+  /// The answer, held back while streamed tokens it counts are still on
+  /// their way: across nodes they take another path than the answer
+  /// (decode → front directly vs. the response chain), so CAF's per-pair
+  /// ordering does not put them first.
+  std::optional<token_event_msg> answer;
   static inline const char* name = "client";
 };
 
@@ -46,7 +52,13 @@ caf::behavior client_actor(caf::stateful_actor<client_state>* self,
                 caf::actor_cast<caf::actor>(self))
       .then(
           [self](const token_event_msg& last) {
-            self->state.stream->finish(read_token_event(last));
+            auto ev = read_token_event(last);
+            if (ev.finish != msg::FinishReason::none && self->state.streamed < ev.index) {
+              self->state.answer = last;
+              self->delayed_send(self, std::chrono::seconds{2}, caf::timeout_atom_v);
+              return;
+            }
+            self->state.stream->finish(ev);
             self->quit();
           },
           [self](const caf::error& err) {
@@ -56,8 +68,20 @@ caf::behavior client_actor(caf::stateful_actor<client_state>* self,
   return {
       [self](token_atom, const token_event_msg& m) {
         auto ev = read_token_event(m);
-        self->state.id = ev.request_id;
-        self->state.stream->push(ev);
+        auto& st = self->state;
+        st.id = ev.request_id;
+        if (ev.finish == msg::FinishReason::none)
+          ++st.streamed;
+        st.stream->push(ev);
+        if (st.answer && st.streamed >= read_token_event(*st.answer).index) {
+          st.stream->finish(read_token_event(*st.answer));
+          self->quit();
+        }
+      },
+      [self](caf::timeout_atom) { // streamed tokens lost with a node: end with what came
+        if (self->state.answer)
+          self->state.stream->finish(read_token_event(*self->state.answer));
+        self->quit();
       },
       [self](cancel_atom) {
         if (self->state.id != 0)

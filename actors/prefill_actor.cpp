@@ -1,6 +1,7 @@
 #include "actors/prefill_actor.hpp"
 
 #include <chrono>
+#include <optional>
 #include <random>
 
 #include <caf/all.hpp>
@@ -61,7 +62,16 @@ status fall_back(node_context& ctx, const prefill_job& job, pass_images& im, siz
   return {};
 }
 
-result<pass_outcome> run_pass(node_context& ctx, prefill_job& job) {
+/// Where the pass streams the request's KV when decode runs on another
+/// node: a transfer to `target` begins once the plan is known and each
+/// layer goes from the engine's layer_done hook.
+struct remote_sink {
+  std::shared_ptr<remote_decoders::target> target;
+  uint64_t request_id = 0;
+  std::unique_ptr<kv_stream> stream;
+};
+
+result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* remote) {
   const size_t n = job.images.size();
   pass_images im;
   im.entries.resize(n);
@@ -119,6 +129,19 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job) {
                         "; send fewer images or raise max_tokens of the prefill actor");
     int failed = -1;
     prefill_options opt;
+    if (remote != nullptr) {
+      if (remote->stream) // a re-run: the layers sent so far came from the failed pass
+        remote->stream->abort("the prefill pass is re-run after a failed library load");
+      remote->stream.reset();
+      auto stream = remote->target->outbox->open(remote->request_id,
+                                                 static_cast<uint32_t>(plan->n_tokens()), ctx);
+      if (!stream)
+        return std::move(stream).err();
+      remote->stream = std::move(*stream);
+      opt.layer_done = [remote](int layer, const kv_sequence& seq) {
+        return remote->stream->send_layer(layer, seq);
+      };
+    }
     opt.wait_layer = [&](int layer) -> status {
       for (size_t i = 0; i < n; ++i) {
         if (!im.use_entry[i])
@@ -175,9 +198,24 @@ caf::result<token_event_msg> on_prefill(caf::stateful_actor<prefill_state>* self
     return to_caf_error(make_error(errc::timeout, "request ", std::to_string(id),
                                    " passed its deadline before prefill"));
   }
-  auto out = run_pass(*ctx, *job);
-  if (!out)
+  // Decode on another node: pick it now, so that the KV streams to it
+  // during the pass (and a request nobody can decode fails before it).
+  std::optional<remote_sink> remote;
+  if (st.peers.remote_kv) {
+    auto picked = st.peers.remote_kv->pick();
+    if (!picked) {
+      for (auto& img : job->images)
+        ctx->loads.take(img.load_id);
+      return to_caf_error(picked.err());
+    }
+    remote.emplace(remote_sink{std::move(*picked), id, nullptr});
+  }
+  auto out = run_pass(*ctx, *job, remote ? &*remote : nullptr);
+  if (!out) {
+    if (remote && remote->stream)
+      remote->stream->abort(out.err().message);
     return to_caf_error(out.err());
+  }
   // Store after use: images first seen in this request.
   for (auto& img : job->images) {
     if (!img.fresh || !img.embeddings)
@@ -199,9 +237,9 @@ caf::result<token_event_msg> on_prefill(caf::stateful_actor<prefill_state>* self
   task.prompt_tokens = static_cast<uint32_t>(out->prompt_tokens);
   task.sampling = job->sampling;
   task.stream = job->stream;
-  if (st.peers.remote_kv) // decode on another node: the KV moves over the data plane
-    return hand_over_remote(self, *st.peers.remote_kv, *ctx, std::move(task),
-                            std::move(out->sequence), sink);
+  if (remote) // decode on another node: the KV is already on its way
+    return hand_over_remote(self, std::move(remote->target), std::move(task),
+                            std::move(remote->stream), sink);
   ctx->sequences.put_at(id, std::make_shared<kv_sequence>(std::move(out->sequence)));
   auto rp = self->make_response_promise<token_event_msg>();
   self->request(st.peers.decode, until_deadline(job->deadline_unix_ns), decode_atom_v,

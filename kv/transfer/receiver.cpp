@@ -1,6 +1,11 @@
 #include "kv/transfer/receiver.hpp"
 
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <utility>
 
 #include "kv/transfer/wire.hpp"
@@ -10,6 +15,20 @@ namespace mosaic::kv::transfer {
 namespace {
 
 using clock_type = std::chrono::steady_clock;
+
+constexpr uint64_t huge_page = uint64_t(2) << 20;
+
+/// A fresh landing buffer of `n` bytes (a multiple of 2 MiB when large):
+/// 2 MiB aligned and asked to be backed by huge pages, so that faulting
+/// it in costs fewer faults where the kernel grants them.
+std::byte* landing_bytes(uint64_t n) {
+  if (n < huge_page)
+    return static_cast<std::byte*>(std::malloc(n));
+  void* p = std::aligned_alloc(huge_page, n);
+  if (p != nullptr)
+    (void)madvise(p, n, MADV_HUGEPAGE); // a hint; 4 KiB pages still work
+  return static_cast<std::byte*>(p);
+}
 
 std::span<const std::byte> bytes_of(const zmq::message_t& m) {
   return {static_cast<const std::byte*>(m.data()), m.size()};
@@ -22,18 +41,51 @@ std::span<const std::byte> bytes_of(const zmq::message_t& m) {
 incoming_kv::incoming_kv(uint64_t request_id, uint32_t n_layers, uint64_t layer_bytes,
                          std::string meta, std::shared_ptr<budget> budget)
   : request_id_(request_id), n_layers_(n_layers), layer_bytes_(layer_bytes), meta_(std::move(meta)),
-    budget_(std::move(budget)),
-    data_(std::make_unique_for_overwrite<std::byte[]>(n_layers * layer_bytes)),
-    reserved_(uint64_t(n_layers) * layer_bytes), received_(n_layers, 0), arrived_(n_layers) {}
+    budget_(std::move(budget)), reserved_(uint64_t(n_layers) * layer_bytes), received_(n_layers, 0),
+    arrived_(n_layers) {
+  const uint64_t n = reserved_;
+  {
+    // A spare of at least n and at most twice n (best fit).
+    std::lock_guard lock{budget_->mutex};
+    auto& spare = budget_->spare;
+    auto best = spare.end();
+    for (auto it = spare.begin(); it != spare.end(); ++it)
+      if (it->first >= n && it->first <= 2 * n && (best == spare.end() || it->first < best->first))
+        best = it;
+    if (best != spare.end()) {
+      capacity_ = best->first;
+      data_ = best->second;
+      budget_->spare_bytes -= capacity_;
+      spare.erase(best);
+      return;
+    }
+  }
+  capacity_ =
+      n < huge_page ? std::max<uint64_t>(n, 1) : (n + huge_page - 1) / huge_page * huge_page;
+  data_ = landing_bytes(capacity_);
+}
+
+incoming_kv::budget::~budget() {
+  for (auto& [capacity, p] : spare)
+    std::free(p);
+}
 
 incoming_kv::~incoming_kv() {
   release_bytes();
 }
 
 void incoming_kv::release_bytes() noexcept {
-  data_.reset();
   std::lock_guard lock{budget_->mutex};
   budget_->used -= std::exchange(reserved_, 0);
+  if (data_ == nullptr)
+    return;
+  if (capacity_ >= huge_page && budget_->spare_bytes + capacity_ <= budget_->spare_limit) {
+    budget_->spare.emplace_back(capacity_, data_);
+    budget_->spare_bytes += capacity_;
+  } else {
+    std::free(data_);
+  }
+  data_ = nullptr;
 }
 
 uint32_t incoming_kv::layers_arrived_by(clock_type::time_point t) const {
@@ -74,11 +126,11 @@ status incoming_kv::wait_all(std::chrono::milliseconds timeout) const {
 }
 
 std::span<const std::byte> incoming_kv::layer(uint32_t layer) const noexcept {
-  return {data_.get() + uint64_t(layer) * layer_bytes_, layer_bytes_};
+  return {data_ + uint64_t(layer) * layer_bytes_, layer_bytes_};
 }
 
 std::byte* incoming_kv::region(uint32_t layer) noexcept {
-  return data_.get() + uint64_t(layer) * layer_bytes_;
+  return data_ + uint64_t(layer) * layer_bytes_;
 }
 
 void incoming_kv::landed(uint32_t layer, uint64_t bytes) {
@@ -153,6 +205,7 @@ kv_receiver::kv_receiver(private_tag, zmq::socket_t socket, std::string endpoint
                          receiver_options options)
   : socket_(std::move(socket)), endpoint_(std::move(endpoint)), options_(options),
     budget_(std::make_shared<incoming_kv::budget>()) {
+  budget_->spare_limit = options_.budget_bytes / 4;
   thread_ = std::thread([this] { run(); });
 }
 
@@ -297,6 +350,10 @@ void kv_receiver::on_frame(std::vector<zmq::message_t>& parts) {
     auto kv = std::make_shared<incoming_kv>(
         id, b->n_layers, b->layer_bytes,
         std::string(reinterpret_cast<const char*>(meta.data()), meta.size()), budget_);
+    if (!kv->has_bytes())
+      return fail(peer, id,
+                  make_error(errc::out_of_memory, "decode node cannot allocate ",
+                             std::to_string(total), " bytes for a KV transfer; retry later"));
     active_[{peer, id}] = std::make_shared<active_transfer>(active_transfer{kv});
     {
       std::lock_guard lock{mutex_};

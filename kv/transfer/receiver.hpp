@@ -87,6 +87,13 @@ public:
   struct budget {
     std::mutex mutex;
     uint64_t used = 0;
+    /// Landing buffers of ended transfers, kept (up to spare_limit bytes)
+    /// for the next ones: a fresh buffer is page-faulted in while chunks
+    /// land, which perf showed costing more than the checksums.
+    std::vector<std::pair<uint64_t, std::byte*>> spare; // capacity, bytes
+    uint64_t spare_bytes = 0;
+    uint64_t spare_limit = 0;
+    ~budget();
   };
   incoming_kv(uint64_t request_id, uint32_t n_layers, uint64_t layer_bytes, std::string meta,
               std::shared_ptr<budget> budget);
@@ -95,6 +102,8 @@ public:
   incoming_kv& operator=(const incoming_kv&) = delete;
 
   std::byte* region(uint32_t layer) noexcept;
+  /// False when the landing buffer could not be allocated.
+  bool has_bytes() const noexcept { return data_ != nullptr; }
   /// Frees the bytes and returns their budget; only for a failed
   /// transfer that no consumer took (nobody can read them).
   void release_bytes() noexcept;
@@ -111,8 +120,9 @@ private:
   uint64_t layer_bytes_;
   std::string meta_;
   std::shared_ptr<budget> budget_;
-  std::unique_ptr<std::byte[]> data_; // [n_layers, layer_bytes]
-  uint64_t reserved_ = 0;             // budget bytes held
+  std::byte* data_ = nullptr; // [n_layers, layer_bytes], from the budget's spares or fresh
+  uint64_t capacity_ = 0;     // bytes at data_
+  uint64_t reserved_ = 0;     // budget bytes held
 
   mutable std::mutex mutex_;
   mutable std::condition_variable cv_;

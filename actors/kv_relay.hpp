@@ -20,7 +20,7 @@
 // Decode node: the `kv_intake` actor is what the node directory hands
 // remote prefill workers as "decode". On the DecodeTask it takes the
 // transfer from the node's receiver (whose layers have usually arrived
-// by then: node_stats::kv_layers_early counts those), allocates a
+// by then: receiver_stats::layers_early counts those), allocates a
 // sequence in its own pool and scatters each layer once it has arrived
 // and been verified, then puts the sequence in node_context::sequences
 // and delegates the task to the decode worker, which finds it by handle

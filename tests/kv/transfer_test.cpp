@@ -424,5 +424,25 @@ TEST_F(transfer_test, an_aborted_transfer_nobody_took_frees_its_bytes_and_may_be
   EXPECT_FALSE(sender()->begin(25, 1, 100));
 }
 
+TEST_F(transfer_test, reused_landing_buffers_hold_each_transfers_own_bytes) {
+  start();
+  auto s = sender();
+  const uint64_t layer = uint64_t(3) << 20; // 2 x 3 MiB: large enough to be kept for reuse
+  for (uint32_t round = 0; round < 3; ++round) {
+    auto data = random_bytes(2 * layer, 40 + round);
+    ASSERT_TRUE(s->begin(30 + round, 2, layer));
+    ASSERT_TRUE(s->send_layer(0, std::span{data}.first(layer)));
+    ASSERT_TRUE(s->send_layer(1, std::span{data}.subspan(layer)));
+    ASSERT_TRUE(s->finish());
+    auto kv = receiver->take(30 + round, 2s);
+    ASSERT_TRUE(kv);
+    ASSERT_TRUE((*kv)->wait_all(2s));
+    EXPECT_EQ(0, std::memcmp((*kv)->layer(0).data(), data.data(), layer)) << round;
+    EXPECT_EQ(0, std::memcmp((*kv)->layer(1).data(), data.data() + layer, layer)) << round;
+    kv->reset(); // its buffer goes back to the receiver's spares
+    EXPECT_EQ(receiver->stats().budget_used_bytes, 0u);
+  }
+}
+
 } // namespace
 } // namespace mosaic::kv::transfer

@@ -75,61 +75,113 @@ kv_outbox::kv_outbox(zmq::context_t& context, std::string endpoint, peer_address
 
 kv_outbox::~kv_outbox() = default;
 
-status kv_outbox::send(uint64_t request_id, const kv_sequence& seq, node_context& ctx) {
+error kv_outbox::failed(uint64_t request_id, error err) {
+  sender_.reset(); // a fresh socket for the next transfer (the peer may have restarted)
+  return make_error(err.code, "KV transfer of request ", std::to_string(request_id),
+                    " to the decode ", peer_.describe(), " at ", endpoint_, ": ", err.message);
+}
+
+result<std::unique_ptr<kv_stream>> kv_outbox::open(uint64_t request_id, uint32_t n_tokens,
+                                                   node_context& ctx) {
   if (health_ && !health_->up(peer_.node))
     return make_error(errc::unavailable, "the decode ", peer_.describe(),
                       " is down; KV of request ", std::to_string(request_id), " not sent");
-  std::lock_guard lock{mutex_};
+  std::unique_lock lock{mutex_};
   if (!sender_) {
     kv::transfer::sender_options so;
     so.peer_timeout = std::chrono::milliseconds{3000};
     auto s = kv::transfer::kv_sender::connect(context_, endpoint_, so);
     if (!s)
-      return std::move(s).err();
+      return failed(request_id, std::move(s).err());
     sender_ = std::move(*s);
   }
-  auto& pool = ctx.engine->pool();
-  auto& be = pool.owner();
-  const auto n = static_cast<uint32_t>(seq.length());
+  const auto& pool = ctx.engine->pool();
   const auto kv_dim = static_cast<uint32_t>(pool.kv_dim());
-  const uint64_t layer_bytes = kv_layer_bytes(n, kv_dim);
-  const auto meta = encode_meta(n, kv_dim);
-  auto sent = [&]() -> status {
-    MOSAIC_TRY(
-        sender_->begin(request_id, static_cast<uint32_t>(pool.n_layers()), layer_bytes, meta));
-    auto staging = make_staging(be, seq.slots(0, int(n)), int(kv_dim));
-    if (!staging) {
-      sender_->abort(staging.err().message);
-      return std::move(staging).err();
-    }
-    std::vector<std::byte> host(layer_bytes); // [2, n, kv_dim] f32
-    const size_t half = layer_bytes / 2;
-    for (int l = 0; l < pool.n_layers(); ++l) {
-      {
-        std::lock_guard compute{ctx.compute_mutex};
-        const auto* idx = static_cast<const int32_t*>(staging->idx.data());
-        be.gather_rows(pool.k_layer(l), idx, staging->rows.f32(), int(n), int(kv_dim));
-        if (auto ok = be.download(host.data(), staging->rows.data(), half); !ok) {
-          sender_->abort(ok.err().message);
-          return ok;
-        }
-        be.gather_rows(pool.v_layer(l), idx, staging->rows.f32(), int(n), int(kv_dim));
-        if (auto ok = be.download(host.data() + half, staging->rows.data(), half); !ok) {
-          sender_->abort(ok.err().message);
-          return ok;
-        }
-      }
-      MOSAIC_TRY(sender_->send_layer(static_cast<uint32_t>(l), host));
-    }
-    return sender_->finish();
-  }();
-  if (!sent) {
-    sender_.reset(); // a fresh socket for the next transfer (the peer may have restarted)
-    return make_error(sent.err().code, "KV transfer of request ", std::to_string(request_id),
-                      " to the decode ", peer_.describe(), " at ", endpoint_, ": ",
-                      sent.err().message);
+  const auto meta = encode_meta(n_tokens, kv_dim);
+  if (auto ok = sender_->begin(request_id, static_cast<uint32_t>(pool.n_layers()),
+                               kv_layer_bytes(n_tokens, kv_dim), meta);
+      !ok)
+    return failed(request_id, std::move(ok).err());
+  return std::unique_ptr<kv_stream>(
+      new kv_stream(*this, std::move(lock), request_id, n_tokens, ctx));
+}
+
+struct kv_stream::staging {
+  layer_staging rows;
+};
+
+kv_stream::kv_stream(kv_outbox& outbox, std::unique_lock<std::mutex> lock, uint64_t request_id,
+                     uint32_t n_tokens, node_context& ctx)
+  : outbox_(outbox), lock_(std::move(lock)), request_id_(request_id), n_tokens_(n_tokens),
+    ctx_(ctx) {}
+
+kv_stream::~kv_stream() {
+  abort("the prefill worker dropped the transfer");
+}
+
+error kv_stream::fail(error err) {
+  if (open_ && outbox_.sender_)
+    outbox_.sender_->abort(err.message); // no-op when the sender already gave it up
+  open_ = false;
+  return outbox_.failed(request_id_, std::move(err));
+}
+
+status kv_stream::send_layer(int layer, const kv_sequence& seq) {
+  if (!open_)
+    return make_error(errc::invalid_argument, "KV stream of request ", std::to_string(request_id_),
+                      " is closed");
+  if (layer != next_layer_)
+    return fail(make_error(errc::internal, "KV layer ", std::to_string(layer), " sent after layer ",
+                           std::to_string(next_layer_ - 1)));
+  auto& pool = ctx_.engine->pool();
+  auto& be = pool.owner();
+  const int n = int(n_tokens_);
+  const int kv_dim = pool.kv_dim();
+  if (!staging_) {
+    auto st = make_staging(be, seq.slots(0, n), kv_dim);
+    if (!st)
+      return fail(std::move(st).err());
+    staging_ = std::make_unique<staging>(staging{std::move(*st)});
   }
+  // A buffer per layer, owned by ZeroMQ's messages until they are on the
+  // wire: [2, n, kv_dim] f32 (K, then V).
+  const uint64_t bytes = kv_layer_bytes(n_tokens_, uint32_t(kv_dim));
+  std::shared_ptr<std::byte[]> host = std::make_shared_for_overwrite<std::byte[]>(bytes);
+  const size_t half = bytes / 2;
+  const auto* idx = static_cast<const int32_t*>(staging_->rows.idx.data());
+  auto* rows = staging_->rows.rows.f32();
+  be.gather_rows(pool.k_layer(layer), idx, rows, n, kv_dim);
+  if (auto ok = be.download(host.get(), rows, half); !ok)
+    return fail(std::move(ok).err());
+  be.gather_rows(pool.v_layer(layer), idx, rows, n, kv_dim);
+  if (auto ok = be.download(host.get() + half, rows, half); !ok)
+    return fail(std::move(ok).err());
+  std::span<const std::byte> view{host.get(), bytes};
+  if (auto ok = outbox_.sender_->send_layer(uint32_t(layer), view, std::move(host)); !ok)
+    return fail(std::move(ok).err());
+  ++next_layer_;
   return {};
+}
+
+status kv_stream::finish() {
+  if (!open_)
+    return make_error(errc::invalid_argument, "KV stream of request ", std::to_string(request_id_),
+                      " is closed");
+  if (next_layer_ != ctx_.engine->pool().n_layers())
+    return fail(make_error(errc::internal, "KV transfer ended after ", std::to_string(next_layer_),
+                           " layers"));
+  if (auto ok = outbox_.sender_->finish(); !ok)
+    return fail(std::move(ok).err());
+  open_ = false;
+  return {};
+}
+
+void kv_stream::abort(std::string_view reason) noexcept {
+  if (!open_)
+    return;
+  open_ = false;
+  if (outbox_.sender_)
+    outbox_.sender_->abort(reason);
 }
 
 bool kv_outbox::up() const {
@@ -161,21 +213,14 @@ result<std::shared_ptr<remote_decoders::target>> remote_decoders::pick() const {
 }
 
 caf::typed_response_promise<token_event_msg>
-hand_over_remote(caf::event_based_actor* self, const remote_decoders& decoders, node_context& ctx,
-                 wire::decode_task task, kv_sequence seq, const caf::actor& sink) {
+hand_over_remote(caf::event_based_actor* self, std::shared_ptr<remote_decoders::target> target,
+                 wire::decode_task task, std::unique_ptr<kv_stream> stream,
+                 const caf::actor& sink) {
   auto rp = self->make_response_promise<token_event_msg>();
-  auto picked = decoders.pick();
-  if (!picked) {
-    rp.deliver(to_caf_error(picked.err()));
-    return rp;
-  }
-  auto target = *picked;
-  auto& outbox = *target->outbox;
   auto answered = std::make_shared<bool>(false);
-  const uint64_t id = task.request_id;
-  task.kv.sequence = id; // the transfer's id; the intake puts the sequence there
-  task.kv.node = outbox.peer().node;
-  task.kv.endpoint = outbox.endpoint();
+  task.kv.sequence = stream->request_id(); // the transfer's id; the intake puts the sequence there
+  task.kv.node = target->outbox->peer().node;
+  task.kv.endpoint = target->outbox->endpoint();
   target->inflight++;
   self->request(target->link, until_deadline(task.deadline_unix_ns), decode_atom_v,
                 make_decode_task_msg(task), sink)
@@ -190,9 +235,9 @@ hand_over_remote(caf::event_based_actor* self, const remote_decoders& decoders, 
             if (!std::exchange(*answered, true))
               rp.deliver(err);
           });
-  // Blocks this (detached) prefill worker for the transfer; the answer
-  // above is handled after it returns.
-  if (auto ok = outbox.send(id, seq, ctx); !ok) {
+  // Every layer is on its way; this waits for the decode node's `done`
+  // (blocking this detached worker), while the decode side already scatters.
+  if (auto ok = stream->finish(); !ok) {
     *answered = true;
     rp.deliver(to_caf_error(ok.err()));
   }
@@ -269,6 +314,8 @@ caf::behavior kv_intake(intake_ptr self, node_context* ctx, kv::transfer::kv_rec
         if (kvh == nullptr || kvh->sequence() != id)
           return to_caf_error(make_error(errc::invalid_argument, "decode task of request ",
                                          std::to_string(id), " names no KV transfer"));
+        // First thing on the task: the receiver's `layers_early` then
+        // counts the layers that arrived during the sender's pass.
         auto seq = receive_kv(*st.ctx, *st.receiver, id, kvh->n_tokens(), m->deadline_unix_ns());
         if (!seq)
           return to_caf_error(seq.err());

@@ -1,5 +1,7 @@
 #include "actors/local_cluster.hpp"
 
+#include <cstdio>
+
 #include <caf/all.hpp>
 
 #include "actors/compress_actor.hpp"
@@ -331,6 +333,20 @@ local_cluster::~local_cluster() {
   all_.clear();
   router_ = nullptr;
   sys_.reset(); // waits for every actor, detached ones included
+  if (net_ && net_->receiver) {
+    // The decode side's evidence that KV receipt overlapped the prefill
+    // passes (the DecodeTask is sent after the pass; see kv_relay.hpp).
+    const auto st = net_->receiver->stats();
+    if (st.taken > 0) {
+      std::printf("data plane: %llu transfers taken, %llu layers, %llu of them had arrived "
+                  "before they were asked for (decode node: before the DecodeTask, i.e. during "
+                  "the prefill pass)\n",
+                  static_cast<unsigned long long>(st.taken),
+                  static_cast<unsigned long long>(st.layers_taken),
+                  static_cast<unsigned long long>(st.layers_early));
+      std::fflush(stdout);
+    }
+  }
 }
 
 std::shared_ptr<token_stream> local_cluster::submit(const wire::generate_request& req) {

@@ -1,6 +1,7 @@
 #include "actors/prefill_actor.hpp"
 
 #include <chrono>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -67,7 +68,16 @@ status fall_back(node_context& ctx, const prefill_job& job, pass_images& im, siz
   return {};
 }
 
-result<pass_outcome> run_pass(node_context& ctx, prefill_job& job) {
+/// Where the pass streams the request's KV when decode runs on another
+/// node: a transfer to `target` begins once the plan is known and each
+/// layer goes from the engine's layer_done hook.
+struct remote_sink {
+  std::shared_ptr<remote_decoders::target> target;
+  uint64_t request_id = 0;
+  std::unique_ptr<kv_stream> stream;
+};
+
+result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* remote) {
   const size_t n = job.images.size();
   pass_images im;
   im.entries.resize(n);
@@ -125,6 +135,19 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job) {
                         "; send fewer images or raise max_tokens of the prefill actor");
     int failed = -1;
     prefill_options opt;
+    if (remote != nullptr) {
+      if (remote->stream) // a re-run: the layers sent so far came from the failed pass
+        remote->stream->abort("the prefill pass is re-run after a failed library load");
+      remote->stream.reset();
+      auto stream = remote->target->outbox->open(remote->request_id,
+                                                 static_cast<uint32_t>(plan->n_tokens()), ctx);
+      if (!stream)
+        return std::move(stream).err();
+      remote->stream = std::move(*stream);
+      opt.layer_done = [remote](int layer, const kv_sequence& seq) {
+        return remote->stream->send_layer(layer, seq);
+      };
+    }
     opt.wait_layer = [&](int layer) -> status {
       for (size_t i = 0; i < n; ++i) {
         if (!im.use_entry[i])
@@ -201,9 +224,32 @@ caf::result<token_event_msg> on_prefill(caf::stateful_actor<prefill_state>* self
   // fills with uncompressed sequences. Bounded by the request's deadline.
   while (ctx->compress_jobs.size() > 0 && !deadline_passed(job->deadline_unix_ns))
     std::this_thread::sleep_for(std::chrono::milliseconds{1});
-  auto out = run_pass(*ctx, *job);
-  if (!out)
+  if (job->compression.enabled() && !st.peers.compress) {
+    for (auto& img : job->images)
+      ctx->loads.take(img.load_id);
+    return to_caf_error(make_error(
+        errc::unsupported, "KV compression needs the decode worker on the prefill worker's node "
+                           "(this node hands KV to decode on another node); send the request "
+                           "with \"compression\": \"none\" or place decode with prefill"));
+  }
+  // Decode on another node: pick it now, so that the KV streams to it
+  // during the pass (and a request nobody can decode fails before it).
+  std::optional<remote_sink> remote;
+  if (st.peers.remote_kv) {
+    auto picked = st.peers.remote_kv->pick();
+    if (!picked) {
+      for (auto& img : job->images)
+        ctx->loads.take(img.load_id);
+      return to_caf_error(picked.err());
+    }
+    remote.emplace(remote_sink{std::move(*picked), id, nullptr});
+  }
+  auto out = run_pass(*ctx, *job, remote ? &*remote : nullptr);
+  if (!out) {
+    if (remote && remote->stream)
+      remote->stream->abort(out.err().message);
     return to_caf_error(out.err());
+  }
   // Store after use: images first seen in this request.
   for (auto& img : job->images) {
     if (!img.fresh || !img.embeddings)
@@ -227,11 +273,6 @@ caf::result<token_event_msg> on_prefill(caf::stateful_actor<prefill_state>* self
   task.stream = job->stream;
   task.queue_us = queue_us;
   if (job->compression.enabled()) {
-    if (!st.peers.compress)
-      return to_caf_error(make_error(
-          errc::unsupported, "KV compression needs the decode worker on the prefill worker's node "
-                             "(this node hands KV to decode on another node); send the request "
-                             "with \"compression\": \"none\" or place decode with prefill"));
     // The compress stage shrinks the KV, frees the original blocks and
     // hands the task on to decode.
     auto cj = std::make_shared<compress_job>();
@@ -244,9 +285,9 @@ caf::result<token_event_msg> on_prefill(caf::stateful_actor<prefill_state>* self
                            make_compress_task_msg(task, job->compression.to_string()), sink,
                            [ctx, id] { ctx->compress_jobs.take(id); });
   }
-  if (st.peers.remote_kv) // decode on another node: the KV moves over the data plane
-    return hand_over_remote(self, *st.peers.remote_kv, *ctx, std::move(task),
-                            std::move(out->sequence), sink);
+  if (remote) // decode on another node: the KV is already on its way
+    return hand_over_remote(self, std::move(remote->target), std::move(task),
+                            std::move(remote->stream), sink);
   ctx->sequences.put_at(id, std::make_shared<kv_sequence>(std::move(out->sequence)));
   return forward_request(self, st.peers.decode, job->deadline_unix_ns, decode_atom_v,
                          make_decode_task_msg(task), sink, [ctx, id] { ctx->sequences.take(id); });

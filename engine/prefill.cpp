@@ -279,6 +279,8 @@ result<prefill_result> run_prefill(backend& be, const decoder_weights& w, kv_poo
     be.scatter_rows(b.v_work.f32(), b.slots.i32(), pool.v_layer(l), n, kv);
     // idx and pos_c are re-uploaded next layer from host vectors.
     MOSAIC_TRY(be.synchronize());
+    if (options.layer_done)
+      MOSAIC_TRY(options.layer_done(l, out.sequence));
   }
 
   auto logits = compute_logits(be, w, b.hidden.f32() + static_cast<size_t>(n - 1) * h, 1);

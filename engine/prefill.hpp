@@ -33,6 +33,20 @@ struct prefill_options {
   /// When set, receives every layer's K (BEFORE RoPE) and V of every
   /// token; requires every token in every S_l (used by compile_image).
   compiled_image* capture = nullptr;
+  /// When set, called once per layer, in order 0..L-1, on the pass's
+  /// thread, right after layer l's K (after RoPE) and V of every token
+  /// were scattered into `seq`'s pool slots and the backend synchronized:
+  /// layer l of slots [0, plan.n_tokens()) of `seq` is final then (later
+  /// layers are not written yet; `seq.length()` is 0 until the pass ends,
+  /// so read `seq.slots(0, n_tokens)`). The hook may read the pool (it
+  /// runs inside the pass, so it must not take a lock the caller of
+  /// run_prefill holds) but must not write it. Used to stream a request's
+  /// KV to another node while the next layers compute (actors/kv_relay).
+  /// An error aborts the pass (the sequence is released). Unset: no cost
+  /// but one test per layer. Backends: the pass synchronizes after every
+  /// layer, so this holds for any backend; only the CPU backend's pool is
+  /// host memory today, where reading it costs no device copy.
+  std::function<status(int layer, const kv_sequence& seq)> layer_done;
 };
 
 struct prefill_stats {

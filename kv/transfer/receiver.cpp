@@ -1,6 +1,12 @@
 #include "kv/transfer/receiver.hpp"
 
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <new>
+#include <utility>
 
 #include "kv/transfer/wire.hpp"
 
@@ -9,6 +15,20 @@ namespace mosaic::kv::transfer {
 namespace {
 
 using clock_type = std::chrono::steady_clock;
+
+constexpr uint64_t huge_page = uint64_t(2) << 20;
+
+/// A fresh landing buffer of `n` bytes (a multiple of 2 MiB when large):
+/// 2 MiB aligned and asked to be backed by huge pages, so that faulting
+/// it in costs fewer faults where the kernel grants them.
+std::byte* landing_bytes(uint64_t n) {
+  if (n < huge_page)
+    return static_cast<std::byte*>(std::malloc(n));
+  void* p = std::aligned_alloc(huge_page, n);
+  if (p != nullptr)
+    (void)madvise(p, n, MADV_HUGEPAGE); // a hint; 4 KiB pages still work
+  return static_cast<std::byte*>(p);
+}
 
 std::span<const std::byte> bytes_of(const zmq::message_t& m) {
   return {static_cast<const std::byte*>(m.data()), m.size()};
@@ -21,13 +41,64 @@ std::span<const std::byte> bytes_of(const zmq::message_t& m) {
 incoming_kv::incoming_kv(uint64_t request_id, uint32_t n_layers, uint64_t layer_bytes,
                          std::string meta, std::shared_ptr<budget> budget)
   : request_id_(request_id), n_layers_(n_layers), layer_bytes_(layer_bytes), meta_(std::move(meta)),
-    budget_(std::move(budget)),
-    data_(std::make_unique_for_overwrite<std::byte[]>(n_layers * layer_bytes)),
-    received_(n_layers, 0) {}
+    budget_(std::move(budget)), reserved_(uint64_t(n_layers) * layer_bytes), received_(n_layers, 0),
+    arrived_(n_layers) {
+  const uint64_t n = reserved_;
+  {
+    // A spare of at least n and at most twice n (best fit).
+    std::lock_guard lock{budget_->mutex};
+    auto& spare = budget_->spare;
+    auto best = spare.end();
+    for (auto it = spare.begin(); it != spare.end(); ++it)
+      if (it->first >= n && it->first <= 2 * n && (best == spare.end() || it->first < best->first))
+        best = it;
+    if (best != spare.end()) {
+      capacity_ = best->first;
+      data_ = best->second;
+      budget_->spare_bytes -= capacity_;
+      spare.erase(best);
+      return;
+    }
+  }
+  capacity_ =
+      n < huge_page ? std::max<uint64_t>(n, 1) : (n + huge_page - 1) / huge_page * huge_page;
+  data_ = landing_bytes(capacity_);
+}
+
+incoming_kv::budget::~budget() {
+  for (auto& [capacity, p] : spare)
+    std::free(p);
+}
 
 incoming_kv::~incoming_kv() {
+  release_bytes();
+}
+
+void incoming_kv::release_bytes() noexcept {
   std::lock_guard lock{budget_->mutex};
-  budget_->used -= uint64_t(n_layers_) * layer_bytes_;
+  budget_->used -= std::exchange(reserved_, 0);
+  if (data_ == nullptr)
+    return;
+  if (capacity_ >= huge_page && budget_->spare_bytes + capacity_ <= budget_->spare_limit) {
+    budget_->spare.emplace_back(capacity_, data_);
+    budget_->spare_bytes += capacity_;
+  } else {
+    std::free(data_);
+  }
+  data_ = nullptr;
+}
+
+uint32_t incoming_kv::layers_arrived_by(clock_type::time_point t) const {
+  std::lock_guard lock{mutex_};
+  uint32_t n = 0;
+  for (uint32_t l = 0; l < n_layers_; ++l)
+    n += received_[l] == layer_bytes_ && arrived_[l] <= t;
+  return n;
+}
+
+bool incoming_kv::failed() const {
+  std::lock_guard lock{mutex_};
+  return ended_ && error_.code != errc::none;
 }
 
 status incoming_kv::wait_layer(uint32_t layer, std::chrono::milliseconds timeout) const {
@@ -55,11 +126,11 @@ status incoming_kv::wait_all(std::chrono::milliseconds timeout) const {
 }
 
 std::span<const std::byte> incoming_kv::layer(uint32_t layer) const noexcept {
-  return {data_.get() + uint64_t(layer) * layer_bytes_, layer_bytes_};
+  return {data_ + uint64_t(layer) * layer_bytes_, layer_bytes_};
 }
 
 std::byte* incoming_kv::region(uint32_t layer) noexcept {
-  return data_.get() + uint64_t(layer) * layer_bytes_;
+  return data_ + uint64_t(layer) * layer_bytes_;
 }
 
 void incoming_kv::landed(uint32_t layer, uint64_t bytes) {
@@ -68,6 +139,8 @@ void incoming_kv::landed(uint32_t layer, uint64_t bytes) {
     std::lock_guard lock{mutex_};
     received_[layer] += bytes;
     whole = received_[layer] == layer_bytes_;
+    if (whole)
+      arrived_[layer] = clock_type::now();
   }
   if (whole)
     cv_.notify_all();
@@ -132,6 +205,7 @@ kv_receiver::kv_receiver(private_tag, zmq::socket_t socket, std::string endpoint
                          receiver_options options)
   : socket_(std::move(socket)), endpoint_(std::move(endpoint)), options_(options),
     budget_(std::make_shared<incoming_kv::budget>()) {
+  budget_->spare_limit = options_.budget_bytes / 4;
   thread_ = std::thread([this] { run(); });
 }
 
@@ -198,11 +272,19 @@ void kv_receiver::reply(const std::string& peer, uint64_t request_id, int kind, 
 void kv_receiver::fail(const std::string& peer, uint64_t request_id, error err) {
   reply(peer, request_id, int(frame_kind::error), 0, encode_error(err));
   if (auto it = active_.find({peer, request_id}); it != active_.end()) {
-    it->second->kv->end(std::move(err));
+    auto kv = it->second->kv;
+    kv->end(std::move(err));
     active_.erase(it);
+    release_if_unclaimed(kv);
   }
   std::lock_guard lock{mutex_};
   ++stats_.failures;
+}
+
+void kv_receiver::release_if_unclaimed(const std::shared_ptr<incoming_kv>& kv) {
+  std::lock_guard lock{mutex_};
+  if (auto u = unclaimed_.find(kv->request_id()); u != unclaimed_.end() && u->second.first == kv)
+    kv->release_bytes(); // take() moves it out under this mutex: no reader yet
 }
 
 void kv_receiver::on_frame(std::vector<zmq::message_t>& parts) {
@@ -241,8 +323,15 @@ void kv_receiver::on_frame(std::vector<zmq::message_t>& parts) {
     for (auto& [key, t] : active_)
       duplicate |= key.second == id;
     {
+      // A failed transfer nobody took yet is replaced: its sender gave
+      // it up and starts over (a prefill pass re-run after a failed load).
       std::lock_guard lock{mutex_};
-      duplicate |= unclaimed_.count(id) > 0;
+      if (auto u = unclaimed_.find(id); u != unclaimed_.end()) {
+        if (!duplicate && u->second.first->failed())
+          unclaimed_.erase(u);
+        else
+          duplicate = true;
+      }
     }
     if (duplicate)
       return fail(peer, id,
@@ -261,6 +350,10 @@ void kv_receiver::on_frame(std::vector<zmq::message_t>& parts) {
     auto kv = std::make_shared<incoming_kv>(
         id, b->n_layers, b->layer_bytes,
         std::string(reinterpret_cast<const char*>(meta.data()), meta.size()), budget_);
+    if (!kv->has_bytes())
+      return fail(peer, id,
+                  make_error(errc::out_of_memory, "decode node cannot allocate ",
+                             std::to_string(total), " bytes for a KV transfer; retry later"));
     active_[{peer, id}] = std::make_shared<active_transfer>(active_transfer{kv});
     {
       std::lock_guard lock{mutex_};
@@ -281,7 +374,9 @@ void kv_receiver::on_frame(std::vector<zmq::message_t>& parts) {
                   make_error(errc::corrupt_data, "KV chunk out of place (layer ",
                              std::to_string(h->layer), ", offset ", std::to_string(h->offset), ", ",
                              std::to_string(h->size), " bytes)"));
-    if (checksum(payload) != h->checksum) {
+    // Copy and verify in one pass (each block hashed while cache-hot); a
+    // bad chunk's bytes land but are never published, and the transfer fails.
+    if (copy_and_checksum(kv.region(h->layer) + h->offset, payload) != h->checksum) {
       {
         std::lock_guard lock{mutex_};
         ++stats_.checksum_failures;
@@ -290,7 +385,6 @@ void kv_receiver::on_frame(std::vector<zmq::message_t>& parts) {
                   make_error(errc::corrupt_data, "KV chunk of layer ", std::to_string(h->layer),
                              " at offset ", std::to_string(h->offset), " failed its checksum"));
     }
-    std::memcpy(kv.region(h->layer) + h->offset, payload.data(), payload.size());
     kv.landed(h->layer, payload.size());
     {
       std::lock_guard lock{mutex_};
@@ -322,8 +416,10 @@ void kv_receiver::on_frame(std::vector<zmq::message_t>& parts) {
     if (it == active_.end())
       return;
     std::string why(reinterpret_cast<const char*>(payload.data()), payload.size());
-    it->second->kv->end(make_error(errc::cancelled, "the sender aborted the KV transfer: ", why));
+    auto kv = it->second->kv;
+    kv->end(make_error(errc::cancelled, "the sender aborted the KV transfer: ", why));
     active_.erase(it);
+    release_if_unclaimed(kv);
     std::lock_guard lock{mutex_};
     ++stats_.failures;
     return;
@@ -339,9 +435,10 @@ void kv_receiver::expire() {
   auto now = clock_type::now();
   for (auto it = active_.begin(); it != active_.end();) {
     if (now - it->second->last > options_.idle_timeout) {
-      it->second->kv->end(
-          make_error(errc::unavailable, "the KV sender went silent mid-transfer (node down?)"));
+      auto kv = it->second->kv;
+      kv->end(make_error(errc::unavailable, "the KV sender went silent mid-transfer (node down?)"));
       it = active_.erase(it);
+      release_if_unclaimed(kv);
       std::lock_guard lock{mutex_};
       ++stats_.failures;
     } else {
@@ -355,12 +452,16 @@ void kv_receiver::expire() {
 
 result<std::shared_ptr<incoming_kv>> kv_receiver::take(uint64_t request_id,
                                                        std::chrono::milliseconds timeout) {
+  const auto called = clock_type::now();
   std::unique_lock lock{mutex_};
   if (!cv_.wait_for(lock, timeout, [&] { return unclaimed_.count(request_id) > 0; }))
     return make_error(errc::timeout, "no KV transfer of request ", std::to_string(request_id),
                       " began in time");
   auto kv = std::move(unclaimed_[request_id].first);
   unclaimed_.erase(request_id);
+  ++stats_.taken;
+  stats_.layers_taken += kv->n_layers();
+  stats_.layers_early += kv->layers_arrived_by(called); // its mutex after ours, never the reverse
   return kv;
 }
 

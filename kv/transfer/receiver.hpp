@@ -50,6 +50,13 @@ struct receiver_stats {
   uint64_t failures = 0;  ///< refused, corrupt, aborted or timed out
   uint64_t checksum_failures = 0;
   uint64_t bytes = 0; ///< payload bytes landed
+  uint64_t taken = 0; ///< transfers handed to a consumer by `take`
+  uint64_t layers_taken = 0;
+  /// Of those layers, how many had arrived whole and verified when
+  /// `take` was called (a consumer that calls it when it needs the bytes,
+  /// e.g. on the DecodeTask sent after the prefill pass: receipt that
+  /// overlapped the sender's work).
+  uint64_t layers_early = 0;
   uint64_t budget_used_bytes = 0;
 };
 
@@ -69,12 +76,24 @@ public:
   status wait_all(std::chrono::milliseconds timeout) const;
   /// The bytes of `layer`; read only after wait_layer(layer) succeeded.
   std::span<const std::byte> layer(uint32_t layer) const noexcept;
+  /// How many layers had arrived whole and verified at or before `t`
+  /// (decode-side evidence that receipt overlapped the sender's work).
+  uint32_t layers_arrived_by(std::chrono::steady_clock::time_point t) const;
+  /// True once the transfer ended with an error.
+  bool failed() const;
 
   // -- used by the receiver thread ------------------------------------------------
 
   struct budget {
     std::mutex mutex;
     uint64_t used = 0;
+    /// Landing buffers of ended transfers, kept (up to spare_limit bytes)
+    /// for the next ones: a fresh buffer is page-faulted in while chunks
+    /// land, which perf showed costing more than the checksums.
+    std::vector<std::pair<uint64_t, std::byte*>> spare; // capacity, bytes
+    uint64_t spare_bytes = 0;
+    uint64_t spare_limit = 0;
+    ~budget();
   };
   incoming_kv(uint64_t request_id, uint32_t n_layers, uint64_t layer_bytes, std::string meta,
               std::shared_ptr<budget> budget);
@@ -83,6 +102,11 @@ public:
   incoming_kv& operator=(const incoming_kv&) = delete;
 
   std::byte* region(uint32_t layer) noexcept;
+  /// False when the landing buffer could not be allocated.
+  bool has_bytes() const noexcept { return data_ != nullptr; }
+  /// Frees the bytes and returns their budget; only for a failed
+  /// transfer that no consumer took (nobody can read them).
+  void release_bytes() noexcept;
   /// Publishes that `bytes` more bytes of `layer` have landed.
   void landed(uint32_t layer, uint64_t bytes);
   uint64_t received(uint32_t layer) const;
@@ -96,11 +120,14 @@ private:
   uint64_t layer_bytes_;
   std::string meta_;
   std::shared_ptr<budget> budget_;
-  std::unique_ptr<std::byte[]> data_; // [n_layers, layer_bytes]
+  std::byte* data_ = nullptr; // [n_layers, layer_bytes], from the budget's spares or fresh
+  uint64_t capacity_ = 0;     // bytes at data_
+  uint64_t reserved_ = 0;     // budget bytes held
 
   mutable std::mutex mutex_;
   mutable std::condition_variable cv_;
-  std::vector<uint64_t> received_; // bytes landed per layer
+  std::vector<uint64_t> received_;                             // bytes landed per layer
+  std::vector<std::chrono::steady_clock::time_point> arrived_; // when each became whole
   bool ended_ = false;
   error error_;
 };
@@ -136,6 +163,8 @@ private:
   void reply(const std::string& peer, uint64_t request_id, int kind, uint64_t size,
              const std::string& payload = {});
   void fail(const std::string& peer, uint64_t request_id, error err);
+  /// A failed transfer nobody took keeps its error for `take` but not its bytes.
+  void release_if_unclaimed(const std::shared_ptr<incoming_kv>& kv);
   void expire();
 
   zmq::socket_t socket_;

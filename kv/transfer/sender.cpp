@@ -136,9 +136,37 @@ status kv_sender::begin(uint64_t request_id, uint32_t n_layers, uint64_t layer_b
   return await(frame_kind::accept);
 }
 
+status kv_sender::send_chunk(const frame_header& h, zmq::message_t& body) {
+  auto header = encode(h);
+  try {
+    if (!socket_.send(zmq::buffer(header.data(), header.size()), zmq::send_flags::sndmore) ||
+        !socket_.send(body, zmq::send_flags::none))
+      return unavailable(endpoint_, "accepts no data (down, or its queue is full)");
+  } catch (const zmq::error_t& e) {
+    return make_error(errc::io_error, "KV send to ", endpoint_, ": ", e.what());
+  }
+  return {};
+}
+
 status kv_sender::send_layer(uint32_t layer, std::span<const std::byte> bytes) {
+  return send_chunks(layer, bytes, nullptr);
+}
+
+status kv_sender::send_layer(uint32_t layer, std::span<const std::byte> bytes,
+                             std::shared_ptr<const void> owner) {
+  if (!owner)
+    return make_error(errc::invalid_argument, "KV send_layer: a zero-copy send needs an owner");
+  return send_chunks(layer, bytes, &owner);
+}
+
+status kv_sender::send_chunks(uint32_t layer, std::span<const std::byte> bytes,
+                              const std::shared_ptr<const void>* owner) {
   if (!active_)
     return make_error(errc::invalid_argument, "KV send_layer without begin");
+  // ZeroMQ calls this from its I/O thread once the message is sent or dropped.
+  static constexpr auto release = [](void*, void* hint) noexcept {
+    delete static_cast<std::shared_ptr<const void>*>(hint);
+  };
   for (size_t off = 0; off < bytes.size(); off += options_.chunk_bytes) {
     if (credits_ == 0) {
       auto t0 = clock_type::now();
@@ -148,7 +176,19 @@ status kv_sender::send_layer(uint32_t layer, std::span<const std::byte> bytes) {
     }
     auto part = bytes.subspan(off, std::min(options_.chunk_bytes, bytes.size() - off));
     frame_header h{frame_kind::chunk, request_id_, layer, off, part.size(), checksum(part)};
-    if (auto st = send_frame(h, part); !st)
+    zmq::message_t body;
+    if (owner != nullptr) {
+      auto* share = new std::shared_ptr<const void>(*owner);
+      try {
+        body.rebuild(const_cast<std::byte*>(part.data()), part.size(), +release, share);
+      } catch (const zmq::error_t& e) {
+        delete share;
+        return fail(make_error(errc::io_error, "KV send to ", endpoint_, ": ", e.what()));
+      }
+    } else {
+      body.rebuild(part.data(), part.size());
+    }
+    if (auto st = send_chunk(h, body); !st)
       return fail(std::move(st).err());
     --credits_;
     ++stats_.chunks;

@@ -55,6 +55,12 @@ public:
   /// go in any order, each once; returns once every chunk is handed to
   /// ZeroMQ, blocking while the receiver has granted no credit.
   status send_layer(uint32_t layer, std::span<const std::byte> bytes);
+  /// The same without copying: each chunk's ZeroMQ message points into
+  /// `bytes`, and holds a share of `owner` (which must keep `bytes`
+  /// alive) until ZeroMQ has put it on the wire or dropped it, so a
+  /// transfer that fails with chunks still queued frees nothing early.
+  status send_layer(uint32_t layer, std::span<const std::byte> bytes,
+                    std::shared_ptr<const void> owner);
   /// Ends the transfer and waits until the receiver has verified every
   /// byte (`done`) or reports why not.
   status finish();
@@ -69,6 +75,10 @@ public:
 
 private:
   status send_frame(const frame_header& h, std::span<const std::byte> payload);
+  /// Sends one chunk frame whose payload is `body` (copied or zero-copy).
+  status send_chunk(const frame_header& h, zmq::message_t& body);
+  status send_chunks(uint32_t layer, std::span<const std::byte> bytes,
+                     const std::shared_ptr<const void>* owner);
   /// Receives one frame of the running transfer (others are stale and dropped).
   result<frame_header> receive(std::string& payload, std::chrono::milliseconds timeout);
   /// Waits for a frame of kind `want`; credit frames on the way add credit.

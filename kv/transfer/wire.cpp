@@ -1,8 +1,10 @@
 #include "kv/transfer/wire.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 
+#define XXH_STATIC_LINKING_ONLY // XXH3_state_t on the stack
 #include <xxhash.h>
 
 namespace mosaic::kv::transfer {
@@ -96,6 +98,22 @@ error decode_error(std::span<const std::byte> bytes) {
 
 uint64_t checksum(std::span<const std::byte> bytes) noexcept {
   return XXH3_64bits(bytes.data(), bytes.size());
+}
+
+uint64_t copy_and_checksum(std::byte* dst, std::span<const std::byte> src) noexcept {
+  constexpr size_t block = size_t(16) << 10;
+  if (src.size() <= block) {
+    std::memcpy(dst, src.data(), src.size());
+    return XXH3_64bits(dst, src.size());
+  }
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  for (size_t off = 0; off < src.size(); off += block) {
+    const size_t n = std::min(block, src.size() - off);
+    std::memcpy(dst + off, src.data() + off, n);
+    XXH3_64bits_update(&state, dst + off, n);
+  }
+  return XXH3_64bits_digest(&state);
 }
 
 } // namespace mosaic::kv::transfer

@@ -79,5 +79,10 @@ error decode_error(std::span<const std::byte> bytes);
 
 /// XXH3-64 of `bytes`.
 uint64_t checksum(std::span<const std::byte> bytes) noexcept;
+/// Copies `src` to `dst` and returns XXH3-64 of the bytes written, in
+/// one pass over memory: each 16 KiB block is hashed right after it was
+/// copied, while it is still in L1/L2 (equal to checksum(src) when the
+/// copy is faithful).
+uint64_t copy_and_checksum(std::byte* dst, std::span<const std::byte> src) noexcept;
 
 } // namespace mosaic::kv::transfer

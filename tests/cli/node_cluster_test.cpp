@@ -422,6 +422,28 @@ TEST_F(NodeCluster, ThreeNodesAnswerLikeOneProcessAndSurviveALostDecodeNode) {
   ASSERT_EQ(got.status, 200) << got.error;
   EXPECT_EQ(got.content, want.content);
 
+  // The KV streamed during the prefill pass: layers were at the decode
+  // node before the DecodeTask (sent after the pass) got there. Its
+  // counters are printed when it stops.
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(ask(fh, http_port, chat_body(png, 4, false)).status, 200);
+  decode.kill_now(SIGTERM);
+  {
+    const auto log = read_file(decode.log);
+    const auto at = log.find("data plane: ");
+    ASSERT_NE(at, std::string::npos) << log;
+    unsigned long long transfers = 0, layers = 0, early = 0;
+    ASSERT_EQ(std::sscanf(log.c_str() + at, "data plane: %llu transfers taken, %llu layers, %llu",
+                          &transfers, &layers, &early),
+              3)
+        << log.substr(at);
+    std::printf("restarted decode node: %llu transfers, %llu layers, %llu arrived before their "
+                "decode task\n",
+                transfers, layers, early);
+    EXPECT_GE(transfers, 4u);
+    EXPECT_GT(early, 0u) << "no layer arrived while its prefill pass ran";
+  }
+
   // The prefill node's library (the image stored after use) is intact
   // after a kill -9 of that node.
   prefill.kill_now(SIGKILL);

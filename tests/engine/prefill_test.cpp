@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <numeric>
 #include <random>
 
 #include "decoder_fixture.hpp"
@@ -211,6 +213,90 @@ TEST_F(prefill_test, wait_layer_runs_before_each_layer_and_its_error_aborts) {
   auto r = run_prefill(*be_, weights_, *pool_, *plan, opt);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.err().code, errc::io_error);
+  EXPECT_EQ(seen, (std::vector<int>{0, 1}));
+  EXPECT_EQ(pool_->stats().blocks_used, 0);
+}
+
+/// Layer `l`'s K and V rows of the sequence's tokens [0, n), as the pool holds them now.
+std::vector<float> layer_rows(backend& be, const kv_pool& pool, const kv_sequence& s, int l,
+                              int n) {
+  const int kv = pool.kv_dim();
+  std::vector<float> out(size_t(2) * n * kv);
+  for (int t = 0; t < n; ++t) {
+    const size_t row = size_t(s.slot(t)) * kv;
+    EXPECT_TRUE(be.download(out.data() + size_t(t) * kv, pool.k_layer(l) + row, kv * 4));
+    EXPECT_TRUE(be.download(out.data() + size_t(n + t) * kv, pool.v_layer(l) + row, kv * 4));
+  }
+  return out;
+}
+
+TEST_F(prefill_test, layer_done_fires_once_per_layer_in_order_with_that_layer_final) {
+  SCOPED_TRACE(trace());
+  auto entry = compile(model_->random_embeddings(5));
+  auto p = text_image_text(3, {"img", 5, &entry, nullptr}, 4);
+  auto spec = parse_policy("mpic:1"); // cached rows, rotated, plus recomputed ones
+  auto plan = build_link_plan(p, *spec, cfg_);
+  ASSERT_TRUE(plan);
+  const int n = plan->n_tokens();
+  // Dirty the pool so that rows not yet written by the pass show.
+  for (int l = 0; l < pool_->n_layers(); ++l) {
+    std::vector<float> junk(size_t(pool_->kv_dim()) * 96 * 4, 1e30f);
+    ASSERT_TRUE(be_->upload(pool_->k_layer(l), junk.data(), junk.size() * 4));
+    ASSERT_TRUE(be_->upload(pool_->v_layer(l), junk.data(), junk.size() * 4));
+  }
+  std::vector<int> seen;
+  std::vector<std::vector<float>> at_hook;
+  std::vector<bool> next_written;
+  prefill_options opt;
+  opt.layer_done = [&](int l, const kv_sequence& s) -> status {
+    seen.push_back(l);
+    EXPECT_GE(s.capacity(), n);
+    at_hook.push_back(layer_rows(*be_, *pool_, s, l, n));
+    if (l + 1 < pool_->n_layers()) {
+      auto next = layer_rows(*be_, *pool_, s, l + 1, n);
+      next_written.push_back(
+          std::none_of(next.begin(), next.end(), [](float x) { return x == 1e30f; }));
+    }
+    return {};
+  };
+  auto r = run_prefill(*be_, weights_, *pool_, *plan, opt);
+  ASSERT_TRUE(r) << r.err().to_string();
+  std::vector<int> want(size_t(cfg_.num_layers));
+  std::iota(want.begin(), want.end(), 0);
+  EXPECT_EQ(seen, want);
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    auto final_rows = layer_rows(*be_, *pool_, r->sequence, l, n);
+    EXPECT_EQ(at_hook[size_t(l)], final_rows) << "layer " << l << " changed after its hook";
+    EXPECT_TRUE(
+        std::none_of(final_rows.begin(), final_rows.end(), [](float x) { return x == 1e30f; }));
+  }
+  for (bool w : next_written)
+    EXPECT_FALSE(w) << "a later layer was already written when the hook ran";
+  // Same answer as without the hook.
+  auto plan2 = build_link_plan(p, *spec, cfg_);
+  ASSERT_TRUE(plan2);
+  auto plain = run_prefill(*be_, weights_, *pool_, *plan2);
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->logits, r->logits);
+}
+
+TEST_F(prefill_test, layer_done_error_aborts_the_pass_and_frees_the_sequence) {
+  SCOPED_TRACE(trace());
+  auto emb = model_->random_embeddings(4);
+  auto p = text_image_text(3, {"img", 4, nullptr, emb.data()}, 2);
+  auto plan = build_link_plan(p, *parse_policy("full"), cfg_);
+  ASSERT_TRUE(plan);
+  std::vector<int> seen;
+  prefill_options opt;
+  opt.layer_done = [&](int l, const kv_sequence&) -> status {
+    seen.push_back(l);
+    if (l == 1)
+      return make_error(errc::unavailable, "decode node went away");
+    return {};
+  };
+  auto r = run_prefill(*be_, weights_, *pool_, *plan, opt);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.err().code, errc::unavailable);
   EXPECT_EQ(seen, (std::vector<int>{0, 1}));
   EXPECT_EQ(pool_->stats().blocks_used, 0);
 }

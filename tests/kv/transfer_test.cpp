@@ -334,5 +334,115 @@ TEST_F(transfer_test, several_senders_at_once) {
   EXPECT_EQ(receiver->stats().transfers, uint64_t(n));
 }
 
+TEST(transfer_wire, copy_and_checksum_copies_and_equals_checksum) {
+  for (size_t n : {size_t(0), size_t(1), size_t(16 << 10), size_t(16 << 10) + 7, size_t(1) << 20}) {
+    auto src = random_bytes(n, uint32_t(n));
+    std::vector<std::byte> dst(n);
+    EXPECT_EQ(copy_and_checksum(dst.data(), src), checksum(src)) << n;
+    EXPECT_EQ(dst, src) << n;
+  }
+}
+
+TEST_F(transfer_test, zero_copy_layers_arrive_and_their_owner_is_released) {
+  start();
+  sender_options so;
+  so.chunk_bytes = 1000;
+  auto s = sender(so);
+  auto data = std::make_shared<std::vector<std::byte>>(random_bytes(5000, 3));
+  std::weak_ptr<std::vector<std::byte>> alive = data;
+  ASSERT_TRUE(s->begin(21, 2, 2500));
+  ASSERT_TRUE(s->send_layer(0, std::span{*data}.first(2500), data));
+  ASSERT_TRUE(s->send_layer(1, std::span{*data}.subspan(2500), data));
+  ASSERT_TRUE(s->finish());
+  auto kv = receiver->take(21, 1s);
+  ASSERT_TRUE(kv);
+  ASSERT_TRUE((*kv)->wait_all(1s));
+  EXPECT_EQ(0, std::memcmp((*kv)->layer(0).data(), data->data(), 2500));
+  EXPECT_EQ(0, std::memcmp((*kv)->layer(1).data(), data->data() + 2500, 2500));
+  data.reset(); // every message is sent: ZeroMQ holds no share any more
+  for (int i = 0; i < 100 && !alive.expired(); ++i)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(alive.expired());
+  EXPECT_FALSE(s->send_layer(0, {}, nullptr)); // zero-copy without an owner is refused
+}
+
+TEST_F(transfer_test, queued_zero_copy_chunks_keep_their_bytes_alive_after_the_sender_is_gone) {
+  ropts.window_chunks = 64;
+  start();
+  sender_options so;
+  so.chunk_bytes = 4096;
+  auto s = sender(so);
+  auto data = std::make_shared<std::vector<std::byte>>(random_bytes(64 * 4096, 4));
+  std::weak_ptr<std::vector<std::byte>> alive = data;
+  ASSERT_TRUE(s->begin(22, 1, data->size()));
+  ASSERT_TRUE(s->send_layer(0, *data, data));
+  data.reset();
+  s.reset(); // socket closed (linger 0) with chunks possibly still queued
+  for (int i = 0; i < 100 && !alive.expired(); ++i)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(alive.expired()); // released by ZeroMQ, never before it was done with them
+}
+
+TEST_F(transfer_test, layers_arrived_by_counts_layers_whole_before_a_time) {
+  start();
+  auto s = sender();
+  auto data = random_bytes(3000, 5);
+  ASSERT_TRUE(s->begin(23, 3, 1000));
+  ASSERT_TRUE(s->send_layer(0, std::span{data}.first(1000)));
+  auto kv = receiver->take(23, 1s);
+  ASSERT_TRUE(kv);
+  ASSERT_TRUE((*kv)->wait_layer(0, 1s));
+  const auto between = std::chrono::steady_clock::now();
+  ASSERT_TRUE(s->send_layer(1, std::span{data}.subspan(1000, 1000)));
+  ASSERT_TRUE(s->send_layer(2, std::span{data}.subspan(2000)));
+  ASSERT_TRUE(s->finish());
+  EXPECT_EQ((*kv)->layers_arrived_by(between), 1u);
+  EXPECT_EQ((*kv)->layers_arrived_by(std::chrono::steady_clock::now()), 3u);
+}
+
+TEST_F(transfer_test, an_aborted_transfer_nobody_took_frees_its_bytes_and_may_begin_again) {
+  ropts.budget_bytes = 1500;
+  start();
+  auto s = sender();
+  ASSERT_TRUE(s->begin(24, 1, 1000));
+  s->abort("the prefill pass is re-run");
+  // The failed transfer returns its budget at once (else this would be refused)...
+  for (int i = 0; i < 100 && receiver->stats().budget_used_bytes != 0; ++i)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(receiver->stats().budget_used_bytes, 0u);
+  // ...and the same request id may begin again (a re-run pass), replacing it.
+  auto data = random_bytes(1000, 6);
+  ASSERT_TRUE(s->begin(24, 1, 1000));
+  ASSERT_TRUE(s->send_layer(0, data));
+  ASSERT_TRUE(s->finish());
+  auto kv = receiver->take(24, 1s);
+  ASSERT_TRUE(kv);
+  ASSERT_TRUE((*kv)->wait_all(1s));
+  EXPECT_EQ(0, std::memcmp((*kv)->layer(0).data(), data.data(), 1000));
+  // A running (not failed) transfer of that id still refuses a second begin.
+  ASSERT_TRUE(s->begin(25, 1, 100));
+  EXPECT_FALSE(sender()->begin(25, 1, 100));
+}
+
+TEST_F(transfer_test, reused_landing_buffers_hold_each_transfers_own_bytes) {
+  start();
+  auto s = sender();
+  const uint64_t layer = uint64_t(3) << 20; // 2 x 3 MiB: large enough to be kept for reuse
+  for (uint32_t round = 0; round < 3; ++round) {
+    auto data = random_bytes(2 * layer, 40 + round);
+    ASSERT_TRUE(s->begin(30 + round, 2, layer));
+    ASSERT_TRUE(s->send_layer(0, std::span{data}.first(layer)));
+    ASSERT_TRUE(s->send_layer(1, std::span{data}.subspan(layer)));
+    ASSERT_TRUE(s->finish());
+    auto kv = receiver->take(30 + round, 2s);
+    ASSERT_TRUE(kv);
+    ASSERT_TRUE((*kv)->wait_all(2s));
+    EXPECT_EQ(0, std::memcmp((*kv)->layer(0).data(), data.data(), layer)) << round;
+    EXPECT_EQ(0, std::memcmp((*kv)->layer(1).data(), data.data() + layer, layer)) << round;
+    kv->reset(); // its buffer goes back to the receiver's spares
+    EXPECT_EQ(receiver->stats().budget_used_bytes, 0u);
+  }
+}
+
 } // namespace
 } // namespace mosaic::kv::transfer

@@ -276,9 +276,9 @@ protected:
         << ", io: pread, ram_gb: 0.1, disk_gb: 1 }, { kind: linker }, { kind: prefill }, "
         << "{ kind: decode, max_batch: 8, pool_gb: 0.1 } ] }\n";
     }
-    single.start(
-        {MOSAIC_BIN, "serve", "--topology", (dir / "single.yaml").string(), "--http-port", "0"},
-        dir / "single.log");
+    single.start({MOSAIC_BIN, "serve", "--topology", (dir / "single.yaml").string(), "--http-port",
+                  "0", "--zmq-port", "0"},
+                 dir / "single.log");
     ASSERT_TRUE(single.wait_for("running;", 60s)) << read_file(single.log);
     single_port = port_from_log(single.log);
     ASSERT_GT(single_port, 0);
@@ -297,7 +297,7 @@ protected:
         << "  - { name: front, host: " << net.host[0] << ", control_port: " << base + 4
         << ", data_port: " << base + 5
         << ", threads: 1, actors: [ { kind: frontend, http_port: " << http_port
-        << " }, { kind: router }, { kind: encoder } ] }\n"
+        << ", zmq_port: " << base + 6 << " }, { kind: router }, { kind: encoder } ] }\n"
         << "  - { name: prefill, host: " << net.host[1] << ", control_port: " << base + 4
         << ", data_port: " << base + 5
         << ", threads: 1, actors: [ { kind: kv_loader, library: " << (dir / "lib3").string()

@@ -21,7 +21,7 @@ trap cleanup EXIT
 
 echo "sk-sim-target-key-1 simtenant" > "$work/keys"
 export MOSAIC_HOME="$work/home"
-"$mosaic" serve --model builtin:tiny --http-port 0 --library "$work/library" \
+"$mosaic" serve --model builtin:tiny --http-port 0 --zmq-port 0 --library "$work/library" \
   --api-keys "$work/keys" > "$work/serve.log" 2>&1 &
 server_pid=$!
 

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "sim/des.hpp"
+#include "tests/support/small_cost_profile.hpp"
 #include "topology/loader.hpp"
 
 namespace mosaic::sim {
@@ -25,15 +26,7 @@ topology tiny_topology() {
 }
 
 cost_profile profile() {
-  cost_profile c;
-  c.n_layers = 8;
-  c.image_tokens = 100;
-  c.tokens_per_word = 1.0;
-  c.prefill_base_s = 0.01;
-  c.prefill_per_computed_token_s = 0.001;
-  c.prefill_per_attended_token_s = 0.0;
-  c.decode_step_base_s = 0.02;
-  c.decode_step_per_seq_s = 0.005;
+  auto c = test_support::small_cost_profile();
   c.kv_bytes_per_token = 1000;
   return c;
 }

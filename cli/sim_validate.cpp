@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <unordered_map>
 
 #include "sim/des.hpp"
 #include "topology/loader.hpp"
@@ -28,6 +29,21 @@ topology in_process_topology(const sim_options& o) {
   n.actors.push_back(actor_spec{d, {}});
   t.nodes.push_back(std::move(n));
   return t;
+}
+
+/// `w` with each request's prompt tokens as the live run's usage counted
+/// them (the tokenizer over the chat prompt: an input of the request, not a
+/// measured time), so the DES computes the tokens the engine computed.
+sim::workload with_counted_tokens(const sim::workload& w, const sim::run_result& run) {
+  std::unordered_map<uint64_t, int> counted;
+  for (const auto& rec : run.records)
+    if (rec.prompt_tokens > 0)
+      counted[rec.id] = rec.prompt_tokens;
+  sim::workload out = w;
+  for (auto& r : out.requests)
+    if (auto it = counted.find(r.id); it != counted.end())
+      r.prompt_tokens = it->second;
+  return out;
 }
 
 double ratio(double des, double live) {
@@ -60,7 +76,8 @@ result<nlohmann::json> validate_against_des(const sim_options& o, const sim::wor
     auto policy = parse_policy(run.summary.label);
     if (!policy)
       return std::move(policy).err();
-    auto des = sim::simulate(topo, *profile, w, {*policy, o.objectives, run.summary.rate});
+    auto des = sim::simulate(topo, *profile, with_counted_tokens(w, run),
+                             {*policy, o.objectives, run.summary.rate});
     if (!des)
       return std::move(des).err();
     const auto& l = run.summary;

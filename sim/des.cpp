@@ -26,16 +26,35 @@ double attended_range(double begin, double n) {
   return n * begin + n * (n + 1) / 2;
 }
 
+/// Tokens of one text piece estimated from its words.
+double estimated_tokens(const prompt_piece& p, const cost_profile& c) {
+  return std::max(1.0, std::round(double(std::count(p.text.begin(), p.text.end(), ' ') + 1) *
+                                  c.tokens_per_word));
+}
+
+/// What each estimated text token counts for: 1, or where the request
+/// carries the model's own count, the factor that makes the text pieces
+/// add up to it (the chat template's tokens spread over the text).
+double text_token_scale(const sim_request& r, const cost_profile& c) {
+  if (r.prompt_tokens <= 0)
+    return 1.0;
+  double estimated = 0.0;
+  for (const auto& p : r.pieces)
+    if (!p.is_image)
+      estimated += estimated_tokens(p, c);
+  const double text = double(r.prompt_tokens) - double(r.n_images()) * c.image_tokens;
+  return estimated > 0 && text > 0 ? text / estimated : 1.0;
+}
+
 prefill_work plan_work(const sim_request& r, const cost_profile& c, const policy_spec& policy) {
   prefill_work w;
   double pos = 0;
   const double img = c.image_tokens;
   const double layers = c.n_layers;
+  const double scale = text_token_scale(r, c);
   for (const auto& p : r.pieces) {
     if (!p.is_image) {
-      const double n =
-          std::max(1.0, std::round(double(std::count(p.text.begin(), p.text.end(), ' ') + 1) *
-                                   c.tokens_per_word));
+      const double n = estimated_tokens(p, c) * scale;
       w.computed += n;
       w.attended += attended_range(pos, n);
       pos += n;
@@ -65,7 +84,7 @@ prefill_work plan_work(const sim_request& r, const cost_profile& c, const policy
     pos += img;
     w.image_tokens += int(img);
   }
-  w.prompt_tokens = int(pos);
+  w.prompt_tokens = int(std::lround(pos));
   return w;
 }
 

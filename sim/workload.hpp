@@ -85,6 +85,9 @@ struct sim_request {
   int text_words = 0; ///< words over all text pieces
   int n_images() const;
   int n_new_images = 0; ///< images first seen in this turn
+  /// Prompt tokens as the model counts them (tokenizer, chat template and
+  /// image tokens), where known; 0: the DES estimates them from the words.
+  int prompt_tokens = 0;
 };
 
 /// Caps applied on top of a spec (e.g. to fit a CPU demo); 0 = none.

@@ -78,6 +78,24 @@ TEST(Des, OneRequestCostsWhatTheProfileSays) {
   EXPECT_NEAR(g->run.records[0].ttft(), std::max(compute, load + compute / 8), 1e-9);
 }
 
+TEST(Des, ARequestsCountedPromptTokensReplaceTheWordEstimate) {
+  const auto c = profile();
+  auto w = one_request(2, 1);
+  // The tokenizer and the chat template made 30 text tokens of the 10 words.
+  w.requests[0].prompt_tokens = 230;
+  auto r = simulate(tiny_topology(), c, w, opts("full"));
+  ASSERT_TRUE(r) << r.err().to_string();
+  const auto& rec = r->run.records.at(0);
+  EXPECT_EQ(rec.prompt_tokens, 230);
+  const double load = 2 * 100 * 1000 / c.load_disk_bytes_per_s;
+  EXPECT_NEAR(rec.ttft(), 0.01 + 0.001 * 230 + load, 1e-9);
+  // A count below the image tokens is not believed: the estimate stands.
+  w.requests[0].prompt_tokens = 50;
+  auto e = simulate(tiny_topology(), c, w, opts("full"));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->run.records.at(0).prompt_tokens, 210);
+}
+
 TEST(Des, PoliciesOrderByRecomputeAndOverloadQueues) {
   auto spec = load_workload_spec("gqa", builtin_workload_dir());
   ASSERT_TRUE(spec);

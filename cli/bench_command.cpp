@@ -169,7 +169,7 @@ int run_profile(const bench_options& o) {
         std::fprintf(stderr, "prefill %-10s %d image(s), %5.0f computed, %9.0f attended: %.3f s\n",
                      pol, n_images, computed, attended, s);
       }
-  auto fit = sim::fit_linear(rows, secs);
+  auto fit = sim::fit_costs(rows, secs);
   if (!fit)
     return fail(fit.err());
   p.prefill_base_s = (*fit)[0];
@@ -179,7 +179,7 @@ int run_profile(const bench_options& o) {
   p.provenance["prefill"] = "measured: " + std::to_string(secs.size()) +
                             " prefill shapes (1-3 images; full, mpic:32, full_reuse; median of " +
                             std::to_string(std::max(1, o.repeats - 1)) +
-                            " runs each), least squares";
+                            " runs each), non-negative least squares of the relative error";
 
   // -- decode steps at a few batch sizes and context lengths -------------------------
   // Attention reads every cached token, so a step costs more the longer
@@ -229,14 +229,15 @@ int run_profile(const bench_options& o) {
                    secs.back());
     }
   }
-  auto dfit = sim::fit_linear(rows, secs);
+  auto dfit = sim::fit_costs(rows, secs);
   if (!dfit)
     return fail(dfit.err());
   p.decode_step_base_s = (*dfit)[0];
   p.decode_step_per_seq_s = (*dfit)[1];
   p.decode_step_per_context_token_s = (*dfit)[2];
-  p.provenance["decode"] = "measured: decode_step at batch 1, 2, 4, 8 x ~20 and ~1,000 context "
-                           "tokens (median of 5 steps each), least squares";
+  p.provenance["decode"] =
+      "measured: decode_step at batch 1, 2, 4, 8 x ~20 and ~1,000 context "
+      "tokens (median of 5 steps each), non-negative least squares of the relative error";
 
   // -- bytes and bandwidths ---------------------------------------------------------
   p.kv_bytes_per_token = 2.0 * p.n_layers * cfg.text.kv_dim() * 2.0; // K+V, f16 as stored

@@ -1,7 +1,9 @@
 #include "sim/cost_profile.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <limits>
 
 #include <nlohmann/json.hpp>
 
@@ -117,6 +119,62 @@ result<std::vector<double>> fit_linear(const std::vector<std::vector<double>>& x
   for (size_t i = 0; i < n; ++i)
     c[i] = a[i][n] / a[i][i];
   return c;
+}
+
+result<std::vector<double>> fit_costs(const std::vector<std::vector<double>>& x,
+                                      std::span<const double> y) {
+  if (x.empty() || x.size() != y.size())
+    return make_error(errc::invalid_argument, "fit_costs: need as many rows as values");
+  const size_t n = x.front().size();
+  if (n == 0 || n > 10)
+    return make_error(errc::invalid_argument, "fit_costs: between 1 and 10 coefficients");
+  for (size_t r = 0; r < x.size(); ++r) {
+    if (x[r].size() != n)
+      return make_error(errc::invalid_argument, "fit_costs: rows of different widths");
+    if (!(y[r] > 0))
+      return make_error(errc::invalid_argument, "fit_costs: every timing must be positive");
+  }
+  std::vector<double> best(n, 0.0);
+  double best_err = std::numeric_limits<double>::infinity();
+  // Every non-empty subset of columns free, the rest held at 0: the
+  // unconstrained fit on the subset, kept where it is non-negative. The
+  // constrained optimum is one of these (its positive coefficients solve
+  // the least-squares problem restricted to them).
+  for (uint32_t mask = 1; mask < (1u << n); ++mask) {
+    std::vector<size_t> cols;
+    for (size_t i = 0; i < n; ++i)
+      if (mask & (1u << i))
+        cols.push_back(i);
+    std::vector<std::vector<double>> xs;
+    std::vector<double> ys;
+    for (size_t r = 0; r < x.size(); ++r) {
+      std::vector<double> row;
+      for (size_t i : cols)
+        row.push_back(x[r][i] / y[r]);
+      xs.push_back(std::move(row));
+      ys.push_back(1.0);
+    }
+    auto c = fit_linear(xs, ys);
+    if (!c || std::any_of(c->begin(), c->end(), [](double v) { return v < 0; }))
+      continue;
+    std::vector<double> full(n, 0.0);
+    for (size_t k = 0; k < cols.size(); ++k)
+      full[cols[k]] = (*c)[k];
+    double err = 0.0;
+    for (size_t r = 0; r < x.size(); ++r) {
+      double pred = 0.0;
+      for (size_t i = 0; i < n; ++i)
+        pred += x[r][i] * full[i];
+      err += (pred / y[r] - 1.0) * (pred / y[r] - 1.0);
+    }
+    if (err < best_err) {
+      best_err = err;
+      best = std::move(full);
+    }
+  }
+  if (!std::isfinite(best_err))
+    return make_error(errc::invalid_argument, "fit_costs: no non-negative costs fit these timings");
+  return best;
 }
 
 } // namespace mosaic::sim

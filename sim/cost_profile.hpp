@@ -89,4 +89,13 @@ result<cost_profile> load_profile(const std::filesystem::path& path);
 result<std::vector<double>> fit_linear(const std::vector<std::vector<double>>& x,
                                        std::span<const double> y);
 
+/// Costs from timings: coefficients c >= 0 minimising the squared
+/// *relative* error sum(((X c)_r - y_r) / y_r)² (every y_r > 0). A cost
+/// cannot be negative, and a few slow runs of the largest shapes (another
+/// job took the cores) must not decide the small ones, which an absolute
+/// least-squares fit lets them do. Exact over every subset of the columns
+/// (the active set), so meant for a handful of coefficients (at most 10).
+result<std::vector<double>> fit_costs(const std::vector<std::vector<double>>& x,
+                                      std::span<const double> y);
+
 } // namespace mosaic::sim

@@ -206,6 +206,40 @@ TEST(CostProfile, FitRecoversLinearCoefficients) {
   EXPECT_FALSE(fit_linear({{1.0, 2.0}, {1.0, 2.0}}, std::vector<double>{1.0, 1.0}));
 }
 
+TEST(CostProfile, CostFitIsNonNegativeAndRelative) {
+  // Exact data: recovered.
+  std::vector<std::vector<double>> x;
+  std::vector<double> y;
+  for (double a : {10.0, 100.0, 1000.0, 50.0, 500.0})
+    for (double b : {1e3, 1e5, 1e6}) {
+      x.push_back({1.0, a, b});
+      y.push_back(0.05 + 0.0004 * a + 3e-7 * b);
+    }
+  auto c = fit_costs(x, y);
+  ASSERT_TRUE(c) << c.err().to_string();
+  EXPECT_NEAR((*c)[0], 0.05, 1e-9);
+  EXPECT_NEAR((*c)[1], 0.0004, 1e-12);
+  EXPECT_NEAR((*c)[2], 3e-7, 1e-15);
+  // The largest shape ran 3x slow (another job had the cores): plain least
+  // squares turns the per-token cost negative; the cost fit keeps every
+  // coefficient >= 0 and the small shapes within 15%.
+  y.back() *= 3.0;
+  auto plain = fit_linear(x, y);
+  ASSERT_TRUE(plain);
+  auto robust = fit_costs(x, y);
+  ASSERT_TRUE(robust);
+  for (double v : *robust)
+    EXPECT_GE(v, 0.0);
+  for (size_t r = 0; r + 1 < x.size(); ++r) {
+    if (y[r] > 0.2)
+      continue;
+    const double pred = (*robust)[0] + (*robust)[1] * x[r][1] + (*robust)[2] * x[r][2];
+    EXPECT_NEAR(pred / y[r], 1.0, 0.15) << "row " << r;
+  }
+  EXPECT_FALSE(fit_costs({{1.0}}, std::vector<double>{0.0}));
+  EXPECT_FALSE(fit_costs({{1.0, 2.0}}, std::vector<double>{1.0, 2.0}));
+}
+
 TEST(CostProfile, SavesAndLoads) {
   auto c = profile();
   c.pipeline_base_s = 0.042;

@@ -11,14 +11,18 @@
 // held-out visual QA questions of tools/train (for the trained checkpoint
 // tests/data/hf_trained_llava).
 //
+// With --compressions, a second table: FastCache's compression stage after
+// a full prefill (accuracy, identical greedy tokens, KV kept, compress time).
+//
 // Usage: quality_bench [--model builtin:small] [--vqa DIR] [--limit N] [--policies LIST]
-//                      [--threads N] [--max-tokens N] [--out FILE]
+//                      [--compressions 'SPEC;SPEC'] [--threads N] [--max-tokens N] [--out FILE]
 
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -29,6 +33,7 @@
 #include "engine/backend.hpp"
 #include "engine/generation.hpp"
 #include "engine/image_encoder.hpp"
+#include "engine/kv_learned_compressor.hpp"
 #include "engine/llava_engine.hpp"
 #include "engine/weight_lookup.hpp"
 
@@ -42,6 +47,8 @@ struct options {
   std::vector<std::string> policies;
   int threads = 0;
   int max_tokens = 8;
+  std::vector<std::string> compressions;
+  int question_tokens = 0;
   std::string out;
 };
 
@@ -61,6 +68,9 @@ struct policy_row {
   double ttft_sum = 0.0;
   int n = 0;
   std::map<std::string, std::pair<int, int>> per_kind; ///< kind -> (correct, total)
+  compression_spec compression; ///< compression rows: applied after `full`'s prefill
+  double kept_sum = 0.0;        ///< compression rows: KV bytes after / before
+  double compress_sum = 0.0;    ///< compression rows: seconds
 };
 
 int fail(const error& e) {
@@ -89,6 +99,9 @@ void record(policy_row& row, const quality_case& c, const tokenizer& tok,
   row.match_sum += a.token_match;
   row.recomputed_sum += g.stats.recomputed_fraction;
   row.ttft_sum += g.ttft_seconds;
+  if (g.compression && g.compression->bytes_before > 0)
+    row.kept_sum += double(g.compression->bytes_after) / double(g.compression->bytes_before);
+  row.compress_sum += g.compress_seconds;
   ++row.n;
 }
 
@@ -109,9 +122,55 @@ std::string same_as(const std::string& name, int image_tokens) {
   return "";
 }
 
+/// The compression rows' table: FastCache's stage after a full prefill.
+void compression_table(std::ostringstream& md, bool vqa, int question_tokens,
+                       const policy_row& full, const std::vector<policy_row>& rows) {
+  char buf[512];
+  md << "\n## KV compression (FastCache's stage) after a full prefill\n\n"
+     << "The prompt is prefilled with `full`, its first token taken from the prefill's\n"
+     << "logits (as the compress stage runs after it), then its KV is compressed and\n"
+     << "every later token decodes from the compressed sequence "
+        "(engine/kv_compression.hpp;\n`learned`: the model's "
+        "`fastcache_compressor.safetensors`, tools/fastcache/).\n"
+     << "`KV kept`: pool bytes after / before compression.\n\n";
+  if (question_tokens > 0)
+    md << "Here the prompt's last " << question_tokens
+       << " tokens (the question's end and the assistant tag) were\nnot prefilled: they "
+          "were decoded one by one over the compressed KV, and the\nanswer's first token "
+          "came from the last one's logits, as when a later turn's\nquestion meets a "
+          "compressed context. The answer then depends on what\ncompression kept.\n\n";
+  md << "| compression | " << (vqa ? "accuracy | " : "")
+     << "identical greedy tokens with uncompressed | KV kept | mean compress (ms) |\n"
+     << (vqa ? "|---|---|---|---|---|\n" : "|---|---|---|---|\n");
+  if (vqa)
+    std::snprintf(buf, sizeof buf, "| none | %s | 100.0%% | 100.0%% | 0 |\n",
+                  percent(full.correct, full.n).c_str());
+  else
+    std::snprintf(buf, sizeof buf, "| none | 100.0%% | 100.0%% | 0 |\n");
+  md << buf;
+  for (const auto& r : rows) {
+    if (!r.compression.enabled())
+      continue;
+    const std::string name = r.compression.to_string();
+    if (vqa)
+      std::snprintf(buf, sizeof buf, "| %s | %s | %.1f%% | %.1f%% | %.2f |\n", name.c_str(),
+                    percent(r.correct, r.n).c_str(), r.match_sum / r.n * 100.0,
+                    r.kept_sum / r.n * 100.0, r.compress_sum / r.n * 1e3);
+    else
+      std::snprintf(buf, sizeof buf, "| %s | %.1f%% | %.1f%% | %.2f |\n", name.c_str(),
+                    r.match_sum / r.n * 100.0, r.kept_sum / r.n * 100.0,
+                    r.compress_sum / r.n * 1e3);
+    md << buf;
+  }
+}
+
 std::string markdown(const options& opt, const std::string& command, const llava_engine& e,
-                     const std::vector<quality_case>& cases, const std::vector<policy_row>& rows,
+                     const std::vector<quality_case>& cases, const std::vector<policy_row>& all,
                      int image_tokens) {
+  std::vector<policy_row> rows;
+  for (const auto& r : all)
+    if (!r.compression.enabled())
+      rows.push_back(r);
   const bool vqa = !opt.vqa.empty();
   const int n = static_cast<int>(cases.size());
   std::ostringstream md;
@@ -192,6 +251,8 @@ std::string markdown(const options& opt, const std::string& command, const llava
      << "TTFT is plan + prefill + first token on the CPU backend of the machine that ran it\n"
      << "(image KV already in memory), shown for orientation only: use `bench/ttft_bench`\n"
      << "for timing comparisons.\n";
+  if (all.size() > rows.size())
+    compression_table(md, vqa, opt.question_tokens, rows.front(), all);
   return md.str();
 }
 
@@ -233,6 +294,25 @@ int run(const options& opt, const std::string& command) {
       rows.emplace_back();
       rows.back().name = spec->to_string();
     }
+  }
+  std::optional<learned_compressor> learned;
+  for (const auto& text : opt.compressions) {
+    auto spec = parse_compression(text);
+    if (!spec)
+      return fail(spec.err());
+    if (!spec->enabled())
+      continue;
+    if (spec->method == compression_method::learned && !learned) {
+      const auto& t = e.config().text;
+      auto c = learned_compressor::load(**be, e.model_dir() / learned_compressor_file, t.num_layers,
+                                        t.kv_dim());
+      if (!c)
+        return fail(c.err());
+      learned = std::move(*c);
+    }
+    rows.emplace_back();
+    rows.back().name = "full";
+    rows.back().compression = *spec;
   }
   sampling_params greedy;
   greedy.stop_token_ids = {tok.eos_id()};
@@ -278,7 +358,11 @@ int run(const options& opt, const std::string& command) {
     if (!linked)
       return fail(linked.err());
     for (size_t r = 1; r < rows.size(); ++r) {
-      auto g = generate(e, *linked, *parse_policy(rows[r].name), greedy, opt.max_tokens);
+      const bool compressing = rows[r].compression.enabled();
+      const generation_compression cmp{rows[r].compression, learned ? &*learned : nullptr,
+                                       opt.question_tokens};
+      auto g = generate(e, compressing ? *full_prompt : *linked, *parse_policy(rows[r].name),
+                        greedy, opt.max_tokens, cmp);
       if (!g)
         return fail(g.err());
       record(rows[r], c, tok, *reference, *g);
@@ -316,6 +400,14 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--max-tokens", opt.max_tokens, "greedy tokens compared")
       ->check(CLI::PositiveNumber);
+  app.add_option("--compressions", opt.compressions,
+                 "also compress the full prefill's KV with each of these and decode from it "
+                 "(';' separated, e.g. \"snapkv:img=0.5;keynorm:img=0.5;learned\")")
+      ->delimiter(';');
+  app.add_option("--question-tokens", opt.question_tokens,
+                 "compression rows: the prompt's last N tokens are decoded over the compressed KV "
+                 "(a question meeting a compressed context) instead of prefilled")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--out", opt.out, "write the markdown document here (e.g. docs/quality.md)");
   CLI11_PARSE(app, argc, argv);
   std::string args;
@@ -330,6 +422,14 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < opt.policies.size(); ++i)
       args += (i ? "," : "") + opt.policies[i];
   }
+  if (!opt.compressions.empty()) {
+    args += " --compressions '";
+    for (size_t i = 0; i < opt.compressions.size(); ++i)
+      args += (i ? ";" : "") + opt.compressions[i];
+    args += "'";
+  }
+  if (opt.question_tokens > 0)
+    args += " --question-tokens " + std::to_string(opt.question_tokens);
   if (opt.max_tokens != 8)
     args += " --max-tokens " + std::to_string(opt.max_tokens);
   const std::string out = opt.out.empty() ? "" : " --out " + opt.out;

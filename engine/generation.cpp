@@ -75,25 +75,70 @@ result<prompt> build_prompt(const tokenizer& tok, std::string_view text,
 }
 
 result<generation_result> generate(llava_engine& engine, const prompt& p, const policy_spec& policy,
-                                   const sampling_params& sampling, int max_tokens) {
+                                   const sampling_params& sampling, int max_tokens,
+                                   const generation_compression& compression) {
   MOSAIC_TRY(sampling.validate());
   if (max_tokens < 1)
     return make_error(errc::invalid_argument, "max_tokens must be at least 1");
   generation_result out;
   sampler pick{sampling};
 
+  // Tokens held back from the prefill, decoded over the compressed KV.
+  std::vector<int32_t> held;
+  prompt head = p;
+  if (compression.spec.enabled() && compression.question_tokens > 0) {
+    const int n = compression.question_tokens;
+    if (head.parts.empty() || head.parts.back().kind != segment_kind::text ||
+        static_cast<int>(head.parts.back().text_ids.size()) <= n)
+      return make_error(errc::invalid_argument, "question_tokens ", std::to_string(n),
+                        ": the prompt must end in more text tokens than that");
+    auto& ids = head.parts.back().text_ids;
+    held.assign(ids.end() - n, ids.end());
+    ids.resize(ids.size() - static_cast<size_t>(n));
+  }
+
   const auto t0 = clock_type::now();
-  auto plan = engine.plan(p, policy);
+  auto plan = engine.plan(head, policy);
   if (!plan)
     return std::move(plan).err();
   auto pre = engine.prefill(*plan);
   if (!pre)
     return std::move(pre).err();
-  int32_t token = pick.sample(pre->logits);
-  out.ttft_seconds = since(t0);
   out.first_logits = std::move(pre->logits);
   out.stats = std::move(pre->stats);
   kv_sequence seq = std::move(pre->sequence);
+  // Decode positions continue the prompt's, also when compression leaves
+  // fewer rows than the prompt had tokens.
+  int32_t position = seq.length();
+
+  if (compression.spec.enabled()) {
+    const auto tc = clock_type::now();
+    result<compressed_kv> c =
+        compression.spec.method == compression_method::learned
+            ? (compression.learned
+                   ? compress_kv_learned(engine.backend(), engine.pool(), seq, *plan,
+                                         *compression.learned)
+                   : result<compressed_kv>{make_error(errc::invalid_argument,
+                                                      "compression \"learned\" needs the "
+                                                      "model's learned compressor")})
+            : compress_kv(engine.backend(), engine.decoder(), engine.pool(), seq, *plan,
+                          compression.spec);
+    if (!c)
+      return std::move(c).err();
+    out.compress_seconds = since(tc);
+    out.compression = c->stats;
+    position = c->next_position;
+    seq = std::move(c->sequence);
+  }
+  for (int32_t id : held) {
+    const decode_input in{&seq, id, position++};
+    auto logits = engine.decode_step(std::span<const decode_input>{&in, 1});
+    if (!logits)
+      return std::move(logits).err();
+    out.first_logits = std::move(*logits);
+  }
+  int32_t token = pick.sample(out.first_logits);
+  out.ttft_seconds = since(t0);
 
   const auto t1 = clock_type::now();
   while (true) {
@@ -106,7 +151,7 @@ result<generation_result> generate(llava_engine& engine, const prompt& p, const 
     out.tokens.push_back(token);
     if (static_cast<int>(out.tokens.size()) >= max_tokens)
       break;
-    const decode_input in{&seq, token, seq.length()};
+    const decode_input in{&seq, token, position++};
     auto logits = engine.decode_step(std::span<const decode_input>{&in, 1});
     if (!logits)
       return std::move(logits).err();

@@ -7,11 +7,15 @@
 // policy's output with the full recompute.
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
 
+#include "engine/compression_spec.hpp"
 #include "engine/error.hpp"
+#include "engine/kv_compression.hpp"
+#include "engine/kv_learned_compressor.hpp"
 #include "engine/llava_engine.hpp"
 #include "engine/policies.hpp"
 #include "engine/policy_spec.hpp"
@@ -39,13 +43,32 @@ struct generation_result {
   prefill_stats stats;             ///< of the policy prefill
   double ttft_seconds = 0.0;       ///< link plan + prefill + first token
   double decode_seconds = 0.0;     ///< every later token
+  /// With compression: what it kept, and how long it took (between the
+  /// first token and the first decode step, as the compress stage runs).
+  std::optional<compression_stats> compression;
+  double compress_seconds = 0.0;
+};
+
+/// FastCache's compression stage between prefill and decode, for generate.
+struct generation_compression {
+  compression_spec spec;                       ///< method none: no compression
+  const learned_compressor* learned = nullptr; ///< required for method learned
+  /// The prompt's last N text tokens are not prefilled but decoded one by
+  /// one over the compressed KV, and the first token comes from the last
+  /// one's logits: a new question meeting a compressed context (a later
+  /// turn), so that a one-token answer depends on what compression kept.
+  /// 0: the first token comes from the prefill, as the compress stage runs.
+  int question_tokens = 0;
 };
 
 /// Plans `p` under `policy`, prefills, then samples up to `max_tokens`
-/// tokens (stopping after a stop token). The sequence's KV is released
-/// before returning.
+/// tokens (stopping after a stop token). With `compression` enabled, the
+/// prompt's KV is compressed after the first token (which the prefill's
+/// logits choose, as in the actor pipeline) and the rest decode from the
+/// compressed sequence. The sequence's KV is released before returning.
 result<generation_result> generate(llava_engine& engine, const prompt& p, const policy_spec& policy,
-                                   const sampling_params& sampling, int max_tokens);
+                                   const sampling_params& sampling, int max_tokens,
+                                   const generation_compression& compression = {});
 
 /// How closely a policy's output follows the full recompute.
 struct agreement {

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <random>
 
@@ -121,6 +123,60 @@ TEST_F(generation_tiny, mpic_covering_every_image_token_reproduces_full) {
   auto reuse = generate(*eng_, *linked, *parse_policy("full_reuse"), greedy, 2);
   ASSERT_TRUE(reuse);
   EXPECT_LT(reuse->stats.recomputed_fraction, 0.9);
+}
+
+TEST_F(generation_tiny, compression_after_prefill_decodes_from_the_smaller_sequence) {
+  const auto& tok = eng_->tokenizer();
+  auto text = chat_prompt(tok, "Here <image> and here <image>, what differs?", 2);
+  ASSERT_TRUE(text);
+  auto p = build_prompt(tok, *text, images(false));
+  ASSERT_TRUE(p);
+  sampling_params greedy;
+  const auto full = *parse_policy("full");
+  auto plain = generate(*eng_, *p, full, greedy, 6);
+  ASSERT_TRUE(plain) << plain.err().to_string();
+  EXPECT_FALSE(plain->compression);
+
+  // Ratio 1 keeps every row: the same tokens as without compression.
+  auto keep_all = generate(*eng_, *p, full, greedy, 6, {*parse_compression("keynorm"), nullptr});
+  ASSERT_TRUE(keep_all) << keep_all.err().to_string();
+  ASSERT_TRUE(keep_all->compression);
+  EXPECT_EQ(keep_all->compression->tokens_after, keep_all->compression->tokens_before);
+  EXPECT_EQ(keep_all->tokens, plain->tokens);
+
+  // Half the image rows: a smaller sequence that still decodes every token,
+  // the first one (from the prefill) unchanged, and the pool back to empty.
+  auto half = generate(*eng_, *p, full, greedy, 6, {*parse_compression("snapkv:img=0.5"), nullptr});
+  ASSERT_TRUE(half) << half.err().to_string();
+  ASSERT_TRUE(half->compression);
+  EXPECT_LT(half->compression->bytes_after, half->compression->bytes_before);
+  EXPECT_EQ(half->compression->image_after, half->compression->image_before / 2);
+  EXPECT_EQ(half->tokens.size(), 6u);
+  EXPECT_EQ(half->tokens.front(), plain->tokens.front());
+  EXPECT_EQ(eng_->pool().stats().blocks_used, 0);
+
+  // The question's last tokens decoded over the compressed KV: with every
+  // row kept, the logits that choose the first token are the prefill's
+  // (up to decode-vs-prefill rounding).
+  auto asked = generate(*eng_, *p, full, greedy, 6, {*parse_compression("keynorm"), nullptr, 3});
+  ASSERT_TRUE(asked) << asked.err().to_string();
+  ASSERT_EQ(asked->first_logits.size(), plain->first_logits.size());
+  float scale = 0.0f, diff = 0.0f;
+  for (size_t i = 0; i < plain->first_logits.size(); ++i) {
+    scale = std::max(scale, std::abs(plain->first_logits[i]));
+    diff = std::max(diff, std::abs(plain->first_logits[i] - asked->first_logits[i]));
+  }
+  EXPECT_LT(diff, 1e-3f * scale);
+  EXPECT_EQ(asked->compression->tokens_before + 3, keep_all->compression->tokens_before);
+  // Holding back more tokens than the prompt's text tail is refused.
+  EXPECT_FALSE(generate(*eng_, *p, full, greedy, 6, {*parse_compression("keynorm"), nullptr, 500}));
+  EXPECT_EQ(eng_->pool().stats().blocks_used, 0);
+
+  // "learned" without the model's compressor is a clear error.
+  auto learned = generate(*eng_, *p, full, greedy, 6, {*parse_compression("learned"), nullptr});
+  ASSERT_FALSE(learned);
+  EXPECT_NE(learned.err().to_string().find("learned"), std::string::npos);
+  EXPECT_EQ(eng_->pool().stats().blocks_used, 0);
 }
 
 TEST(generation, agreement_counts_mismatches_and_early_stops) {

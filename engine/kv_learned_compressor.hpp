@@ -29,11 +29,12 @@
 #include "engine/kv_compression.hpp"
 #include "engine/kv_pool.hpp"
 #include "engine/link_plan.hpp"
+#include "engine/model/weights.hpp"
 
 namespace mosaic {
 
 /// Where a model keeps its learned compressor.
-inline constexpr const char* learned_compressor_file = "fastcache_compressor.safetensors";
+inline constexpr const char* learned_compressor_file = learned_compressor_weights_file;
 
 /// One MLP in backend memory.
 struct learned_mlp {

@@ -33,7 +33,9 @@ bool is_ignored_buffer(std::string_view name) {
 }
 
 // The safetensors files of a model: the shards named by
-// model.safetensors.index.json, else every *.safetensors, sorted.
+// model.safetensors.index.json, else every *.safetensors but Mosaic's own
+// companion file (the learned KV compressor, which neither the model's
+// numerics nor its fingerprint include), sorted.
 result<std::vector<fs::path>> weight_files_unchecked(const fs::path& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
@@ -62,7 +64,8 @@ result<std::vector<fs::path>> weight_files_unchecked(const fs::path& dir) {
       files.push_back(dir / n);
   } else {
     for (const auto& e : fs::directory_iterator(dir, ec))
-      if (e.path().extension() == ".safetensors")
+      if (e.path().extension() == ".safetensors" &&
+          e.path().filename() != learned_compressor_weights_file)
         files.push_back(e.path());
     std::sort(files.begin(), files.end());
   }

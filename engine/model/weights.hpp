@@ -18,6 +18,10 @@
 
 namespace mosaic {
 
+/// Mosaic's learned KV compressor for a model (engine/kv_learned_compressor),
+/// kept in the model directory: not one of the model's weight files.
+inline constexpr const char* learned_compressor_weights_file = "fastcache_compressor.safetensors";
+
 /// A dense row-major f32 tensor on the host.
 struct host_tensor {
   std::vector<int64_t> shape;

@@ -36,12 +36,18 @@ def parse_args():
     p.add_argument("--model", required=True, help="HF LLaVA directory (mosaic model init writes one)")
     p.add_argument("--images", help="directory of calibration images (default: procedural noise)")
     p.add_argument("--prompts", help="text file, one calibration question per line")
+    p.add_argument("--vqa", action="store_true",
+                   help="calibrate on tools/train's procedural VQA training questions (1-3 "
+                        "images each, the prompts the trained checkpoint answers) instead of "
+                        "--images/--prompts")
     p.add_argument("--image-group", type=int, default=4, help="image tokens merged into one row")
     p.add_argument("--text-group", type=int, default=1, help="text tokens merged (1: kept)")
     p.add_argument("--hidden", type=int, default=0, help="MLP width (default: 2 x kv_dim)")
     p.add_argument("--window", type=int, default=8, help="queries whose attention is matched")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=4, help="prompts per step")
+    p.add_argument("--samples", type=int, default=0,
+                   help="calibration prompts (default: max(64, 16 x batch))")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--recon", type=float, default=0.05, help="weight of the reconstruction term")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
@@ -74,6 +80,16 @@ def calibration_samples(args, processor, n):
     from PIL import Image
 
     rng = random.Random(args.seed)
+    if args.vqa:
+        here = os.path.dirname(os.path.abspath(__file__))
+        sys.path.insert(0, os.path.join(here, "..", "train"))
+        import vqa_data
+
+        # The training split from a far offset: questions the checkpoint's
+        # own training (tools/train/train.py) never drew.
+        for s in vqa_data.samples(args.seed, "train", 10_000_000, n):
+            yield [vqa_data.render(i) for i in s.images], s.prompt()
+        return
     questions = DEFAULT_QUESTIONS
     if args.prompts:
         with open(args.prompts) as f:
@@ -130,18 +146,38 @@ def layout(segments, n, groups):
     return rows
 
 
-def compress(torch, merger, x, rows, part):
+def row_plan(torch, rows, device):
+    """How compress() builds the rows, in a few batched ops: groups of rows
+    with the same (modality, length) as gather indices, and the order that
+    puts the pieces back in token order."""
+    buckets = {}
+    for r, (first, length, kind) in enumerate(rows):
+        buckets.setdefault((kind, length), []).append((r, first))
+    pieces, order = [], []
+    for (kind, length), items in buckets.items():
+        firsts = torch.tensor([f for _, f in items], device=device)
+        gather = firsts[:, None] + torch.arange(length, device=device)[None, :]
+        pieces.append((kind if length > 1 else None, gather))
+        order.extend(r for r, _ in items)
+    inverse = torch.empty(len(rows), dtype=torch.long, device=device)
+    inverse[torch.tensor(order, device=device)] = torch.arange(len(rows), device=device)
+    return pieces, inverse
+
+
+def compress(torch, merger, x, plan, part):
     """x: [heads_kv, n, head_dim] -> [heads_kv, rows, head_dim] for part 'k' or 'v'."""
     h, n, d = x.shape
     flat = x.permute(1, 0, 2).reshape(n, h * d)  # [n, kv_dim]
+    pieces, inverse = plan
     out = []
-    for first, length, kind in rows:
-        if length == 1:
-            out.append(flat[first])
-            continue
-        mlp = merger.parts[kind + "_" + part]
-        out.append(mlp(flat[first:first + length].reshape(-1)))
-    return torch.stack(out).reshape(len(rows), h, d).permute(1, 0, 2)
+    for kind, gather in pieces:
+        group = flat[gather]  # [rows, length, kv_dim]
+        if kind is None:
+            out.append(group[:, 0])
+        else:
+            out.append(merger.parts[kind + "_" + part](group.reshape(group.shape[0], -1)))
+    rows = torch.cat(out)[inverse]
+    return rows.reshape(-1, h, d).permute(1, 0, 2)
 
 
 def attend(torch, q, k, v, q_pos, k_pos_end):
@@ -180,27 +216,28 @@ def main():
     mergers = [Merger(torch, kv_dim, hidden, groups, args.device) for _ in range(cfg.num_hidden_layers)]
     params = [p for m in mergers for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr)
-    samples = list(calibration_samples(args, processor, max(64, args.batch * 16)))
-
-    for step in range(args.steps):
-        batch = random.Random(args.seed + step).sample(samples, args.batch)
-        loss = torch.zeros((), device=args.device)
-        for img, text in batch:
-            inputs = processor(images=img, text=text, return_tensors="pt").to(args.device)
-            with torch.no_grad():
-                out = model(**inputs, use_cache=True, output_hidden_states=True)
-            ids = inputs["input_ids"][0]
-            n = ids.shape[0]
-            is_img = (ids == image_token).tolist()
-            segments, begin = [], 0
-            for t in range(1, n + 1):
-                if t == n or is_img[t] != is_img[begin]:
-                    segments.append(("image" if is_img[begin] else "text", begin, t))
-                    begin = t
-            rows = layout(segments, n, groups)
-            k_pos_end = torch.tensor([f + l - 1 for f, l, _ in rows], device=args.device)
-            w = min(args.window, n)
-            q_pos = torch.arange(n - w, n, device=args.device)
+    # The model is frozen, so everything but the mergers is computed once per
+    # calibration sample: each layer's full K and V (after RoPE), the
+    # window's rotated queries, the target attention output and the rows.
+    prepared = []
+    for img, text in calibration_samples(args, processor, args.samples or max(64, args.batch * 16)):
+        inputs = processor(images=img, text=text, return_tensors="pt").to(args.device)
+        with torch.no_grad():
+            out = model(**inputs, use_cache=True, output_hidden_states=True)
+        ids = inputs["input_ids"][0]
+        n = ids.shape[0]
+        is_img = (ids == image_token).tolist()
+        segments, begin = [], 0
+        for t in range(1, n + 1):
+            if t == n or is_img[t] != is_img[begin]:
+                segments.append(("image" if is_img[begin] else "text", begin, t))
+                begin = t
+        rows = layout(segments, n, groups)
+        k_pos_end = torch.tensor([f + l - 1 for f, l, _ in rows], device=args.device)
+        w = min(args.window, n)
+        q_pos = torch.arange(n - w, n, device=args.device)
+        layers = []
+        with torch.no_grad():
             for l, layer in enumerate(model.language_model.model.layers):
                 k_full, v_full = out.past_key_values[l]  # [1, kv_heads, n, d], K after RoPE
                 k_full, v_full = k_full[0], v_full[0]
@@ -209,16 +246,24 @@ def main():
                 q = attn.q_proj(h_in).view(w, cfg.num_attention_heads, head_dim).transpose(0, 1)
                 cos, sin = model.language_model.model.rotary_emb(q, q_pos[None])
                 q = q * cos + torch.cat((-q[..., head_dim // 2:], q[..., :head_dim // 2]), -1) * sin
-                with torch.no_grad():
-                    target = attend(torch, q, k_full, v_full, q_pos,
-                                    torch.arange(n, device=args.device))
+                target = attend(torch, q, k_full, v_full, q_pos, torch.arange(n, device=args.device))
+                means = {part: torch.stack([full[:, f:f + ln].mean(1) for f, ln, _ in rows], 1)
+                         for part, full in (("k", k_full), ("v", v_full))}
+                layers.append((k_full, v_full, q, target, means))
+        prepared.append((row_plan(torch, rows, args.device), k_pos_end, q_pos, layers))
+    print(f"prepared {len(prepared)} calibration prompts", flush=True)
+
+    for step in range(args.steps):
+        batch = random.Random(args.seed + step).sample(prepared, args.batch)
+        loss = torch.zeros((), device=args.device)
+        for rows, k_pos_end, q_pos, layers in batch:
+            for l, (k_full, v_full, q, target, means) in enumerate(layers):
                 k_c = compress(torch, mergers[l], k_full, rows, "k")
                 v_c = compress(torch, mergers[l], v_full, rows, "v")
                 got = attend(torch, q, k_c, v_c, q_pos, k_pos_end)
                 loss = loss + torch.nn.functional.mse_loss(got, target)
-                for part, full, comp in (("k", k_full, k_c), ("v", v_full, v_c)):
-                    means = torch.stack([full[:, f:f + ln].mean(1) for f, ln, _ in rows], 1)
-                    loss = loss + args.recon * torch.nn.functional.mse_loss(comp, means)
+                for part, comp in (("k", k_c), ("v", v_c)):
+                    loss = loss + args.recon * torch.nn.functional.mse_loss(comp, means[part])
         opt.zero_grad()
         (loss / len(batch)).backward()
         opt.step()

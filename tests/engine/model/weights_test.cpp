@@ -80,6 +80,28 @@ TEST(weights, loads_and_validates_against_the_config) {
   EXPECT_EQ(w->fingerprint(), *fp);
 }
 
+TEST(weights, the_learned_compressor_beside_the_weights_is_not_a_weight_file) {
+  test::temp_dir tmp;
+  checkpoint ck;
+  ck.write(tmp.path());
+  auto before = compute_model_fingerprint(tmp.path());
+  ASSERT_TRUE(before);
+  safetensors_writer c;
+  ASSERT_TRUE(
+      c.add("layers.0.image_k.fc1.weight", {4, 8}, std::vector<float>(32, 0.5f), st_dtype::f32));
+  ASSERT_TRUE(c.write(tmp.path() / learned_compressor_weights_file));
+  // Loads (the compressor's tensors are not "unexpected"), and the KV
+  // libraries keyed by the fingerprint stay valid.
+  auto w = model_weights::load(tmp.path(), ck.cfg);
+  ASSERT_TRUE(w) << w.err().to_string();
+  auto after = compute_model_fingerprint(tmp.path());
+  ASSERT_TRUE(after);
+  EXPECT_EQ(*after, *before);
+  // Any other stray safetensors file is still read (and here rejected).
+  ASSERT_TRUE(c.write(tmp.path() / "extra.safetensors"));
+  EXPECT_FALSE(model_weights::load(tmp.path(), ck.cfg));
+}
+
 TEST(weights, missing_extra_and_misshaped_tensors_are_named) {
   test::temp_dir tmp;
   {

@@ -9,7 +9,7 @@
 // that counts is zero-copy against zero-copy.
 //
 //   kv_transfer_netns_bench [--layers 32] [--layer-mb 4] [--chunk-kb 1024] [--reps 5]
-//                           [--window 16] [--loopback]
+//                           [--window 16] [--loopback] [--only kv|raw]
 //
 // Needs root for `ip netns`; without it (or with --loopback) the two
 // processes talk over distinct loopback addresses instead, and the
@@ -102,7 +102,8 @@ struct shape {
   uint64_t layer_bytes = 4 << 20;
   size_t chunk = 1 << 20;
   int reps = 5;
-  uint32_t window = 16; ///< receiver_options::window_chunks
+  uint32_t window = 16;               ///< receiver_options::window_chunks
+  bool run_kv = true, run_raw = true; ///< --only kv|raw runs one side (to profile it)
   uint64_t total() const { return uint64_t(layers) * layer_bytes; }
   size_t n_chunks() const { return size_t(layers) * size_t((layer_bytes + chunk - 1) / chunk); }
 };
@@ -124,11 +125,15 @@ int run_receiver(const layout& l, const shape& s, int port) {
   // Per rep: a zero-copy transfer, a raw zero-copy run, a copying
   // transfer, a raw copying run (the sender's order).
   for (int r = 0; r < 2 * (s.reps + 1); ++r) {
-    auto kv = (*receiver)->take(uint64_t(100 + r), 60s);
-    if (!kv || !(*kv)->wait_all(60s)) {
-      std::fprintf(stderr, "receiver: transfer %d failed\n", r);
-      return 1;
+    if (s.run_kv) {
+      auto kv = (*receiver)->take(uint64_t(100 + r), 60s);
+      if (!kv || !(*kv)->wait_all(60s)) {
+        std::fprintf(stderr, "receiver: transfer %d failed\n", r);
+        return 1;
+      }
     }
+    if (!s.run_raw)
+      continue;
     std::string peer;
     for (size_t i = 0; i < s.n_chunks(); ++i) {
       zmq::message_t id, body;
@@ -169,19 +174,21 @@ int run_sender(const layout& l, const shape& s, int port) {
   for (int r = 0; r < 2 * (s.reps + 1); ++r) {               // the first two warm up; interleaved
     const bool zero_copy = r % 2 == 0;
     auto t0 = clock_type::now();
-    auto st = (*sender)->begin(uint64_t(100 + r), s.layers, s.layer_bytes);
-    for (uint32_t i = 0; st && i < s.layers; ++i) {
+    mosaic::status st;
+    if (s.run_kv)
+      st = (*sender)->begin(uint64_t(100 + r), s.layers, s.layer_bytes);
+    for (uint32_t i = 0; s.run_kv && st && i < s.layers; ++i) {
       auto layer = std::span{data}.subspan(i * s.layer_bytes, s.layer_bytes);
       st = zero_copy ? (*sender)->send_layer(i, layer, owner) : (*sender)->send_layer(i, layer);
     }
-    if (st)
+    if (s.run_kv && st)
       st = (*sender)->finish();
     if (!st) {
       std::fprintf(stderr, "sender: %s\n", st.err().to_string().c_str());
       return 1;
     }
     auto t1 = clock_type::now();
-    for (uint32_t i = 0; i < s.layers; ++i)
+    for (uint32_t i = 0; s.run_raw && i < s.layers; ++i)
       for (uint64_t off = 0; off < s.layer_bytes; off += s.chunk) {
         const auto* p = data.data() + i * s.layer_bytes + off;
         const size_t n = std::min<uint64_t>(s.chunk, s.layer_bytes - off);
@@ -193,7 +200,7 @@ int run_sender(const layout& l, const shape& s, int port) {
         }
       }
     zmq::message_t done;
-    if (!raw.recv(done)) {
+    if (s.run_raw && !raw.recv(done)) {
       std::fprintf(stderr, "sender: no answer from the raw receiver\n");
       return 1;
     }
@@ -246,7 +253,12 @@ int main(int argc, char** argv) {
   app.add_option("--window", s.window, "chunks a sender may have unacknowledged (credits)")
       ->check(CLI::Range(2, 4096));
   app.add_flag("--loopback", loopback, "use two loopback addresses instead of namespaces");
+  std::string only;
+  app.add_option("--only", only, "run one side alone (to profile it)")
+      ->check(CLI::IsMember({"kv", "raw"}));
   CLI11_PARSE(app, argc, argv);
+  s.run_kv = only != "raw";
+  s.run_raw = only != "kv";
   s.layer_bytes = static_cast<uint64_t>(layer_mb * (1 << 20));
   s.chunk = chunk_kb << 10;
 

@@ -44,10 +44,22 @@ void stream_copy(std::byte* dst, const std::byte* src, size_t n) noexcept {
 
 } // namespace
 
-uint64_t copy_and_xxh3(std::byte* dst, const std::byte* src, size_t n) noexcept {
+uint64_t copy_and_xxh3(std::byte* dst, const std::byte* src, size_t n, bool stream) noexcept {
   constexpr size_t block = size_t(16) << 10;
+  if (n <= block) {
+    std::memcpy(dst, src, n);
+    return XXH3_64bits(dst, n);
+  }
   XXH3_state_t state;
   XXH3_64bits_reset(&state);
+  if (!stream) {
+    for (size_t off = 0; off < n; off += block) {
+      const size_t m = std::min(block, n - off);
+      std::memcpy(dst + off, src + off, m);
+      XXH3_64bits_update(&state, dst + off, m);
+    }
+    return XXH3_64bits_digest(&state);
+  }
   // Head: plain stores up to a 32-byte boundary of `dst`.
   size_t head = std::min(n, size_t((32 - reinterpret_cast<uintptr_t>(dst) % 32) % 32));
   std::memcpy(dst, src, head);
@@ -73,7 +85,7 @@ bool built() noexcept {
 uint64_t xxh3(const void*, size_t) noexcept {
   return 0;
 }
-uint64_t copy_and_xxh3(std::byte*, const std::byte*, size_t) noexcept {
+uint64_t copy_and_xxh3(std::byte*, const std::byte*, size_t, bool) noexcept {
   return 0;
 }
 

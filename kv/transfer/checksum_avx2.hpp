@@ -15,10 +15,13 @@ bool built() noexcept;
 /// XXH3-64 of [data, data + n) with AVX2 accumulators (same value as the
 /// scalar or SSE2 code: XXH3 is defined by its output, not its vectors).
 uint64_t xxh3(const void* data, size_t n) noexcept;
-/// Hashes `src` 16 KiB at a time and copies each block to `dst` with
-/// non-temporal stores (no read for ownership of the destination, no
-/// eviction of the cache-hot source); returns XXH3-64 of `src`. Ends with
-/// a store fence, so that a lock released afterwards publishes the bytes.
-uint64_t copy_and_xxh3(std::byte* dst, const std::byte* src, size_t n) noexcept;
+/// Copies `n` bytes from `src` to `dst` 16 KiB at a time, hashing each
+/// block while it is in L1; returns XXH3-64 of the bytes. With `stream`,
+/// the source block is hashed and then written with non-temporal stores
+/// (no read for ownership of the destination, no eviction of the
+/// cache-hot source), and a store fence ends the copy so that a lock
+/// released afterwards publishes the bytes; without it, the block is
+/// copied with memcpy and hashed in the destination.
+uint64_t copy_and_xxh3(std::byte* dst, const std::byte* src, size_t n, bool stream) noexcept;
 
 } // namespace mosaic::kv::transfer::avx2

@@ -383,7 +383,8 @@ void kv_receiver::on_frame(std::vector<zmq::message_t>& parts) {
                              std::to_string(h->size), " bytes)"));
     // Copy and verify in one pass (each block hashed while cache-hot); a
     // bad chunk's bytes land but are never published, and the transfer fails.
-    if (copy_and_checksum(kv.region(h->layer) + h->offset, payload) != h->checksum) {
+    if (copy_and_checksum(kv.region(h->layer) + h->offset, payload, read_next::later) !=
+        h->checksum) {
       {
         std::lock_guard lock{mutex_};
         ++stats_.checksum_failures;

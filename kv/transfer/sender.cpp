@@ -175,9 +175,10 @@ status kv_sender::send_chunks(uint32_t layer, std::span<const std::byte> bytes,
       MOSAIC_TRY(st);
     }
     auto part = bytes.subspan(off, std::min(options_.chunk_bytes, bytes.size() - off));
-    frame_header h{frame_kind::chunk, request_id_, layer, off, part.size(), checksum(part)};
+    frame_header h{frame_kind::chunk, request_id_, layer, off, part.size(), 0};
     zmq::message_t body;
     if (owner != nullptr) {
+      h.checksum = checksum(part);
       auto* share = new std::shared_ptr<const void>(*owner);
       try {
         body.rebuild(const_cast<std::byte*>(part.data()), part.size(), +release, share);
@@ -186,7 +187,10 @@ status kv_sender::send_chunks(uint32_t layer, std::span<const std::byte> bytes,
         return fail(make_error(errc::io_error, "KV send to ", endpoint_, ": ", e.what()));
       }
     } else {
-      body.rebuild(part.data(), part.size());
+      // Copied and hashed in one pass; the copy stays in cache for the
+      // kernel, which sends it next.
+      body.rebuild(part.size());
+      h.checksum = copy_and_checksum(static_cast<std::byte*>(body.data()), part, read_next::soon);
     }
     if (auto st = send_chunk(h, body); !st)
       return fail(std::move(st).err());

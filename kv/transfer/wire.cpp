@@ -114,13 +114,16 @@ uint64_t checksum(std::span<const std::byte> bytes) noexcept {
   return XXH3_64bits(bytes.data(), bytes.size());
 }
 
-uint64_t copy_and_checksum(std::byte* dst, std::span<const std::byte> src) noexcept {
+uint64_t copy_and_checksum(std::byte* dst, std::span<const std::byte> src,
+                           read_next when) noexcept {
   constexpr size_t block = size_t(16) << 10;
-  // Large copies (a chunk into a transfer's landing buffer) bypass the
-  // cache on the way out: perf put this copy at 2.5x the cost of the
-  // non-temporal one, whose destination is read only later, by the consumer.
-  if (src.size() >= 4 * block && have_avx2())
-    return avx2::copy_and_xxh3(dst, src.data(), src.size());
+  if (have_avx2()) {
+    // A large copy whose destination is read only later (a chunk into a
+    // transfer's landing buffer) bypasses the cache on the way out: perf
+    // put the cached copy at 2.5x the cost of the non-temporal one.
+    const bool stream = when == read_next::later && src.size() >= 4 * block;
+    return avx2::copy_and_xxh3(dst, src.data(), src.size(), stream);
+  }
   if (src.size() <= block) {
     std::memcpy(dst, src.data(), src.size());
     return XXH3_64bits(dst, src.size());

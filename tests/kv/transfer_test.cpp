@@ -361,12 +361,14 @@ TEST(transfer_wire, checksums_equal_scalar_xxh3_at_every_size_and_alignment) {
       std::span<const std::byte> part{src.data() + shift % 5, n - std::min(n, shift % 5)};
       const uint64_t want = XXH3_64bits(part.data(), part.size());
       EXPECT_EQ(checksum(part), want) << n;
-      std::fill(dst.begin(), dst.end(), std::byte{0});
-      EXPECT_EQ(copy_and_checksum(dst.data() + shift, part), want) << n << " at +" << shift;
-      EXPECT_EQ(0, std::memcmp(dst.data() + shift, part.data(), part.size())) << n;
-      EXPECT_EQ(dst[shift + part.size()], std::byte{0}) << "wrote past the end: " << n;
-      if (shift > 0) {
-        EXPECT_EQ(dst[shift - 1], std::byte{0}) << "wrote before the start: " << n;
+      for (auto when : {read_next::soon, read_next::later}) {
+        std::fill(dst.begin(), dst.end(), std::byte{0});
+        EXPECT_EQ(copy_and_checksum(dst.data() + shift, part, when), want) << n << " at +" << shift;
+        EXPECT_EQ(0, std::memcmp(dst.data() + shift, part.data(), part.size())) << n;
+        EXPECT_EQ(dst[shift + part.size()], std::byte{0}) << "wrote past the end: " << n;
+        if (shift > 0) {
+          EXPECT_EQ(dst[shift - 1], std::byte{0}) << "wrote before the start: " << n;
+        }
       }
     }
   }

@@ -144,6 +144,9 @@ int run_receiver(const layout& l, const shape& s, int port) {
     raw.send(zmq::buffer(peer), zmq::send_flags::sndmore);
     raw.send(zmq::str_buffer("done"));
   }
+  auto st = (*receiver)->stats();
+  std::fprintf(stderr, "receiver: %llu transfers, %llu landed in a reused buffer\n",
+               (unsigned long long)st.transfers, (unsigned long long)st.landing_reused);
   std::this_thread::sleep_for(200ms); // let the last answer leave
   return 0;
 }
@@ -169,11 +172,12 @@ int run_sender(const layout& l, const shape& s, int port) {
   raw.set(zmq::sockopt::linger, 0);
   raw.set(zmq::sockopt::rcvtimeo, 60000);
   raw.connect("tcp://" + l.recv_host + ":" + std::to_string(port + 1));
-  std::vector<double> ours[2], plain[2];                     // [0] zero-copy, [1] copying
+  std::vector<double> ours[2], plain[2], credit_wait[2];     // [0] zero-copy, [1] copying
   static constexpr auto keep = [](void*, void*) noexcept {}; // `data` outlives every message
   for (int r = 0; r < 2 * (s.reps + 1); ++r) {               // the first two warm up; interleaved
     const bool zero_copy = r % 2 == 0;
     auto t0 = clock_type::now();
+    const double waited = (*sender)->stats().credit_wait_seconds;
     mosaic::status st;
     if (s.run_kv)
       st = (*sender)->begin(uint64_t(100 + r), s.layers, s.layer_bytes);
@@ -207,6 +211,7 @@ int run_sender(const layout& l, const shape& s, int port) {
     auto t2 = clock_type::now();
     if (r >= 2) {
       ours[zero_copy ? 0 : 1].push_back(std::chrono::duration<double>(t1 - t0).count());
+      credit_wait[zero_copy ? 0 : 1].push_back((*sender)->stats().credit_wait_seconds - waited);
       plain[zero_copy ? 0 : 1].push_back(std::chrono::duration<double>(t2 - t1).count());
     }
   }
@@ -231,6 +236,9 @@ int run_sender(const layout& l, const shape& s, int port) {
               gb / median(plain[0]));
   std::printf("kv transfer, copying send  %.2f GB/s\n", gb / median(ours[1]));
   std::printf("raw ZeroMQ, copying send   %.2f GB/s\n", gb / median(plain[1]));
+  std::printf("kv sender blocked on credit  %.0f%% (zero-copy), %.0f%% (copying) of its time\n",
+              100 * median(credit_wait[0]) / median(ours[0]),
+              100 * median(credit_wait[1]) / median(ours[1]));
   // Ratio raw time / kv time of each interleaved pair: median and
   // quartiles (a busy machine slows both runs of a pair alike).
   for (int k : {0, 1}) {

@@ -397,6 +397,28 @@ TEST_F(transfer_test, zero_copy_layers_arrive_and_their_owner_is_released) {
   EXPECT_FALSE(s->send_layer(0, {}, nullptr)); // zero-copy without an owner is refused
 }
 
+TEST_F(transfer_test, a_one_byte_send_queue_still_delivers_every_chunk) {
+  // A queue of one byte: each chunk is hashed only once ZeroMQ has put the
+  // previous one on the wire (a chunk larger than the bound goes alone).
+  start();
+  sender_options so;
+  so.chunk_bytes = 64 << 10;
+  so.max_queued_bytes = 1;
+  auto s = sender(so);
+  auto data = std::make_shared<std::vector<std::byte>>(random_bytes(1 << 20, 9));
+  ASSERT_TRUE(s->begin(26, 2, 512 << 10));
+  ASSERT_TRUE(s->send_layer(0, std::span{*data}.first(512 << 10), data)); // zero-copy
+  ASSERT_TRUE(s->send_layer(1, std::span{*data}.subspan(512 << 10)));     // copying
+  ASSERT_TRUE(s->finish());
+  auto kv = receiver->take(26, 1s);
+  ASSERT_TRUE(kv);
+  ASSERT_TRUE((*kv)->wait_all(1s));
+  EXPECT_EQ(0, std::memcmp((*kv)->layer(0).data(), data->data(), 1 << 20));
+  EXPECT_EQ(s->stats().chunks, 16u);
+  so.max_queued_bytes = 0;
+  EXPECT_EQ(kv_sender::connect(ctx, receiver->endpoint(), so).err().code, errc::invalid_argument);
+}
+
 TEST_F(transfer_test, queued_zero_copy_chunks_keep_their_bytes_alive_after_the_sender_is_gone) {
   ropts.window_chunks = 64;
   start();

@@ -169,6 +169,23 @@ struct kv_sender::chunk_hold {
   size_t bytes = 0;
 };
 
+kv_sender::queue_state::~queue_state() {
+  for (auto* b : buffers)
+    std::free(b);
+}
+
+std::byte* kv_sender::take_buffer() {
+  {
+    std::lock_guard lock{queue_->mutex};
+    if (!queue_->buffers.empty()) {
+      auto* b = queue_->buffers.back();
+      queue_->buffers.pop_back();
+      return b;
+    }
+  }
+  return static_cast<std::byte*>(std::malloc(options_.chunk_bytes));
+}
+
 status kv_sender::wait_for_queue(size_t next) {
   auto& q = *queue_;
   std::unique_lock lock{q.mutex};
@@ -192,13 +209,18 @@ status kv_sender::send_chunks(uint32_t layer, std::span<const std::byte> bytes,
   // wire (in the kernel's socket buffer) or dropped.
   static constexpr auto release = [](void* data, void* hint) noexcept {
     auto* hold = static_cast<chunk_hold*>(hint);
-    if (!hold->owner)
-      std::free(data); // a copying send's own buffer
+    auto& q = *hold->queue;
     {
-      std::lock_guard lock{hold->queue->mutex};
-      hold->queue->bytes -= hold->bytes;
+      std::lock_guard lock{q.mutex};
+      q.bytes -= hold->bytes;
+      if (!hold->owner) { // a copying send's buffer: kept for the next chunk
+        if (q.buffers.size() < queue_state::spare_buffers)
+          q.buffers.push_back(static_cast<std::byte*>(data));
+        else
+          std::free(data);
+      }
     }
-    hold->queue->drained.notify_one();
+    q.drained.notify_one();
     delete hold;
   };
   for (size_t off = 0; off < bytes.size(); off += options_.chunk_bytes) {
@@ -221,7 +243,7 @@ status kv_sender::send_chunks(uint32_t layer, std::span<const std::byte> bytes,
     } else {
       // Copied and hashed in one pass; the copy stays in cache for the
       // kernel, which sends it next.
-      data = static_cast<std::byte*>(std::malloc(std::max<size_t>(part.size(), 1)));
+      data = take_buffer();
       if (data == nullptr)
         return fail(make_error(errc::out_of_memory, "KV send: no memory for a ",
                                std::to_string(part.size()), "-byte chunk"));

@@ -18,6 +18,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <zmq.hpp>
 
@@ -83,12 +84,19 @@ public:
 
 private:
   /// Bytes of chunks queued in ZeroMQ; its I/O thread subtracts what it sent.
+  /// Also keeps a copying send's chunk buffers (chunk_bytes each) for the
+  /// next chunks: a fresh one per chunk was page-faulted in every time.
   struct queue_state {
     std::mutex mutex;
     std::condition_variable drained;
     uint64_t bytes = 0;
+    std::vector<std::byte*> buffers; // chunk_bytes each, at most spare_buffers
+    static constexpr size_t spare_buffers = 8;
+    ~queue_state();
   };
   struct chunk_hold;
+  /// A buffer of chunk_bytes for a copying send (a kept one, or fresh).
+  std::byte* take_buffer();
   /// Waits (at most peer_timeout) until `next` more bytes fit max_queued_bytes.
   status wait_for_queue(size_t next);
   status send_frame(const frame_header& h, std::span<const std::byte> payload);

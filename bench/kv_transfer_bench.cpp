@@ -10,7 +10,7 @@
 //
 //   kv_transfer_bench [--endpoint tcp://127.0.0.1:*] [--layers 32]
 //                     [--layer-mb 4] [--chunk-kb 1024] [--window 16] [--reps 15]
-//                     [--only kv|raw]   (one side alone, to profile it)
+//                     [--queue-kb 2048] [--only kv|raw]   (one side alone, to profile it)
 //
 // The default shape is a 7B model's prefill of ~500 tokens in f32 (32
 // layers x 4 MiB of K and V). Across network namespaces, pass an endpoint
@@ -32,6 +32,8 @@
 namespace {
 
 using namespace mosaic::kv::transfer;
+
+size_t queue_bytes = sender_options{}.max_queued_bytes; // --queue-kb
 using clock_type = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
@@ -63,6 +65,7 @@ double transfer_once(zmq::context_t& ctx, kv_receiver& receiver, const bytes_ptr
   const auto& data = *owner;
   sender_options so;
   so.chunk_bytes = chunk;
+  so.max_queued_bytes = queue_bytes;
   auto sender = kv_sender::connect(ctx, receiver.endpoint(), so);
   if (!sender)
     throw std::runtime_error(sender.err().to_string());
@@ -148,6 +151,9 @@ int main(int argc, char** argv) {
   app.add_option("--layers", layers, "sections per transfer")->check(CLI::Range(1, 1024));
   app.add_option("--layer-mb", layer_mb, "MiB per section")->check(CLI::Range(0.001, 256.0));
   app.add_option("--chunk-kb", chunk_kb, "KiB per chunk")->check(CLI::Range(4, 65536));
+  size_t queue_kb = queue_bytes >> 10;
+  app.add_option("--queue-kb", queue_kb, "KiB a sender may have queued in ZeroMQ, unsent")
+      ->check(CLI::Range(1, 1 << 20));
   app.add_option("--window", window, "chunks a sender may have unacknowledged")
       ->check(CLI::Range(2, 4096));
   app.add_option("--reps", reps, "timed runs of each, interleaved (median)")
@@ -157,6 +163,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"kv", "raw"}));
   CLI11_PARSE(app, argc, argv);
   const bool run_kv = only != "raw", run_raw = only != "kv";
+  queue_bytes = queue_kb << 10;
 
   auto layer_bytes = static_cast<uint64_t>(layer_mb * (1 << 20));
   auto owned = std::make_shared<std::vector<std::byte>>(layers * layer_bytes);

@@ -9,7 +9,8 @@
 // that counts is zero-copy against zero-copy.
 //
 //   kv_transfer_netns_bench [--layers 32] [--layer-mb 4] [--chunk-kb 1024] [--reps 15]
-//                           [--window 64] [--loopback] [--only kv|raw]
+//                           [--window 64] [--queue-kb 2048] [--loopback]
+//                           [--only kv|raw]
 //
 // Needs root for `ip netns`; without it (or with --loopback) the two
 // processes talk over distinct loopback addresses instead, and the
@@ -103,6 +104,7 @@ struct shape {
   size_t chunk = 1 << 20;
   int reps = 15;
   uint32_t window = 64; ///< credits, as `mosaic node` grants them (actors/cluster_node.cpp)
+  size_t queue_bytes = sender_options{}.max_queued_bytes; ///< --queue-kb
   bool run_kv = true, run_raw = true; ///< --only kv|raw runs one side (to profile it)
   uint64_t total() const { return uint64_t(layers) * layer_bytes; }
   size_t n_chunks() const { return size_t(layers) * size_t((layer_bytes + chunk - 1) / chunk); }
@@ -163,6 +165,7 @@ int run_sender(const layout& l, const shape& s, int port) {
   zmq::context_t ctx{2};
   sender_options so;
   so.chunk_bytes = s.chunk;
+  so.max_queued_bytes = s.queue_bytes;
   so.peer_timeout = 10s;
   auto sender = kv_sender::connect(ctx, "tcp://" + l.recv_host + ":" + std::to_string(port), so);
   if (!sender) {
@@ -271,6 +274,9 @@ int main(int argc, char** argv) {
   app.add_option("--layer-mb", layer_mb, "MiB per section")->check(CLI::Range(0.001, 256.0));
   app.add_option("--chunk-kb", chunk_kb, "KiB per chunk")->check(CLI::Range(4, 65536));
   app.add_option("--reps", s.reps, "timed runs of each (median)")->check(CLI::Range(1, 100));
+  size_t queue_kb = s.queue_bytes >> 10;
+  app.add_option("--queue-kb", queue_kb, "KiB the sender may have queued in ZeroMQ, unsent")
+      ->check(CLI::Range(1, 1 << 20));
   app.add_option("--window", s.window, "chunks a sender may have unacknowledged (credits)")
       ->check(CLI::Range(2, 4096));
   app.add_flag("--loopback", loopback, "use two loopback addresses instead of namespaces");
@@ -278,6 +284,7 @@ int main(int argc, char** argv) {
   app.add_option("--only", only, "run one side alone (to profile it)")
       ->check(CLI::IsMember({"kv", "raw"}));
   CLI11_PARSE(app, argc, argv);
+  s.queue_bytes = queue_kb << 10;
   s.run_kv = only != "raw";
   s.run_raw = only != "kv";
   s.layer_bytes = static_cast<uint64_t>(layer_mb * (1 << 20));

@@ -33,7 +33,7 @@ struct sender_options {
   /// sender hashes the next chunk only below this, so that the kernel
   /// copies it out of the cache (the receiver's credits bound the bytes
   /// in flight end to end; this bounds the ones not yet sent at all).
-  size_t max_queued_bytes = size_t(4) << 20;
+  size_t max_queued_bytes = size_t(2) << 20;
   std::chrono::milliseconds peer_timeout{5000}; ///< longest wait for an answer or credit
 };
 

@@ -234,6 +234,9 @@ int run_sender(const layout& l, const shape& s, int port) {
       "bytes per transfer      %.1f MiB (%u layers x %.2f MiB, %zu KiB chunks, window %u)\n",
       double(s.total()) / (1 << 20), s.layers, double(s.layer_bytes) / (1 << 20), s.chunk >> 10,
       s.window);
+  std::printf("raw ZeroMQ baseline     the same bytes in the same chunks, DEALER -> ROUTER as the "
+              "transfer uses, payload only (no header, credit, checksum or copy into place), timed "
+              "until the receiver answers that it has every chunk\n");
   std::printf("kv transfer, zero-copy send (credits + XXH3 + copy in place, until verified)  "
               "%.2f GB/s  (median of %d)\n",
               gb / median(ours[0]), s.reps);

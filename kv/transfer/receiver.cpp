@@ -44,21 +44,27 @@ incoming_kv::incoming_kv(uint64_t request_id, uint32_t n_layers, uint64_t layer_
     budget_(std::move(budget)), reserved_(uint64_t(n_layers) * layer_bytes), received_(n_layers, 0),
     arrived_(n_layers) {
   const uint64_t n = reserved_;
-  {
-    // A spare of at least n and at most twice n (best fit).
-    std::lock_guard lock{budget_->mutex};
-    auto& spare = budget_->spare;
-    auto best = spare.end();
-    for (auto it = spare.begin(); it != spare.end(); ++it)
-      if (it->first >= n && it->first <= 2 * n && (best == spare.end() || it->first < best->first))
-        best = it;
-    if (best != spare.end()) {
-      capacity_ = best->first;
-      data_ = best->second;
-      budget_->spare_bytes -= capacity_;
-      spare.erase(best);
-      return;
-    }
+  std::lock_guard lock{budget_->mutex};
+  auto& spare = budget_->spare;
+  // A spare of at least n and at most twice n (best fit).
+  auto best = spare.end();
+  for (auto it = spare.begin(); it != spare.end(); ++it)
+    if (it->first >= n && it->first <= 2 * n && (best == spare.end() || it->first < best->first))
+      best = it;
+  if (best != spare.end()) {
+    capacity_ = best->first;
+    data_ = best->second;
+    budget_->spare_bytes -= capacity_;
+    ++budget_->reused;
+    spare.erase(best);
+    return;
+  }
+  // None fits: fresh bytes, after freeing spares until the bytes in use
+  // (this transfer's included) and the spares fit the budget again.
+  while (!spare.empty() && budget_->used + budget_->spare_bytes > budget_->limit) {
+    budget_->spare_bytes -= spare.back().first;
+    std::free(spare.back().second);
+    spare.pop_back();
   }
   capacity_ =
       n < huge_page ? std::max<uint64_t>(n, 1) : (n + huge_page - 1) / huge_page * huge_page;
@@ -79,7 +85,8 @@ void incoming_kv::release_bytes() noexcept {
   budget_->used -= std::exchange(reserved_, 0);
   if (data_ == nullptr)
     return;
-  if (capacity_ >= huge_page && budget_->spare_bytes + capacity_ <= budget_->spare_limit) {
+  if (capacity_ >= huge_page &&
+      budget_->used + budget_->spare_bytes + capacity_ <= budget_->limit) {
     budget_->spare.emplace_back(capacity_, data_);
     budget_->spare_bytes += capacity_;
   } else {
@@ -205,7 +212,7 @@ kv_receiver::kv_receiver(private_tag, zmq::socket_t socket, std::string endpoint
                          receiver_options options)
   : socket_(std::move(socket)), endpoint_(std::move(endpoint)), options_(options),
     budget_(std::make_shared<incoming_kv::budget>()) {
-  budget_->spare_limit = options_.budget_bytes / 4;
+  budget_->limit = options_.budget_bytes;
   thread_ = std::thread([this] { run(); });
 }
 
@@ -376,7 +383,8 @@ void kv_receiver::on_frame(std::vector<zmq::message_t>& parts) {
                              std::to_string(h->size), " bytes)"));
     // Copy and verify in one pass (each block hashed while cache-hot); a
     // bad chunk's bytes land but are never published, and the transfer fails.
-    if (copy_and_checksum(kv.region(h->layer) + h->offset, payload) != h->checksum) {
+    if (copy_and_checksum(kv.region(h->layer) + h->offset, payload, read_next::later) !=
+        h->checksum) {
       {
         std::lock_guard lock{mutex_};
         ++stats_.checksum_failures;
@@ -473,6 +481,8 @@ receiver_stats kv_receiver::stats() const {
   }
   std::lock_guard lock{budget_->mutex};
   s.budget_used_bytes = budget_->used;
+  s.landing_reused = budget_->reused;
+  s.spare_bytes = budget_->spare_bytes;
   return s;
 }
 

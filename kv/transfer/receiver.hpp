@@ -58,6 +58,11 @@ struct receiver_stats {
   /// overlapped the sender's work).
   uint64_t layers_early = 0;
   uint64_t budget_used_bytes = 0;
+  /// Transfers that landed in a buffer an earlier one had faulted in.
+  uint64_t landing_reused = 0;
+  /// Bytes of landing buffers kept for reuse (with budget_used_bytes,
+  /// never over receiver_options::budget_bytes).
+  uint64_t spare_bytes = 0;
 };
 
 /// One request's KV as it arrives.
@@ -87,12 +92,15 @@ public:
   struct budget {
     std::mutex mutex;
     uint64_t used = 0;
-    /// Landing buffers of ended transfers, kept (up to spare_limit bytes)
-    /// for the next ones: a fresh buffer is page-faulted in while chunks
-    /// land, which perf showed costing more than the checksums.
+    /// Landing buffers of ended transfers, kept for the next ones while
+    /// they and the bytes in use fit the budget (`limit`): a fresh buffer
+    /// is page-faulted in while chunks land, which perf showed costing
+    /// more than the checksums. A transfer that finds no spare to reuse
+    /// frees spares until that holds again, so the budget bounds both.
     std::vector<std::pair<uint64_t, std::byte*>> spare; // capacity, bytes
     uint64_t spare_bytes = 0;
-    uint64_t spare_limit = 0;
+    uint64_t limit = 0;  ///< receiver_options::budget_bytes
+    uint64_t reused = 0; ///< transfers that took a spare
     ~budget();
   };
   incoming_kv(uint64_t request_id, uint32_t n_layers, uint64_t layer_bytes, std::string meta,

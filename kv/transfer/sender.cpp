@@ -1,6 +1,7 @@
 #include "kv/transfer/sender.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 
 namespace mosaic::kv::transfer {
 
@@ -16,9 +17,10 @@ error unavailable(const std::string& endpoint, std::string_view what) {
 
 result<std::unique_ptr<kv_sender>>
 kv_sender::connect(zmq::context_t& context, const std::string& endpoint, sender_options options) {
-  if (options.chunk_bytes == 0 || options.peer_timeout.count() <= 0)
+  if (options.chunk_bytes == 0 || options.peer_timeout.count() <= 0 ||
+      options.max_queued_bytes == 0)
     return make_error(errc::invalid_argument,
-                      "KV sender: chunk_bytes and peer_timeout must be > 0");
+                      "KV sender: chunk_bytes, max_queued_bytes and peer_timeout must be > 0");
   try {
     zmq::socket_t socket(context, zmq::socket_type::dealer);
     socket.set(zmq::sockopt::linger, 0);
@@ -33,7 +35,8 @@ kv_sender::connect(zmq::context_t& context, const std::string& endpoint, sender_
 
 kv_sender::kv_sender(private_tag, zmq::socket_t socket, std::string endpoint,
                      sender_options options)
-  : socket_(std::move(socket)), endpoint_(std::move(endpoint)), options_(options) {}
+  : socket_(std::move(socket)), endpoint_(std::move(endpoint)), options_(options),
+    queue_(std::make_shared<queue_state>()) {}
 
 status kv_sender::send_frame(const frame_header& h, std::span<const std::byte> payload) {
   auto header = encode(h);
@@ -159,13 +162,66 @@ status kv_sender::send_layer(uint32_t layer, std::span<const std::byte> bytes,
   return send_chunks(layer, bytes, &owner);
 }
 
+/// What a queued chunk message holds until ZeroMQ is done with it.
+struct kv_sender::chunk_hold {
+  std::shared_ptr<const void> owner; ///< zero-copy: keeps the caller's bytes alive
+  std::shared_ptr<queue_state> queue;
+  size_t bytes = 0;
+};
+
+kv_sender::queue_state::~queue_state() {
+  for (auto* b : buffers)
+    std::free(b);
+}
+
+std::byte* kv_sender::take_buffer() {
+  {
+    std::lock_guard lock{queue_->mutex};
+    if (!queue_->buffers.empty()) {
+      auto* b = queue_->buffers.back();
+      queue_->buffers.pop_back();
+      return b;
+    }
+  }
+  return static_cast<std::byte*>(std::malloc(options_.chunk_bytes));
+}
+
+status kv_sender::wait_for_queue(size_t next) {
+  auto& q = *queue_;
+  std::unique_lock lock{q.mutex};
+  if (q.bytes == 0 || q.bytes + next <= options_.max_queued_bytes)
+    return {};
+  auto t0 = clock_type::now();
+  bool drained = q.drained.wait_for(lock, options_.peer_timeout, [&] {
+    return q.bytes == 0 || q.bytes + next <= options_.max_queued_bytes;
+  });
+  stats_.queue_wait_seconds += std::chrono::duration<double>(clock_type::now() - t0).count();
+  if (!drained)
+    return unavailable(endpoint_, "takes no data (ZeroMQ has not sent what is queued)");
+  return {};
+}
+
 status kv_sender::send_chunks(uint32_t layer, std::span<const std::byte> bytes,
                               const std::shared_ptr<const void>* owner) {
   if (!active_)
     return make_error(errc::invalid_argument, "KV send_layer without begin");
-  // ZeroMQ calls this from its I/O thread once the message is sent or dropped.
-  static constexpr auto release = [](void*, void* hint) noexcept {
-    delete static_cast<std::shared_ptr<const void>*>(hint);
+  // ZeroMQ calls this from its I/O thread once the message is on the
+  // wire (in the kernel's socket buffer) or dropped.
+  static constexpr auto release = [](void* data, void* hint) noexcept {
+    auto* hold = static_cast<chunk_hold*>(hint);
+    auto& q = *hold->queue;
+    {
+      std::lock_guard lock{q.mutex};
+      q.bytes -= hold->bytes;
+      if (!hold->owner) { // a copying send's buffer: kept for the next chunk
+        if (q.buffers.size() < queue_state::spare_buffers)
+          q.buffers.push_back(static_cast<std::byte*>(data));
+        else
+          std::free(data);
+      }
+    }
+    q.drained.notify_one();
+    delete hold;
   };
   for (size_t off = 0; off < bytes.size(); off += options_.chunk_bytes) {
     if (credits_ == 0) {
@@ -175,21 +231,40 @@ status kv_sender::send_chunks(uint32_t layer, std::span<const std::byte> bytes,
       MOSAIC_TRY(st);
     }
     auto part = bytes.subspan(off, std::min(options_.chunk_bytes, bytes.size() - off));
-    frame_header h{frame_kind::chunk, request_id_, layer, off, part.size(), checksum(part)};
-    zmq::message_t body;
+    // Hash (or copy) a chunk only when ZeroMQ is about to send it: the
+    // kernel then copies it out of the cache, not from memory again.
+    if (auto st = wait_for_queue(part.size()); !st)
+      return fail(std::move(st).err());
+    frame_header h{frame_kind::chunk, request_id_, layer, off, part.size(), 0};
+    std::byte* data = nullptr;
     if (owner != nullptr) {
-      auto* share = new std::shared_ptr<const void>(*owner);
-      try {
-        body.rebuild(const_cast<std::byte*>(part.data()), part.size(), +release, share);
-      } catch (const zmq::error_t& e) {
-        delete share;
-        return fail(make_error(errc::io_error, "KV send to ", endpoint_, ": ", e.what()));
-      }
+      data = const_cast<std::byte*>(part.data());
+      h.checksum = checksum(part);
     } else {
-      body.rebuild(part.data(), part.size());
+      // Copied and hashed in one pass; the copy stays in cache for the
+      // kernel, which sends it next.
+      data = take_buffer();
+      if (data == nullptr)
+        return fail(make_error(errc::out_of_memory, "KV send: no memory for a ",
+                               std::to_string(part.size()), "-byte chunk"));
+      h.checksum = copy_and_checksum(data, part, read_next::soon);
+    }
+    auto* hold = new chunk_hold{owner != nullptr ? *owner : nullptr, queue_, part.size()};
+    zmq::message_t body;
+    try {
+      body.rebuild(data, part.size(), +release, hold);
+    } catch (const zmq::error_t& e) {
+      if (owner == nullptr)
+        std::free(data);
+      delete hold;
+      return fail(make_error(errc::io_error, "KV send to ", endpoint_, ": ", e.what()));
+    }
+    {
+      std::lock_guard lock{queue_->mutex};
+      queue_->bytes += part.size();
     }
     if (auto st = send_chunk(h, body); !st)
-      return fail(std::move(st).err());
+      return fail(std::move(st).err()); // `body` releases its share as it goes
     --credits_;
     ++stats_.chunks;
     stats_.bytes += part.size();

@@ -10,12 +10,15 @@
 // turns into errc::unavailable, never a hang.
 
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <zmq.hpp>
 
@@ -25,7 +28,12 @@
 namespace mosaic::kv::transfer {
 
 struct sender_options {
-  size_t chunk_bytes = size_t(1) << 20;         ///< payload bytes per chunk
+  size_t chunk_bytes = size_t(1) << 20; ///< payload bytes per chunk
+  /// Chunk bytes handed to ZeroMQ and not yet written to the socket: the
+  /// sender hashes the next chunk only below this, so that the kernel
+  /// copies it out of the cache (the receiver's credits bound the bytes
+  /// in flight end to end; this bounds the ones not yet sent at all).
+  size_t max_queued_bytes = size_t(2) << 20;
   std::chrono::milliseconds peer_timeout{5000}; ///< longest wait for an answer or credit
 };
 
@@ -36,6 +44,7 @@ struct sender_stats {
   uint64_t bytes = 0;               ///< payload bytes sent
   uint64_t chunks = 0;              ///< chunks sent
   double credit_wait_seconds = 0.0; ///< time blocked on flow control
+  double queue_wait_seconds = 0.0;  ///< time waiting for ZeroMQ to send queued chunks
 };
 
 class kv_sender {
@@ -74,6 +83,22 @@ public:
   kv_sender(private_tag, zmq::socket_t socket, std::string endpoint, sender_options options);
 
 private:
+  /// Bytes of chunks queued in ZeroMQ; its I/O thread subtracts what it sent.
+  /// Also keeps a copying send's chunk buffers (chunk_bytes each) for the
+  /// next chunks: a fresh one per chunk was page-faulted in every time.
+  struct queue_state {
+    std::mutex mutex;
+    std::condition_variable drained;
+    uint64_t bytes = 0;
+    std::vector<std::byte*> buffers; // chunk_bytes each, at most spare_buffers
+    static constexpr size_t spare_buffers = 8;
+    ~queue_state();
+  };
+  struct chunk_hold;
+  /// A buffer of chunk_bytes for a copying send (a kept one, or fresh).
+  std::byte* take_buffer();
+  /// Waits (at most peer_timeout) until `next` more bytes fit max_queued_bytes.
+  status wait_for_queue(size_t next);
   status send_frame(const frame_header& h, std::span<const std::byte> payload);
   /// Sends one chunk frame whose payload is `body` (copied or zero-copy).
   status send_chunk(const frame_header& h, zmq::message_t& body);
@@ -92,6 +117,7 @@ private:
   bool active_ = false;
   uint64_t credits_ = 0;
   sender_stats stats_;
+  std::shared_ptr<queue_state> queue_; // shared with queued chunks, which may outlive this
 };
 
 } // namespace mosaic::kv::transfer

@@ -79,10 +79,17 @@ error decode_error(std::span<const std::byte> bytes);
 
 /// XXH3-64 of `bytes`.
 uint64_t checksum(std::span<const std::byte> bytes) noexcept;
-/// Copies `src` to `dst` and returns XXH3-64 of the bytes written, in
-/// one pass over memory: each 16 KiB block is hashed right after it was
-/// copied, while it is still in L1/L2 (equal to checksum(src) when the
-/// copy is faithful).
-uint64_t copy_and_checksum(std::byte* dst, std::span<const std::byte> src) noexcept;
+/// When the destination of a copy is read next.
+enum class read_next {
+  soon,  ///< right away (a message the kernel sends next): keep it in cache
+  later, ///< by someone else, later (a landing buffer): large copies may
+         ///< bypass the cache (streaming stores), sparing the source in it
+};
+/// Copies `src` to `dst` and returns XXH3-64 of the bytes, in one pass
+/// over memory: each 16 KiB block is hashed while it is in L1 (equal to
+/// checksum(src) when the copy is faithful). Bytes written with streaming
+/// stores are fenced before it returns.
+uint64_t copy_and_checksum(std::byte* dst, std::span<const std::byte> src,
+                           read_next when = read_next::later) noexcept;
 
 } // namespace mosaic::kv::transfer

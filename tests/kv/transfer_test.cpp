@@ -15,6 +15,12 @@
 #include "kv/transfer/sender.hpp"
 #include "kv/transfer/wire.hpp"
 
+// A scalar XXH3 as the reference for the vectorised hashing (header-only:
+// static, XXH_INLINE_-prefixed symbols).
+#define XXH_INLINE_ALL
+#define XXH_VECTOR XXH_SCALAR
+#include <xxhash.h>
+
 namespace mosaic::kv::transfer {
 namespace {
 
@@ -343,6 +349,31 @@ TEST(transfer_wire, copy_and_checksum_copies_and_equals_checksum) {
   }
 }
 
+TEST(transfer_wire, checksums_equal_scalar_xxh3_at_every_size_and_alignment) {
+  // Sizes around the 64 KiB switch to streaming stores and the 16 KiB and
+  // 128-byte blocks; destinations off every 32-byte alignment.
+  auto src = random_bytes((size_t(1) << 20) + 300, 7);
+  std::vector<std::byte> dst(src.size() + 64);
+  for (size_t n :
+       {size_t(0), size_t(129), size_t(64 << 10) - 1, size_t(64 << 10), size_t(64 << 10) + 127,
+        size_t(200'003), size_t(1) << 20, (size_t(1) << 20) + 300}) {
+    for (size_t shift : {size_t(0), size_t(1), size_t(17), size_t(31), size_t(32)}) {
+      std::span<const std::byte> part{src.data() + shift % 5, n - std::min(n, shift % 5)};
+      const uint64_t want = XXH3_64bits(part.data(), part.size());
+      EXPECT_EQ(checksum(part), want) << n;
+      for (auto when : {read_next::soon, read_next::later}) {
+        std::fill(dst.begin(), dst.end(), std::byte{0});
+        EXPECT_EQ(copy_and_checksum(dst.data() + shift, part, when), want) << n << " at +" << shift;
+        EXPECT_EQ(0, std::memcmp(dst.data() + shift, part.data(), part.size())) << n;
+        EXPECT_EQ(dst[shift + part.size()], std::byte{0}) << "wrote past the end: " << n;
+        if (shift > 0) {
+          EXPECT_EQ(dst[shift - 1], std::byte{0}) << "wrote before the start: " << n;
+        }
+      }
+    }
+  }
+}
+
 TEST_F(transfer_test, zero_copy_layers_arrive_and_their_owner_is_released) {
   start();
   sender_options so;
@@ -364,6 +395,28 @@ TEST_F(transfer_test, zero_copy_layers_arrive_and_their_owner_is_released) {
     std::this_thread::sleep_for(10ms);
   EXPECT_TRUE(alive.expired());
   EXPECT_FALSE(s->send_layer(0, {}, nullptr)); // zero-copy without an owner is refused
+}
+
+TEST_F(transfer_test, a_one_byte_send_queue_still_delivers_every_chunk) {
+  // A queue of one byte: each chunk is hashed only once ZeroMQ has put the
+  // previous one on the wire (a chunk larger than the bound goes alone).
+  start();
+  sender_options so;
+  so.chunk_bytes = 64 << 10;
+  so.max_queued_bytes = 1;
+  auto s = sender(so);
+  auto data = std::make_shared<std::vector<std::byte>>(random_bytes(1 << 20, 9));
+  ASSERT_TRUE(s->begin(26, 2, 512 << 10));
+  ASSERT_TRUE(s->send_layer(0, std::span{*data}.first(512 << 10), data)); // zero-copy
+  ASSERT_TRUE(s->send_layer(1, std::span{*data}.subspan(512 << 10)));     // copying
+  ASSERT_TRUE(s->finish());
+  auto kv = receiver->take(26, 1s);
+  ASSERT_TRUE(kv);
+  ASSERT_TRUE((*kv)->wait_all(1s));
+  EXPECT_EQ(0, std::memcmp((*kv)->layer(0).data(), data->data(), 1 << 20));
+  EXPECT_EQ(s->stats().chunks, 16u);
+  so.max_queued_bytes = 0;
+  EXPECT_EQ(kv_sender::connect(ctx, receiver->endpoint(), so).err().code, errc::invalid_argument);
 }
 
 TEST_F(transfer_test, queued_zero_copy_chunks_keep_their_bytes_alive_after_the_sender_is_gone) {
@@ -442,6 +495,38 @@ TEST_F(transfer_test, reused_landing_buffers_hold_each_transfers_own_bytes) {
     kv->reset(); // its buffer goes back to the receiver's spares
     EXPECT_EQ(receiver->stats().budget_used_bytes, 0u);
   }
+  EXPECT_EQ(receiver->stats().landing_reused, 2u);
+}
+
+TEST_F(transfer_test, spare_landing_buffers_and_bytes_in_use_stay_within_the_budget) {
+  // A budget of 1.5 transfers of 8 MiB: each transfer reuses the last
+  // one's buffer; a 12 MiB one cannot, so the spare is freed to make room.
+  const uint64_t mib = uint64_t(1) << 20;
+  ropts.budget_bytes = 12 * mib;
+  start();
+  auto s = sender();
+  auto send = [&](uint64_t id, uint64_t layer) {
+    auto data = random_bytes(2 * layer, uint32_t(id));
+    ASSERT_TRUE(s->begin(id, 2, layer));
+    ASSERT_TRUE(s->send_layer(0, std::span{data}.first(layer)));
+    ASSERT_TRUE(s->send_layer(1, std::span{data}.subspan(layer)));
+    ASSERT_TRUE(s->finish());
+    auto kv = receiver->take(id, 2s);
+    ASSERT_TRUE(kv);
+    ASSERT_TRUE((*kv)->wait_all(2s));
+    EXPECT_EQ(0, std::memcmp((*kv)->layer(1).data(), data.data() + layer, layer)) << id;
+    auto st = receiver->stats();
+    EXPECT_LE(st.budget_used_bytes + st.spare_bytes, ropts.budget_bytes) << id;
+  };
+  for (uint64_t id = 1; id <= 3; ++id)
+    send(id, 4 * mib);
+  EXPECT_EQ(receiver->stats().landing_reused, 2u);
+  EXPECT_EQ(receiver->stats().spare_bytes, 8 * mib);
+  send(4, 6 * mib); // 12 MiB: the 8 MiB spare is too small and must go
+  auto st = receiver->stats();
+  EXPECT_EQ(st.landing_reused, 2u);
+  EXPECT_EQ(st.spare_bytes, 12 * mib);
+  EXPECT_EQ(st.budget_used_bytes, 0u);
 }
 
 } // namespace

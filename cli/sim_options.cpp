@@ -139,6 +139,7 @@ result<std::unique_ptr<actors::local_cluster>> start_live_cluster(const sim_opti
   n.library_dir = o.library;
   n.default_deadline_ms = int(o.drain_timeout_s * 1000);
   n.decode_max_batch = o.max_batch;
+  n.schedule = o.schedule;
   return actors::local_cluster::start(n);
 }
 

@@ -48,10 +48,11 @@ struct stage_admission_stats {
   size_t kv_reserved_bytes = 0;      ///< reserved now
   size_t kv_reserved_high_water = 0; ///< the most ever reserved (<= kv_budget_bytes)
   size_t kv_external_high_water = 0; ///< the most pool bytes seen held outside the scheduler
-  std::array<uint64_t, n_stage_kinds> batches{};   ///< batches formed per stage
-  std::array<uint64_t, n_stage_kinds> requests{};  ///< requests they carried
-  std::array<uint64_t, n_stage_kinds> max_batch{}; ///< the largest batch per stage
-  uint64_t refused = 0;                            ///< requests that could never fit
+  std::array<uint64_t, n_stage_kinds> batches{};  ///< batches formed (decode: joins) per stage
+  std::array<uint64_t, n_stage_kinds> requests{}; ///< requests they carried
+  /// The largest batch per stage (decode: the most requests joining at once).
+  std::array<uint64_t, n_stage_kinds> max_batch{};
+  uint64_t refused = 0; ///< requests that could never fit
 };
 
 class stage_admission {

@@ -19,7 +19,9 @@
 // Each stage's next batch is the longest FIFO prefix of its queue that
 // fits in free memory (capped by the policy), formed once the queue holds
 // `count` requests or its oldest has waited `max_wait` seconds. Decode
-// batches run to completion (the caller may interleave tokens inside).
+// batches run to completion (the caller may interleave tokens inside); a
+// live caller may instead let requests join the running decode batch and
+// leave it one by one (join_batch, release: actors/stage_admission.hpp).
 //
 // Pure and deterministic: no threads, no clock of its own; the caller
 // passes `now` (seconds) to every call. Not thread-safe.

@@ -36,6 +36,7 @@ struct sim_options {
   int threads = 0;
   int max_batch = 16;
   std::string schedule = "auto"; ///< the live node's stage scheduling (node_options::schedule)
+  double pool_mb = 1024.0;       ///< the live node's KV pool (MiB)
   std::string library;           ///< dynamic library directory (prebuilt or filled here)
   bool inline_images = false;
   std::string target;  ///< remote cluster: http://HOST:PORT or zmq://HOST:PORT (empty: in-process)

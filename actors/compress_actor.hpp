@@ -12,8 +12,11 @@
 // compressed copy the request decodes uncompressed (counted in
 // `compress_fallbacks`); other compression errors fail the request.
 // Detached: compression is compute (snapkv re-runs the observation window).
+// With a stage scheduler (actors/stage_admission.hpp) the stage runs the
+// compress batches it forms, once every batch member's task has arrived.
 //
 //   (compress_atom, compress_task_msg, caf::actor sink) -> token_event_msg (the last)
+//   (wake_atom)  a compress batch may form
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>

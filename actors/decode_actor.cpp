@@ -1,6 +1,8 @@
 #include "actors/decode_actor.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <deque>
 #include <optional>
 #include <random>
@@ -36,14 +38,19 @@ struct active_sequence {
   /// for a compressed sequence, which holds fewer rows than positions.
   int32_t position_offset = 0;
   std::optional<msg::CompressionUsage> compression; ///< reported with the last event
+  /// In the decode batch. False while the stage scheduler keeps the
+  /// request in its decode queue (actors/stage_admission.hpp).
+  bool joined = true;
   bool done = false;
 };
 
 struct decode_state {
   node_context* ctx = nullptr;
   std::vector<active_sequence> active;
-  std::unordered_set<uint64_t> cancelled; ///< cancels that came before their task
+  std::unordered_set<uint64_t> cancelled;  ///< cancels that came before their task
+  std::unordered_set<uint64_t> pre_joined; ///< admitted by the scheduler before their task came
   bool step_pending = false;
+  bool timer_armed = false; ///< a wake for the scheduler's decode wait threshold is due
   static inline const char* name = "decode";
 };
 
@@ -56,6 +63,7 @@ void finish(decode_actor_ptr self, active_sequence& a, msg::FinishReason reason,
     return;
   a.done = true;
   a.kv.reset(); // blocks back to the pool now
+  self->state.ctx->stages->release(a.id);
   auto& c = self->state.ctx->counters;
   token_event_msg last;
   if (err.code != errc::none) {
@@ -108,7 +116,9 @@ void accept(decode_actor_ptr self, active_sequence& a, int32_t token) {
 void schedule_step(decode_actor_ptr self) {
   auto& st = self->state;
   std::erase_if(st.active, [](const active_sequence& a) { return a.done; });
-  if (!st.active.empty() && !st.step_pending) {
+  const bool any =
+      std::any_of(st.active.begin(), st.active.end(), [](const auto& a) { return a.joined; });
+  if (any && !st.step_pending) {
     st.step_pending = true;
     self->send(self, decode_atom_v);
   }
@@ -124,7 +134,11 @@ void step(decode_actor_ptr self) {
              make_error(errc::timeout, "request ", std::to_string(a.id),
                         " passed its deadline while decoding"));
   std::erase_if(st.active, [](const active_sequence& a) { return a.done; });
-  const size_t n = std::min(st.active.size(), size_t(st.ctx->options.decode_max_batch));
+  // Sequences in the batch first; those the scheduler still queues wait.
+  const auto joined_end = std::stable_partition(st.active.begin(), st.active.end(),
+                                                [](const active_sequence& a) { return a.joined; });
+  const auto n_joined = static_cast<size_t>(joined_end - st.active.begin());
+  const size_t n = std::min(n_joined, size_t(st.ctx->options.decode_max_batch));
   if (n == 0)
     return;
   std::vector<decode_input> inputs(n);
@@ -152,10 +166,36 @@ void step(decode_actor_ptr self) {
     auto& a = st.active[i];
     accept(self, a, a.pick->sample(std::span<const float>{logits->data() + i * vocab, vocab}));
   }
+  for (size_t i = 0; i < n; ++i)
+    if (!st.active[i].done)
+      st.ctx->stages->held(st.active[i].id, static_cast<int>(st.active[i].kv->blocks().size()));
   // Round robin when more sequences wait than one step takes.
-  if (st.active.size() > n)
+  if (n_joined > n)
     std::rotate(st.active.begin(), st.active.begin() + static_cast<std::ptrdiff_t>(n),
-                st.active.end());
+                st.active.begin() + static_cast<std::ptrdiff_t>(n_joined));
+  schedule_step(self);
+}
+
+/// Moves the requests the stage scheduler lets into the decode batch.
+void join(decode_actor_ptr self) {
+  auto& st = self->state;
+  auto batch = st.ctx->stages->next(stage_kind::decode);
+  for (uint64_t id : batch.requests) {
+    auto it = std::find_if(st.active.begin(), st.active.end(),
+                           [id](const active_sequence& a) { return a.id == id && !a.done; });
+    if (it != st.active.end())
+      it->joined = true;
+    else
+      st.pre_joined.insert(id); // its task is on its way
+  }
+  // A fixed batch size waits for its requests up to the policy's wait.
+  const double in = st.ctx->stages->seconds_until_wake(stage_kind::decode);
+  if (std::isfinite(in) && in > 0 && !st.timer_armed) {
+    st.timer_armed = true;
+    self->delayed_send(self,
+                       std::chrono::microseconds{static_cast<int64_t>(std::max(in, 0.0) * 1e6) + 1},
+                       wake_atom_v);
+  }
   schedule_step(self);
 }
 
@@ -199,9 +239,13 @@ caf::result<token_event_msg> on_task(decode_actor_ptr self, const decode_task_ms
            make_error(errc::cancelled, "request ", std::to_string(id), " was cancelled"));
     return rp;
   }
+  const bool scheduled = st.ctx->stages->tracks(id);
+  a.joined = !scheduled || st.pre_joined.erase(id) != 0;
   accept(self, a, m->first_token());
   if (!a.done)
     st.active.push_back(std::move(a));
+  if (scheduled)
+    join(self);
   schedule_step(self);
   return rp;
 }
@@ -221,6 +265,7 @@ void on_cancel(decode_actor_ptr self, uint64_t id, const std::string& why) {
 
 caf::behavior decode_actor(decode_actor_ptr self, node_context* ctx) {
   self->state.ctx = ctx;
+  ctx->stages->attach(stage_kind::decode, self->address());
   self->set_down_handler([self](const caf::down_msg& dm) {
     for (auto& a : self->state.active)
       if (!a.done && a.sink && a.sink.address() == dm.source) {
@@ -236,6 +281,10 @@ caf::behavior decode_actor(decode_actor_ptr self, node_context* ctx) {
         return on_task(self, m, sink);
       },
       [self](decode_atom) { step(self); },
+      [self](wake_atom) {
+        self->state.timer_armed = false;
+        join(self);
+      },
       [self](cancel_atom, const cancel_msg& m) {
         on_cancel(self, m->request_id(), m->reason() ? m->reason()->str() : std::string{});
       },

@@ -8,10 +8,14 @@
 // moment it is sampled; a sequence ends on EOS, a stop string, max_tokens,
 // its deadline (errc::timeout), a cancel message, or its sink going down,
 // and its blocks return to the pool at once. Detached: steps are heavy
-// compute.
+// compute. A request the node's stage scheduler tracks
+// (actors/stage_admission.hpp) streams its first token on arrival but
+// joins the batch only when the scheduler's decode batch admits it; it
+// leaves the scheduler when it ends.
 //
 //   (decode_atom, decode_task_msg, caf::actor sink) -> token_event_msg (the last)
 //   (cancel_atom, cancel_msg)                        -> (nothing)
+//   (wake_atom)                                      the scheduler may admit more
 //   sink → (token_atom, token_event_msg) per token, the last with finish != none
 
 #include <caf/actor.hpp>

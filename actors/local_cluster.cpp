@@ -245,6 +245,7 @@ result<node_options> options_of(const topology& topo, std::string_view node, boo
     if (const auto* p = a.get<prefill_spec>()) {
       o.prefill_max_tokens = p->max_tokens;
       o.default_compression = p->compression;
+      o.schedule = p->schedule;
     }
     if (const auto* d = a.get<decode_spec>()) {
       o.pool_bytes = d->pool_bytes();

@@ -52,6 +52,20 @@ result<std::unique_ptr<node_context>> node_context::create(node_options options)
     return std::move(enc).err();
   ctx->encoder.emplace(std::move(*enc));
   ctx->model_fingerprint = ctx->engine->weights().fingerprint();
+  std::optional<schedule_policy> schedule;
+  if (o.schedule == "auto") {
+    if (o.default_compression.enabled())
+      schedule = schedule_policy{};
+  } else if (o.schedule != "off") {
+    auto p = parse_schedule_policy(o.schedule);
+    if (!p)
+      return make_error(errc::invalid_argument, "node options: schedule: ", p.err().message);
+    schedule = *p;
+  }
+  auto stages = stage_admission::create(schedule, config.text, ctx->engine->pool(), o);
+  if (!stages)
+    return std::move(stages).err();
+  ctx->stages = std::move(*stages);
 
   if (!o.with_library)
     return ctx;
@@ -104,6 +118,8 @@ node_stats node_context::stats() const {
   s.compress_fallbacks = c.compress_fallbacks.load();
   if (engine)
     s.pool = engine->pool().stats();
+  if (stages)
+    s.stages = stages->stats();
   return s;
 }
 

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "actors/handle_table.hpp"
+#include "actors/stage_admission.hpp"
 #include "engine/backend.hpp"
 #include "engine/compression_spec.hpp"
 #include "engine/image_encoder.hpp"
@@ -60,6 +61,10 @@ struct node_options {
   /// KV compression of requests that name none (FastCache compress stage);
   /// none: requests go from prefill straight to decode.
   compression_spec default_compression{};
+  /// How the stages batch (actors/stage_admission.hpp): "auto" (dynamic
+  /// when default_compression is on, else off), "off", or a
+  /// parse_schedule_policy form ("dynamic", "fcfs", "p1c1d8", ...).
+  std::string schedule = "auto";
   // -- request defaults and admission --------------------------------------------
   policy_spec default_policy{policy_kind::mpic, 32, 0.0f};
   int default_deadline_ms = 30000;
@@ -145,6 +150,7 @@ struct node_stats {
   uint64_t compress_saved_bytes = 0; ///< pool bytes freed by compression, summed
   uint64_t compress_fallbacks = 0;   ///< no pool room for the compressed copy: decoded as is
   kv_pool_stats pool;
+  stage_admission_stats stages; ///< the stage scheduler's batches and KV reservations
 };
 
 /// Atomically updated counters behind node_stats.
@@ -183,6 +189,9 @@ struct node_context {
   handle_table<compress_job> compress_jobs;          ///< prefill → compress, by request id
 
   node_counters counters;
+
+  /// Admission to the prefill, compress and decode stages (never null).
+  std::unique_ptr<stage_admission> stages;
 
   /// A snapshot of the counters and the pool.
   node_stats stats() const;

@@ -1,14 +1,17 @@
 #include "actors/prefill_actor.hpp"
 
 #include <chrono>
+#include <cmath>
+#include <deque>
+#include <limits>
 #include <optional>
 #include <random>
-#include <thread>
+#include <unordered_map>
 
 #include <caf/all.hpp>
 
-#include "actors/kv_relay.hpp"
 #include "actors/forward_request.hpp"
+#include "actors/kv_relay.hpp"
 #include "actors/pipeline_messages.hpp"
 #include "engine/sampler.hpp"
 #include "messages/error_convert.hpp"
@@ -24,9 +27,22 @@ uint64_t micros_since(steady::time_point t0) {
       std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - t0).count());
 }
 
+/// A request waiting in this stage.
+struct held_task {
+  prefill_task_msg msg;
+  caf::actor sink;
+  caf::typed_response_promise<token_event_msg> rp;
+};
+
 struct prefill_state {
   node_context* ctx = nullptr;
   prefill_peers peers;
+  /// With a scheduler: requests queued in it, by id.
+  std::unordered_map<uint64_t, held_task> waiting;
+  /// Without: requests held while the compress stage has work.
+  std::deque<held_task> held;
+  bool timer_armed = false;
+  bool pump_pending = false; ///< a wake_atom to self is queued
   static inline const char* name = "prefill";
 };
 
@@ -201,105 +217,265 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* 
   return make_error(errc::internal, "prefill did not converge");
 }
 
-caf::result<token_event_msg> on_prefill(caf::stateful_actor<prefill_state>* self,
-                                        const prefill_task_msg& m, const caf::actor& sink) {
+/// A request after its pass: the decode task and where its KV went.
+struct prefilled {
+  std::shared_ptr<prefill_job> job;
+  wire::decode_task task;
+  /// Compressed requests: the compress stage's job (not yet published).
+  std::shared_ptr<compress_job> compress;
+  /// Decode on this node: the sequence (not yet published).
+  std::shared_ptr<kv_sequence> sequence;
+  std::optional<remote_sink> remote;
+  int blocks = 0; ///< pool blocks the request holds now
+};
+
+/// Frees what the linker left for request `id`'s job.
+void drop_loads(node_context& ctx, prefill_job& job) {
+  for (auto& img : job.images)
+    ctx.loads.take(img.load_id);
+}
+
+/// Takes request `id`'s job and runs its pass; errors are the request's.
+result<prefilled> prefill_one(caf::stateful_actor<prefill_state>* self, uint64_t id) {
   auto& st = self->state;
   auto* ctx = st.ctx;
-  const uint64_t id = m->request_id();
-  auto job = ctx->jobs.take(id);
-  if (!job)
-    return to_caf_error(
-        make_error(errc::not_found, "no prefill job for request ", std::to_string(id)));
+  prefilled p;
+  p.job = ctx->jobs.take(id);
+  if (!p.job)
+    return make_error(errc::not_found, "no prefill job for request ", std::to_string(id));
+  auto& job = *p.job;
   // Queue time ends here: work on the request starts (vLLM's "scheduled").
-  const uint64_t queue_us = job->admission_wait_us + micros_since(job->handed_over);
-  if (deadline_passed(job->deadline_unix_ns)) {
-    for (auto& img : job->images)
-      ctx->loads.take(img.load_id);
-    return to_caf_error(make_error(errc::timeout, "request ", std::to_string(id),
-                                   " passed its deadline before prefill"));
+  const uint64_t queue_us = job.admission_wait_us + micros_since(job.handed_over);
+  if (deadline_passed(job.deadline_unix_ns)) {
+    drop_loads(*ctx, job);
+    return make_error(errc::timeout, "request ", std::to_string(id),
+                      " passed its deadline before prefill");
   }
-  // Later stages first (FastCache): a request waiting for the compress
-  // stage holds its whole uncompressed KV, and the device lock is not
-  // fair, so without this a busy prefill worker runs ahead and the pool
-  // fills with uncompressed sequences. Bounded by the request's deadline.
-  while (ctx->compress_jobs.size() > 0 && !deadline_passed(job->deadline_unix_ns))
-    std::this_thread::sleep_for(std::chrono::milliseconds{1});
-  if (job->compression.enabled() && !st.peers.compress) {
-    for (auto& img : job->images)
-      ctx->loads.take(img.load_id);
-    return to_caf_error(make_error(
-        errc::unsupported, "KV compression needs the decode worker on the prefill worker's node "
-                           "(this node hands KV to decode on another node); send the request "
-                           "with \"compression\": \"none\" or place decode with prefill"));
+  if (job.compression.enabled() && !st.peers.compress) {
+    drop_loads(*ctx, job);
+    return make_error(errc::unsupported,
+                      "KV compression needs the decode worker on the prefill worker's node "
+                      "(this node hands KV to decode on another node); send the request "
+                      "with \"compression\": \"none\" or place decode with prefill");
   }
   // Decode on another node: pick it now, so that the KV streams to it
   // during the pass (and a request nobody can decode fails before it).
-  std::optional<remote_sink> remote;
   if (st.peers.remote_kv) {
     auto picked = st.peers.remote_kv->pick();
     if (!picked) {
-      for (auto& img : job->images)
-        ctx->loads.take(img.load_id);
-      return to_caf_error(picked.err());
+      drop_loads(*ctx, job);
+      return std::move(picked).err();
     }
-    remote.emplace(remote_sink{std::move(*picked), id, nullptr});
+    p.remote.emplace(remote_sink{std::move(*picked), id, nullptr});
   }
-  auto out = run_pass(*ctx, *job, remote ? &*remote : nullptr);
+  auto out = run_pass(*ctx, job, p.remote ? &*p.remote : nullptr);
   if (!out) {
-    if (remote && remote->stream)
-      remote->stream->abort(out.err().message);
-    return to_caf_error(out.err());
+    if (p.remote && p.remote->stream)
+      p.remote->stream->abort(out.err().message);
+    return std::move(out).err();
   }
   // Store after use: images first seen in this request.
-  for (auto& img : job->images) {
+  for (auto& img : job.images) {
     if (!img.fresh || !img.embeddings)
       continue;
     const uint64_t emb_id = ctx->embeddings.put(img.embeddings);
     self->send(st.peers.encoder, store_atom_v,
-               make_store_request_msg(id, job->tenant, img.image_key,
+               make_store_request_msg(id, job.tenant, img.image_key,
                                       static_cast<uint32_t>(img.n_tokens), 0, emb_id));
   }
-  wire::decode_task task;
+  auto& task = p.task;
   task.request_id = id;
-  task.tenant = job->tenant;
-  task.deadline_unix_ns = job->deadline_unix_ns;
+  task.tenant = job.tenant;
+  task.deadline_unix_ns = job.deadline_unix_ns;
   task.kv.sequence = id;
   task.kv.n_tokens = static_cast<uint32_t>(out->sequence.length());
   task.kv.n_layers = static_cast<uint32_t>(ctx->engine->config().text.num_layers);
   task.kv.kv_dim = static_cast<uint32_t>(ctx->engine->config().text.kv_dim());
   task.first_token = out->first_token;
   task.prompt_tokens = static_cast<uint32_t>(out->prompt_tokens);
-  task.sampling = job->sampling;
-  task.stream = job->stream;
+  task.sampling = job.sampling;
+  task.stream = job.stream;
   task.queue_us = queue_us;
-  if (job->compression.enabled()) {
+  p.blocks = static_cast<int>(out->sequence.blocks().size());
+  if (job.compression.enabled()) {
     // The compress stage shrinks the KV, frees the original blocks and
     // hands the task on to decode.
-    auto cj = std::make_shared<compress_job>();
-    cj->sequence = std::move(out->sequence);
-    cj->plan = std::move(out->plan);
-    cj->inputs = std::move(out->inputs);
-    cj->compression = job->compression;
-    ctx->compress_jobs.put_at(id, std::move(cj));
-    return forward_request(self, st.peers.compress, job->deadline_unix_ns, compress_atom_v,
-                           make_compress_task_msg(task, job->compression.to_string()), sink,
-                           [ctx, id] { ctx->compress_jobs.take(id); });
+    p.compress = std::make_shared<compress_job>();
+    p.compress->sequence = std::move(out->sequence);
+    p.compress->plan = std::move(out->plan);
+    p.compress->inputs = std::move(out->inputs);
+    p.compress->compression = job.compression;
+  } else if (!p.remote) {
+    p.sequence = std::make_shared<kv_sequence>(std::move(out->sequence));
   }
-  if (remote) // decode on another node: the KV is already on its way
-    return hand_over_remote(self, std::move(remote->target), std::move(task),
-                            std::move(remote->stream), sink);
-  ctx->sequences.put_at(id, std::make_shared<kv_sequence>(std::move(out->sequence)));
-  return forward_request(self, st.peers.decode, job->deadline_unix_ns, decode_atom_v,
-                         make_decode_task_msg(task), sink, [ctx, id] { ctx->sequences.take(id); });
+  return p;
+}
+
+/// Hands a prefilled request on (compress, local or remote decode),
+/// answering `rp` with its last token event. `cleanup` runs when the next
+/// worker fails.
+template <class Cleanup>
+void hand_on(caf::stateful_actor<prefill_state>* self, prefilled p,
+             caf::typed_response_promise<token_event_msg> rp, const caf::actor& sink,
+             Cleanup cleanup) {
+  auto& st = self->state;
+  auto* ctx = st.ctx;
+  const uint64_t id = p.task.request_id;
+  const int64_t deadline = p.job->deadline_unix_ns;
+  if (p.compress) {
+    ctx->compress_jobs.put_at(id, std::move(p.compress));
+    forward_into(self, rp, st.peers.compress, deadline, compress_atom_v,
+                 make_compress_task_msg(p.task, p.job->compression.to_string()), sink,
+                 [ctx, id, cleanup] {
+                   ctx->compress_jobs.take(id);
+                   cleanup();
+                 });
+    return;
+  }
+  ctx->sequences.put_at(id, std::move(p.sequence));
+  forward_into(self, rp, st.peers.decode, deadline, decode_atom_v, make_decode_task_msg(p.task),
+               sink, [ctx, id, cleanup] {
+                 ctx->sequences.take(id);
+                 cleanup();
+               });
+}
+
+/// Without a scheduler: runs the request now.
+caf::result<token_event_msg> on_prefill(caf::stateful_actor<prefill_state>* self,
+                                        const prefill_task_msg& m, const caf::actor& sink) {
+  auto p = prefill_one(self, m->request_id());
+  if (!p)
+    return to_caf_error(p.err());
+  if (p->remote) // decode on another node: the KV is already on its way
+    return hand_over_remote(self, std::move(p->remote->target), std::move(p->task),
+                            std::move(p->remote->stream), sink);
+  auto rp = self->make_response_promise<token_event_msg>();
+  // A compress job dropped on failure may unblock held requests.
+  hand_on(self, std::move(*p), rp, sink, [self] { self->send(self, wake_atom_v); });
+  return rp;
+}
+
+/// Runs the requests held back (no scheduler) while the compress stage
+/// has no work: later stages first (FastCache), because a request waiting
+/// for compression holds its whole uncompressed KV and the device lock is
+/// not fair. The compress actor wakes this actor when it finishes a job.
+void run_held(caf::stateful_actor<prefill_state>* self) {
+  auto& st = self->state;
+  while (!st.held.empty() && st.ctx->compress_jobs.size() == 0) {
+    auto h = std::move(st.held.front());
+    st.held.pop_front();
+    auto p = prefill_one(self, h.msg->request_id());
+    if (!p) {
+      h.rp.deliver(to_caf_error(p.err()));
+      continue;
+    }
+    if (p->remote) {
+      // Not reached: compression (and so holding back) needs local decode.
+      p->remote->stream->abort("held prefill with remote decode");
+      h.rp.deliver(to_caf_error(make_error(errc::internal, "held request with remote decode")));
+      continue;
+    }
+    hand_on(self, std::move(*p), h.rp, h.sink, [self] { self->send(self, wake_atom_v); });
+  }
+}
+
+/// With a scheduler: runs the prefill batches the stage scheduler forms.
+void pump(caf::stateful_actor<prefill_state>* self) {
+  auto& st = self->state;
+  auto* adm = st.ctx->stages.get();
+  for (;;) {
+    auto batch = adm->next(stage_kind::prefill);
+    if (batch.empty())
+      break;
+    // The engine runs one pass at a time: a batch is the set admitted
+    // together, run back to back while the device is held for prefill.
+    for (uint64_t id : batch.requests) {
+      auto it = st.waiting.find(id);
+      if (it == st.waiting.end()) {
+        adm->release(id);
+        continue;
+      }
+      auto w = std::move(it->second);
+      st.waiting.erase(it);
+      auto p = prefill_one(self, id);
+      if (!p) {
+        adm->release(id);
+        w.rp.deliver(to_caf_error(p.err()));
+        continue;
+      }
+      adm->held(id, p->blocks);
+      hand_on(self, std::move(*p), w.rp, w.sink, [adm, id] { adm->release(id); });
+    }
+    adm->done(batch);
+  }
+  if (st.waiting.empty())
+    return;
+  // A wait threshold, or pool blocks held outside the scheduler (a library
+  // compile after use): nothing else would wake this stage.
+  double in = adm->seconds_until_wake(stage_kind::prefill);
+  if (in <= 0) // the threshold fired: only memory coming free lets a batch form
+    in = std::numeric_limits<double>::infinity();
+  if (adm->blocked_outside())
+    in = std::min(in, 0.005);
+  if (std::isfinite(in) && in > 0 && !st.timer_armed) {
+    st.timer_armed = true;
+    self->delayed_send(self,
+                       std::chrono::microseconds{static_cast<int64_t>(std::max(in, 0.0) * 1e6) + 1},
+                       wake_atom_v);
+  }
+}
+
+caf::result<token_event_msg> on_task(caf::stateful_actor<prefill_state>* self,
+                                     const prefill_task_msg& m, const caf::actor& sink) {
+  auto& st = self->state;
+  auto* ctx = st.ctx;
+  auto* adm = ctx->stages.get();
+  const uint64_t id = m->request_id();
+  // The scheduler covers requests whose every stage runs here.
+  if (adm->scheduled() && !st.peers.remote_kv && st.peers.compress) {
+    auto job = ctx->jobs.get(id);
+    if (!job)
+      return to_caf_error(
+          make_error(errc::not_found, "no prefill job for request ", std::to_string(id)));
+    if (auto ok = adm->enqueue(adm->request_of(*job)); !ok) {
+      if (auto taken = ctx->jobs.take(id))
+        drop_loads(*ctx, *taken);
+      return to_caf_error(ok.err());
+    }
+    auto rp = self->make_response_promise<token_event_msg>();
+    st.waiting.emplace(id, held_task{m, sink, rp});
+    // Pump after the tasks already in the mailbox are queued too: the
+    // batch is what arrived while the previous one ran.
+    if (!st.pump_pending) {
+      st.pump_pending = true;
+      self->send(self, wake_atom_v);
+    }
+    return rp;
+  }
+  if (ctx->compress_jobs.size() > 0 || !st.held.empty()) {
+    auto rp = self->make_response_promise<token_event_msg>();
+    st.held.push_back(held_task{m, sink, rp});
+    return rp;
+  }
+  return on_prefill(self, m, sink);
 }
 
 caf::behavior prefill_actor(caf::stateful_actor<prefill_state>* self, node_context* ctx,
                             prefill_peers peers) {
   self->state.ctx = ctx;
   self->state.peers = std::move(peers);
+  ctx->stages->attach(stage_kind::prefill, self->address());
   return {
       [self](prefill_atom, const prefill_task_msg& m, const caf::actor& sink) {
-        return on_prefill(self, m, sink);
+        return on_task(self, m, sink);
+      },
+      [self](wake_atom) {
+        auto& st = self->state;
+        st.timer_armed = false;
+        st.pump_pending = false;
+        if (st.ctx->stages->scheduled())
+          pump(self);
+        run_held(self);
       },
   };
 }

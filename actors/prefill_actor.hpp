@@ -14,7 +14,15 @@
 // Images encoded for this request are then compiled and stored through
 // the encoder ("store after use"). Detached: the pass is heavy compute.
 //
+// When the node schedules its stages (node_context::stages scheduled and
+// decode on this node), a request waits in the stage scheduler until a
+// prefill batch admits it (its peak KV fits in the pool); a batch's passes
+// run back to back. Otherwise a request runs at once, or waits while the
+// compress stage has work (later stages first). Either way the actor waits
+// for a `wake_atom`, never polls.
+//
 //   (prefill_atom, prefill_task_msg, caf::actor sink) -> token_event_msg (the last)
+//   (wake_atom)  a batch may form / the compress stage finished a job
 
 #include <memory>
 

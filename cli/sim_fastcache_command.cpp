@@ -37,6 +37,9 @@ struct fastcache_cli_options {
   std::vector<double> rates{1, 2, 5, 10, 20, 30, 40};
   std::vector<double> live_rates;
   std::string live_policy = "full";
+  /// Stage scheduling of the compressed live runs, one run each
+  /// (node_options::schedule; the uncompressed live run is unscheduled).
+  std::vector<std::string> live_schedules{"off"};
 };
 
 /// One line of the table, beside the report's run summary.
@@ -108,15 +111,17 @@ nlohmann::json row_json(const fastcache_row& r) {
 }
 
 /// One live run: the in-process cluster, every request with `compression`.
-result<std::pair<sim::run_result, fastcache_row>> run_live(fastcache_cli_options& o,
-                                                           const sim::workload& w,
-                                                           const std::string& compression,
-                                                           double rate) {
-  auto cluster = start_live_cluster(o.sim);
+result<std::pair<sim::run_result, fastcache_row>>
+run_live(fastcache_cli_options& o, const sim::workload& w, const std::string& compression,
+         const std::string& schedule, double rate) {
+  auto node = o.sim;
+  node.schedule = schedule;
+  auto cluster = start_live_cluster(node);
   if (!cluster)
     return std::move(cluster).err();
   auto& c = **cluster;
-  const std::string label = "live " + (compression.empty() ? std::string{"none"} : compression);
+  const std::string label = "live " + (compression.empty() ? std::string{"none"} : compression) +
+                            (schedule == "off" ? std::string{} : " [" + schedule + "]");
   sim::cluster_target t{
       c,
       w,
@@ -148,7 +153,18 @@ result<std::pair<sim::run_result, fastcache_row>> run_live(fastcache_cli_options
   row.peak_kv_mib = double(peak.load()) / mib;
   row.compress_s = s.compressions > 0 ? double(s.compress_us) * 1e-6 / double(s.compressions) : 0;
   row.ttft_without = std::max(0.0, row.ttft - row.compress_s);
-  row.batches = "actors";
+  if (s.stages.scheduled) {
+    row.peak_reserved_mib = double(s.stages.kv_reserved_high_water) / mib;
+    char b[48];
+    const auto mean = [&](int i) {
+      return s.stages.batches[i] > 0 ? double(s.stages.requests[i]) / double(s.stages.batches[i])
+                                     : 0.0;
+    };
+    std::snprintf(b, sizeof b, "%.1f/%.1f/%.1f", mean(0), mean(1), mean(2));
+    row.batches = b;
+  } else {
+    row.batches = "actors";
+  }
   return std::pair{std::move(run), row};
 }
 
@@ -219,8 +235,11 @@ int run_fastcache(fastcache_cli_options& o) {
     if (!o.sim.inline_images)
       if (auto st = prepare_live_library(o.sim, *w); !st)
         return fail(st.err());
-    for (const std::string& c : {std::string{}, comp->to_string()}) {
-      auto r = run_live(o, *w, c, rate);
+    std::vector<std::pair<std::string, std::string>> live_runs{{std::string{}, "off"}};
+    for (const auto& sched : o.live_schedules)
+      live_runs.emplace_back(comp->to_string(), sched);
+    for (const auto& [c, sched] : live_runs) {
+      auto r = run_live(o, *w, c, sched, rate);
       if (!r)
         return fail(r.err());
       print_row(r->second);
@@ -304,6 +323,10 @@ void add_sim_fastcache_command(CLI::App& sim, int* exit_code) {
   cmd->add_option("--live-rates", o->live_rates,
                   "offered rates of live runs on the in-process cluster (none by default)")
       ->delimiter(',');
+  cmd->add_option("--live-schedules", o->live_schedules,
+                  "stage scheduling of the compressed live runs, one run each: off, fcfs, "
+                  "dynamic[:...], p<P>c<C>d<D>")
+      ->capture_default_str();
   cmd->add_option("--live-policy", o->live_policy, "reuse policy of the live runs")
       ->capture_default_str();
   cmd->callback([o, exit_code] { *exit_code = run_fastcache(*o); });

@@ -107,6 +107,9 @@ void add_live_options(CLI::App& cmd, sim_options& o) {
   cmd.add_option("--device", o.device, "cpu or cuda:N")->capture_default_str();
   cmd.add_option("--threads", o.threads, "CPU backend threads (0 = every core)");
   cmd.add_option("--max-batch", o.max_batch, "decode batch size")->capture_default_str();
+  cmd.add_option("--pool-mb", o.pool_mb, "KV pool of the in-process node (MiB)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd.add_option("--library", o.library,
                  "dynamic library directory; the workload's images are put there first "
                  "(default: OUT/library)");
@@ -139,6 +142,8 @@ result<std::unique_ptr<actors::local_cluster>> start_live_cluster(const sim_opti
   n.library_dir = o.library;
   n.default_deadline_ms = int(o.drain_timeout_s * 1000);
   n.decode_max_batch = o.max_batch;
+  n.schedule = o.schedule;
+  n.pool_bytes = static_cast<uint64_t>(o.pool_mb * 1024.0 * 1024.0);
   return actors::local_cluster::start(n);
 }
 

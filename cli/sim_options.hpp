@@ -35,7 +35,9 @@ struct sim_options {
   std::string device = "cpu";
   int threads = 0;
   int max_batch = 16;
-  std::string library; ///< dynamic library directory (prebuilt or filled here)
+  std::string schedule = "auto"; ///< the live node's stage scheduling (node_options::schedule)
+  double pool_mb = 1024.0;       ///< the live node's KV pool (MiB)
+  std::string library;           ///< dynamic library directory (prebuilt or filled here)
   bool inline_images = false;
   std::string target;  ///< remote cluster: http://HOST:PORT or zmq://HOST:PORT (empty: in-process)
   std::string api_key; ///< Bearer key for a remote front door with keys

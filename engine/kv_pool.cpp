@@ -1,5 +1,6 @@
 #include "engine/kv_pool.hpp"
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <string>
@@ -113,6 +114,7 @@ status kv_pool::allocate_blocks(int n, std::vector<int32_t>& out) {
     out.push_back(free_.back());
     free_.pop_back();
   }
+  high_water_ = std::max(high_water_, options_.n_blocks - static_cast<int>(free_.size()));
   return {};
 }
 
@@ -132,6 +134,7 @@ kv_pool_stats kv_pool::stats() const {
   s.blocks_total = options_.n_blocks;
   s.blocks_free = static_cast<int>(free_.size());
   s.blocks_used = s.blocks_total - s.blocks_free;
+  s.blocks_high_water = high_water_;
   s.block_size = options_.block_size;
   s.bytes_per_block =
       2 * static_cast<size_t>(n_layers_) * options_.block_size * kv_dim_ * sizeof(float);

@@ -36,6 +36,7 @@ struct kv_pool_stats {
   int blocks_total = 0;
   int blocks_used = 0;
   int blocks_free = 0;
+  int blocks_high_water = 0; ///< the most blocks ever in use at once
   int block_size = 0;
   size_t bytes_per_block = 0; ///< K and V of every layer for block_size tokens
   size_t bytes_total = 0;
@@ -148,6 +149,7 @@ private:
 
   mutable std::mutex mutex_;
   std::vector<int32_t> free_; // stack of free block indices
+  int high_water_ = 0;
   int sequences_ = 0;
 };
 

@@ -28,6 +28,9 @@ result<stage_scheduler> stage_scheduler::create(const memory_model& model,
     return make_error(errc::invalid_argument, "stage_scheduler: the weights (",
                       std::to_string(model.weight_bytes), " bytes) exceed the memory budget (",
                       std::to_string(model.budget_bytes), " bytes); raise the budget");
+  if (model.kv_budget_bytes != 0 && model.kv_budget_bytes < model.kv_bytes(1))
+    return make_error(errc::invalid_argument,
+                      "stage_scheduler: the KV budget holds less than one block");
   if (model.kv_bytes_per_token == 0 || model.block_size < 1)
     return make_error(errc::invalid_argument,
                       "stage_scheduler: the memory model needs kv_bytes_per_token > 0 and "
@@ -87,6 +90,12 @@ status stage_scheduler::enqueue(const request_info& r, double now) {
   for (auto s : {stage_kind::prefill, stage_kind::compress, stage_kind::decode})
     e.max_act = std::max(e.max_act, activation_of(s, r));
   const size_t alone = model_.weight_bytes + kv_peak(r) + e.max_act;
+  if (model_.kv_budget_bytes != 0 && kv_peak(r) > model_.kv_budget_bytes)
+    return make_error(errc::out_of_memory, who, " needs ", std::to_string(kv_peak(r)),
+                      " bytes of KV at its peak (prompt, compressed copy, new tokens) but the "
+                      "KV pool holds ",
+                      std::to_string(model_.kv_budget_bytes),
+                      "; shorten it, lower max_tokens or grow the pool");
   if (alone > model_.budget_bytes)
     return make_error(errc::out_of_memory, who, " needs ", std::to_string(alone),
                       " bytes even alone (weights, peak KV, activations) but the budget is ",
@@ -153,6 +162,9 @@ stage_batch stage_scheduler::next_batch(stage_kind stage, double now) {
       const size_t h = std::max(headroom, e.max_act);
       if (m.weights + m.kv_reserved + kv_new + kv + h > m.budget)
         break;
+      if (model_.kv_budget_bytes != 0 &&
+          m.kv_reserved + kv_external_ + kv_new + kv > model_.kv_budget_bytes)
+        break;
       headroom = h;
     }
     if (m.used() + kv_new + kv + act + a > m.budget)
@@ -209,6 +221,66 @@ status stage_scheduler::on_stage_done(const stage_batch& batch, double now) {
       break;
     }
   }
+  return {};
+}
+
+stage_batch stage_scheduler::join_batch(stage_kind stage, double now) {
+  auto& run = running_[idx(stage)];
+  if (!run.active)
+    return next_batch(stage, now);
+  stage_batch b;
+  b.stage = stage;
+  b.batch_id = run.batch.batch_id;
+  auto& q = queues_[idx(stage)];
+  const size_t cap = static_cast<size_t>(policy_.batch[idx(stage)]);
+  const size_t used = memory().used();
+  size_t act = 0;
+  for (uint64_t id : q) {
+    if (run.batch.requests.size() + b.requests.size() >= cap)
+      break;
+    const size_t a = activation_of(stage, live_.at(id).info);
+    if (used + act + a > model_.budget_bytes)
+      break;
+    act += a;
+    b.requests.push_back(id);
+  }
+  if (b.requests.empty())
+    return b;
+  q.erase(q.begin(), q.begin() + static_cast<ptrdiff_t>(b.requests.size()));
+  b.activation_bytes = act;
+  act_reserved_ += act;
+  run.batch.activation_bytes += act;
+  run.batch.requests.insert(run.batch.requests.end(), b.requests.begin(), b.requests.end());
+  return b;
+}
+
+status stage_scheduler::release(uint64_t id, double /*now*/) {
+  auto it = live_.find(id);
+  if (it == live_.end())
+    return make_error(errc::not_found, "stage_scheduler: request ", std::to_string(id),
+                      " is neither queued nor running");
+  for (size_t s = 0; s < n_stage_kinds; ++s) {
+    auto& q = queues_[s];
+    q.erase(std::remove(q.begin(), q.end(), id), q.end());
+    auto& run = running_[s];
+    if (!run.active)
+      continue;
+    auto& ids = run.batch.requests;
+    const auto pos = std::find(ids.begin(), ids.end(), id);
+    if (pos == ids.end())
+      continue;
+    ids.erase(pos);
+    const size_t a = std::min(activation_of(static_cast<stage_kind>(s), it->second.info),
+                              run.batch.activation_bytes);
+    run.batch.activation_bytes -= a;
+    act_reserved_ -= a;
+    if (ids.empty()) {
+      act_reserved_ -= run.batch.activation_bytes;
+      run.active = false;
+    }
+  }
+  kv_reserved_ -= it->second.kv_held; // 0 when it was never admitted
+  live_.erase(it);
   return {};
 }
 

@@ -19,7 +19,9 @@
 // Each stage's next batch is the longest FIFO prefix of its queue that
 // fits in free memory (capped by the policy), formed once the queue holds
 // `count` requests or its oldest has waited `max_wait` seconds. Decode
-// batches run to completion (the caller may interleave tokens inside).
+// batches run to completion (the caller may interleave tokens inside); a
+// live caller may instead let requests join the running decode batch and
+// leave it one by one (join_batch, release: actors/stage_admission.hpp).
 //
 // Pure and deterministic: no threads, no clock of its own; the caller
 // passes `now` (seconds) to every call. Not thread-safe.
@@ -37,12 +39,9 @@
 #include "engine/kv_compression.hpp"
 #include "engine/kv_pool.hpp"
 #include "engine/model/model_config.hpp"
+#include "engine/schedule_policy.hpp"
 
 namespace mosaic {
-
-enum class stage_kind : uint8_t { prefill = 0, compress = 1, decode = 2 };
-inline constexpr int n_stage_kinds = 3;
-std::string_view stage_name(stage_kind s) noexcept;
 
 /// The resource manager's memory model (bytes).
 struct memory_model {
@@ -53,6 +52,9 @@ struct memory_model {
   size_t prefill_act_bytes_per_token = 0;  ///< per prompt token in a prefill batch
   size_t compress_act_bytes_per_token = 0; ///< per prompt token in a compress batch
   size_t decode_act_bytes_per_seq = 0;     ///< per sequence in a decode batch
+  /// KV reservations may not exceed this (a live node's KV pool); 0: only
+  /// `budget_bytes` limits them.
+  size_t kv_budget_bytes = 0;
 
   /// KV bytes of `tokens` tokens, rounded up to whole blocks.
   size_t kv_bytes(int tokens) const noexcept;
@@ -69,22 +71,6 @@ size_t decoder_weight_bytes(const text_config& cfg) noexcept;
 
 /// Fraction of a prompt's KV that `spec` keeps (1 for none).
 float kv_keep_fraction(const compression_spec& spec, int image_tokens, int text_tokens) noexcept;
-
-/// How batches form. Parse with `parse_schedule_policy`: "dynamic",
-/// "dynamic:count=4,wait=0.05,max=64", "fcfs", "p2c2d8".
-struct schedule_policy {
-  enum class kind_t : uint8_t { dynamic, fcfs, fixed };
-  kind_t kind = kind_t::dynamic;
-  /// dynamic: caps; fixed: the batch sizes (p, c, d). Index by stage_kind.
-  std::array<int, n_stage_kinds> batch = {64, 64, 64};
-  int count = 1;         ///< dynamic: form a batch once this many wait
-  double max_wait = 0.0; ///< form a batch once the oldest waited this long (s)
-
-  std::string to_string() const;
-};
-
-/// Parses a schedule policy; errors list the accepted forms.
-result<schedule_policy> parse_schedule_policy(std::string_view text);
 
 /// One request as the scheduler sees it.
 struct request_info {
@@ -134,6 +120,28 @@ public:
   /// on (compress releases the dropped KV, decode the rest).
   status on_stage_done(const stage_batch& batch, double now);
 
+  // -- live use (actors/stage_admission) ----------------------------------------
+
+  /// Continuous batching (the live decode worker): while `stage` runs a
+  /// batch, queued requests that fit join it, up to the policy's cap; the
+  /// result lists only the joiners and carries the running batch's id.
+  /// When the stage is idle this is next_batch.
+  stage_batch join_batch(stage_kind stage, double now);
+
+  /// Request `id` leaves early wherever it is: it finished decoding before
+  /// the rest of its batch, or it failed or was cancelled in any stage. Its
+  /// KV reservation and its share of a running batch's activations are
+  /// freed; a running batch left empty ends. Errors: unknown id.
+  status release(uint64_t id, double now);
+
+  /// KV bytes of `kv_budget_bytes` held by others (a live pool's blocks
+  /// that no scheduled request owns); prefill admits only what fits in
+  /// the rest.
+  void set_kv_external(size_t bytes) noexcept { kv_external_ = bytes; }
+
+  /// True while `id` is queued or running.
+  bool tracks(uint64_t id) const noexcept { return live_.count(id) != 0; }
+
   /// Earliest time a waiting threshold will fire for `stage` (infinity if
   /// its queue is empty).
   double wake_time(stage_kind stage) const noexcept;
@@ -177,6 +185,7 @@ private:
   std::array<running, n_stage_kinds> running_;
   std::vector<uint64_t> completed_;
   size_t kv_reserved_ = 0;
+  size_t kv_external_ = 0;
   size_t act_reserved_ = 0;
   uint64_t next_batch_id_ = 1;
 };

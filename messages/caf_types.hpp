@@ -138,5 +138,7 @@ CAF_ADD_ATOM(mosaic, mosaic, heartbeat_atom, "heartbeat")
 CAF_ADD_ATOM(mosaic, mosaic, health_atom, "health")
 CAF_ADD_ATOM(mosaic, mosaic, shutdown_atom, "shutdown")
 CAF_ADD_ATOM(mosaic, mosaic, compress_atom, "compress")
+CAF_ADD_ATOM(mosaic, mosaic, wake_atom,
+             "wake") // node-local: a stage may have work (actors/stage_admission)
 
 CAF_END_TYPE_ID_BLOCK(mosaic)

@@ -155,6 +155,17 @@ prefill_spec read_prefill(map_reader& m, const node_spec& node, bool devices_kno
                    "bad 'compression' of " + m.what() + ": " + spec.err().message,
                    "e.g. compression: \"snapkv:img=0.25,txt=0.5\" (or none)");
   }
+  if (auto text = m.read_string("schedule")) {
+    if (*text == "auto" || *text == "off") {
+      s.schedule = *text;
+    } else if (auto policy = parse_schedule_policy(*text)) {
+      s.schedule = *text;
+    } else {
+      ctx.sink.add(m.value_mark("schedule"),
+                   "bad 'schedule' of " + m.what() + ": " + policy.err().message,
+                   "e.g. schedule: dynamic, fcfs, p1c1d8, off or auto");
+    }
+  }
   return s;
 }
 

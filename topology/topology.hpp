@@ -16,6 +16,7 @@
 
 #include "engine/compression_spec.hpp"
 #include "engine/policy_spec.hpp"
+#include "engine/schedule_policy.hpp"
 
 namespace mosaic {
 
@@ -101,6 +102,11 @@ struct prefill_spec {
   /// KV compression of requests that name none (engine/compression_spec.hpp
   /// grammar); `none` (the default) skips the compress stage.
   compression_spec compression;
+  /// How the prefill, compress and decode stages batch (FastCache's stage
+  /// scheduler, engine/schedule_policy.hpp): "auto" (dynamic when
+  /// `compression` is on, else off), "off", "dynamic[:count=N,wait=S,max=B]",
+  /// "fcfs" or fixed sizes "p<P>c<C>d<D>[:wait=S]".
+  std::string schedule = "auto";
 };
 
 /// Continuous-batching decode over a paged KV pool.

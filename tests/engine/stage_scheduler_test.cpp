@@ -290,6 +290,62 @@ TEST(stage_scheduler_test, compression_releases_the_dropped_kv) {
   EXPECT_EQ(s.completed(), std::vector<uint64_t>{7});
 }
 
+TEST(stage_scheduler_test, a_kv_budget_and_outside_blocks_limit_admission) {
+  auto m = small_memory_model(1'000'000'000);
+  m.kv_budget_bytes = m.kv_bytes(200);
+  auto s = make(m, "dynamic");
+  // Alone over the KV budget: refused at once with the sizes.
+  const auto big = s.enqueue({9, 190, 20, 1.0f}, 0.0);
+  ASSERT_FALSE(big);
+  EXPECT_EQ(big.err().code, errc::out_of_memory);
+  EXPECT_NE(big.err().message.find("grow the pool"), std::string::npos) << big.err().message;
+  for (uint64_t id = 1; id <= 3; ++id)
+    ASSERT_TRUE(s.enqueue({id, 80, 8, 1.0f}, 0.0));
+  s.set_kv_external(m.kv_bytes(100)); // blocks someone else holds
+  auto b = s.next_batch(stage_kind::prefill, 0.0);
+  EXPECT_EQ(b.requests.size(), 1u) << "only one 88-token request fits next to 100 outside";
+  EXPECT_LE(s.memory().kv_reserved + m.kv_bytes(100), m.kv_budget_bytes);
+  ASSERT_TRUE(s.on_stage_done(b, 1.0));
+  s.set_kv_external(0);
+  auto b2 = s.next_batch(stage_kind::prefill, 1.0);
+  EXPECT_EQ(b2.requests.size(), 1u) << "two fit in 200 tokens, the third waits";
+  EXPECT_LE(s.memory().kv_reserved, m.kv_budget_bytes);
+}
+
+TEST(stage_scheduler_test, release_and_join_give_continuous_decode) {
+  const auto m = small_memory_model(1'000'000'000);
+  auto s = make(m, "dynamic:max=2");
+  for (uint64_t id = 1; id <= 3; ++id)
+    ASSERT_TRUE(s.enqueue({id, 16, 4, 1.0f}, 0.0));
+  auto p = s.next_batch(stage_kind::prefill, 0.0);
+  ASSERT_EQ(p.requests.size(), 2u);
+  ASSERT_TRUE(s.on_stage_done(p, 0.1));
+  auto d = s.join_batch(stage_kind::decode, 0.1);
+  ASSERT_EQ(d.requests.size(), 2u);
+  auto p3 = s.next_batch(stage_kind::prefill, 0.2);
+  ASSERT_EQ(p3.requests, std::vector<uint64_t>{3});
+  ASSERT_TRUE(s.on_stage_done(p3, 0.3));
+  EXPECT_TRUE(s.join_batch(stage_kind::decode, 0.3).empty()) << "the batch is at its cap";
+  // Request 1 ends early: its KV goes and 3 joins the running batch.
+  const size_t before = s.memory().kv_reserved;
+  ASSERT_TRUE(s.release(1, 0.4));
+  EXPECT_EQ(s.memory().kv_reserved, before - m.kv_bytes(20));
+  EXPECT_FALSE(s.tracks(1));
+  auto j = s.join_batch(stage_kind::decode, 0.4);
+  ASSERT_EQ(j.requests, std::vector<uint64_t>{3});
+  EXPECT_EQ(j.batch_id, d.batch_id);
+  ASSERT_TRUE(s.release(2, 0.5));
+  ASSERT_TRUE(s.release(3, 0.5));
+  EXPECT_FALSE(s.busy(stage_kind::decode)) << "an emptied batch ends";
+  EXPECT_EQ(s.memory().used(), m.weight_bytes);
+  EXPECT_EQ(s.release(3, 0.6).err().code, errc::not_found);
+  // A queued request that leaves before admission held nothing.
+  ASSERT_TRUE(s.enqueue({4, 16, 4, 1.0f}, 1.0));
+  ASSERT_TRUE(s.release(4, 1.0));
+  EXPECT_EQ(s.queued(stage_kind::prefill), 0u);
+  EXPECT_EQ(s.memory().used(), m.weight_bytes);
+}
+
 TEST(stage_scheduler_test, rejects_bad_requests_and_foreign_batches) {
   auto s = make(small_memory_model(1'000'000), "dynamic");
   ASSERT_TRUE(s.enqueue({1, 10, 1, 1.0f}, 0.0));

@@ -106,7 +106,7 @@ TEST(trained_compressor, shipped_weights_load_and_keep_most_answers) {
     same += merged->tokens == plain->tokens ? 1 : 0;
   }
   EXPECT_EQ((*eng)->pool().stats().blocks_used, 0);
-  // Over 100 held-out questions the merged KV gave the uncompressed answer
+  // Over the 200 held-out questions the merged KV gave the uncompressed answer
   // on 80% (docs/quality.md), here 19 of 24; a compressor that had learned nothing (its
   // untrained initialisation, one step) agreed on 12 of these 24.
   std::printf("%d of 24 answers as without compression\n", same);

@@ -364,6 +364,7 @@ local_cluster::~local_cluster() {
   for (auto& a : all_)
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   all_.clear();
+  workers_.clear(); // a detached actor's thread ends once its last handle is gone
   router_ = nullptr;
   sys_.reset(); // waits for every actor, detached ones included
   if (net_ && net_->receiver) {

@@ -375,10 +375,6 @@ caf::behavior router_actor(router_ptr self, node_context* ctx, router_peers peer
   }
   st.held.resize(st.workers.size());
   st.image_tokens = ctx->engine ? static_cast<uint32_t>(ctx->engine->config().image_tokens()) : 0;
-  {
-    std::lock_guard lock{ctx->routed_mutex};
-    ctx->routed_per_worker.assign(st.workers.size(), 0);
-  }
   // A local worker whose linker stopped gets no more requests.
   self->set_down_handler([self](caf::down_msg& dm) {
     for (auto& w : self->state.workers)
@@ -398,6 +394,11 @@ caf::behavior router_actor(router_ptr self, node_context* ctx, router_peers peer
 } // namespace
 
 caf::actor spawn_router(caf::actor_system& sys, node_context* ctx, router_peers peers) {
+  {
+    // Before the actor starts: stats() shows every worker from the first call.
+    std::lock_guard lock{ctx->routed_mutex};
+    ctx->routed_per_worker.assign(std::max<size_t>(peers.prefill.size(), 1), 0);
+  }
   return sys.spawn(router_actor, ctx, std::move(peers));
 }
 

@@ -38,6 +38,9 @@ protected:
     auto done = cluster_->submit(req)->wait(30s);
     EXPECT_TRUE(done) << done.err().to_string();
     const auto after = routed();
+    EXPECT_EQ(after.size(), before.size());
+    if (after.size() != before.size())
+      return 99;
     for (size_t i = 0; i < after.size(); ++i)
       if (after[i] != before[i])
         return i;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
+#include <unordered_map>
 #include <unordered_set>
 
 #include <caf/all.hpp>
@@ -33,6 +34,14 @@ struct routed_request {
   bool by_key = false;       ///< names an image by key (only libraries that hold it can serve it)
 };
 
+/// An upload on its way to a worker's library.
+struct upload_job {
+  wire::encode_request req;
+  std::vector<digest> keys; ///< its route key (several workers)
+  caf::typed_response_promise<encode_result_msg> rp;
+  int tries = 0;
+};
+
 /// A prefill worker and what the router knows of it.
 struct worker {
   prefill_route route;
@@ -52,6 +61,7 @@ struct router_state {
   affinity_index held;
   size_t rr_next = 0;
   uint32_t image_tokens = 0;
+  std::unordered_map<uint64_t, std::shared_ptr<upload_job>> uploads_waiting; ///< by request id
   static inline const char* name = "router";
 };
 
@@ -313,6 +323,48 @@ void on_cancel(router_ptr self, const cancel_msg& m) {
     self->send(st.peers.decode, cancel_atom_v, m);
 }
 
+/// Compiles and stores an upload into the library of the worker it is
+/// routed to. A link that refuses it unsent (its peer's link is still
+/// connecting, e.g. right after startup) is asked again 50 ms later, at
+/// most 40 times and not past the deadline.
+void send_upload(router_ptr self, std::shared_ptr<upload_job> job) {
+  auto& st = self->state;
+  auto pick = choose(st, 1, job->keys, {});
+  if (!pick) {
+    job->rp.deliver(to_caf_error(none_up(st)));
+    return;
+  }
+  const size_t i = pick->worker;
+  auto& w = st.workers[i];
+  w.tokens += st.image_tokens;
+  auto uploader = w.route.uploader ? w.route.uploader : st.peers.encoder;
+  self->request(uploader, until_deadline(job->req.deadline_unix_ns), encode_atom_v,
+                make_encode_request_msg(job->req))
+      .then(
+          [self, job, i](const encode_result_msg& r) mutable {
+            auto& st = self->state;
+            st.workers[i].tokens -= st.image_tokens;
+            if (to_status(r->error()) && st.workers.size() > 1) { // compiled into its library
+              for (const auto& k : job->keys)
+                st.held.record(i, k);
+              st.held.record(i, route_key_of_image_key(job->req.tenant, from_key(r->key())));
+            }
+            job->rp.deliver(r);
+          },
+          [self, job, i](const caf::error& err) mutable {
+            auto& st = self->state;
+            st.workers[i].tokens -= st.image_tokens;
+            if (never_reached(err) && ++job->tries < 40 &&
+                !deadline_passed(job->req.deadline_unix_ns)) {
+              st.uploads_waiting.emplace(job->req.request_id, job);
+              self->delayed_send(self, std::chrono::milliseconds{50}, encode_atom_v,
+                                 job->req.request_id);
+              return;
+            }
+            job->rp.deliver(err);
+          });
+}
+
 caf::result<encode_result_msg> on_upload(router_ptr self, const encode_request_msg& m) {
   auto& st = self->state;
   wire::encode_request req;
@@ -330,36 +382,25 @@ caf::result<encode_result_msg> on_upload(router_ptr self, const encode_request_m
   wire::image_data_segment img;
   img.encoded.assign(data->encoded()->begin(), data->encoded()->end());
   img.mime = data->mime() ? data->mime()->str() : std::string{};
-  std::vector<digest> keys;
+  auto job = std::make_shared<upload_job>();
   if (st.workers.size() > 1)
-    keys.push_back(route_key_of_bytes(req.tenant, img.encoded));
+    job->keys.push_back(route_key_of_bytes(req.tenant, img.encoded));
   req.image = std::move(img);
-  auto pick = choose(st, 1, keys, {});
-  if (!pick)
-    return to_caf_error(none_up(st));
-  const size_t i = pick->worker;
-  auto& w = st.workers[i];
-  w.tokens += st.image_tokens;
-  auto uploader = w.route.uploader ? w.route.uploader : st.peers.encoder;
-  auto rp = self->make_response_promise<encode_result_msg>();
-  self->request(uploader, until_deadline(req.deadline_unix_ns), encode_atom_v,
-                make_encode_request_msg(req))
-      .then(
-          [self, rp, i, keys, tenant = req.tenant](const encode_result_msg& r) mutable {
-            auto& st = self->state;
-            st.workers[i].tokens -= st.image_tokens;
-            if (to_status(r->error()) && st.workers.size() > 1) { // compiled into its library
-              for (const auto& k : keys)
-                st.held.record(i, k);
-              st.held.record(i, route_key_of_image_key(tenant, from_key(r->key())));
-            }
-            rp.deliver(r);
-          },
-          [self, rp, i](const caf::error& err) mutable {
-            self->state.workers[i].tokens -= self->state.image_tokens;
-            rp.deliver(err);
-          });
-  return rp;
+  job->req = std::move(req);
+  job->rp = self->make_response_promise<encode_result_msg>();
+  send_upload(self, job);
+  return job->rp;
+}
+
+/// Retries a waiting upload (its uploader link was not connected yet).
+void on_upload_retry(router_ptr self, uint64_t id) {
+  auto& waiting = self->state.uploads_waiting;
+  auto it = waiting.find(id);
+  if (it == waiting.end())
+    return;
+  auto job = std::move(it->second);
+  waiting.erase(it);
+  send_upload(self, std::move(job));
 }
 
 caf::behavior router_actor(router_ptr self, node_context* ctx, router_peers peers) {
@@ -388,6 +429,7 @@ caf::behavior router_actor(router_ptr self, node_context* ctx, router_peers peer
       [self](generate_atom, uint64_t id) { on_admission_deadline(self, id); },
       [self](cancel_atom, const cancel_msg& m) { on_cancel(self, m); },
       [self](encode_atom, const encode_request_msg& m) { return on_upload(self, m); },
+      [self](encode_atom, uint64_t id) { on_upload_retry(self, id); },
   };
 }
 

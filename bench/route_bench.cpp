@@ -143,7 +143,7 @@ result<outcome> run_strategy(const options& o, const std::string& strategy, int 
 }
 
 int run(const options& o) {
-  const int base = o.port_base != 0 ? o.port_base : 42000 + int(getpid() % 1000) * 16;
+  const int base = o.port_base != 0 ? o.port_base : 11000 + int(getpid() % 250) * 40;
   const auto dir =
       std::filesystem::temp_directory_path() / ("mosaic_route_bench_" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);

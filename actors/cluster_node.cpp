@@ -224,11 +224,20 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
     c->actors_.push_back("linker     cooperative  default policy " + o.default_policy.to_string());
   }
   if (has(actor_kind::router)) {
-    // Uploads are compiled and stored where the library is.
+    // Every node with a linker is a prefill worker the router picks among
+    // (actors/prefill_routing.hpp); its uploads are compiled and stored
+    // into that node's library.
+    std::vector<prefill_route> workers;
+    if (has(actor_kind::linker))
+      workers.push_back(
+          prefill_route{"node '" + self->name + "'", local[actor_kind::linker], storer, {}});
+    for (const auto& n : topo.nodes)
+      if (n.name != self->name && n.count(actor_kind::linker) != 0)
+        workers.push_back(prefill_route{"node '" + n.name + "'", link_to(n, "linker"),
+                                        link_to(n, "uploader"), n.name});
     caf::actor uploader = storer;
-    if (!uploader)
-      if (const auto* n = remote_node_with(topo, *self, actor_kind::kv_loader))
-        uploader = link_to(*n, "uploader");
+    if (!uploader && !workers.empty())
+      uploader = workers.front().uploader;
     // Cancels of running requests go to every decode node.
     caf::actor decode_peer = peer(actor_kind::decode);
     if (!has(actor_kind::decode)) {
@@ -241,11 +250,15 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
         c->all_.push_back(decode_peer);
       }
     }
-    c->router_ =
-        spawn_router(sys, ctxp, router_peers{peer(actor_kind::linker), uploader, decode_peer});
+    const size_t n_workers = workers.size();
+    c->router_ = spawn_router(sys, ctxp,
+                              router_peers{peer(actor_kind::linker), uploader, decode_peer,
+                                           std::move(workers), net.health});
     keep(actor_kind::router, c->router_);
     c->actors_.push_back("router     cooperative  max_inflight " + std::to_string(o.max_inflight) +
-                         ", queue " + std::to_string(o.max_queue));
+                         ", queue " + std::to_string(o.max_queue) + ", " +
+                         std::to_string(n_workers) + " prefill node(s), strategy " +
+                         to_string(o.route_strategy));
   }
 
   // The directory: what peers get for each kind.

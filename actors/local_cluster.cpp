@@ -225,9 +225,12 @@ result<node_options> options_of(const topology& topo, std::string_view node, boo
       return make_error(errc::unsupported, "node '", n->name, "' runs no ", to_string(kind),
                         " actor; one process runs every role of one node (split roles over "
                         "processes with `mosaic node`)");
+  o.prefill_workers = std::max(1, static_cast<int>(n->count(actor_kind::prefill)));
   for (const auto& a : n->actors) {
     if (const auto* f = a.get<frontend_spec>())
       o.max_inflight = f->max_concurrent;
+    if (const auto* r = a.get<router_spec>())
+      o.route_strategy = r->strategy;
     if (const auto* e = a.get<encoder_spec>()) {
       o.encoder_cache_bytes = e->cache_bytes();
       o.device = e->device.to_string();
@@ -296,10 +299,24 @@ result<std::unique_ptr<local_cluster>> local_cluster::start(node_options options
   auto encoder = spawn_encoder(sys, ctxp, loader);
   auto decode = spawn_decode(sys, ctxp);
   auto compress = spawn_compress(sys, ctxp, decode);
-  auto prefill = spawn_prefill(sys, ctxp, prefill_peers{encoder, decode, compress, nullptr});
-  auto linker = spawn_linker(sys, ctxp, linker_peers{encoder, loader, prefill});
-  c->router_ = spawn_router(sys, ctxp, router_peers{linker, encoder, decode});
-  c->all_ = {c->router_, linker, prefill, compress, decode, encoder, loader};
+  // One linker per prefill worker; the router picks among them.
+  router_peers rp{nullptr, encoder, decode, {}, nullptr};
+  const int n_workers = std::max(1, ctxp->options.prefill_workers);
+  for (int i = 0; i < n_workers; ++i) {
+    auto prefill = spawn_prefill(sys, ctxp, prefill_peers{encoder, decode, compress, nullptr});
+    auto linker = spawn_linker(sys, ctxp, linker_peers{encoder, loader, prefill});
+    rp.prefill.push_back(prefill_route{"local " + std::to_string(i), linker, encoder, {}});
+    c->workers_.push_back({linker, prefill});
+  }
+  rp.linker = rp.prefill.front().linker;
+  c->router_ = spawn_router(sys, ctxp, std::move(rp));
+  c->all_ = {c->router_};
+  for (const auto& [linker, prefill] : c->workers_) {
+    c->all_.push_back(linker);
+    c->all_.push_back(prefill);
+  }
+  for (auto a : {compress, decode, encoder, loader})
+    c->all_.push_back(a);
   const auto& o = ctxp->options;
   const auto pool = ctxp->engine->pool().stats();
   c->actors_ = {
@@ -307,7 +324,10 @@ result<std::unique_ptr<local_cluster>> local_cluster::start(node_options options
           std::to_string(o.max_queue),
       "linker     cooperative  default policy " + o.default_policy.to_string(),
       "prefill    detached     " + o.device + ", max_tokens " +
-          std::to_string(o.prefill_max_tokens),
+          std::to_string(o.prefill_max_tokens) +
+          (n_workers > 1 ? ", " + std::to_string(n_workers) + " workers (strategy " +
+                               to_string(o.route_strategy) + ")"
+                         : std::string{}),
       "compress   detached     " + o.device + ", default " + o.default_compression.to_string(),
       "decode     detached     " + o.device + ", max_batch " + std::to_string(o.decode_max_batch) +
           ", pool " + std::to_string(pool.blocks_total) + " blocks x " +
@@ -322,6 +342,19 @@ result<std::unique_ptr<local_cluster>> local_cluster::start(node_options options
 
 local_cluster::local_cluster(private_tag) {}
 
+size_t local_cluster::prefill_workers() const {
+  return workers_.size();
+}
+
+status local_cluster::stop_prefill_worker(size_t i) {
+  if (i >= workers_.size())
+    return make_error(errc::invalid_argument, "no local prefill worker ", std::to_string(i),
+                      " (this node runs ", std::to_string(workers_.size()), ")");
+  for (auto& a : {workers_[i].first, workers_[i].second})
+    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  return {};
+}
+
 local_cluster::~local_cluster() {
   {
     std::lock_guard lock{clients_mutex_};
@@ -332,6 +365,7 @@ local_cluster::~local_cluster() {
   for (auto& a : all_)
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   all_.clear();
+  workers_.clear(); // a detached actor's thread ends once its last handle is gone
   router_ = nullptr;
   sys_.reset(); // waits for every actor, detached ones included
   if (net_ && net_->receiver) {

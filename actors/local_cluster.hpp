@@ -3,7 +3,8 @@
 // Every actor of one node in this process, behind a small C++ API: the
 // tests, the benchmarks, `mosaic serve` and (next) the HTTP front door
 // use it. `start` creates the node_context and spawns kv_loader, encoder,
-// decode, prefill, linker and router; `submit` sends a request to the
+// decode, prefill, linker and router (node_options::prefill_workers
+// linker + prefill pairs, among which the router picks); `submit` sends a request to the
 // router and returns the stream of its token events; `upload` runs the
 // upload-then-ask flow (encode, compile, store in the tenant's library).
 //
@@ -146,6 +147,12 @@ public:
   node_context& context() { return *ctx_; }
   /// One line per spawned actor ("router  (cooperative)").
   const std::vector<std::string>& actors() const { return actors_; }
+  /// Prefill workers (each with its own linker) spawned in this process.
+  size_t prefill_workers() const;
+  /// Stops local prefill worker `i` (its linker and prefill actor), as if
+  /// it had crashed: the router sends it nothing more; requests it was
+  /// running fail. For drills and tests.
+  status stop_prefill_worker(size_t i);
   /// Peer nodes this node links to (empty in one process).
   std::vector<peer_address> peers() const;
   /// Up/down state of the peers (null in one process).
@@ -164,6 +171,8 @@ private:
   /// Client actors of submitted requests, stopped first at shutdown.
   std::vector<std::pair<std::weak_ptr<token_stream>, caf::actor>> clients_;
   caf::actor router_;
+  /// Local prefill workers: (linker, prefill).
+  std::vector<std::pair<caf::actor, caf::actor>> workers_;
   std::vector<std::string> actors_;
 };
 

@@ -116,6 +116,12 @@ node_stats node_context::stats() const {
   s.compress_us = c.compress_us.load();
   s.compress_saved_bytes = c.compress_saved_bytes.load();
   s.compress_fallbacks = c.compress_fallbacks.load();
+  s.routed_by_affinity = c.routed_by_affinity.load();
+  s.routed_images_held = c.routed_images_held.load();
+  {
+    std::lock_guard lock{routed_mutex};
+    s.routed_per_worker = routed_per_worker;
+  }
   if (engine)
     s.pool = engine->pool().stats();
   if (stages)

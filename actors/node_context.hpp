@@ -33,6 +33,7 @@
 #include "kv/library.hpp"
 #include "kv/loader.hpp"
 #include "messages/builders.hpp"
+#include "topology/topology.hpp"
 
 namespace mosaic::actors {
 
@@ -71,6 +72,13 @@ struct node_options {
   int default_max_tokens = 256;
   int max_inflight = 64; ///< requests between router admission and their last token
   int max_queue = 256;   ///< requests waiting for admission; beyond: overloaded at once
+  // -- routing over prefill workers (actors/prefill_routing.hpp) -----------------
+  /// Prefill workers of this process (each with its own linker); the
+  /// router spreads requests over them and over remote ones.
+  int prefill_workers = 1;
+  router_strategy route_strategy = router_strategy::cache_aware;
+  double route_miss_weight = 1.0; ///< per image token a worker would compute again
+  double route_load_weight = 1.0; ///< per prompt token in flight on a worker
 };
 
 /// A library entry being read into memory (a disk hit) or already there
@@ -149,6 +157,13 @@ struct node_stats {
   uint64_t compress_us = 0;          ///< compress stage time, summed
   uint64_t compress_saved_bytes = 0; ///< pool bytes freed by compression, summed
   uint64_t compress_fallbacks = 0;   ///< no pool room for the compressed copy: decoded as is
+  /// Requests the router sent to a prefill worker known to hold at least
+  /// one of their images (cache_aware routing), and those images.
+  uint64_t routed_by_affinity = 0;
+  uint64_t routed_images_held = 0;
+  /// Requests the router sent to each prefill worker, in its order
+  /// (local workers first, then remote nodes in file order).
+  std::vector<uint64_t> routed_per_worker;
   kv_pool_stats pool;
   stage_admission_stats stages; ///< the stage scheduler's batches and KV reservations
 };
@@ -158,7 +173,8 @@ struct node_counters {
   std::atomic<uint64_t> requests{0}, completed{0}, failed{0}, overloaded{0}, cancelled{0},
       library_hits{0}, library_misses{0}, encoder_cache_hits{0}, encodes{0}, load_fallbacks{0},
       stores{0}, prefills{0}, prefill_us{0}, load_wait_us{0}, decode_steps{0}, compressions{0},
-      compress_us{0}, compress_saved_bytes{0}, compress_fallbacks{0};
+      compress_us{0}, compress_saved_bytes{0}, compress_fallbacks{0}, routed_by_affinity{0},
+      routed_images_held{0};
   std::atomic<uint64_t> admission_queue{0}; ///< gauge: requests in the router's queue
 };
 
@@ -189,6 +205,9 @@ struct node_context {
   handle_table<compress_job> compress_jobs;          ///< prefill → compress, by request id
 
   node_counters counters;
+  /// Requests routed to each prefill worker (router thread writes, stats() reads).
+  mutable std::mutex routed_mutex;
+  std::vector<uint64_t> routed_per_worker;
 
   /// Admission to the prefill, compress and decode stages (never null).
   std::unique_ptr<stage_admission> stages;

@@ -86,6 +86,9 @@ struct link_state {
 
 using link_ptr = caf::stateful_actor<link_state>*;
 
+/// How a refusal of a request never forwarded reads (refused_unsent).
+constexpr std::string_view not_sent = "is not connected; the request was not sent";
+
 error unavailable(const link_state& st, const std::string& why) {
   return make_error(errc::unavailable, st.options.peer.describe(), " ", why, " (", st.options.kind,
                     " actor)");
@@ -236,7 +239,7 @@ caf::result<caf::message> forward(link_ptr self, caf::message_view& view) {
   const bool is_request = elem != nullptr && elem->mid.is_request();
   if (!st.target) {
     if (is_request)
-      return to_caf_error(unavailable(st, "is not connected"));
+      return to_caf_error(unavailable(st, std::string{not_sent}));
     return caf::delegated<caf::message>{}; // a send to a down peer is lost, as to a dead actor
   }
   auto msg = view.move_content_to_message();
@@ -272,6 +275,10 @@ caf::behavior peer_link(link_ptr self, peer_link_options options,
 }
 
 } // namespace
+
+bool refused_unsent(const error& err) {
+  return err.code == errc::unavailable && err.message.find(not_sent) != std::string::npos;
+}
 
 caf::actor spawn_fanout(caf::actor_system& sys, std::vector<caf::actor> targets) {
   return sys.spawn([targets = std::move(targets)](caf::event_based_actor* self) -> caf::behavior {

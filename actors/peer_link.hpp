@@ -33,6 +33,8 @@
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 
+#include "engine/error.hpp"
+
 namespace mosaic::actors {
 
 /// Where a peer node listens.
@@ -78,6 +80,10 @@ struct peer_link_options {
   /// deadline normally ends it first).
   std::chrono::milliseconds request_timeout{600'000};
 };
+
+/// True when `err` is a link's answer to a request it never forwarded
+/// (its peer was not connected): the request may be sent elsewhere.
+bool refused_unsent(const error& err);
 
 /// An actor that sends every message it gets to each of `targets` (plain
 /// sends; a request gets no answer). The router's cancels to several

@@ -13,6 +13,18 @@
 //       tokens stream to `sink` as (token_atom, token_event_msg)
 //   (cancel_atom, cancel_msg)          -> (nothing)   queued: ends it; running: to decode
 //   (encode_atom, encode_request_msg)  -> encode_result_msg   (upload: compile = true)
+//
+// With several prefill workers (`router_peers::prefill`: in this process,
+// or on other nodes through peer links) the router picks one per request
+// and per upload (actors/prefill_routing.hpp): by load and, with the
+// cache_aware strategy, by which worker already holds the request's
+// images. A worker that is down (a local linker that stopped, a node its
+// links see down) is skipped; a request refused unsent by a worker that
+// just went down is sent to another one.
+
+#include <memory>
+#include <string>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -21,10 +33,26 @@
 
 namespace mosaic::actors {
 
+class peer_health;
+
+/// One prefill worker the router can send requests to: a linker with its
+/// prefill worker and KV library.
+struct prefill_route {
+  std::string name;    ///< for messages: "local 0", "node 'p1'"
+  caf::actor linker;   ///< local linker or peer link to a node's linker
+  caf::actor uploader; ///< compiles and stores uploads into this worker's library
+  /// The node whose up/down state (router_peers::health) decides whether
+  /// the worker is up; empty: a local worker, up until its linker stops.
+  std::string node;
+};
+
 struct router_peers {
-  caf::actor linker;
-  caf::actor encoder;
-  caf::actor decode; ///< receives cancels of running requests
+  caf::actor linker;  ///< the only worker when `prefill` is empty
+  caf::actor encoder; ///< the uploader when `prefill` is empty
+  caf::actor decode;  ///< receives cancels of running requests
+  /// Every prefill worker (see above); empty: {linker, encoder}.
+  std::vector<prefill_route> prefill;
+  std::shared_ptr<peer_health> health; ///< up/down of remote workers' nodes
 };
 
 caf::actor spawn_router(caf::actor_system& sys, node_context* ctx, router_peers peers);

@@ -96,6 +96,8 @@ service_stats cluster_service::stats() const {
   s.load_seconds = double(n.load_wait_us) / 1e6;
   s.encodes = n.encodes;
   s.load_fallbacks = n.load_fallbacks;
+  s.routed_by_affinity = n.routed_by_affinity;
+  s.routed_images_held = n.routed_images_held;
   if (const auto& lib = cluster_.context().library) {
     const auto ls = lib->stats();
     s.ram_hits = ls.ram.hits;

@@ -54,6 +54,10 @@ struct service_stats {
   uint64_t library_disk_bytes = 0;
   uint64_t encodes = 0;
   uint64_t load_fallbacks = 0; ///< library hits recomputed because a load failed
+  /// Requests the router sent to a prefill worker known to hold at least
+  /// one of their images, and those images (actors/prefill_routing.hpp).
+  uint64_t routed_by_affinity = 0;
+  uint64_t routed_images_held = 0;
 };
 
 /// An image stored in a tenant's static library.

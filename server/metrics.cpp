@@ -75,6 +75,12 @@ struct front_door_metrics::families {
       encodes(counter(r, "mosaic:vision_encodes_total", "Vision tower runs.")),
       load_fallbacks(counter(r, "mosaic:library_load_fallbacks_total",
                              "Library hits recomputed because their load failed.")),
+      routed_affinity(counter(r, "mosaic:router_affinity_routed_total",
+                              "Requests routed to a prefill worker that holds some of their "
+                              "images.")),
+      routed_images_held(counter(r, "mosaic:router_affinity_images_total",
+                                 "Images of requests routed to a prefill worker that holds "
+                                 "them.")),
       library_queries_f(prometheus::BuildCounter()
                             .Name("mosaic:library_queries_total")
                             .Help("Library lookups per tier.")
@@ -139,6 +145,8 @@ struct front_door_metrics::families {
   prometheus::Counter& load_seconds;
   prometheus::Counter& encodes;
   prometheus::Counter& load_fallbacks;
+  prometheus::Counter& routed_affinity;
+  prometheus::Counter& routed_images_held;
   prometheus::Family<prometheus::Counter>& library_queries_f;
   prometheus::Family<prometheus::Counter>& library_hits_f;
   prometheus::Counter& ram_queries;
@@ -223,6 +231,8 @@ void front_door_metrics::update_cluster(const service_stats& s) {
   advance(f_->disk_hits, s.disk_hits, last_.disk_hits);
   advance(f_->encodes, s.encodes, last_.encodes);
   advance(f_->load_fallbacks, s.load_fallbacks, last_.load_fallbacks);
+  advance(f_->routed_affinity, s.routed_by_affinity, last_.routed_by_affinity);
+  advance(f_->routed_images_held, s.routed_images_held, last_.routed_images_held);
   if (s.load_seconds > last_.load_seconds)
     f_->load_seconds.Increment(s.load_seconds - last_.load_seconds);
   f_->ram_bytes.Set(double(s.library_ram_bytes));

@@ -58,7 +58,7 @@ enum class router_strategy : uint8_t { least_loaded, round_robin, cache_aware };
 
 /// Spreads requests over encoders, linkers, prefill and decode workers.
 struct router_spec {
-  router_strategy strategy = router_strategy::least_loaded;
+  router_strategy strategy = router_strategy::cache_aware;
 };
 
 /// Vision tower + projector; keeps an encoder-output cache keyed by image.

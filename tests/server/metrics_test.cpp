@@ -93,6 +93,8 @@ TEST(metrics, cluster_counters_follow_successive_stats) {
   b.prefix_queries = 15;
   b.prefix_hits = 6;
   b.kv_cache_usage = 0.125;
+  b.routed_by_affinity = 3;
+  b.routed_images_held = 5;
   m.update_cluster(b);
   auto s = samples(m.expose());
   EXPECT_EQ(s["mosaic:prefix_cache_queries_total"], 15);
@@ -101,6 +103,8 @@ TEST(metrics, cluster_counters_follow_successive_stats) {
   EXPECT_EQ(s["mosaic:library_hits_total{tier=\"disk\"}"], 1);
   EXPECT_EQ(s["mosaic:library_bytes{tier=\"disk\"}"], 4096);
   EXPECT_DOUBLE_EQ(s["mosaic:kv_cache_usage_perc"], 0.125);
+  EXPECT_EQ(s["mosaic:router_affinity_routed_total"], 3);
+  EXPECT_EQ(s["mosaic:router_affinity_images_total"], 5);
 }
 
 TEST(metrics, running_gauge_tracks_requests_in_flight) {

@@ -28,6 +28,8 @@
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "actors/local_cluster.hpp"
 #include "engine/model/image.hpp"
 #include "topology/loader.hpp"
@@ -211,29 +213,14 @@ int run(const options& o) {
 
 int main(int argc, char** argv) {
   mosaic::bench::options o;
-  for (int i = 1; i < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "route_bench: %s needs a value\n", flag.c_str());
-      return 2;
-    }
-    const char* v = argv[i + 1];
-    if (flag == "--model")
-      o.model = v;
-    else if (flag == "--images")
-      o.images = std::max(1, std::atoi(v));
-    else if (flag == "--repeats")
-      o.repeats = std::max(1, std::atoi(v));
-    else if (flag == "--concurrency")
-      o.concurrency = std::max(1, std::atoi(v));
-    else if (flag == "--max-tokens")
-      o.max_tokens = std::max(1, std::atoi(v));
-    else if (flag == "--port-base")
-      o.port_base = std::atoi(v);
-    else {
-      std::fprintf(stderr, "route_bench: unknown option %s\n", flag.c_str());
-      return 2;
-    }
-  }
+  CLI::App app{"Prefill routing over two prefill nodes: images computed and TTFT per strategy"};
+  app.add_option("--model", o.model, "builtin:tiny, builtin:small or an HF LLaVA directory");
+  app.add_option("--images", o.images, "distinct images")->check(CLI::PositiveNumber);
+  app.add_option("--repeats", o.repeats, "asks per image")->check(CLI::PositiveNumber);
+  app.add_option("--concurrency", o.concurrency, "requests in flight")->check(CLI::PositiveNumber);
+  app.add_option("--max-tokens", o.max_tokens, "tokens per answer")->check(CLI::PositiveNumber);
+  app.add_option("--port-base", o.port_base, "first TCP port of the nodes (0: from the pid)")
+      ->check(CLI::Range(0, 65000));
+  CLI11_PARSE(app, argc, argv);
   return mosaic::bench::run(o);
 }

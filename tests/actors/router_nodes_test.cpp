@@ -30,9 +30,11 @@ protected:
     test_home();
     rng_.seed(seed_);
     // Fresh ports for every test of the program: a node's listening
-    // sockets and its peers' reconnecting links outlive it briefly.
+    // sockets and its peers' reconnecting links outlive it briefly. Above
+    // the kernel's ephemeral range (32768-60999 by default), so that no
+    // outgoing connection of a test running alongside holds one of them.
     static int started = 0;
-    const int base = 40000 + int(getpid() % 400) * 48 + 8 * (started++ % 6);
+    const int base = 61000 + int(getpid() % 80) * 48 + 8 * (started++ % 6);
     std::ostringstream y;
     y << "model: builtin:tiny\ndefaults: { policy: \"mpic:4\", deadline_ms: 20000 }\nnodes:\n"
       << "  - { name: front, host: 127.0.0.1, control_port: " << base << ", data_port: " << base + 1

@@ -27,6 +27,7 @@
 
 #include "actors/local_cluster.hpp"
 #include "engine/model/image.hpp"
+#include "engine/model/random_image.hpp"
 
 namespace mosaic::bench {
 namespace {
@@ -45,16 +46,6 @@ struct summary {
   double wait_fraction = 0.0;
   int failed = 0;
 };
-
-std::vector<uint8_t> random_png(std::mt19937_64& rng, int size) {
-  decoded_image img;
-  img.width = size;
-  img.height = size;
-  img.rgb.resize(size_t(size) * size * 3);
-  for (auto& b : img.rgb)
-    b = static_cast<uint8_t>(rng() & 0xff);
-  return encode_png(img);
-}
 
 summary run_policy(actors::local_cluster& cluster, const options& o, const std::string& policy,
                    const std::vector<std::vector<uint8_t>>& images) {

@@ -32,6 +32,7 @@
 
 #include "actors/local_cluster.hpp"
 #include "engine/model/image.hpp"
+#include "engine/model/random_image.hpp"
 #include "topology/loader.hpp"
 
 namespace mosaic::bench {
@@ -52,16 +53,6 @@ struct outcome {
   double ttft_mean = 0.0, ttft_p90 = 0.0, seconds = 0.0;
   int failed = 0;
 };
-
-std::vector<uint8_t> random_png(std::mt19937_64& rng, int size) {
-  decoded_image img;
-  img.width = size;
-  img.height = size;
-  img.rgb.resize(size_t(size) * size * 3);
-  for (auto& b : img.rgb)
-    b = static_cast<uint8_t>(rng() & 0xff);
-  return encode_png(img);
-}
 
 result<outcome> run_strategy(const options& o, const std::string& strategy, int base,
                              const std::filesystem::path& dir,

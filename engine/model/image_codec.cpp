@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "engine/model/image.hpp"
+#include "engine/model/random_image.hpp"
 
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
@@ -109,6 +110,16 @@ std::vector<uint8_t> encode_jpeg(const decoded_image& image, int quality) {
                          : quality > 100 ? 100
                                          : quality);
   return out;
+}
+
+std::vector<uint8_t> random_png(std::mt19937_64& rng, int size) {
+  decoded_image img;
+  img.width = size;
+  img.height = size;
+  img.rgb.resize(size_t(size) * size * 3);
+  for (auto& b : img.rgb)
+    b = static_cast<uint8_t>(rng() & 0xff);
+  return encode_png(img);
 }
 
 } // namespace mosaic

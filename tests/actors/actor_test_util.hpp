@@ -13,8 +13,9 @@
 #include <gtest/gtest.h>
 
 #include "actors/local_cluster.hpp"
-#include "tests/support/temp_dir.hpp"
 #include "engine/model/image.hpp"
+#include "engine/model/random_image.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace mosaic::actors::test {
 
@@ -50,13 +51,7 @@ inline node_options tiny_options(const std::filesystem::path& library) {
 
 /// A random PNG of the tiny model's image size (56 x 56).
 inline std::vector<uint8_t> random_png(std::mt19937_64& rng, int size = 56) {
-  decoded_image img;
-  img.width = size;
-  img.height = size;
-  img.rgb.resize(size_t(size) * size * 3);
-  for (auto& b : img.rgb)
-    b = static_cast<uint8_t>(rng() & 0xff);
-  return encode_png(img);
+  return mosaic::random_png(rng, size);
 }
 
 /// A greedy request: text, the images (as bytes), more text.

@@ -8,35 +8,11 @@
 set -u
 mosaic="$1"
 
-work="$(mktemp -d)"
-server_pid=""
-cleanup() {
-  if [ -n "$server_pid" ]; then
-    kill "$server_pid" 2>/dev/null
-    wait "$server_pid" 2>/dev/null
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=../support/mosaic_serve.sh
+. "$(cd "$(dirname "$0")" && pwd)/../support/mosaic_serve.sh"
 
 echo "sk-sim-target-key-1 simtenant" > "$work/keys"
-export MOSAIC_HOME="$work/home"
-"$mosaic" serve --model builtin:tiny --http-port 0 --zmq-port 0 --library "$work/library" \
-  --api-keys "$work/keys" > "$work/serve.log" 2>&1 &
-server_pid=$!
-
-port=""
-for _ in $(seq 1 600); do # at most 60 s
-  port="$(sed -n 's|^HTTP front door: http://127\.0\.0\.1:\([0-9]*\)/v1.*|\1|p' "$work/serve.log")"
-  [ -n "$port" ] && break
-  kill -0 "$server_pid" 2>/dev/null || break
-  sleep 0.1
-done
-if [ -z "$port" ]; then
-  echo "mosaic serve did not start:"
-  cat "$work/serve.log"
-  exit 1
-fi
+start_mosaic_serve "$mosaic" "$work/keys"
 
 fail() {
   echo "FAIL: $*"

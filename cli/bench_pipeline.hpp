@@ -25,9 +25,10 @@ struct pipeline_bench_options {
 ///   - pipeline_base_s + pipeline_per_image_s: time to first token minus
 ///     the prefill actor's own pass time, fitted over 0-3 images (library
 ///     RAM hits, policy full_reuse);
-///   - prefill_pipeline_factor: prefill passes in the node (workload-
-///     shaped prompts, full and mpic:32) over the fitted engine model's
-///     time for them (other actors and the loader share the cores);
+///   - prefill_pipeline_factor, prefill_node_per_reused_token_s: prefill
+///     passes in the node (workload-shaped prompts, full and mpic:32)
+///     fitted as factor x the engine model's time + extra x linked tokens
+///     (other actors and the loader share the cores);
 ///   - decode_step_overhead_s: mean inter-token gap minus the engine's
 ///     decode step at batch 1 and the request's context (the decode fit
 ///     of `p`, measured before this call).

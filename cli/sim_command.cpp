@@ -63,7 +63,42 @@ int run_live(sim_options o) {
   return 0;
 }
 
+/// `sim compare --replay requests.csv --des-profile P`: the DES against a
+/// recorded live run (same workload options), without running it again.
+int run_replay(const sim_options& o) {
+  if (o.des_profile.empty())
+    return fail(make_error(errc::invalid_argument, "--replay needs --des-profile"));
+  auto spec = o.load_spec();
+  if (!spec)
+    return fail(spec.err());
+  auto w = o.generate(*spec, o.rate);
+  if (!w)
+    return fail(w.err());
+  auto runs = sim::read_requests_csv(o.replay, o.objectives);
+  if (!runs)
+    return fail(runs.err());
+  for (const auto& run : *runs)
+    if (run.records.size() != w->requests.size())
+      return fail(make_error(errc::invalid_argument, o.replay, ": ", run.summary.label, " has ",
+                             std::to_string(run.records.size()), " requests, the workload ",
+                             std::to_string(w->requests.size()),
+                             "; give the workload options of the recorded run"));
+  std::vector<sim::run_result> des_runs;
+  auto v = validate_against_des(o, *w, *runs, des_runs);
+  if (!v)
+    return fail(v.err());
+  std::error_code ec;
+  std::filesystem::create_directories(o.out, ec);
+  const auto csv = std::filesystem::path{o.out} / "des_requests.csv";
+  if (auto st = sim::write_text(csv, sim::requests_csv(des_runs)); !st)
+    return fail(st.err());
+  std::printf("report: %s\n", csv.c_str());
+  return 0;
+}
+
 int run_compare(sim_options o) {
+  if (!o.replay.empty())
+    return run_replay(o);
   auto spec = o.load_spec();
   if (!spec)
     return fail(spec.err());
@@ -91,15 +126,23 @@ int run_compare(sim_options o) {
   const auto table = sim::compare_runs(runs, "prefix", "full");
   std::fputs(sim::format_compare_table(table).c_str(), stdout);
   nlohmann::json extra = {{"compare", sim::compare_json(table)}};
+  std::vector<sim::run_result> des_runs;
   if (!o.des_profile.empty()) {
-    auto v = validate_against_des(o, *w, runs);
+    auto v = validate_against_des(o, *w, runs, des_runs);
     if (!v)
       return fail(v.err());
     extra["des_validation"] = std::move(*v);
   }
   if (auto st = sim::write_report(o.out, header(o, "compare", **backend), runs, &extra); !st)
     return fail(st.err());
-  std::printf("report: %s/{summary.json,requests.csv,plot.svg}\n", o.out.c_str());
+  if (des_runs.empty()) {
+    std::printf("report: %s/{summary.json,requests.csv,plot.svg}\n", o.out.c_str());
+    return 0;
+  }
+  if (auto st = sim::write_text(std::filesystem::path{o.out} / "des_requests.csv", sim::requests_csv(des_runs)); !st)
+    return fail(st.err());
+  std::printf("report: %s/{summary.json,requests.csv,des_requests.csv,plot.svg}\n",
+              o.out.c_str());
   return 0;
 }
 
@@ -151,6 +194,9 @@ void add_sim_command(CLI::App& app, int* exit_code) {
   cmp->add_option("--policies", cmp_o->policies,
                   "comma-separated policies (full is added as the agreement reference)")
       ->capture_default_str();
+  cmp->add_option("--replay", cmp_o->replay,
+                  "with --des-profile: validate the DES against this recorded requests.csv of "
+                  "an earlier compare (same workload options) instead of running live");
   cmp->add_option("--des-profile", cmp_o->des_profile,
                   "also replay the workload in the DES with this profile (`mosaic bench "
                   "--profile`) and print DES vs live with their ratios");

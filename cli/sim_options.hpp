@@ -45,6 +45,7 @@ struct sim_options {
   bool no_progress = false; ///< no progress bar
   std::string des_profile;  ///< compare: also replay in the DES with this profile
   std::string des_topology; ///< its topology (empty: the in-process cluster's shape)
+  std::string replay;       ///< compare: a recorded requests.csv instead of live runs
   std::string policy = "mpic:32";
   std::string policies = "prefix,full_reuse,mpic:32,cacheblend:0.15,vlcache:0.05";
   std::vector<double> rates;

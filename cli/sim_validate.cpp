@@ -53,7 +53,8 @@ double ratio(double des, double live) {
 } // namespace
 
 result<nlohmann::json> validate_against_des(const sim_options& o, const sim::workload& w,
-                                            const std::vector<sim::run_result>& runs) {
+                                            const std::vector<sim::run_result>& runs,
+                                            std::vector<sim::run_result>& des_runs) {
   auto profile = sim::load_profile(o.des_profile);
   if (!profile)
     return std::move(profile).err();
@@ -101,6 +102,8 @@ result<nlohmann::json> validate_against_des(const sim_options& o, const sim::wor
                    {"output_throughput_des_tok_per_s", d.output_token_throughput},
                    {"output_throughput_ratio_des_to_live", r_tput},
                    {"within_20_percent", ok}});
+    des->run.summary.label = l.label;
+    des_runs.push_back(std::move(des->run));
   }
   return out;
 }

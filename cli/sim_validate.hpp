@@ -17,8 +17,9 @@ namespace mosaic::cli {
 
 /// The DES-vs-live table for `runs` (one per policy, live, of `w`); also
 /// printed on stdout. JSON: one object per policy with both figures and
-/// their ratio.
+/// their ratio. The simulated runs, request by request, go to `des_runs`.
 result<nlohmann::json> validate_against_des(const sim_options& o, const sim::workload& w,
-                                            const std::vector<sim::run_result>& runs);
+                                            const std::vector<sim::run_result>& runs,
+                                            std::vector<sim::run_result>& des_runs);
 
 } // namespace mosaic::cli

@@ -24,7 +24,8 @@ namespace {
 // them and read as 0 (no pipeline overhead modelled; the factor as 1).
 #define MOSAIC_PROFILE_OPTIONAL_FIELDS(X)                                                          \
   X(pipeline_base_s) X(pipeline_per_image_s) X(decode_step_overhead_s)                             \
-  X(decode_step_per_context_token_s) X(prefill_per_reused_token_s) X(prefill_pipeline_factor)
+  X(decode_step_per_context_token_s) X(prefill_per_reused_token_s) X(prefill_pipeline_factor)  \
+  X(prefill_node_per_reused_token_s)
 // clang-format on
 
 } // namespace
@@ -74,10 +75,11 @@ result<cost_profile> load_profile(const std::filesystem::path& path) {
   }
   if (p.n_layers < 1 || p.image_tokens < 1 || !(p.load_ram_bytes_per_s > 0) ||
       !(p.load_disk_bytes_per_s > 0) || !(p.transfer_bytes_per_s > 0) ||
-      !(p.prefill_pipeline_factor > 0))
+      !(p.prefill_pipeline_factor > 0) || p.prefill_node_per_reused_token_s < 0)
     return make_error(
         errc::invalid_argument, path.string(),
-        ": n_layers, image_tokens, bandwidths and prefill_pipeline_factor must be > 0");
+        ": n_layers, image_tokens, bandwidths and prefill_pipeline_factor must be > 0, "
+        "prefill_node_per_reused_token_s >= 0");
   return p;
 }
 

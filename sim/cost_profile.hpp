@@ -25,7 +25,10 @@
 //                   (sampling, token events), measured on the real actor
 //                   pipeline (`mosaic bench --profile`), 0 in older profiles;
 //                   prefill passes in the node take prefill_pipeline_factor
-//                   times the engine-level model (1 in older profiles)
+//                   times the engine-level model (1 in older profiles),
+//                   plus prefill_node_per_reused_token_s per linked token
+//                   (the loaded entry handed over and linked; 0 in older
+//                   profiles)
 //
 // `provenance` says for every field whether it was measured or assumed.
 
@@ -63,11 +66,19 @@ struct cost_profile {
   double decode_step_overhead_s = 0.0;
   /// Prefill passes in the node over the engine-level model (1: none).
   double prefill_pipeline_factor = 1.0;
+  /// More per linked (reused) token in the node than in the engine alone.
+  double prefill_node_per_reused_token_s = 0.0;
   std::map<std::string, std::string> provenance; ///< field → "measured: ..." / "assumed: ..."
 
   double prefill_seconds(double computed, double attended, double reused = 0.0) const {
     return prefill_base_s + prefill_per_computed_token_s * computed +
            prefill_per_attended_token_s * attended + prefill_per_reused_token_s * reused;
+  }
+  /// The pass as the node runs it (prefill_seconds scaled, plus the
+  /// node's cost of the linked tokens).
+  double node_prefill_seconds(double computed, double attended, double reused) const {
+    return prefill_pipeline_factor * prefill_seconds(computed, attended, reused) +
+           prefill_node_per_reused_token_s * reused;
   }
   double pipeline_seconds(int images) const {
     return pipeline_base_s + pipeline_per_image_s * images;

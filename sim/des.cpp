@@ -142,6 +142,7 @@ struct device {
   bool cpu = false;       ///< loads take the same cores as the pass (see start_prefill)
   size_t next_decode = 0; ///< round robin over decode_workers
   op_kind op = op_kind::idle;
+  op_kind last = op_kind::idle; ///< the op that ended last
   uint64_t generation = 0; ///< bumped when the op's end moves; older events are stale
   double start = 0.0, end = 0.0;
   size_t request = 0; ///< prefill: the request
@@ -260,9 +261,8 @@ private:
         if (p.is_image)
           load += entry_bytes / (ram[size_t(dev.node)].touch(p.image) ? c_.load_ram_bytes_per_s
                                                                       : c_.load_disk_bytes_per_s);
-    const double compute =
-        c_.prefill_pipeline_factor * c_.prefill_seconds(work.computed, work.attended,
-                                                        double(work.prompt_tokens) - work.computed);
+    const double compute = c_.node_prefill_seconds(work.computed, work.attended,
+                                                   double(work.prompt_tokens) - work.computed);
     // Loads run ahead of the pass; layer l waits for its part of the load.
     dev.start = now;
     dev.end = now + (dev.cpu ? compute + load : std::max(compute, load + compute / c_.n_layers));
@@ -304,21 +304,30 @@ private:
         w.active.pop();
       }
     }
+    dev.last = dev.op;
     set_op(d, device::op_kind::idle);
     dispatch(d, now);
   }
 
-  /// The next op of an idle device: a queued prefill first, then decode steps.
+  /// The next op of an idle device. Prefill and decode take the device's
+  /// compute lock in turn, as the live actors do (actors/prefill_actor.cpp,
+  /// decode_actor.cpp): when both wait, one decode step runs between two
+  /// prefill passes, and a queued prefill goes before the next step.
   void dispatch(size_t d, double now) {
     auto& dev = devices[d];
     if (dev.op != device::op_kind::idle)
       return;
-    if (dev.hosts_prefill && !queue_.empty()) {
+    bool decode_waits = false;
+    for (size_t wi : dev.decode_workers)
+      decode_waits = decode_waits || decoders[wi].has_work();
+    const bool prefill_waits = dev.hosts_prefill && !queue_.empty();
+    auto prefill = [&] {
       const size_t req = queue_.front();
       queue_.pop_front();
       start_prefill(d, req, now);
-      return;
-    }
+    };
+    if (prefill_waits && !(dev.last == device::op_kind::prefill && decode_waits))
+      return prefill();
     int busy_workers = 0; // decode workers sharing this device take turns step by step
     for (size_t wi : dev.decode_workers)
       busy_workers += decoders[wi].has_work() ? 1 : 0;
@@ -334,13 +343,15 @@ private:
       // The context at the start of the run (it grows by b per step).
       dev.step_s = c_.decode_step_seconds(b, w.context_base + double(b) * double(w.step));
       // Steps until the next sequence ends; a join or a prefill cuts it short.
-      dev.steps = busy_workers > 1 ? 1 : w.active.top().first - w.step;
+      dev.steps = busy_workers > 1 || prefill_waits ? 1 : w.active.top().first - w.step;
       dev.start = now;
       dev.end = now + double(dev.steps) * dev.step_s;
       set_op(d, device::op_kind::decode);
       push(dev.end, event_kind::device_done, d, ++dev.generation);
       return;
     }
+    if (prefill_waits) // the waiting sequences all ended on admission
+      prefill();
   }
 
   void admit(decode_worker& w, double now) {

@@ -1,6 +1,7 @@
 #include "sim/report.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -53,14 +54,6 @@ std::string xml_escape(const std::string& s) {
   return out;
 }
 
-status write_text(const std::filesystem::path& path, const std::string& text) {
-  std::ofstream out{path, std::ios::binary | std::ios::trunc};
-  out << text;
-  out.close();
-  if (!out)
-    return make_error(errc::io_error, "cannot write ", path.string());
-  return {};
-}
 
 /// A "nice" upper bound for an axis.
 double nice_max(double v) {
@@ -74,6 +67,15 @@ double nice_max(double v) {
 }
 
 } // namespace
+
+status write_text(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream out{path, std::ios::binary | std::ios::trunc};
+  out << text;
+  out.close();
+  if (!out)
+    return make_error(errc::io_error, "cannot write ", path.string());
+  return {};
+}
 
 nlohmann::json summary_json(const run_summary& s) {
   nlohmann::json j;
@@ -112,6 +114,121 @@ std::string requests_csv(const std::vector<run_result>& runs) {
           << csv_field(r.error) << '\n';
     }
   return out.str();
+}
+
+namespace {
+
+/// The fields of one CSV line as csv_field writes them (quotes doubled).
+result<std::vector<std::string>> split_csv_line(std::string_view line) {
+  std::vector<std::string> out(1);
+  bool quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (quoted) {
+      if (c != '"')
+        out.back() += c;
+      else if (i + 1 < line.size() && line[i + 1] == '"')
+        out.back() += line[++i];
+      else
+        quoted = false;
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      out.emplace_back();
+    } else if (c != '\r') {
+      out.back() += c;
+    }
+  }
+  if (quoted)
+    return make_error(errc::invalid_argument, "an unterminated quote");
+  return out;
+}
+
+result<double> csv_number(const std::string& field, const char* name) {
+  double v = 0.0;
+  const auto* end = field.data() + field.size();
+  auto [p, ec] = std::from_chars(field.data(), end, v);
+  if (ec != std::errc{} || p != end || !std::isfinite(v))
+    return make_error(errc::invalid_argument, "column ", name, " is not a number: '", field, "'");
+  return v;
+}
+
+} // namespace
+
+result<std::vector<run_result>> read_requests_csv(const std::filesystem::path& path,
+                                                  const slo& objectives) {
+  std::ifstream in{path};
+  if (!in)
+    return make_error(errc::not_found, "cannot open ", path.string());
+  static constexpr const char* header =
+      "label,rate_req_per_s,id,dialogue,turn,arrival_s,sent_s,ttft_s,tpot_s,e2e_s,"
+      "prompt_tokens,image_tokens,output_tokens,n_images,ok,error";
+  std::string line;
+  if (!std::getline(in, line) || (line.empty() ? line : line.substr(0, line.find('\r'))) != header)
+    return make_error(errc::invalid_argument, path.string(),
+                      ": not a requests.csv of `mosaic sim` (its header line differs)");
+  std::vector<run_result> runs;
+  std::map<std::pair<std::string, double>, size_t> index;
+  for (size_t n = 2; std::getline(in, line); ++n) {
+    if (line.empty())
+      continue;
+    auto bad = [&](const error& e) {
+      return make_error(errc::invalid_argument, path.string(), ":", std::to_string(n), ": ",
+                        e.message);
+    };
+    auto f = split_csv_line(line);
+    if (!f)
+      return bad(f.err());
+    if (f->size() != 16)
+      return bad(make_error(errc::invalid_argument, std::to_string(f->size()),
+                            " fields, expected 16"));
+    const auto& c = *f;
+    double v[13] = {};
+    static constexpr const char* names[] = {
+        "rate_req_per_s", "id",     "dialogue",      "turn",         "arrival_s",
+        "sent_s",         "ttft_s", "tpot_s",        "e2e_s",        "prompt_tokens",
+        "image_tokens",   "output_tokens", "n_images"};
+    const bool ok = c[14] == "1";
+    for (size_t k = 0; k < 13; ++k) {
+      if (!ok && (k == 6 || k == 7 || k == 8) && c[k + 1].empty())
+        continue; // a failed request has no latencies
+      auto x = csv_number(c[k + 1], names[k]);
+      if (!x)
+        return bad(x.err());
+      v[k] = *x;
+    }
+    request_record r;
+    r.id = uint64_t(v[1]);
+    r.dialogue = int(v[2]);
+    r.turn = int(v[3]);
+    r.arrival_s = v[4];
+    r.sent_s = v[5];
+    if (ok) {
+      r.first_token_s = r.sent_s + v[6];
+      r.end_s = r.sent_s + v[8];
+    }
+    r.prompt_tokens = int(v[9]);
+    r.image_tokens = int(v[10]);
+    r.output_tokens = int(v[11]);
+    r.n_images = int(v[12]);
+    r.ok = ok;
+    r.error = c[15];
+    auto [it, fresh] = index.try_emplace({c[0], v[0]}, runs.size());
+    if (fresh) {
+      runs.emplace_back();
+      runs.back().summary.label = c[0];
+      runs.back().summary.rate = v[0];
+    }
+    runs[it->second].records.push_back(std::move(r));
+  }
+  for (auto& run : runs) {
+    auto label = run.summary.label;
+    const double rate = run.summary.rate;
+    run.summary = summarize(run.records, objectives);
+    run.summary.label = std::move(label);
+    run.summary.rate = rate;
+  }
+  return runs;
 }
 
 std::string rate_plot_svg(const std::vector<run_summary>& runs, const std::string& title) {

@@ -36,10 +36,18 @@ struct report_header {
 
 /// One run's metrics as a JSON object (keys carry units).
 nlohmann::json summary_json(const run_summary& s);
+/// Writes `text` to `path` (replacing it).
+status write_text(const std::filesystem::path& path, const std::string& text);
 /// requests.csv text for `runs`.
 std::string requests_csv(const std::vector<run_result>& runs);
 /// plot.svg text: TTFT (mean, s) and output throughput (tok/s) vs rate.
 std::string rate_plot_svg(const std::vector<run_summary>& runs, const std::string& title);
+/// The runs of a requests.csv that requests_csv wrote (one per label and
+/// rate, in order of appearance), summarized with `objectives`; the
+/// token ids and per-token times are not in the file (no agreement, no
+/// ITL). Errors name the line.
+result<std::vector<run_result>> read_requests_csv(const std::filesystem::path& path,
+                                                  const slo& objectives);
 /// Writes summary.json, requests.csv and plot.svg into `dir` (created).
 /// `extra` is merged into summary.json's top level (e.g. the compare table).
 status write_report(const std::filesystem::path& dir, const report_header& header,

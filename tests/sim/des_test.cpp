@@ -167,6 +167,37 @@ TEST(Des, WorkersOnOneDeviceShareIt) {
   EXPECT_NEAR(apart->run.records[0].end_s, prefill + 10 * step, 1e-9);
 }
 
+TEST(Des, PrefillAndDecodeTakeTheDeviceInTurn) {
+  // A (11 tokens), B and C (1 token each) arrive together on one CPU. As
+  // the live actors take the compute lock in turn, one step of A's
+  // decoding runs between two prefill passes (not every prefill first).
+  auto w = one_request(0, 11);
+  for (uint64_t id : {1, 2}) {
+    w.requests.push_back(one_request(0, 1).requests[0]);
+    w.requests.back().id = id;
+  }
+  const auto c = profile();
+  const double prefill = 0.01 + 0.001 * 10, step = 0.025;
+  auto r = simulate(test_topology("one-node-shared.yaml"), c, w, opts("full"));
+  ASSERT_TRUE(r) << r.err().to_string();
+  const auto& rec = r->run.records;
+  EXPECT_NEAR(rec[0].first_token_s, prefill, 1e-9);
+  EXPECT_NEAR(rec[1].first_token_s, prefill + step + prefill, 1e-9);
+  EXPECT_NEAR(rec[2].first_token_s, 2 * (prefill + step) + prefill, 1e-9);
+  EXPECT_NEAR(rec[0].end_s, 3 * prefill + 10 * step, 1e-9);
+}
+
+TEST(Des, TheNodeScalesThePassAndChargesLinkedTokens) {
+  auto c = profile();
+  c.prefill_pipeline_factor = 1.5;
+  c.prefill_node_per_reused_token_s = 1e-4;
+  auto r = simulate(tiny_topology(), c, one_request(2, 1), opts("mpic:32"));
+  ASSERT_TRUE(r);
+  // 10 text + 2 x 32 computed, 2 x 68 linked from the library.
+  const double load = 2 * 100 * 1000 / c.load_disk_bytes_per_s;
+  EXPECT_NEAR(r->run.records[0].ttft(), 1.5 * (0.01 + 0.001 * 74) + 1e-4 * 136 + load, 1e-9);
+}
+
 TEST(Des, PipelineOverheadsDelayThePrefillAndEveryStep) {
   auto c = profile();
   c.pipeline_base_s = 0.05;

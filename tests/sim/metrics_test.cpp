@@ -120,5 +120,55 @@ TEST(Report, WritesSummaryCsvAndSvgWithUnitsInKeys) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(Report, RequestsCsvReadsBackAsTheRunsItRecords) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("mosaic_sim_csv_" + std::to_string(std::random_device{}()));
+  std::filesystem::create_directories(dir);
+  auto ok = trace(0, 0.25, {1.0, 1.5, 1.75});
+  ok.prompt_tokens = 700;
+  ok.image_tokens = 576;
+  ok.n_images = 1;
+  auto failed = trace(1, 2.0, {3.0});
+  failed.ok = false;
+  failed.first_token_s = failed.end_s = -1;
+  failed.output_tokens = 0;
+  failed.error = "unavailable: \"no worker\", try again";
+  run_result a{summarize({ok, failed}, {}), {ok, failed}};
+  a.summary.label = "mpic:32";
+  a.summary.rate = 0.5;
+  ASSERT_TRUE(write_text(dir / "requests.csv", requests_csv({a})));
+  auto runs = read_requests_csv(dir / "requests.csv", {});
+  ASSERT_TRUE(runs) << runs.err().to_string();
+  ASSERT_EQ(runs->size(), 1u);
+  const auto& r = runs->front();
+  EXPECT_EQ(r.summary.label, "mpic:32");
+  EXPECT_DOUBLE_EQ(r.summary.rate, 0.5);
+  ASSERT_EQ(r.records.size(), 2u);
+  EXPECT_NEAR(r.records[0].ttft(), ok.ttft(), 1e-9);
+  EXPECT_NEAR(r.records[0].e2e(), ok.e2e(), 1e-9);
+  EXPECT_EQ(r.records[0].prompt_tokens, 700);
+  EXPECT_FALSE(r.records[1].ok);
+  EXPECT_EQ(r.records[1].error, failed.error);
+  EXPECT_EQ(r.summary.completed, 1);
+  EXPECT_EQ(r.summary.failed, 1);
+  EXPECT_NEAR(r.summary.ttft.mean, a.summary.ttft.mean, 1e-9);
+
+  // Not a requests.csv, a short line, a bad number: errors that say where.
+  auto write = [&](const std::string& text) {
+    EXPECT_TRUE(write_text(dir / "bad.csv", text));
+    return read_requests_csv(dir / "bad.csv", {});
+  };
+  EXPECT_FALSE(write("id,ttft\n1,2\n"));
+  const std::string header = requests_csv({}).substr(0, requests_csv({}).find('\n') + 1);
+  auto short_line = write(header + "full,1,0,0\n");
+  ASSERT_FALSE(short_line);
+  EXPECT_NE(short_line.err().message.find(":2:"), std::string::npos) << short_line.err().message;
+  auto nan = write(header + "full,1,0,0,0,x,0,1,0,1,10,0,1,0,1,\n");
+  ASSERT_FALSE(nan);
+  EXPECT_NE(nan.err().message.find("arrival_s"), std::string::npos) << nan.err().message;
+  EXPECT_FALSE(read_requests_csv(dir / "missing.csv", {}));
+  std::filesystem::remove_all(dir);
+}
+
 } // namespace
 } // namespace mosaic::sim

@@ -283,9 +283,12 @@ def main():
     ap.add_argument("--start-sample", type=int, default=0,
                     help="index of the first training question (continue after a previous run's "
                          "steps * batch so that no question is seen twice)")
+    ap.add_argument("--kind-weights", default="",
+                    help="oversample question kinds, e.g. which=4,side=2 (others weigh 1)")
     ap.add_argument("--max-minutes", type=float, default=0.0,
                     help="stop (and save) after this much training time; 0: no limit")
     args = ap.parse_args()
+    weights = vqa_data.parse_kind_weights(args.kind_weights)
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -344,11 +347,11 @@ def main():
     ema = None
     step = 0
     stopped_early = False
+    cursor = args.start_sample
     for step in range(args.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        batch = vqa_data.samples(args.seed, "train", args.start_sample + step * args.batch,
-                                 args.batch)
+        batch, cursor = vqa_data.weighted_samples(args.seed, "train", cursor, args.batch, weights)
         ids, mask, labels, pix, attrs = collate(enc, batch)
         answer, aux_loss = answer_loss(model, ids, mask, labels, pix, enc.image_id, aux, attrs)
         loss = answer + args.aux_weight * aux_loss
@@ -384,14 +387,15 @@ def main():
     print(f"final held-out accuracy {acc:.4f} over {args.final_eval_samples} {kinds}")
     total_seconds = train_seconds + (
         previous.get("total_train_seconds", previous["train_seconds"]) if previous else 0.0)
-    log.update({"steps_run": step + 1, "stopped_early": stopped_early,
+    log.update({"steps_run": step + 1, "next_sample": cursor, "stopped_early": stopped_early,
                 "train_seconds": round(train_seconds, 1),
                 "total_train_seconds": round(total_seconds, 1),
                 "final_heldout_accuracy": acc, "final_heldout_per_kind": kinds,
                 "final_eval_samples": args.final_eval_samples})
     (out / "train_log.json").write_text(json.dumps(log, indent=1) + "\n")
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    print(f"wrote {out} ({total / 1e6:.2f} MB), trained {train_seconds / 60:.1f} min")
+    print(f"wrote {out} ({total / 1e6:.2f} MB), trained {train_seconds / 60:.1f} min; "
+          f"a further run starts at --start-sample {cursor}")
 
 
 if __name__ == "__main__":

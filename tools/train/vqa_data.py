@@ -192,6 +192,39 @@ def samples(seed: int, split: str, start: int, count: int) -> List[Sample]:
     return [make_sample(seed, split, start + k) for k in range(count)]
 
 
+def parse_kind_weights(text: str) -> dict:
+    """"which=4,side=2" -> a weight per kind (unnamed kinds weigh 1)."""
+    weights = {k: 1.0 for k in KINDS}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        kind, _, value = item.partition("=")
+        if kind not in weights or not value:
+            raise ValueError(f"bad kind weight '{item}' (kinds: {', '.join(KINDS)})")
+        weights[kind] = float(value)
+        if weights[kind] < 0:
+            raise ValueError(f"negative kind weight '{item}'")
+    if max(weights.values()) <= 0:
+        raise ValueError("every kind weight is 0")
+    return weights
+
+
+def weighted_samples(seed: int, split: str, start: int, count: int,
+                     weights: dict) -> tuple:
+    """`count` samples of the stream from index `start`, keeping sample i
+    with probability weights[kind] / max(weights) (a draw seeded by i, so
+    the choice is reproducible): oversamples the kinds a run focuses on
+    without changing any sample. Returns the samples and the next index."""
+    top = max(weights.values())
+    out: List[Sample] = []
+    index = start
+    while len(out) < count:
+        s = make_sample(seed, split, index)
+        keep = np.random.Generator(np.random.PCG64([seed, 7, index])).random()
+        index += 1
+        if keep * top < weights[s.kind]:
+            out.append(s)
+    return out, index
+
+
 GOLDEN_SEED = 20261129  # train.py's default seed
 
 

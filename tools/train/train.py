@@ -195,7 +195,7 @@ class AuxHead(torch.nn.Module):
                    for i, h in enumerate(self.heads)) / len(self.heads)
 
 
-def answer_loss(model, ids, mask, labels, pix, image_id, aux=None, attrs=None):
+def answer_loss(model, ids, mask, labels, pix, image_id, aux=None, attrs=None, aux_head_only=False):
     """Cross-entropy of the answer tokens, as the model's own forward with
     `labels` computes it, but with the LM head applied only at the answer
     positions (the rest of the logits are never needed; a third of the
@@ -210,8 +210,16 @@ def answer_loss(model, ids, mask, labels, pix, image_id, aux=None, attrs=None):
     target = labels[:, 1:]
     keep = target != -100
     logits = model.language_model.lm_head(hidden[:, :-1][keep])
-    loss = torch.nn.functional.cross_entropy(logits, target[keep])
-    return loss if aux is None else (loss, aux(feats, attrs))
+    per_token = torch.nn.functional.cross_entropy(logits, target[keep], reduction="none")
+    loss = per_token.mean()
+    if aux is None:
+        return loss
+    # Each sample's loss on its first answer token (the one that decides
+    # the answer; the rest follow from it): per-kind progress in the log.
+    rows = torch.nonzero(keep, as_tuple=True)[0]
+    first = torch.ones_like(rows, dtype=torch.bool)
+    first[1:] = rows[1:] != rows[:-1]
+    return loss, aux(feats.detach() if aux_head_only else feats, attrs), per_token[first].detach()
 
 
 @torch.no_grad()
@@ -283,6 +291,10 @@ def main():
     ap.add_argument("--start-sample", type=int, default=0,
                     help="index of the first training question (continue after a previous run's "
                          "steps * batch so that no question is seen twice)")
+    ap.add_argument("--ground-weight", type=float, default=0.0,
+                    help="weight of a loss that makes the auxiliary colour probe read each "
+                         "colour word's input embedding as that colour (grounds the words "
+                         "the 'which' questions name in the image features' space)")
     ap.add_argument("--kind-weights", default="",
                     help="oversample question kinds, e.g. which=4,side=2 (others weigh 1)")
     ap.add_argument("--max-minutes", type=float, default=0.0,
@@ -342,19 +354,38 @@ def main():
     log = {"settings": settings, "previous_run": previous,
            "parameters": n_params, "parameters_used": n_params - unused,
            "torch": torch.__version__, "loss": [], "eval": []}
+    colour_ids = torch.tensor([enc.tok.convert_tokens_to_ids("\u2581" + c) for c in vqa_data.COLOURS])
+    assert (colour_ids > 0).all(), colour_ids  # one piece per colour word
     model.train()
     t0 = time.time()
     ema = None
     step = 0
     stopped_early = False
     cursor = args.start_sample
+    kind_ema: dict = {}
+    # The probes are not saved: a continued run first fits fresh ones to
+    # the features it starts from, before they pull on those features.
+    aux_head_steps = args.warmup if args.init_from else 0
     for step in range(args.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         batch, cursor = vqa_data.weighted_samples(args.seed, "train", cursor, args.batch, weights)
         ids, mask, labels, pix, attrs = collate(enc, batch)
-        answer, aux_loss = answer_loss(model, ids, mask, labels, pix, enc.image_id, aux, attrs)
+        answer, aux_loss, decisive = answer_loss(model, ids, mask, labels, pix, enc.image_id, aux,
+                                                 attrs, aux_head_only=step < aux_head_steps)
+        for smp, l in zip(batch, decisive.tolist()):
+            kind_ema[smp.kind] = l if smp.kind not in kind_ema else 0.97 * kind_ema[smp.kind] + 0.03 * l
         loss = answer + args.aux_weight * aux_loss
+        if args.ground_weight:
+            words = model.get_input_embeddings().weight[colour_ids]
+            # The probe is held fixed here: only the word embeddings move
+            # towards the images' colour features, not the features (and
+            # the probe) towards the words.
+            probe = aux.heads[0]
+            ground = torch.nn.functional.cross_entropy(
+                torch.nn.functional.linear(words, probe.weight.detach(), probe.bias.detach()),
+                torch.arange(len(colour_ids)))
+            loss = loss + args.ground_weight * ground
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(aux.parameters()), 1.0)
@@ -365,6 +396,9 @@ def main():
             print(f"step {step} answer loss {answer.item():.4f} ema {ema:.4f} "
                   f"aux {aux_loss.item():.4f} lr {lr_at(step):.2e} "
                   f"{el:.0f}s ({el / (step + 1):.2f}s/step)", flush=True)
+            print(f"step {step} first answer token loss by kind: " +
+                  " ".join(f"{k} {kind_ema[k]:.3f}" for k in vqa_data.KINDS if k in kind_ema),
+                  flush=True)
             log["loss"].append([step, round(ema, 5)])
         if args.eval_every and step > 0 and step % args.eval_every == 0:
             acc, kinds = evaluate(model, enc, args.seed, args.eval_samples)

@@ -7,7 +7,7 @@
 # ratios of every repeat are printed at the end.
 #
 # Usage: bench/des_vs_live.sh [REPEATS] [OUT_DIR]    (after scripts/build)
-#   DURATION=40 RATE=0.25 POLICIES=full,prefix,mpic:32 MOSAIC=build/cli/mosaic
+#   DURATION=60 RATE=0.25 POLICIES=full,prefix,mpic:32 MOSAIC=build/cli/mosaic
 # Takes about (90 + 3 x DURATION) s per repeat. Run it on an otherwise idle
 # machine: other jobs on the cores change the live timings between the
 # profile and the run (docs/sim.md, "Measured").
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 repeats=${1:-2}
 out=${2:-des-vs-live}
 mosaic=${MOSAIC:-build/cli/mosaic}
-duration=${DURATION:-40}
+duration=${DURATION:-60}
 rate=${RATE:-0.25}
 policies=${POLICIES:-full,prefix,mpic:32}
 w=(--workload mmdu --seed 1 --rate "$rate" --duration "$duration" --max-turns 2 --max-images 2

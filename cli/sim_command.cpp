@@ -68,10 +68,7 @@ int run_live(sim_options o) {
 int run_replay(const sim_options& o) {
   if (o.des_profile.empty())
     return fail(make_error(errc::invalid_argument, "--replay needs --des-profile"));
-  auto spec = o.load_spec();
-  if (!spec)
-    return fail(spec.err());
-  auto w = o.generate(*spec, o.rate);
+  auto w = o.load_workload();
   if (!w)
     return fail(w.err());
   auto runs = sim::read_requests_csv(o.replay, o.objectives);
@@ -99,13 +96,10 @@ int run_replay(const sim_options& o) {
 int run_compare(sim_options o) {
   if (!o.replay.empty())
     return run_replay(o);
-  auto spec = o.load_spec();
-  if (!spec)
-    return fail(spec.err());
   auto policies = sim::parse_policy_list(o.policies);
   if (!policies)
     return fail(policies.err());
-  auto w = o.generate(*spec, o.rate);
+  auto w = o.load_workload();
   if (!w)
     return fail(w.err());
   if (w->requests.empty())
@@ -139,7 +133,8 @@ int run_compare(sim_options o) {
     std::printf("report: %s/{summary.json,requests.csv,plot.svg}\n", o.out.c_str());
     return 0;
   }
-  if (auto st = sim::write_text(std::filesystem::path{o.out} / "des_requests.csv", sim::requests_csv(des_runs)); !st)
+  const auto csv = std::filesystem::path{o.out} / "des_requests.csv";
+  if (auto st = sim::write_text(csv, sim::requests_csv(des_runs)); !st)
     return fail(st.err());
   std::printf("report: %s/{summary.json,requests.csv,des_requests.csv,plot.svg}\n",
               o.out.c_str());
@@ -147,16 +142,13 @@ int run_compare(sim_options o) {
 }
 
 int run_images(const sim_options& o) {
-  auto spec = o.load_spec();
-  if (!spec)
-    return fail(spec.err());
-  auto w = o.generate(*spec, o.rate);
+  auto w = o.load_workload();
   if (!w)
     return fail(w.err());
   std::error_code ec;
   std::filesystem::create_directories(o.out, ec);
   for (int idx : w->used_images()) {
-    const auto png = sim::procedural_png(o.seed, idx, spec->image_size);
+    const auto png = sim::procedural_png(o.seed, idx, w->spec.image_size);
     const auto path = std::filesystem::path{o.out} / ("image_" + std::to_string(idx) + ".png");
     std::ofstream f{path, std::ios::binary};
     f.write(reinterpret_cast<const char*>(png.data()), std::streamsize(png.size()));

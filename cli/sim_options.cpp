@@ -35,6 +35,13 @@ result<sim::workload_spec> sim_options::load_spec() const {
   return spec;
 }
 
+result<sim::workload> sim_options::load_workload() const {
+  auto spec = load_spec();
+  if (!spec)
+    return std::move(spec).err();
+  return generate(*spec, rate);
+}
+
 result<sim::arrival_spec> sim_options::arrivals(const sim::workload_spec& spec,
                                                 double rate_override) const {
   sim::arrival_spec a = spec.arrivals;

@@ -64,6 +64,8 @@ struct sim_options {
   result<sim::arrival_spec> arrivals(const sim::workload_spec& spec, double rate_override) const;
   /// Generates the workload at `rate_override` (0: --rate or the spec's).
   result<sim::workload> generate(const sim::workload_spec& spec, double rate_override) const;
+  /// load_spec() then generate() at --rate (the spec is the workload's `spec`).
+  result<sim::workload> load_workload() const;
 };
 
 /// --workload, --seed, --rate, --duration, --process, --burstiness,

@@ -295,6 +295,9 @@ def main():
                     help="weight of a loss that makes the auxiliary colour probe read each "
                          "colour word's input embedding as that colour (grounds the words "
                          "the 'which' questions name in the image features' space)")
+    ap.add_argument("--check-fraction", type=float, default=0.0,
+                    help="this fraction of each batch: training-only 'Is the second image "
+                         "red?' questions (vqa_data.make_check_sample)")
     ap.add_argument("--kind-weights", default="",
                     help="oversample question kinds, e.g. which=4,side=2 (others weigh 1)")
     ap.add_argument("--max-minutes", type=float, default=0.0,
@@ -369,7 +372,8 @@ def main():
     for step in range(args.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        batch, cursor = vqa_data.weighted_samples(args.seed, "train", cursor, args.batch, weights)
+        batch, cursor = vqa_data.weighted_samples(args.seed, "train", cursor, args.batch, weights,
+                                                  args.check_fraction)
         ids, mask, labels, pix, attrs = collate(enc, batch)
         answer, aux_loss, decisive = answer_loss(model, ids, mask, labels, pix, enc.image_id, aux,
                                                  attrs, aux_head_only=step < aux_head_steps)
@@ -397,7 +401,8 @@ def main():
                   f"aux {aux_loss.item():.4f} lr {lr_at(step):.2e} "
                   f"{el:.0f}s ({el / (step + 1):.2f}s/step)", flush=True)
             print(f"step {step} first answer token loss by kind: " +
-                  " ".join(f"{k} {kind_ema[k]:.3f}" for k in vqa_data.KINDS if k in kind_ema),
+                  " ".join(f"{k} {kind_ema[k]:.3f}" for k in vqa_data.KINDS + ["check"]
+                           if k in kind_ema),
                   flush=True)
             log["loss"].append([step, round(ema, 5)])
         if args.eval_every and step > 0 and step % args.eval_every == 0:

@@ -192,6 +192,22 @@ def samples(seed: int, split: str, start: int, count: int) -> List[Sample]:
     return [make_sample(seed, split, start + k) for k in range(count)]
 
 
+def make_check_sample(seed: int, index: int) -> Sample:
+    """A training-only stepping stone to "which" (never in the held-out
+    split): "Is the second image red?", yes or no, half of each. It asks
+    the model to read a colour word in the question and match it against
+    one image, the half of "which" that no other kind teaches."""
+    rng = np.random.Generator(np.random.PCG64([seed, 9, index]))
+    n = int(rng.integers(1, MAX_IMAGES + 1))
+    images = [random_image(rng) for _ in range(n)]
+    i = int(rng.integers(0, n))
+    yes = bool(rng.integers(0, 2))
+    colour = images[i].colour if yes else str(rng.choice([c for c in COLOURS
+                                                            if c != images[i].colour]))
+    q = f"Is {_ref(i, n)} {colour}?"
+    return Sample(_layout(rng, n, q), images, "yes" if yes else "no", "check")
+
+
 def parse_kind_weights(text: str) -> dict:
     """"which=4,side=2" -> a weight per kind (unnamed kinds weigh 1)."""
     weights = {k: 1.0 for k in KINDS}
@@ -208,20 +224,28 @@ def parse_kind_weights(text: str) -> dict:
 
 
 def weighted_samples(seed: int, split: str, start: int, count: int,
-                     weights: dict) -> tuple:
+                     weights: dict, check_fraction: float = 0.0) -> tuple:
     """`count` samples of the stream from index `start`, keeping sample i
-    with probability weights[kind] / max(weights) (a draw seeded by i, so
+    with probability weights[kind] / max(weights) (draws seeded by i, so
     the choice is reproducible): oversamples the kinds a run focuses on
-    without changing any sample. Returns the samples and the next index."""
+    without changing any sample. A `check_fraction` of the samples are
+    make_check_sample's instead. Returns the samples and the next index."""
     top = max(weights.values())
     out: List[Sample] = []
     index = start
     while len(out) < count:
-        s = make_sample(seed, split, index)
-        keep = np.random.Generator(np.random.PCG64([seed, 7, index])).random()
-        index += 1
-        if keep * top < weights[s.kind]:
-            out.append(s)
+        draw = np.random.Generator(np.random.PCG64([seed, 7, index]))
+        if check_fraction > 0 and draw.random() < check_fraction:
+            out.append(make_check_sample(seed, index))
+            index += 1
+            continue
+        while True:  # the next sample of the stream that the weights keep
+            s = make_sample(seed, split, index)
+            keep = np.random.Generator(np.random.PCG64([seed, 8, index])).random()
+            index += 1
+            if keep * top < weights[s.kind]:
+                out.append(s)
+                break
     return out, index
 
 

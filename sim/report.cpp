@@ -195,6 +195,12 @@ result<std::vector<run_result>> read_requests_csv(const std::filesystem::path& p
       auto x = csv_number(c[k + 1], names[k]);
       if (!x)
         return bad(x.err());
+      // Counts and ids: whole numbers an int holds (a hostile file must
+      // not make the casts below undefined).
+      const bool count = k == 1 || k == 2 || k == 3 || k >= 9;
+      if (count && !(*x >= 0 && *x <= 2147483647.0 && *x == std::floor(*x)))
+        return bad(make_error(errc::invalid_argument, "column ", names[k],
+                              " is not a count: '", c[k + 1], "'"));
       v[k] = *x;
     }
     request_record r;

@@ -166,6 +166,9 @@ TEST(Report, RequestsCsvReadsBackAsTheRunsItRecords) {
   auto nan = write(header + "full,1,0,0,0,x,0,1,0,1,10,0,1,0,1,\n");
   ASSERT_FALSE(nan);
   EXPECT_NE(nan.err().message.find("arrival_s"), std::string::npos) << nan.err().message;
+  auto huge = write(header + "full,1,0,0,0,0,0,1,0,1,1e300,0,1,0,1,\n");
+  ASSERT_FALSE(huge);
+  EXPECT_NE(huge.err().message.find("prompt_tokens"), std::string::npos) << huge.err().message;
   EXPECT_FALSE(read_requests_csv(dir / "missing.csv", {}));
   std::filesystem::remove_all(dir);
 }

@@ -219,7 +219,9 @@ def answer_loss(model, ids, mask, labels, pix, image_id, aux=None, attrs=None, a
     rows = torch.nonzero(keep, as_tuple=True)[0]
     first = torch.ones_like(rows, dtype=torch.bool)
     first[1:] = rows[1:] != rows[:-1]
-    return loss, aux(feats.detach() if aux_head_only else feats, attrs), per_token[first].detach()
+    pooled = feats.mean(dim=1).detach()
+    return (loss, aux(feats.detach() if aux_head_only else feats, attrs), per_token[first].detach(),
+            pooled)
 
 
 @torch.no_grad()
@@ -292,9 +294,9 @@ def main():
                     help="index of the first training question (continue after a previous run's "
                          "steps * batch so that no question is seen twice)")
     ap.add_argument("--ground-weight", type=float, default=0.0,
-                    help="weight of a loss that makes the auxiliary colour probe read each "
-                         "colour word's input embedding as that colour (grounds the words "
-                         "the 'which' questions name in the image features' space)")
+                    help="weight of a loss that turns each colour word's input embedding to "
+                         "the mean projector output of the images of that colour (grounds "
+                         "the words 'which' questions name in the image features' space)")
     ap.add_argument("--check-fraction", type=float, default=0.0,
                     help="this fraction of each batch: training-only 'Is the second image "
                          "red?' questions (vqa_data.make_check_sample)")
@@ -375,20 +377,26 @@ def main():
         batch, cursor = vqa_data.weighted_samples(args.seed, "train", cursor, args.batch, weights,
                                                   args.check_fraction)
         ids, mask, labels, pix, attrs = collate(enc, batch)
-        answer, aux_loss, decisive = answer_loss(model, ids, mask, labels, pix, enc.image_id, aux,
+        answer, aux_loss, decisive, pooled = answer_loss(model, ids, mask, labels, pix, enc.image_id, aux,
                                                  attrs, aux_head_only=step < aux_head_steps)
         for smp, l in zip(batch, decisive.tolist()):
             kind_ema[smp.kind] = l if smp.kind not in kind_ema else 0.97 * kind_ema[smp.kind] + 0.03 * l
         loss = answer + args.aux_weight * aux_loss
         if args.ground_weight:
+            # Each colour word's input embedding turned towards the mean
+            # projector output of this batch's images of that colour
+            # (held fixed; direction only: the features' norm is ~100x a
+            # word's, and the decoder's RMSNorm sees directions): the word
+            # then looks like the images it names, so what matches colours
+            # between images ("same") can match a word against an image.
             words = model.get_input_embeddings().weight[colour_ids]
-            # The probe is held fixed here: only the word embeddings move
-            # towards the images' colour features, not the features (and
-            # the probe) towards the words.
-            probe = aux.heads[0]
-            ground = torch.nn.functional.cross_entropy(
-                torch.nn.functional.linear(words, probe.weight.detach(), probe.bias.detach()),
-                torch.arange(len(colour_ids)))
+            terms = []
+            for c in range(len(colour_ids)):
+                of_c = pooled[attrs[:, 0] == c]
+                if len(of_c):
+                    target = of_c.mean(dim=0)
+                    terms.append(1 - torch.nn.functional.cosine_similarity(words[c], target, dim=0))
+            ground = torch.stack(terms).mean()
             loss = loss + args.ground_weight * ground
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -400,7 +408,8 @@ def main():
             print(f"step {step} answer loss {answer.item():.4f} ema {ema:.4f} "
                   f"aux {aux_loss.item():.4f} lr {lr_at(step):.2e} "
                   f"{el:.0f}s ({el / (step + 1):.2f}s/step)", flush=True)
-            print(f"step {step} first answer token loss by kind: " +
+            print(f"step {step} {'ground ' + format(ground.item(), '.3f') + ' ' if args.ground_weight else ''}"
+                  "first answer token loss by kind: " +
                   " ".join(f"{k} {kind_ema[k]:.3f}" for k in vqa_data.KINDS + ["check"]
                            if k in kind_ema),
                   flush=True)

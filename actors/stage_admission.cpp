@@ -35,8 +35,9 @@ constexpr float keeps_all = 0.9999f;
 
 result<std::unique_ptr<stage_admission>>
 stage_admission::create(const std::optional<schedule_policy>& policy, const text_config& cfg,
-                        const kv_pool& pool, const node_options& o) {
+                        const kv_pool& pool, const node_options& o, learned_groups learned) {
   std::unique_ptr<stage_admission> a{new stage_admission(pool)};
+  a->learned_ = learned;
   a->t0_ns_ = steady_ns();
   a->block_size_ = pool.block_size();
   a->default_max_tokens_ = o.default_max_tokens;
@@ -111,11 +112,7 @@ request_info stage_admission::request_of(const prefill_job& job) const {
                                                   : static_cast<int>(job.sampling.max_tokens);
   if (!job.compression.enabled())
     return r;
-  if (job.compression.method == compression_method::learned) {
-    r.kv_keep_ratio = keeps_all;
-    return r;
-  }
-  const float f = kv_keep_fraction(job.compression, image_tokens, text_tokens);
+  const float f = kv_keep_fraction(job.compression, image_tokens, text_tokens, learned_);
   const double kept = std::ceil(static_cast<double>(f) * r.prompt_tokens) + block_size_;
   r.kv_keep_ratio =
       std::min(keeps_all, static_cast<float>(kept / static_cast<double>(r.prompt_tokens)));

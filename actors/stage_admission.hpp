@@ -58,10 +58,12 @@ struct stage_admission_stats {
 class stage_admission {
 public:
   /// `policy` empty: no scheduler (wake-ups only). `kv_pool` is the
-  /// node's pool; it must outlive this object.
+  /// node's pool; it must outlive this object. `learned`: the group sizes
+  /// of the model's learned compressor, if it has one (unknown: a
+  /// "learned" request reserves its whole prompt again).
   static result<std::unique_ptr<stage_admission>>
   create(const std::optional<schedule_policy>& policy, const text_config& cfg, const kv_pool& pool,
-         const node_options& options);
+         const node_options& options, learned_groups learned = {});
 
   bool scheduled() const noexcept { return sched_.has_value(); }
 
@@ -114,6 +116,7 @@ private:
   int held_total_ = 0;
   int block_size_ = 1;
   int default_max_tokens_ = 256;
+  learned_groups learned_;
   bool blocked_outside_ = false;
   int64_t t0_ns_ = 0;
   stage_admission_stats stats_;

@@ -17,6 +17,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/sim_options.hpp"
+#include "engine/kv_learned_compressor.hpp"
+#include "engine/model/builtin_model.hpp"
 #include "sim/cluster_target.hpp"
 #include "sim/compare.hpp"
 #include "sim/driver.hpp"
@@ -195,6 +197,23 @@ int run_fastcache(fastcache_cli_options& o) {
   if (!comp->enabled())
     return fail(make_error(errc::invalid_argument, "--compression must not be none: the "
                                                    "baseline run is the uncompressed one"));
+  // A learned compressor's kept rows follow from its group sizes, in the
+  // model directory of --model.
+  learned_groups learned;
+  if (comp->method == compression_method::learned) {
+    auto dir = resolve_model(o.sim.model);
+    if (!dir)
+      return fail(dir.err());
+    const auto file = *dir / learned_compressor_file;
+    if (!std::filesystem::exists(file))
+      return fail(make_error(errc::invalid_argument, "--compression learned: ", o.sim.model,
+                             " has no ", learned_compressor_file,
+                             "; the stage model needs its group sizes (give --model DIR)"));
+    auto g = read_learned_groups(file);
+    if (!g)
+      return fail(g.err());
+    learned = *g;
+  }
   if (!(o.kv_budget_mb > 0))
     return fail(make_error(errc::invalid_argument, "--kv-budget-mb must be > 0"));
   auto mem = sim::profile_memory_model(*profile, size_t(o.kv_budget_mb * mib));
@@ -252,7 +271,8 @@ int run_fastcache(fastcache_cli_options& o) {
     if (!w)
       return fail(w.err());
     for (const auto& k : kinds) {
-      sim::stage_des_options d{k.label, k.schedule, k.compression, *mem, o.sim.objectives, rate};
+      sim::stage_des_options d{k.label, k.schedule, k.compression, *mem, o.sim.objectives, rate,
+                               learned};
       auto r = sim::simulate_stages(*profile, *w, d);
       if (!r)
         return fail(r.err());

@@ -39,6 +39,15 @@ struct compression_spec {
   bool operator==(const compression_spec&) const = default;
 };
 
+/// The group sizes of a learned compressor (its file's metadata): how many
+/// consecutive image / text tokens merge into one KV row. 0: not known
+/// (no compressor read), which sizing treats as keeping every row.
+struct learned_groups {
+  int image = 0;
+  int text = 0;
+  bool known() const noexcept { return image > 0 && text > 0; }
+};
+
 /// Parses a compression string; errors name the bad key or value.
 result<compression_spec> parse_compression(std::string_view text);
 

@@ -102,6 +102,31 @@ const learned_mlp* learned_compressor::mlp(int layer, part p) const noexcept {
   return &layers_[static_cast<size_t>(layer)][static_cast<size_t>(p)];
 }
 
+namespace {
+
+result<learned_groups> groups_of(const safetensors_file& f) {
+  auto ig = group_of(f, "image_group");
+  if (!ig)
+    return std::move(ig).err();
+  auto tg = group_of(f, "text_group");
+  if (!tg)
+    return std::move(tg).err();
+  if (*ig == 1 && *tg == 1)
+    return make_error(errc::invalid_argument, f.path().string(),
+                      ": image_group and text_group are both 1 (nothing to merge); set them in "
+                      "the file's metadata");
+  return learned_groups{*ig, *tg};
+}
+
+} // namespace
+
+result<learned_groups> read_learned_groups(const std::filesystem::path& file) {
+  auto f = safetensors_file::open(file);
+  if (!f)
+    return std::move(f).err();
+  return groups_of(*f);
+}
+
 result<learned_compressor> learned_compressor::load(backend& be, const std::filesystem::path& file,
                                                     int n_layers, int kv_dim) {
   auto f = safetensors_file::open(file);
@@ -109,18 +134,11 @@ result<learned_compressor> learned_compressor::load(backend& be, const std::file
     return std::move(f).err();
   learned_compressor c;
   c.kv_dim_ = kv_dim;
-  auto ig = group_of(*f, "image_group");
-  if (!ig)
-    return std::move(ig).err();
-  auto tg = group_of(*f, "text_group");
-  if (!tg)
-    return std::move(tg).err();
-  c.image_group_ = *ig;
-  c.text_group_ = *tg;
-  if (c.image_group_ == 1 && c.text_group_ == 1)
-    return make_error(errc::invalid_argument, file.string(),
-                      ": image_group and text_group are both 1 (nothing to merge); set them in "
-                      "the file's metadata");
+  auto groups = groups_of(*f);
+  if (!groups)
+    return std::move(groups).err();
+  c.image_group_ = groups->image;
+  c.text_group_ = groups->text;
   const auto* probe =
       f->find(std::string{"layers.0."} + part_names[c.image_group_ > 1 ? 0 : 2] + ".fc1.weight");
   if (probe == nullptr || probe->shape.size() != 2 || probe->shape[0] < 1)

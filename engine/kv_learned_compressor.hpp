@@ -60,6 +60,7 @@ public:
   int hidden() const noexcept { return hidden_; }
   int image_group() const noexcept { return image_group_; }
   int text_group() const noexcept { return text_group_; }
+  learned_groups groups() const noexcept { return {image_group_, text_group_}; }
   /// The MLP of `p` at `layer`; nullptr when that modality's group is 1.
   const learned_mlp* mlp(int layer, part p) const noexcept;
 
@@ -70,6 +71,11 @@ private:
   int image_group_ = 1;
   int text_group_ = 1;
 };
+
+/// The group sizes in `file`'s metadata (the tensors are not read): what a
+/// scheduler needs to size a learned compression before the compressor
+/// is loaded. Errors as learned_compressor::load's for the metadata.
+result<learned_groups> read_learned_groups(const std::filesystem::path& file);
 
 /// Compresses `input` (the KV `run_prefill` left for `plan`) with `c`,
 /// like compress_kv: a new sequence in `pool`, `input` released on

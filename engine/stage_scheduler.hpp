@@ -69,8 +69,12 @@ memory_model make_memory_model(const text_config& cfg, const kv_pool_stats& pool
 /// Float32 bytes of the decoder's weights (embeddings, layers, head).
 size_t decoder_weight_bytes(const text_config& cfg) noexcept;
 
-/// Fraction of a prompt's KV that `spec` keeps (1 for none).
-float kv_keep_fraction(const compression_spec& spec, int image_tokens, int text_tokens) noexcept;
+/// Fraction of a prompt's KV that `spec` keeps (1 for none). For
+/// `learned`, `groups` (the compressor's) give it: each modality keeps one
+/// row per full group plus the tokens left over (an upper bound when the
+/// image tokens span several images); unknown groups keep everything.
+float kv_keep_fraction(const compression_spec& spec, int image_tokens, int text_tokens,
+                       learned_groups groups = {}) noexcept;
 
 /// One request as the scheduler sees it.
 struct request_info {

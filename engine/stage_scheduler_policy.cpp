@@ -46,10 +46,18 @@ size_t decoder_weight_bytes(const text_config& cfg) noexcept {
                           static_cast<size_t>(cfg.num_layers) * layer);
 }
 
-float kv_keep_fraction(const compression_spec& spec, int image_tokens, int text_tokens) noexcept {
+float kv_keep_fraction(const compression_spec& spec, int image_tokens, int text_tokens,
+                       learned_groups groups) noexcept {
   const int total = image_tokens + text_tokens;
   if (!spec.enabled() || total <= 0)
     return 1.0f;
+  if (spec.method == compression_method::learned) {
+    if (!groups.known())
+      return 1.0f;
+    auto rows = [](int n, int g) { return n / g + n % g; };
+    const int kept = rows(image_tokens, groups.image) + rows(text_tokens, groups.text);
+    return std::min(1.0f, static_cast<float>(kept) / static_cast<float>(total));
+  }
   int must_text = std::min(text_tokens, 1);
   if (spec.method == compression_method::snapkv)
     must_text = std::min(text_tokens, spec.window);

@@ -247,7 +247,9 @@ stage_des_result stage_model::run() {
     f.info.prompt_tokens = total;
     f.info.max_new_tokens = rec.output_tokens;
     f.info.kv_keep_ratio =
-        o_.compression.enabled() ? kv_keep_fraction(o_.compression, image, total - image) : 1.0f;
+        o_.compression.enabled()
+            ? kv_keep_fraction(o_.compression, image, total - image, o_.learned)
+            : 1.0f;
     f.image_tokens = image;
     f.kept = f.info.kv_keep_ratio < 1.0f ? kept_count(total, f.info.kv_keep_ratio) : total;
     f.remaining = rec.output_tokens - 1;

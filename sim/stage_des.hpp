@@ -47,7 +47,8 @@ struct stage_des_options {
   compression_spec compression; ///< none: no compress stage
   memory_model memory;          ///< the resource manager's budget and sizes
   slo objectives;
-  double rate = 0.0; ///< offered rate, for the report
+  double rate = 0.0;      ///< offered rate, for the report
+  learned_groups learned; ///< a learned compression's group sizes (unknown: keeps all)
 };
 
 /// How one stage's batches looked.

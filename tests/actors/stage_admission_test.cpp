@@ -180,6 +180,38 @@ TEST(stage_admission_test, without_compression_the_node_runs_unscheduled) {
   EXPECT_EQ(s.compressions, 1u);
 }
 
+TEST(stage_admission_test, learned_requests_are_sized_by_the_compressors_groups) {
+  auto be = make_backend("cpu", 1);
+  ASSERT_TRUE(be) << be.err().to_string();
+  text_config cfg;
+  cfg.hidden_size = 64;
+  cfg.num_layers = 2;
+  cfg.num_heads = 4;
+  cfg.num_kv_heads = 2;
+  cfg.intermediate_size = 128;
+  cfg.vocab_size = 100;
+  auto pool = kv_pool::create(**be, cfg.num_layers, cfg.kv_dim(), kv_pool_options{64, 16});
+  ASSERT_TRUE(pool) << pool.err().to_string();
+  node_options o;
+  prefill_job job;
+  job.images.resize(2);
+  for (auto& im : job.images)
+    im.n_tokens = 128;
+  job.ids.assign(2 + 62, 7); // two image placeholders and 62 text tokens
+  job.compression = *parse_compression("learned");
+  auto sized = [&](learned_groups g) {
+    auto a = stage_admission::create(schedule_policy{}, cfg, **pool, o, g);
+    EXPECT_TRUE(a) << a.err().to_string();
+    return (*a)->request_of(job);
+  };
+  // Groups of 4 image tokens, text kept: 64 + 62 rows of 318, plus a block.
+  const auto r = sized({4, 1});
+  EXPECT_EQ(r.prompt_tokens, 318);
+  EXPECT_NEAR(r.kv_keep_ratio, (64.0 + 62.0 + 16.0) / 318.0, 1e-4);
+  // No compressor file read: the whole prompt again (as before groups were known).
+  EXPECT_GT(sized({}).kv_keep_ratio, 0.999f);
+}
+
 TEST(stage_admission_test, a_bad_schedule_is_refused_at_start) {
   temp_dir lib{"mosaic_stages_bad"};
   auto o = tiny_options(lib.path());

@@ -209,6 +209,7 @@ TEST_F(kv_learned_compressor_test, bad_files_are_clear_errors) {
   none.set_metadata("image_group", "1");
   ASSERT_TRUE(none.write(dir_.path() / "none.safetensors"));
   EXPECT_FALSE(learned_compressor::load(*be_, dir_.path() / "none.safetensors", 2, kv));
+  EXPECT_FALSE(read_learned_groups(dir_.path() / "none.safetensors"));
   // A bad group size.
   safetensors_writer bad;
   bad.set_metadata("image_group", "zero");
@@ -216,6 +217,15 @@ TEST_F(kv_learned_compressor_test, bad_files_are_clear_errors) {
   auto g = learned_compressor::load(*be_, dir_.path() / "bad.safetensors", 2, kv);
   ASSERT_FALSE(g);
   EXPECT_NE(g.err().message.find("image_group"), std::string::npos);
+  auto gg = read_learned_groups(dir_.path() / "bad.safetensors");
+  ASSERT_FALSE(gg);
+  EXPECT_NE(gg.err().message.find("image_group"), std::string::npos);
+  // Read without the tensors: what a scheduler sizes requests with.
+  auto groups = read_learned_groups(dir_.path() / "wide.safetensors");
+  ASSERT_TRUE(groups) << groups.err().to_string();
+  EXPECT_EQ(groups->image, 2);
+  EXPECT_EQ(groups->text, 1);
+  EXPECT_FALSE(read_learned_groups(dir_.path() / "missing.safetensors"));
   // The training-free entry point refuses "learned" with the way out.
   auto [plan, seq] = prefill(2, 4, 2);
   auto r = compress_kv(*be_, weights_, *pool_, seq, plan, *parse_compression("learned"));

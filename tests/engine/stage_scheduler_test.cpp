@@ -199,6 +199,11 @@ TEST(stage_scheduler_test, memory_model_follows_the_pool_geometry) {
   EXPECT_FLOAT_EQ(kv_keep_fraction(*parse_compression("keynorm:img=0.25,txt=0.5"), 40, 20),
                   (10.0f + 10.0f) / 60.0f);
   EXPECT_FLOAT_EQ(kv_keep_fraction(*parse_compression("none"), 40, 20), 1.0f);
+  // learned: one row per group, leftovers kept; unknown groups keep all.
+  const auto learned = *parse_compression("learned");
+  EXPECT_FLOAT_EQ(kv_keep_fraction(learned, 40, 20), 1.0f);
+  EXPECT_FLOAT_EQ(kv_keep_fraction(learned, 40, 20, {4, 1}), (10.0f + 20.0f) / 60.0f);
+  EXPECT_FLOAT_EQ(kv_keep_fraction(learned, 42, 21, {4, 2}), (10 + 2 + 10 + 1) / 63.0f);
 }
 
 TEST(stage_scheduler_test, never_over_commits_and_completes_everything_under_random_load) {

@@ -317,20 +317,17 @@ private:
     auto& dev = devices[d];
     if (dev.op != device::op_kind::idle)
       return;
-    bool decode_waits = false;
+    int busy_workers = 0; // decode workers sharing this device take turns step by step
     for (size_t wi : dev.decode_workers)
-      decode_waits = decode_waits || decoders[wi].has_work();
+      busy_workers += decoders[wi].has_work() ? 1 : 0;
     const bool prefill_waits = dev.hosts_prefill && !queue_.empty();
     auto prefill = [&] {
       const size_t req = queue_.front();
       queue_.pop_front();
       start_prefill(d, req, now);
     };
-    if (prefill_waits && !(dev.last == device::op_kind::prefill && decode_waits))
+    if (prefill_waits && !(dev.last == device::op_kind::prefill && busy_workers > 0))
       return prefill();
-    int busy_workers = 0; // decode workers sharing this device take turns step by step
-    for (size_t wi : dev.decode_workers)
-      busy_workers += decoders[wi].has_work() ? 1 : 0;
     for (size_t k = 0; k < dev.decode_workers.size(); ++k) {
       const size_t wi = dev.decode_workers[(dev.next_decode + k) % dev.decode_workers.size()];
       auto& w = decoders[wi];

@@ -356,6 +356,23 @@ status local_cluster::stop_prefill_worker(size_t i) {
 }
 
 local_cluster::~local_cluster() {
+  if (net_ && net_->receiver) {
+    // The decode side's evidence that KV receipt overlapped the prefill
+    // passes (the DecodeTask is sent after the pass; see kv_relay.hpp).
+    // Printed before the teardown below, which can take a while with
+    // peers still connected (a supervisor that kills a slow stop must not
+    // lose it).
+    const auto st = net_->receiver->stats();
+    if (st.taken > 0) {
+      std::printf("data plane: %llu transfers taken, %llu layers, %llu of them had arrived "
+                  "before they were asked for (decode node: before the DecodeTask, i.e. during "
+                  "the prefill pass)\n",
+                  static_cast<unsigned long long>(st.taken),
+                  static_cast<unsigned long long>(st.layers_taken),
+                  static_cast<unsigned long long>(st.layers_early));
+      std::fflush(stdout);
+    }
+  }
   {
     std::lock_guard lock{clients_mutex_};
     for (auto& [stream, client] : clients_)
@@ -368,20 +385,6 @@ local_cluster::~local_cluster() {
   workers_.clear(); // a detached actor's thread ends once its last handle is gone
   router_ = nullptr;
   sys_.reset(); // waits for every actor, detached ones included
-  if (net_ && net_->receiver) {
-    // The decode side's evidence that KV receipt overlapped the prefill
-    // passes (the DecodeTask is sent after the pass; see kv_relay.hpp).
-    const auto st = net_->receiver->stats();
-    if (st.taken > 0) {
-      std::printf("data plane: %llu transfers taken, %llu layers, %llu of them had arrived "
-                  "before they were asked for (decode node: before the DecodeTask, i.e. during "
-                  "the prefill pass)\n",
-                  static_cast<unsigned long long>(st.taken),
-                  static_cast<unsigned long long>(st.layers_taken),
-                  static_cast<unsigned long long>(st.layers_early));
-      std::fflush(stdout);
-    }
-  }
 }
 
 std::shared_ptr<token_stream> local_cluster::submit(const wire::generate_request& req) {

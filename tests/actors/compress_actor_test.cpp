@@ -63,8 +63,15 @@ TEST_F(compress_actor_test, a_compressed_request_decodes_and_frees_its_blocks) {
        {"snapkv:img=0.25,txt=0.5,window=4", "keynorm:img=0.3,txt=0.7", "streaming:img=0.5"}) {
     SCOPED_TRACE(spec);
     const auto c = run(req, spec);
-    EXPECT_EQ(c.finish, msg::FinishReason::length);
-    EXPECT_EQ(c.tokens.size(), 10u);
+    // The random model may reach EOS early over the compressed KV (a CI
+    // run did at token 9): then the request stops, short of max_tokens.
+    if (c.finish == msg::FinishReason::stop) {
+      EXPECT_GE(c.tokens.size(), 1u);
+      EXPECT_LE(c.tokens.size(), 10u);
+    } else {
+      EXPECT_EQ(c.finish, msg::FinishReason::length);
+      EXPECT_EQ(c.tokens.size(), 10u);
+    }
     ASSERT_TRUE(c.compression);
     const auto& u = *c.compression;
     EXPECT_EQ(u.tokens_before(), c.usage.prompt_tokens());

@@ -1,7 +1,6 @@
 #include "actors/node_context.hpp"
 
 #include <algorithm>
-#include <filesystem>
 
 #include "engine/kv_learned_compressor.hpp"
 #include "engine/model/builtin_model.hpp"
@@ -66,16 +65,11 @@ result<std::unique_ptr<node_context>> node_context::create(node_options options)
   }
   // A learned compressor's group sizes size its requests' compressed KV
   // (the compress actor loads the MLPs on the first such request).
-  learned_groups learned;
-  const auto compressor = ctx->engine->model_dir() / learned_compressor_file;
-  if (std::error_code ec; std::filesystem::exists(compressor, ec)) {
-    auto g = read_learned_groups(compressor);
-    if (!g)
-      return make_error(g.err().code, "node options: the model's learned compressor: ",
-                        g.err().message);
-    learned = *g;
-  }
-  auto stages = stage_admission::create(schedule, config.text, ctx->engine->pool(), o, learned);
+  auto learned = model_learned_groups(ctx->engine->model_dir());
+  if (!learned)
+    return make_error(learned.err().code, "node options: the model's learned compressor: ",
+                      learned.err().message);
+  auto stages = stage_admission::create(schedule, config.text, ctx->engine->pool(), o, *learned);
   if (!stages)
     return std::move(stages).err();
   ctx->stages = std::move(*stages);

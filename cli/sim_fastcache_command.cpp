@@ -204,14 +204,13 @@ int run_fastcache(fastcache_cli_options& o) {
     auto dir = resolve_model(o.sim.model);
     if (!dir)
       return fail(dir.err());
-    const auto file = *dir / learned_compressor_file;
-    if (!std::filesystem::exists(file))
+    auto g = model_learned_groups(*dir);
+    if (!g)
+      return fail(g.err());
+    if (!g->known())
       return fail(make_error(errc::invalid_argument, "--compression learned: ", o.sim.model,
                              " has no ", learned_compressor_file,
                              "; the stage model needs its group sizes (give --model DIR)"));
-    auto g = read_learned_groups(file);
-    if (!g)
-      return fail(g.err());
     learned = *g;
   }
   if (!(o.kv_budget_mb > 0))

@@ -127,6 +127,13 @@ result<learned_groups> read_learned_groups(const std::filesystem::path& file) {
   return groups_of(*f);
 }
 
+result<learned_groups> model_learned_groups(const std::filesystem::path& dir) {
+  const auto file = dir / learned_compressor_file;
+  if (std::error_code ec; !std::filesystem::exists(file, ec))
+    return learned_groups{};
+  return read_learned_groups(file);
+}
+
 result<learned_compressor> learned_compressor::load(backend& be, const std::filesystem::path& file,
                                                     int n_layers, int kv_dim) {
   auto f = safetensors_file::open(file);

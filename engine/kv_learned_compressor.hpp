@@ -76,6 +76,9 @@ private:
 /// scheduler needs to size a learned compression before the compressor
 /// is loaded. Errors as learned_compressor::load's for the metadata.
 result<learned_groups> read_learned_groups(const std::filesystem::path& file);
+/// The groups of the compressor in model directory `dir`; unknown (all
+/// 0) when it has none.
+result<learned_groups> model_learned_groups(const std::filesystem::path& dir);
 
 /// Compresses `input` (the KV `run_prefill` left for `plan`) with `c`,
 /// like compress_kv: a new sequence in `pool`, `input` released on

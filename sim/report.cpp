@@ -15,6 +15,11 @@ namespace mosaic::sim {
 
 namespace {
 
+/// requests.csv's header line, which read_requests_csv checks for.
+constexpr const char* requests_csv_header =
+    "label,rate_req_per_s,id,dialogue,turn,arrival_s,sent_s,ttft_s,tpot_s,e2e_s,"
+    "prompt_tokens,image_tokens,output_tokens,n_images,ok,error";
+
 void put_latency(nlohmann::json& j, const std::string& name, const latency_stats& s) {
   j[name + "_mean_s"] = s.mean;
   j[name + "_median_s"] = s.median;
@@ -102,8 +107,7 @@ nlohmann::json summary_json(const run_summary& s) {
 
 std::string requests_csv(const std::vector<run_result>& runs) {
   std::ostringstream out;
-  out << "label,rate_req_per_s,id,dialogue,turn,arrival_s,sent_s,ttft_s,tpot_s,e2e_s,"
-         "prompt_tokens,image_tokens,output_tokens,n_images,ok,error\n";
+  out << requests_csv_header << '\n';
   for (const auto& run : runs)
     for (const auto& r : run.records) {
       out << csv_field(run.summary.label) << ',' << num(run.summary.rate) << ',' << r.id << ','
@@ -160,11 +164,10 @@ result<std::vector<run_result>> read_requests_csv(const std::filesystem::path& p
   std::ifstream in{path};
   if (!in)
     return make_error(errc::not_found, "cannot open ", path.string());
-  static constexpr const char* header =
-      "label,rate_req_per_s,id,dialogue,turn,arrival_s,sent_s,ttft_s,tpot_s,e2e_s,"
-      "prompt_tokens,image_tokens,output_tokens,n_images,ok,error";
   std::string line;
-  if (!std::getline(in, line) || (line.empty() ? line : line.substr(0, line.find('\r'))) != header)
+  if (std::getline(in, line) && !line.empty() && line.back() == '\r')
+    line.pop_back();
+  if (line != requests_csv_header)
     return make_error(errc::invalid_argument, path.string(),
                       ": not a requests.csv of `mosaic sim` (its header line differs)");
   std::vector<run_result> runs;

@@ -214,7 +214,10 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
     }
     keep(actor_kind::prefill, spawn_prefill(sys, ctxp, std::move(pp)));
     c->actors_.push_back("prefill    detached     " + o.device + ", max_tokens " +
-                         std::to_string(o.prefill_max_tokens) + "; " + where);
+                         std::to_string(o.prefill_max_tokens) +
+                         " (0: the model's context), chunks of " +
+                         std::to_string(o.prefill_chunk_tokens) + ", prefix cache " +
+                         (o.prefix_caching ? "on" : "off") + "; " + where);
   }
   if (has(actor_kind::linker)) {
     keep(actor_kind::linker,

@@ -33,7 +33,10 @@ struct active_sequence {
   uint32_t index = 0; ///< tokens emitted
   int32_t next = 0;   ///< token to feed to the next step
   uint32_t prompt_tokens = 0;
-  uint64_t queue_us = 0; ///< reported with the last event
+  uint32_t reused_tokens = 0;     ///< usage (from the prefill)
+  uint32_t recomputed_tokens = 0; ///< usage
+  uint32_t cached_tokens = 0;     ///< usage
+  uint64_t queue_us = 0;          ///< reported with the last event
   /// Position of the next token minus the sequence's length: 0, except
   /// for a compressed sequence, which holds fewer rows than positions.
   int32_t position_offset = 0;
@@ -76,7 +79,8 @@ void finish(decode_actor_ptr self, active_sequence& a, msg::FinishReason reason,
     ev.index = a.index;
     ev.token_id = -1;
     ev.finish = reason;
-    ev.usage = msg::Usage{a.prompt_tokens, a.index, 0, 0};
+    ev.usage =
+        msg::Usage{a.prompt_tokens, a.index, a.reused_tokens, a.recomputed_tokens, a.cached_tokens};
     ev.queue_us = a.queue_us;
     ev.compression = a.compression;
     last = make_token_event_msg(ev);
@@ -225,6 +229,9 @@ caf::result<token_event_msg> on_task(decode_actor_ptr self, const decode_task_ms
   a.max_tokens = s.max_tokens == 0 ? uint32_t(st.ctx->options.default_max_tokens) : s.max_tokens;
   a.stop = s.stop;
   a.prompt_tokens = m->prompt_tokens();
+  a.reused_tokens = m->reused_tokens();
+  a.recomputed_tokens = m->recomputed_tokens();
+  a.cached_tokens = m->cached_tokens();
   a.queue_us = m->queue_us();
   if (m->position() != 0)
     a.position_offset = static_cast<int32_t>(m->position()) - a.kv->length();

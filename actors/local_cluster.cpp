@@ -247,6 +247,8 @@ result<node_options> options_of(const topology& topo, std::string_view node, boo
     }
     if (const auto* p = a.get<prefill_spec>()) {
       o.prefill_max_tokens = p->max_tokens;
+      o.prefill_chunk_tokens = p->chunk_tokens;
+      o.prefix_caching = p->prefix_cache;
       o.default_compression = p->compression;
       o.schedule = p->schedule;
     }
@@ -324,7 +326,12 @@ result<std::unique_ptr<local_cluster>> local_cluster::start(node_options options
           std::to_string(o.max_queue),
       "linker     cooperative  default policy " + o.default_policy.to_string(),
       "prefill    detached     " + o.device + ", max_tokens " +
-          std::to_string(o.prefill_max_tokens) +
+          (o.prefill_max_tokens > 0
+               ? std::to_string(o.prefill_max_tokens)
+               : std::to_string(ctxp->engine->config().text.max_position_embeddings) +
+                     " (the model's context)") +
+          ", chunks of " + std::to_string(o.prefill_chunk_tokens) + ", prefix cache " +
+          (o.prefix_caching ? "on" : "off") +
           (n_workers > 1 ? ", " + std::to_string(n_workers) + " workers (strategy " +
                                to_string(o.route_strategy) + ")"
                          : std::string{}),

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/compute_lock.hpp"
 #include "actors/handle_table.hpp"
 #include "actors/stage_admission.hpp"
 #include "engine/backend.hpp"
@@ -58,7 +59,14 @@ struct node_options {
   std::chrono::seconds static_ttl{86400};
   // -- encoder, prefill ---------------------------------------------------------
   uint64_t encoder_cache_bytes = uint64_t(512) << 20;
-  int prefill_max_tokens = 4096;
+  /// The longest prompt a prefill takes; 0: the model's context
+  /// (max_position_embeddings).
+  int prefill_max_tokens = 0;
+  /// Chunked prefill: tokens computed per chunk, decode steps run between
+  /// chunks (engine/prefill.hpp). 0: one chunk.
+  int prefill_chunk_tokens = 2048;
+  /// Automatic prefix caching in the pool (engine/prefix_cache.hpp).
+  bool prefix_caching = true;
   /// KV compression of requests that name none (FastCache compress stage);
   /// none: requests go from prefill straight to decode.
   compression_spec default_compression{};
@@ -193,8 +201,8 @@ struct node_context {
   digest model_fingerprint{};
 
   /// The backend is driven by one thread at a time (engine/llava_engine.hpp):
-  /// every encode, compile, prefill and decode step holds this.
-  std::mutex compute_mutex;
+  /// every encode, compile, prefill chunk and decode step holds this (FIFO).
+  compute_lock compute_mutex;
 
   // -- handle tables ------------------------------------------------------------
   handle_table<const std::vector<float>> embeddings; // [n_tokens, hidden] each

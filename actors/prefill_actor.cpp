@@ -51,6 +51,8 @@ struct pass_outcome {
   kv_sequence sequence;
   int32_t first_token = 0;
   int prompt_tokens = 0;
+  prefill_stats stats;
+  int prefix_cached_tokens = 0; ///< adopted from the prefix cache
   /// Requests with a compress stage: the plan the pass ran and what keeps
   /// its image embeddings alive (compress_job).
   link_plan plan;
@@ -106,16 +108,20 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* 
     }
   const auto t0 = steady::now();
   uint64_t wait_us = 0;
-  std::lock_guard lock{ctx.compute_mutex};
+  // Embeddings are waited for before the compute lock: decode keeps the
+  // device meanwhile.
   for (size_t i = 0; i < n; ++i) {
     if (!im.use_entry[i])
       continue;
     const auto tw = steady::now();
     auto ok = im.entries[i]->wait_embeddings();
     wait_us += micros_since(tw);
-    if (!ok)
+    if (!ok) {
+      std::lock_guard lock{ctx.compute_mutex}; // a re-encode computes
       MOSAIC_TRY(fall_back(ctx, job, im, i, false));
+    }
   }
+  std::unique_lock lock{ctx.compute_mutex};
   auto& engine = *ctx.engine;
   const auto& tok = engine.tokenizer();
   // One pass; a second only when a load fails mid-pass (that image then
@@ -124,7 +130,7 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* 
     std::vector<prompt_image> images(n);
     for (size_t i = 0; i < n; ++i) {
       auto& pi = images[i];
-      pi.key = to_hex(job.images[i].image_key).substr(0, 16);
+      pi.key = to_hex(job.images[i].image_key); // the prefix cache keys image tokens by it
       pi.n_tokens = job.images[i].n_tokens;
       if (im.use_entry[i]) {
         pi.cached = &im.entries[i]->entry();
@@ -141,22 +147,36 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* 
     auto p = split_prompt(job.ids, tok.image_token_id(), std::move(images));
     if (!p)
       return std::move(p).err();
-    auto plan = engine.plan(*p, job.policy);
-    if (!plan)
-      return std::move(plan).err();
-    if (plan->n_tokens() > ctx.options.prefill_max_tokens)
-      return make_error(errc::invalid_argument, "the prompt has ", std::to_string(plan->n_tokens()),
-                        " tokens, over the prefill limit of ",
-                        std::to_string(ctx.options.prefill_max_tokens),
-                        "; send fewer images or raise max_tokens of the prefill actor");
+    int prompt_tokens = 0;
+    for (const auto& part : p->parts)
+      prompt_tokens += part.kind == segment_kind::text
+                           ? static_cast<int>(part.text_ids.size())
+                           : p->images[static_cast<size_t>(part.image)].n_tokens;
+    const int limit = ctx.options.prefill_max_tokens > 0
+                          ? ctx.options.prefill_max_tokens
+                          : engine.config().text.max_position_embeddings;
+    if (prompt_tokens > limit)
+      return make_error(errc::invalid_argument, "the prompt has ", std::to_string(prompt_tokens),
+                        " tokens, over the prefill limit of ", std::to_string(limit),
+                        ctx.options.prefill_max_tokens > 0
+                            ? "; send fewer images or raise max_tokens of the prefill actor"
+                            : " (the model's context); send fewer images or less text");
     int failed = -1;
     prefill_options opt;
+    opt.chunk_tokens = ctx.options.prefill_chunk_tokens;
+    // Between chunks the lock goes to whoever waits (a decode step), so
+    // running streams keep their pace while a long prompt prefills.
+    opt.between_chunks = [&lock](int) -> status {
+      lock.unlock();
+      lock.lock();
+      return {};
+    };
     if (remote != nullptr) {
       if (remote->stream) // a re-run: the layers sent so far came from the failed pass
         remote->stream->abort("the prefill pass is re-run after a failed library load");
       remote->stream.reset();
       auto stream = remote->target->outbox->open(remote->request_id,
-                                                 static_cast<uint32_t>(plan->n_tokens()), ctx);
+                                                 static_cast<uint32_t>(prompt_tokens), ctx);
       if (!stream)
         return std::move(stream).err();
       remote->stream = std::move(*stream);
@@ -178,13 +198,17 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* 
       }
       return {};
     };
-    auto r = engine.prefill(*plan, opt);
-    if (!r) {
+    const prefix_scope scope{job.tenant, ctx.model_fingerprint};
+    auto ran =
+        engine.prefill_prompt(*p, job.policy, ctx.options.prefix_caching ? &scope : nullptr, opt);
+    if (!ran) {
       if (failed < 0)
-        return std::move(r).err();
+        return std::move(ran).err();
       MOSAIC_TRY(fall_back(ctx, job, im, size_t(failed), true));
       continue;
     }
+    auto* r = &ran->result;
+    auto* plan = &ran->plan;
     sampling_params sp;
     sp.temperature = job.sampling.temperature;
     sp.top_p = job.sampling.top_p;
@@ -196,6 +220,8 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* 
     if (out.first_token < 0)
       return make_error(errc::internal, "the model produced no finite logits");
     out.prompt_tokens = plan->n_tokens();
+    out.stats = r->stats;
+    out.prefix_cached_tokens = ran->cache_hit_tokens;
     out.sequence = std::move(r->sequence);
     if (job.compression.enabled()) {
       out.plan = std::move(*plan);
@@ -296,6 +322,10 @@ result<prefilled> prefill_one(caf::stateful_actor<prefill_state>* self, uint64_t
   task.sampling = job.sampling;
   task.stream = job.stream;
   task.queue_us = queue_us;
+  task.reused_tokens = static_cast<uint32_t>(out->stats.reused_image_tokens);
+  task.recomputed_tokens = static_cast<uint32_t>(out->stats.recomputed_image_tokens);
+  task.cached_tokens = static_cast<uint32_t>(out->stats.cached_tokens);
+  task.prefix_cached_tokens = static_cast<uint32_t>(out->prefix_cached_tokens);
   p.blocks = static_cast<int>(out->sequence.blocks().size());
   if (job.compression.enabled()) {
     // The compress stage shrinks the KV, frees the original blocks and

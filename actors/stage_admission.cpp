@@ -52,7 +52,10 @@ stage_admission::create(const std::optional<schedule_policy>& policy, const text
   // what a live batch can exhaust.
   const size_t weights = decoder_weight_bytes(cfg);
   memory_model m = make_memory_model(cfg, ps, 0, weights);
-  const auto max_prompt = static_cast<size_t>(std::max(1, o.prefill_max_tokens));
+  // A pass's activations are one chunk's (the whole prompt without chunking).
+  const int longest = o.prefill_max_tokens > 0 ? o.prefill_max_tokens : cfg.max_position_embeddings;
+  const auto max_prompt = static_cast<size_t>(std::max(
+      1, o.prefill_chunk_tokens > 0 ? std::min(o.prefill_chunk_tokens, longest) : longest));
   const size_t activations =
       max_prompt * m.prefill_act_bytes_per_token + max_prompt * m.compress_act_bytes_per_token +
       static_cast<size_t>(std::max(1, o.decode_max_batch)) * m.decode_act_bytes_per_seq;

@@ -56,7 +56,7 @@ public:
     if (i_++ > n_)
       return std::nullopt;
     ev.finish = msg::FinishReason::length;
-    ev.usage = msg::Usage{8, n_, 0, 0};
+    ev.usage = msg::Usage{8, n_, 0, 0, 0};
     return ev;
   }
   void cancel() override {}

@@ -31,6 +31,9 @@ struct generate_options {
   std::string model = "builtin:small";
   std::vector<std::string> images;
   std::string prompt;
+  /// Prompts asked after `prompt` in the same process: each reuses what
+  /// the pool's prefix cache holds of the earlier ones.
+  std::vector<std::string> then;
   std::string policy = "mpic:32";
   std::string compare;
   int max_tokens = 32;
@@ -128,7 +131,10 @@ int run_generate(const generate_options& o) {
       return fail(img.err());
     pixels.push_back(std::move(*img));
   }
-  auto s = open_session(o, o.prompt.size());
+  size_t prompt_bytes = o.prompt.size();
+  for (const auto& t : o.then)
+    prompt_bytes = std::max(prompt_bytes, t.size());
+  auto s = open_session(o, prompt_bytes);
   if (!s)
     return fail(s.err());
   llava_engine& eng = *s->engine;
@@ -188,7 +194,9 @@ int run_generate(const generate_options& o) {
   if (!p)
     return fail(p.err());
 
-  auto gen = generate(eng, *p, *policy, sampling, o.max_tokens);
+  // The process's prefix cache: one scope (this model, no tenant).
+  const prefix_scope cache{"", eng.weights().fingerprint()};
+  auto gen = generate(eng, *p, *policy, sampling, o.max_tokens, {}, &cache);
   if (!gen)
     return fail(gen.err());
 
@@ -207,6 +215,8 @@ int run_generate(const generate_options& o) {
     std::printf("compile     %.1f ms (standalone image KV, as a KV library holds it)\n",
                 compile_ms);
   std::printf("TTFT        %.1f ms (linked prefill + first token)\n", gen->ttft_seconds * 1e3);
+  std::printf("cached      %d of %d prompt tokens (%d from the prefix cache)\n", st.cached_tokens,
+              st.n_tokens, st.reused_prefix_tokens);
   std::printf("decode      %zu tokens in %.1f ms%s\n", gen->tokens.size(),
               gen->decode_seconds * 1e3, gen->stopped ? " (stopped at EOS)" : "");
   std::printf("recomputed  %.1f / %d tokens per layer (%.1f%%)%s%s\n", computed, st.n_tokens,
@@ -234,6 +244,21 @@ int run_generate(const generate_options& o) {
     std::printf("first-token KL     %.6f nats\n", a.first_token_kl);
     std::printf("identical tokens   %.1f%%\n", a.token_match * 100.0);
   }
+  for (const auto& question : o.then) {
+    auto t = chat_prompt(tok, question, static_cast<int>(pixels.size()));
+    if (!t)
+      return fail(t.err());
+    auto next = build_prompt(tok, *t, make_images(reuse));
+    if (!next)
+      return fail(next.err());
+    auto g = generate(eng, *next, *policy, sampling, o.max_tokens, {}, &cache);
+    if (!g)
+      return fail(g.err());
+    std::printf("\nthen: %s\nanswer: %s\n", question.c_str(), tok.decode(g->tokens).c_str());
+    std::printf("TTFT        %.1f ms; %d of %d prompt tokens cached (%d from the prefix cache)\n",
+                g->ttft_seconds * 1e3, g->stats.cached_tokens, g->stats.n_tokens,
+                g->stats.reused_prefix_tokens);
+  }
   return 0;
 }
 
@@ -250,6 +275,9 @@ void add_generate_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--prompt", opts->prompt,
                   "question; each <image> marks where an image goes (none: images first)")
       ->required();
+  cmd->add_option("--then", opts->then,
+                  "another prompt asked after --prompt in the same process (repeatable); it "
+                  "reuses the prefix cache's blocks of the earlier prompts");
   cmd->add_option("--policy", opts->policy,
                   "full, prefix, full_reuse, mpic:K, cacheblend:R or vlcache:R")
       ->capture_default_str();

@@ -76,7 +76,8 @@ result<prompt> build_prompt(const tokenizer& tok, std::string_view text,
 
 result<generation_result> generate(llava_engine& engine, const prompt& p, const policy_spec& policy,
                                    const sampling_params& sampling, int max_tokens,
-                                   const generation_compression& compression) {
+                                   const generation_compression& compression,
+                                   const prefix_scope* cache) {
   MOSAIC_TRY(sampling.validate());
   if (max_tokens < 1)
     return make_error(errc::invalid_argument, "max_tokens must be at least 1");
@@ -98,12 +99,11 @@ result<generation_result> generate(llava_engine& engine, const prompt& p, const 
   }
 
   const auto t0 = clock_type::now();
-  auto plan = engine.plan(head, policy);
-  if (!plan)
-    return std::move(plan).err();
-  auto pre = engine.prefill(*plan);
-  if (!pre)
-    return std::move(pre).err();
+  auto ran = engine.prefill_prompt(head, policy, cache);
+  if (!ran)
+    return std::move(ran).err();
+  auto* pre = &ran->result;
+  const link_plan* plan = &ran->plan;
   out.first_logits = std::move(pre->logits);
   out.stats = std::move(pre->stats);
   kv_sequence seq = std::move(pre->sequence);

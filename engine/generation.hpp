@@ -66,9 +66,13 @@ struct generation_compression {
 /// prompt's KV is compressed after the first token (which the prefill's
 /// logits choose, as in the actor pipeline) and the rest decode from the
 /// compressed sequence. The sequence's KV is released before returning.
+/// With `cache`, the prefill starts from the longest prefix the engine
+/// pool's prefix cache holds for that scope and publishes the prompt's
+/// blocks (so a later prompt of the same process reuses them).
 result<generation_result> generate(llava_engine& engine, const prompt& p, const policy_spec& policy,
                                    const sampling_params& sampling, int max_tokens,
-                                   const generation_compression& compression = {});
+                                   const generation_compression& compression = {},
+                                   const prefix_scope* cache = nullptr);
 
 /// How closely a policy's output follows the full recompute.
 struct agreement {

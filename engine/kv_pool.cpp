@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 namespace mosaic {
@@ -55,6 +56,14 @@ void kv_sequence::release() noexcept {
   pool_ = nullptr;
 }
 
+void kv_sequence::truncate_blocks(int n_blocks) noexcept {
+  if (pool_ == nullptr || n_blocks < 0 || static_cast<size_t>(n_blocks) >= blocks_.size())
+    return;
+  pool_->free_blocks(std::span<const int32_t>{blocks_}.subspan(static_cast<size_t>(n_blocks)));
+  blocks_.resize(static_cast<size_t>(n_blocks));
+  length_ = std::min(length_, capacity());
+}
+
 // -- kv_pool ------------------------------------------------------------------
 
 kv_pool::kv_pool(private_tag, backend& be, int n_layers, int kv_dim, kv_pool_options options)
@@ -90,7 +99,13 @@ result<std::unique_ptr<kv_pool>> kv_pool::create(backend& be, int n_layers, int 
     pool->k_.push_back(std::move(*k));
     pool->v_.push_back(std::move(*v));
   }
-  pool->free_.reserve(static_cast<size_t>(options.n_blocks));
+  const auto nb = static_cast<size_t>(options.n_blocks);
+  pool->refs_.assign(nb, 0);
+  pool->hash_.assign(nb, digest{});
+  pool->published_.assign(nb, 0);
+  pool->lru_prev_.assign(nb, -1);
+  pool->lru_next_.assign(nb, -1);
+  pool->free_.reserve(nb);
   // Stack order: block 0 is handed out first.
   for (int b = options.n_blocks - 1; b >= 0; --b)
     pool->free_.push_back(b);
@@ -105,22 +120,123 @@ kv_sequence kv_pool::new_sequence() {
 
 status kv_pool::allocate_blocks(int n, std::vector<int32_t>& out) {
   std::lock_guard guard{mutex_};
-  if (static_cast<size_t>(n) > free_.size())
+  const size_t available = free_.size() + static_cast<size_t>(evictable_);
+  if (static_cast<size_t>(n) > available)
     return make_error(errc::out_of_memory, "kv_pool: need ", std::to_string(n),
-                      " more blocks but only ", std::to_string(free_.size()), " of ",
+                      " more blocks but only ", std::to_string(available), " of ",
                       std::to_string(options_.n_blocks),
                       " are free; finish or evict sequences, or grow the pool");
   for (int i = 0; i < n; ++i) {
-    out.push_back(free_.back());
-    free_.pop_back();
+    int32_t b;
+    if (!free_.empty()) {
+      b = free_.back();
+      free_.pop_back();
+    } else { // reclaim the least recently used cached block
+      b = lru_head_;
+      lru_remove(b);
+      unpublish(b);
+      ++evictions_;
+    }
+    refs_[static_cast<size_t>(b)] = 1;
+    out.push_back(b);
   }
-  high_water_ = std::max(high_water_, options_.n_blocks - static_cast<int>(free_.size()));
+  high_water_ =
+      std::max(high_water_, options_.n_blocks - static_cast<int>(free_.size()) - evictable_);
   return {};
 }
 
 void kv_pool::free_blocks(std::span<const int32_t> blocks) noexcept {
   std::lock_guard guard{mutex_};
-  free_.insert(free_.end(), blocks.begin(), blocks.end());
+  for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) {
+    const int32_t b = *it;
+    auto& r = refs_[static_cast<size_t>(b)];
+    if (r <= 0) // a broken invariant: a block freed twice
+      std::abort();
+    if (--r > 0)
+      continue;
+    if (published_[static_cast<size_t>(b)] != 0)
+      lru_push(b);
+    else
+      free_.push_back(b);
+  }
+}
+
+void kv_pool::lru_push(int32_t b) noexcept {
+  const auto i = static_cast<size_t>(b);
+  lru_prev_[i] = lru_tail_;
+  lru_next_[i] = -1;
+  if (lru_tail_ >= 0)
+    lru_next_[static_cast<size_t>(lru_tail_)] = b;
+  else
+    lru_head_ = b;
+  lru_tail_ = b;
+  ++evictable_;
+}
+
+void kv_pool::lru_remove(int32_t b) noexcept {
+  const auto i = static_cast<size_t>(b);
+  const int32_t prev = lru_prev_[i];
+  const int32_t next = lru_next_[i];
+  (prev >= 0 ? lru_next_[static_cast<size_t>(prev)] : lru_head_) = next;
+  (next >= 0 ? lru_prev_[static_cast<size_t>(next)] : lru_tail_) = prev;
+  lru_prev_[i] = lru_next_[i] = -1;
+  --evictable_;
+}
+
+void kv_pool::unpublish(int32_t b) noexcept {
+  const auto i = static_cast<size_t>(b);
+  by_hash_.erase(hash_[i]);
+  published_[i] = 0;
+  --cached_;
+}
+
+int32_t kv_pool::acquire_cached(const digest& hash) {
+  std::lock_guard guard{mutex_};
+  auto it = by_hash_.find(hash);
+  if (it == by_hash_.end())
+    return -1;
+  const int32_t b = it->second;
+  if (refs_[static_cast<size_t>(b)]++ == 0)
+    lru_remove(b);
+  high_water_ =
+      std::max(high_water_, options_.n_blocks - static_cast<int>(free_.size()) - evictable_);
+  return b;
+}
+
+kv_sequence kv_pool::adopt(std::vector<int32_t> blocks, int n_tokens) {
+  kv_sequence s = new_sequence();
+  s.blocks_ = std::move(blocks);
+  s.length_ = std::clamp(n_tokens, 0, s.capacity());
+  return s;
+}
+
+bool kv_pool::publish(int32_t block, const digest& hash) {
+  std::lock_guard guard{mutex_};
+  const auto i = static_cast<size_t>(block);
+  if (block < 0 || i >= refs_.size() || refs_[i] <= 0 || published_[i] != 0)
+    return false;
+  if (!by_hash_.emplace(hash, block).second)
+    return false;
+  hash_[i] = hash;
+  published_[i] = 1;
+  ++cached_;
+  return true;
+}
+
+void kv_pool::count_lookup(int queried, int hit) noexcept {
+  std::lock_guard guard{mutex_};
+  prefix_queries_ += static_cast<uint64_t>(std::max(queried, 0));
+  prefix_hits_ += static_cast<uint64_t>(std::max(hit, 0));
+}
+
+void kv_pool::clear_cache() noexcept {
+  std::lock_guard guard{mutex_};
+  while (lru_head_ >= 0) {
+    const int32_t b = lru_head_;
+    lru_remove(b);
+    unpublish(b);
+    free_.push_back(b);
+  }
 }
 
 void kv_pool::sequence_closed() noexcept {
@@ -132,8 +248,13 @@ kv_pool_stats kv_pool::stats() const {
   std::lock_guard guard{mutex_};
   kv_pool_stats s;
   s.blocks_total = options_.n_blocks;
-  s.blocks_free = static_cast<int>(free_.size());
+  s.blocks_free = static_cast<int>(free_.size()) + evictable_;
   s.blocks_used = s.blocks_total - s.blocks_free;
+  s.blocks_cached = cached_;
+  s.blocks_evictable = evictable_;
+  s.prefix_queries = prefix_queries_;
+  s.prefix_hits = prefix_hits_;
+  s.evictions = evictions_;
   s.blocks_high_water = high_water_;
   s.block_size = options_.block_size;
   s.bytes_per_block =

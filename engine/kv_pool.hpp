@@ -7,19 +7,34 @@
 // appends to them and reads them with paged attention; the state of a
 // sequence moves as a handle move (FastCache's pointer-move pool).
 //
+// Automatic prefix caching (vLLM's and SGLang's): a full block whose KV a
+// prompt produced can be published under the hash of everything its KV
+// depends on (engine/prefix_cache.hpp chains it over the tenant, the
+// model, the parent block and the block's tokens). Blocks are reference
+// counted: a later sequence that starts with the same tokens adopts the
+// published blocks instead of computing them. A published block whose
+// last reference goes stays cached (evictable) and is reclaimed, least
+// recently used first, only when an allocation finds no free block; an
+// unpublished block goes straight back to the free list. Published
+// blocks are never written again: sequences append only past their
+// full, shared blocks.
+//
 // Lifetime: the pool must outlive every `kv_sequence` it hands out. The
 // allocator is thread-safe (one mutex); a single sequence must not be
 // grown from two threads at once.
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/backend.hpp"
 #include "engine/error.hpp"
+#include "engine/model/sha256.hpp"
 
 namespace mosaic {
 
@@ -34,9 +49,14 @@ struct kv_pool_options {
 /// Usage of a pool at one instant.
 struct kv_pool_stats {
   int blocks_total = 0;
-  int blocks_used = 0;
-  int blocks_free = 0;
-  int blocks_high_water = 0; ///< the most blocks ever in use at once
+  int blocks_used = 0;         ///< referenced by a sequence
+  int blocks_free = 0;         ///< allocatable: never used, or cached and unreferenced
+  int blocks_cached = 0;       ///< published in the prefix cache (referenced or not)
+  int blocks_evictable = 0;    ///< cached and unreferenced (counted in blocks_free)
+  uint64_t prefix_queries = 0; ///< prompt tokens looked up in the prefix cache
+  uint64_t prefix_hits = 0;    ///< of which found (adopted)
+  uint64_t evictions = 0;      ///< cached blocks reclaimed for an allocation
+  int blocks_high_water = 0;   ///< the most blocks ever in use at once
   int block_size = 0;
   size_t bytes_per_block = 0; ///< K and V of every layer for block_size tokens
   size_t bytes_total = 0;
@@ -81,8 +101,12 @@ public:
   status reserve(int n_tokens);
   /// Sets the length (<= capacity()). Callers set it after writing KV.
   status set_length(int n_tokens);
-  /// Returns every block to the pool; the handle becomes invalid.
+  /// Returns every block to the pool (drops this sequence's reference;
+  /// published blocks stay cached); the handle becomes invalid.
   void release() noexcept;
+  /// Drops the blocks past the first `n_blocks` (the sequence is cut to
+  /// at most n_blocks * block_size tokens).
+  void truncate_blocks(int n_blocks) noexcept;
 
 private:
   friend class kv_pool;
@@ -112,6 +136,27 @@ public:
   /// A new, empty sequence (no blocks yet).
   kv_sequence new_sequence();
 
+  // -- prefix cache -------------------------------------------------------------
+
+  /// The block published under `hash`, with a reference taken for the
+  /// caller (who must hand it to `adopt` or `release_blocks`), or -1.
+  int32_t acquire_cached(const digest& hash);
+  /// A sequence whose first blocks are `blocks` (references the caller
+  /// holds, e.g. from acquire_cached, passed to the sequence) and whose
+  /// length is `n_tokens` (<= blocks.size() * block_size).
+  kv_sequence adopt(std::vector<int32_t> blocks, int n_tokens);
+  /// Publishes `block` (referenced, holding final KV) under `hash`. False
+  /// when the hash is already cached (another block holds the same KV) or
+  /// the block is published already; the block is then left as it is.
+  bool publish(int32_t block, const digest& hash);
+  /// Counts a prefix-cache look-up of `queried` tokens, `hit` of them found.
+  void count_lookup(int queried, int hit) noexcept;
+  /// Drops references taken by acquire_cached that were not adopted.
+  void release_blocks(std::span<const int32_t> blocks) noexcept { free_blocks(blocks); }
+  /// Unpublishes every unreferenced cached block (returns them to the
+  /// free list); referenced ones stay published.
+  void clear_cache() noexcept;
+
   /// K of layer `layer`: [n_blocks * block_size, kv_dim] (device memory).
   float* k_layer(int layer) const noexcept { return k_[static_cast<size_t>(layer)].f32(); }
   /// V of layer `layer`: [n_blocks * block_size, kv_dim] (device memory).
@@ -137,8 +182,22 @@ private:
 
   /// Appends `n` blocks to `out`, all or nothing.
   status allocate_blocks(int n, std::vector<int32_t>& out);
+  /// Drops one reference of each block, the last first (so a sequence's
+  /// tail is evicted before its head).
   void free_blocks(std::span<const int32_t> blocks) noexcept;
   void sequence_closed() noexcept;
+  // LRU list of evictable blocks (caller holds mutex_).
+  void lru_push(int32_t b) noexcept;
+  void lru_remove(int32_t b) noexcept;
+  void unpublish(int32_t b) noexcept;
+
+  struct digest_hash {
+    size_t operator()(const digest& d) const noexcept {
+      size_t h;
+      std::memcpy(&h, d.data(), sizeof h);
+      return h;
+    }
+  };
 
   backend* be_;
   int n_layers_;
@@ -148,7 +207,19 @@ private:
   std::vector<device_buffer> v_; // n_layers x [n_blocks * block_size, kv_dim]
 
   mutable std::mutex mutex_;
-  std::vector<int32_t> free_; // stack of free block indices
+  std::vector<int32_t> free_;      // stack of free (unpublished, unreferenced) block indices
+  std::vector<int32_t> refs_;      // [n_blocks] sequences (and pending adopters) holding each block
+  std::vector<digest> hash_;       // [n_blocks] the published hash (valid when published_)
+  std::vector<uint8_t> published_; // [n_blocks]
+  std::vector<int32_t> lru_prev_, lru_next_; // [n_blocks] -1: none
+  int32_t lru_head_ = -1;                    // least recently used
+  int32_t lru_tail_ = -1;                    // most recently used
+  int evictable_ = 0;
+  int cached_ = 0;
+  std::unordered_map<digest, int32_t, digest_hash> by_hash_;
+  uint64_t prefix_queries_ = 0;
+  uint64_t prefix_hits_ = 0;
+  uint64_t evictions_ = 0;
   int high_water_ = 0;
   int sequences_ = 0;
 };

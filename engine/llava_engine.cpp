@@ -50,6 +50,13 @@ result<prefill_result> llava_engine::prefill(link_plan& plan, const prefill_opti
   return run_prefill(*be_, decoder_, *pool_, plan, options);
 }
 
+result<prompt_prefill> llava_engine::prefill_prompt(const prompt& p, const policy_spec& policy,
+                                                    const prefix_scope* scope,
+                                                    prefill_options options) {
+  return prefill_with_prefix_cache(*be_, decoder_, *pool_, p, policy, &vlcache_, scope,
+                                   std::move(options));
+}
+
 result<compiled_image> llava_engine::compile_image(std::span<const float> embeddings) {
   const int hidden = config_.text.hidden_size;
   if (embeddings.empty() || embeddings.size() % static_cast<size_t>(hidden) != 0)

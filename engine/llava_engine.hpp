@@ -26,6 +26,7 @@
 #include "engine/model/weights.hpp"
 #include "engine/policies.hpp"
 #include "engine/prefill.hpp"
+#include "engine/prefix_cache.hpp"
 
 namespace mosaic {
 
@@ -63,6 +64,13 @@ public:
                          const prefix_kv& prefix = {}) const;
   /// Runs a plan in one pass; the sequence stays in pool() for decode.
   result<prefill_result> prefill(link_plan& plan, const prefill_options& options = {});
+  /// Plans `p` under `policy` on top of the longest prefix that pool()'s
+  /// prefix cache holds for `scope` (engine/prefix_cache.hpp; no cache
+  /// when `scope` is null or the policy is `full`), runs it (options'
+  /// chunking and hooks apply; `extend` is set here) and publishes the
+  /// prompt's new full blocks.
+  result<prompt_prefill> prefill_prompt(const prompt& p, const policy_spec& policy,
+                                        const prefix_scope* scope, prefill_options options = {});
   /// Compiles an image's standalone KV from its projector output
   /// [n_tokens, hidden] (host).
   result<compiled_image> compile_image(std::span<const float> embeddings);

@@ -44,16 +44,19 @@ std::vector<int32_t> merge(std::vector<int32_t> base, const std::vector<int32_t>
   return base;
 }
 
-/// The first `count` cached tokens of every cached image, added to base.
+/// The first `count` tokens of every cached image, counted from the
+/// image's first token, added to base where they read the entry (an image
+/// that straddles a cached prefix had its leading tokens computed there).
 std::vector<int32_t> with_leading(const link_plan& plan, const std::vector<int32_t>& base,
                                   const std::vector<int>& count_per_image) {
   std::vector<int32_t> extra;
   for (const auto& seg : plan.segments) {
     if (seg.kind != segment_kind::image)
       continue;
-    const auto toks = cached_tokens(plan, seg);
-    const auto c = std::min(toks.size(), static_cast<size_t>(count_per_image[seg.image]));
-    extra.insert(extra.end(), toks.begin(), toks.begin() + static_cast<ptrdiff_t>(c));
+    const int end = std::min(seg.end, seg.begin + std::max(count_per_image[seg.image], 0));
+    for (int t = seg.begin; t < end; ++t)
+      if (plan.kv[static_cast<size_t>(t)].kind == kv_source_kind::image_entry)
+        extra.push_back(t);
   }
   return merge(base, extra);
 }

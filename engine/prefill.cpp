@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <span>
 #include <string>
+#include <utility>
 
 #include "engine/decoder_layer.hpp"
 
@@ -15,21 +17,23 @@ std::string str(long long v) {
   return std::to_string(v);
 }
 
-/// Backend memory of one pass, sized for the plan's n tokens.
+/// Backend memory of one pass: token-indexed buffers for the plan's n
+/// tokens, row buffers for one chunk's compute set.
 struct pass_buffers {
+  int rows = 0;               ///< the most rows one chunk computes
   device_buffer hidden;       // [n, hidden]   every token's hidden state
-  device_buffer hc;           // [n, hidden]   rows of S_l
+  device_buffer hc;           // [rows, hidden] rows of S_l in the chunk
   device_buffer positions;    // [n] int32
   device_buffer slots;        // [n] int32     pool rows of the new sequence
-  device_buffer prefix_slots; // [P] int32     pool rows of the prefix sequence
-  device_buffer idx;          // [n] int32     S_l
-  device_buffer pos_c;        // [n] int32     positions of S_l
-  device_buffer k_work;       // [n, kv_dim]   the layer's K, all tokens
+  device_buffer prefix_slots; // [P] int32     pool rows of a separate prefix sequence
+  device_buffer idx;          // [rows] int32  S_l in the chunk
+  device_buffer pos_c;        // [rows] int32  positions of S_l in the chunk
+  device_buffer k_work;       // [n, kv_dim]   the layer's K, all tokens up to the chunk's end
   device_buffer v_work;       // [n, kv_dim]
-  device_buffer k_fresh;      // [n, kv_dim]   pre-RoPE fresh K (deviation, capture)
+  device_buffer k_fresh;      // [n, kv_dim]   pre-RoPE fresh K (deviation)
   device_buffer entry_k;      // [max image tokens, kv_dim]  staging (deviation)
   device_buffer deviation;    // [n]
-  layer_scratch scratch;      // rows n
+  layer_scratch scratch;      // rows
 };
 
 /// Checks the plan against the model and the pass's own requirements.
@@ -49,9 +53,31 @@ status check_plan_for_model(const link_plan& plan, const text_config& cfg, const
       return make_error(errc::invalid_argument, "token ", str(i), " has id ", str(id),
                         " outside the vocabulary of ", str(cfg.vocab_size));
   }
-  if (plan.prefix.n_tokens > 0 && plan.prefix.sequence->pool() != &pool)
+  const int n_prefix = plan.prefix.n_tokens;
+  if (n_prefix > 0 && plan.prefix.sequence->pool() != &pool)
     return make_error(errc::invalid_argument,
                       "the prefix sequence lives in another KV pool; copy it first");
+  if (n_prefix >= plan.n_tokens())
+    return make_error(errc::invalid_argument, "the prefix covers every token; the last token ",
+                      "must be computed for its logits");
+  for (size_t l = 0; l < plan.compute.size(); ++l)
+    if (!plan.compute[l].empty() && plan.compute[l].front() < n_prefix)
+      return make_error(errc::invalid_argument, "S_", str(static_cast<long long>(l)),
+                        " computes prefix token ", str(plan.compute[l].front()),
+                        "; prefix rows are reused as they are");
+  if (options.extend != nullptr) {
+    if (options.extend->pool() != &pool)
+      return make_error(errc::invalid_argument, "the sequence to extend lives in another pool");
+    if (n_prefix > 0 && plan.prefix.sequence != options.extend)
+      return make_error(errc::invalid_argument,
+                        "a pass that extends a sequence takes its prefix from that sequence");
+    if (options.extend->length() != n_prefix)
+      return make_error(errc::invalid_argument, "the sequence to extend holds ",
+                        str(options.extend->length()), " tokens but the plan's prefix is ",
+                        str(n_prefix));
+  }
+  if (options.chunk_tokens < 0)
+    return make_error(errc::invalid_argument, "chunk_tokens must be >= 0");
   if (options.capture != nullptr) {
     if (plan.completion.layer >= 0)
       return make_error(errc::invalid_argument, "capture needs a complete plan");
@@ -63,62 +89,79 @@ status check_plan_for_model(const link_plan& plan, const text_config& cfg, const
   return {};
 }
 
-result<pass_buffers> allocate_buffers(backend& be, const text_config& cfg, const link_plan& plan) {
+result<pass_buffers> allocate_buffers(backend& be, const text_config& cfg, const link_plan& plan,
+                                      int rows) {
   const auto n = static_cast<size_t>(plan.n_tokens());
   const auto h = static_cast<size_t>(cfg.hidden_size);
   const auto kv = static_cast<size_t>(cfg.kv_dim());
+  const auto r = static_cast<size_t>(rows);
   size_t max_image = 1;
   for (const auto& img : plan.images)
     max_image = std::max(max_image, static_cast<size_t>(img.n_tokens));
   pass_buffers b;
+  b.rows = rows;
   struct field {
     device_buffer* buf;
     size_t n;
   };
+  const bool blend = plan.completion.layer >= 0;
   for (auto [buf, count] :
-       {field{&b.hidden, n * h}, field{&b.hc, n * h}, field{&b.positions, n}, field{&b.slots, n},
-        field{&b.prefix_slots, static_cast<size_t>(plan.prefix.n_tokens)}, field{&b.idx, n},
-        field{&b.pos_c, n}, field{&b.k_work, n * kv}, field{&b.v_work, n * kv},
-        field{&b.k_fresh, n * kv}, field{&b.entry_k, max_image * kv}, field{&b.deviation, n}}) {
-    auto r = allocate_floats(be, count); // int32 and f32 have the same size
-    if (!r)
-      return std::move(r).err();
-    *buf = std::move(*r);
+       {field{&b.hidden, n * h}, field{&b.hc, r * h}, field{&b.positions, n}, field{&b.slots, n},
+        field{&b.prefix_slots, static_cast<size_t>(plan.prefix.n_tokens)}, field{&b.idx, r},
+        field{&b.pos_c, r}, field{&b.k_work, n * kv}, field{&b.v_work, n * kv},
+        field{&b.k_fresh, blend ? n * kv : 1}, field{&b.entry_k, blend ? max_image * kv : 1},
+        field{&b.deviation, blend ? n : 1}}) {
+    auto a = allocate_floats(be, std::max<size_t>(count, 1)); // int32 and f32 have the same size
+    if (!a)
+      return std::move(a).err();
+    *buf = std::move(*a);
   }
-  auto s = layer_scratch::allocate(be, cfg, plan.n_tokens());
+  auto s = layer_scratch::allocate(be, cfg, rows);
   if (!s)
     return std::move(s).err();
   b.scratch = std::move(*s);
   return b;
 }
 
-/// Fills the hidden state with every token's input embedding.
-status embed_inputs(backend& be, const decoder_weights& w, const link_plan& plan, pass_buffers& b) {
+/// Fills the hidden state of tokens [from, n) with their input embeddings
+/// (text in batches of b.rows: the row buffers are chunk-sized).
+status embed_inputs(backend& be, const decoder_weights& w, const link_plan& plan, int from,
+                    pass_buffers& b) {
   const int h = w.config.hidden_size;
   std::vector<int32_t> text_ids;
   std::vector<int32_t> text_rows;
-  for (int i = 0; i < plan.n_tokens(); ++i) {
-    if (plan.token_ids[static_cast<size_t>(i)] >= 0) {
-      text_ids.push_back(plan.token_ids[static_cast<size_t>(i)]);
-      text_rows.push_back(i);
-    }
-  }
-  if (!text_ids.empty()) {
+  auto flush = [&]() -> status {
+    if (text_ids.empty())
+      return {};
     const int n_text = static_cast<int>(text_ids.size());
     MOSAIC_TRY(be.upload(b.idx.data(), text_ids.data(), text_ids.size() * sizeof(int32_t)));
     MOSAIC_TRY(be.upload(b.pos_c.data(), text_rows.data(), text_rows.size() * sizeof(int32_t)));
     be.gather_rows(w.embed_tokens.f32(), b.idx.i32(), b.hc.f32(), n_text, h);
     be.scatter_rows(b.hc.f32(), b.pos_c.i32(), b.hidden.f32(), n_text, h);
+    // The host vectors are refilled next: wait for the uploads.
+    MOSAIC_TRY(be.synchronize());
+    text_ids.clear();
+    text_rows.clear();
+    return {};
+  };
+  for (int i = from; i < plan.n_tokens(); ++i) {
+    if (plan.token_ids[static_cast<size_t>(i)] >= 0) {
+      text_ids.push_back(plan.token_ids[static_cast<size_t>(i)]);
+      text_rows.push_back(i);
+      if (static_cast<int>(text_ids.size()) == b.rows)
+        MOSAIC_TRY(flush());
+    }
   }
+  MOSAIC_TRY(flush());
   for (const auto& seg : plan.segments) {
-    if (seg.kind != segment_kind::image)
+    if (seg.kind != segment_kind::image || seg.end <= from)
       continue;
     const auto& img = plan.images[static_cast<size_t>(seg.image)];
-    MOSAIC_TRY(be.upload(b.hidden.f32() + static_cast<size_t>(seg.begin) * h, img.embeddings,
-                         static_cast<size_t>(img.n_tokens) * h * sizeof(float)));
+    const int first = std::max(seg.begin, from);
+    MOSAIC_TRY(be.upload(b.hidden.f32() + static_cast<size_t>(first) * h,
+                         img.embeddings + static_cast<size_t>(first - seg.begin) * h,
+                         static_cast<size_t>(seg.end - first) * h * sizeof(float)));
   }
-  // The staging buffers are reused per layer: wait until the uploads of
-  // host vectors that die at the end of this function have happened.
   return be.synchronize();
 }
 
@@ -138,59 +181,107 @@ std::vector<const plan_segment*> cached_segments(const link_plan& plan) {
   return out;
 }
 
-/// Places the cached KV of layer `l` into the working buffers: the prefix
-/// rows as they are, image entries with K rotated to the new positions.
+/// Rows [begin, end) of `seg` that read its cached entry, clipped to the
+/// chunk [c0, c1): an image that straddles the prefix keeps its prefix
+/// rows, one that straddles a chunk boundary is placed chunk by chunk.
+std::pair<int, int> entry_rows(const link_plan& plan, const plan_segment& seg, int c0, int c1) {
+  int begin = std::max(seg.begin, c0);
+  int end = std::min(seg.end, c1);
+  while (begin < end && plan.kv[static_cast<size_t>(begin)].kind != kv_source_kind::image_entry)
+    ++begin;
+  return {begin, std::max(begin, end)};
+}
+
+/// Places the cached KV of layer `l` for the chunk [c0, c1) into the
+/// working buffers: every earlier row (prefix, earlier chunks) from the
+/// sequence's pool slots as it is, the chunk's image-entry rows with K
+/// rotated to their positions.
 status place_cached(backend& be, const text_config& cfg, const link_plan& plan,
-                    const std::vector<const plan_segment*>& cached, kv_pool& pool, int l,
-                    pass_buffers& b) {
+                    const std::vector<const plan_segment*>& cached, kv_pool& pool, int l, int c0,
+                    int c1, pass_buffers& b) {
   const int kv = cfg.kv_dim();
-  if (plan.prefix.n_tokens > 0) {
-    be.gather_rows(pool.k_layer(l), b.prefix_slots.i32(), b.k_work.f32(), plan.prefix.n_tokens, kv);
-    be.gather_rows(pool.v_layer(l), b.prefix_slots.i32(), b.v_work.f32(), plan.prefix.n_tokens, kv);
+  if (c0 > 0) {
+    be.gather_rows(pool.k_layer(l), b.slots.i32(), b.k_work.f32(), c0, kv);
+    be.gather_rows(pool.v_layer(l), b.slots.i32(), b.v_work.f32(), c0, kv);
   }
   for (const plan_segment* seg : cached) {
+    const auto [begin, end] = entry_rows(plan, *seg, c0, c1);
+    if (begin == end)
+      continue;
     const auto& entry = *plan.images[static_cast<size_t>(seg->image)].entry;
-    const size_t off = static_cast<size_t>(seg->begin) * kv;
-    const size_t bytes = entry.layer_elems() * sizeof(float);
-    MOSAIC_TRY(be.upload(b.k_work.f32() + off, entry.k_layer(l), bytes));
-    MOSAIC_TRY(be.upload(b.v_work.f32() + off, entry.v_layer(l), bytes));
-    be.rope(b.k_work.f32() + off, b.positions.i32() + seg->begin, entry.n_tokens, cfg.num_kv_heads,
+    const size_t off = static_cast<size_t>(begin) * kv;
+    const size_t row0 = static_cast<size_t>(begin - seg->begin) * kv;
+    const size_t bytes = static_cast<size_t>(end - begin) * kv * sizeof(float);
+    MOSAIC_TRY(be.upload(b.k_work.f32() + off, entry.k_layer(l) + row0, bytes));
+    MOSAIC_TRY(be.upload(b.v_work.f32() + off, entry.v_layer(l) + row0, bytes));
+    be.rope(b.k_work.f32() + off, b.positions.i32() + begin, end - begin, cfg.num_kv_heads,
             cfg.head_dim(), cfg.rope_theta);
   }
   return {};
 }
 
+/// Copies a separate prefix sequence's rows into the new sequence's first
+/// slots, every layer (the old-style `prefix_kv` of another sequence).
+status copy_prefix(backend& be, const text_config& cfg, const link_plan& plan, kv_pool& pool,
+                   pass_buffers& b) {
+  const int n_prefix = plan.prefix.n_tokens;
+  const auto prefix_slots = plan.prefix.sequence->slots(0, n_prefix);
+  MOSAIC_TRY(
+      be.upload(b.prefix_slots.data(), prefix_slots.data(), prefix_slots.size() * sizeof(int32_t)));
+  const int kv = cfg.kv_dim();
+  for (int l = 0; l < cfg.num_layers; ++l) {
+    be.gather_rows(pool.k_layer(l), b.prefix_slots.i32(), b.k_work.f32(), n_prefix, kv);
+    be.gather_rows(pool.v_layer(l), b.prefix_slots.i32(), b.v_work.f32(), n_prefix, kv);
+    be.scatter_rows(b.k_work.f32(), b.slots.i32(), pool.k_layer(l), n_prefix, kv);
+    be.scatter_rows(b.v_work.f32(), b.slots.i32(), pool.v_layer(l), n_prefix, kv);
+  }
+  return be.synchronize();
+}
+
 /// CacheBlend's in-pass measurement: fresh vs cached pre-RoPE K at layer
-/// `l` for the tokens of cached images computed there; then completes the
-/// plan's later compute sets.
+/// `l` for the chunk's tokens of cached images computed there (deviation
+/// -1 for every other token); then the completion decides for them.
 status complete_plan(backend& be, const text_config& cfg, link_plan& plan,
-                     const std::vector<const plan_segment*>& cached, int l, int n_c,
+                     const std::vector<const plan_segment*>& cached, int l, int n_c, int c0, int c1,
                      pass_buffers& b) {
   const int kv = cfg.kv_dim();
   const int n = plan.n_tokens();
   be.scatter_rows(b.scratch.k.f32(), b.idx.i32(), b.k_fresh.f32(), n_c, kv);
-  for (const plan_segment* seg : cached) {
-    const auto& entry = *plan.images[static_cast<size_t>(seg->image)].entry;
-    MOSAIC_TRY(be.upload(b.entry_k.data(), entry.k_layer(l), entry.layer_elems() * sizeof(float)));
-    be.row_sq_diff(b.k_fresh.f32() + static_cast<size_t>(seg->begin) * kv, b.entry_k.f32(),
-                   b.deviation.f32() + seg->begin, entry.n_tokens, kv);
-    MOSAIC_TRY(be.synchronize()); // entry_k is reused by the next image
-  }
   std::vector<float> dev(static_cast<size_t>(n), -1.0f);
-  if (!cached.empty())
+  bool measured = false;
+  for (const plan_segment* seg : cached) {
+    const auto [begin, end] = entry_rows(plan, *seg, c0, c1);
+    if (begin == end)
+      continue;
+    const auto& entry = *plan.images[static_cast<size_t>(seg->image)].entry;
+    MOSAIC_TRY(be.upload(b.entry_k.data(),
+                         entry.k_layer(l) + static_cast<size_t>(begin - seg->begin) * kv,
+                         static_cast<size_t>(end - begin) * kv * sizeof(float)));
+    be.row_sq_diff(b.k_fresh.f32() + static_cast<size_t>(begin) * kv, b.entry_k.f32(),
+                   b.deviation.f32() + begin, end - begin, kv);
+    MOSAIC_TRY(be.synchronize()); // entry_k is reused by the next image
+    measured = true;
+  }
+  if (measured)
     MOSAIC_TRY(be.download(dev.data(), b.deviation.data(), dev.size() * sizeof(float)));
   const auto& s = plan.compute[static_cast<size_t>(l)];
   std::vector<float> masked(static_cast<size_t>(n), -1.0f);
   for (int32_t t : s)
-    if (plan.kv[static_cast<size_t>(t)].kind == kv_source_kind::image_entry)
+    if (t >= c0 && t < c1 && plan.kv[static_cast<size_t>(t)].kind == kv_source_kind::image_entry)
       masked[static_cast<size_t>(t)] = dev[static_cast<size_t>(t)];
   MOSAIC_TRY(plan.completion.complete(plan, masked));
-  plan.completion.layer = -1;
   if (plan.compute.size() != static_cast<size_t>(plan.n_layers))
     return make_error(errc::internal, "plan completion changed the number of layers");
   for (int later = l + 1; later < plan.n_layers; ++later)
     MOSAIC_TRY(plan.validate_layer(later));
   return {};
+}
+
+/// The tokens of S_l inside [c0, c1).
+std::span<const int32_t> chunk_of(const std::vector<int32_t>& s, int c0, int c1) {
+  const auto lo = std::lower_bound(s.begin(), s.end(), c0);
+  const auto hi = std::lower_bound(lo, s.end(), c1);
+  return {s.data() + (lo - s.begin()), static_cast<size_t>(hi - lo)};
 }
 
 } // namespace
@@ -204,11 +295,18 @@ result<prefill_result> run_prefill(backend& be, const decoder_weights& w, kv_poo
   const int h = cfg.hidden_size;
   const int kv = cfg.kv_dim();
   const int hd = cfg.head_dim();
+  const int n_prefix = plan.prefix.n_tokens;
+  const bool shared_prefix = options.extend != nullptr;
 
   prefill_result out;
-  out.sequence = pool.new_sequence();
+  out.sequence = shared_prefix ? std::move(*options.extend) : pool.new_sequence();
+  if (shared_prefix)
+    plan.prefix.sequence = n_prefix > 0 ? &out.sequence : nullptr;
   MOSAIC_TRY(out.sequence.reserve(n));
-  auto buffers = allocate_buffers(be, cfg, plan);
+  const int chunk = options.chunk_tokens > 0 && options.capture == nullptr
+                        ? std::min(options.chunk_tokens, n - n_prefix)
+                        : n - n_prefix;
+  auto buffers = allocate_buffers(be, cfg, plan, chunk);
   if (!buffers)
     return std::move(buffers).err();
   pass_buffers& b = *buffers;
@@ -216,72 +314,82 @@ result<prefill_result> run_prefill(backend& be, const decoder_weights& w, kv_poo
   const std::vector<int32_t> slots = out.sequence.slots(0, n);
   MOSAIC_TRY(be.upload(b.positions.data(), plan.positions.data(), n * sizeof(int32_t)));
   MOSAIC_TRY(be.upload(b.slots.data(), slots.data(), n * sizeof(int32_t)));
-  if (plan.prefix.n_tokens > 0) {
-    const auto prefix_slots = plan.prefix.sequence->slots(0, plan.prefix.n_tokens);
-    MOSAIC_TRY(be.upload(b.prefix_slots.data(), prefix_slots.data(),
-                         prefix_slots.size() * sizeof(int32_t)));
-  }
-  MOSAIC_TRY(embed_inputs(be, w, plan, b));
+  if (n_prefix > 0 && !shared_prefix)
+    MOSAIC_TRY(copy_prefix(be, cfg, plan, pool, b));
+  MOSAIC_TRY(embed_inputs(be, w, plan, n_prefix, b));
   const auto cached = cached_segments(plan);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
   std::vector<int32_t> pos_c;
-  for (int l = 0; l < cfg.num_layers; ++l) {
-    const auto& lw = w.layers[static_cast<size_t>(l)];
-    if (options.wait_layer)
-      MOSAIC_TRY(options.wait_layer(l));
-    MOSAIC_TRY(place_cached(be, cfg, plan, cached, pool, l, b));
+  for (int c0 = n_prefix; c0 < n;) {
+    const int c1 = std::min(n, c0 + chunk);
+    const bool last_chunk = c1 == n;
+    for (int l = 0; l < cfg.num_layers; ++l) {
+      const auto& lw = w.layers[static_cast<size_t>(l)];
+      if (options.wait_layer)
+        MOSAIC_TRY(options.wait_layer(l));
+      MOSAIC_TRY(place_cached(be, cfg, plan, cached, pool, l, c0, c1, b));
 
-    const auto& s = plan.compute[static_cast<size_t>(l)];
-    const int n_c = static_cast<int>(s.size());
-    pos_c.resize(s.size());
-    for (size_t i = 0; i < s.size(); ++i)
-      pos_c[i] = plan.positions[static_cast<size_t>(s[i])];
-    MOSAIC_TRY(be.upload(b.idx.data(), s.data(), s.size() * sizeof(int32_t)));
-    MOSAIC_TRY(be.upload(b.pos_c.data(), pos_c.data(), pos_c.size() * sizeof(int32_t)));
+      const auto s = chunk_of(plan.compute[static_cast<size_t>(l)], c0, c1);
+      const int n_c = static_cast<int>(s.size());
+      if (n_c > 0) {
+        pos_c.resize(s.size());
+        for (size_t i = 0; i < s.size(); ++i)
+          pos_c[i] = plan.positions[static_cast<size_t>(s[i])];
+        MOSAIC_TRY(be.upload(b.idx.data(), s.data(), s.size() * sizeof(int32_t)));
+        MOSAIC_TRY(be.upload(b.pos_c.data(), pos_c.data(), pos_c.size() * sizeof(int32_t)));
 
-    be.gather_rows(b.hidden.f32(), b.idx.i32(), b.hc.f32(), n_c, h);
-    project_qkv(be, cfg, lw, b.hc.f32(), n_c, b.scratch);
-    if (options.capture != nullptr) {
+        be.gather_rows(b.hidden.f32(), b.idx.i32(), b.hc.f32(), n_c, h);
+        project_qkv(be, cfg, lw, b.hc.f32(), n_c, b.scratch);
+        if (options.capture != nullptr) {
+          MOSAIC_TRY(be.synchronize());
+          const size_t bytes = static_cast<size_t>(n) * kv * sizeof(float);
+          MOSAIC_TRY(be.download(options.capture->k_layer(l), b.scratch.k.data(), bytes));
+          MOSAIC_TRY(be.download(options.capture->v_layer(l), b.scratch.v.data(), bytes));
+        }
+        if (plan.completion.layer == l)
+          MOSAIC_TRY(complete_plan(be, cfg, plan, cached, l, n_c, c0, c1, b));
+
+        be.rope(b.scratch.q.f32(), b.pos_c.i32(), n_c, cfg.num_heads, hd, cfg.rope_theta);
+        be.rope(b.scratch.k.f32(), b.pos_c.i32(), n_c, cfg.num_kv_heads, hd, cfg.rope_theta);
+        // Fresh KV of S_l overwrites the cached rows before attention.
+        be.scatter_rows(b.scratch.k.f32(), b.idx.i32(), b.k_work.f32(), n_c, kv);
+        be.scatter_rows(b.scratch.v.f32(), b.idx.i32(), b.v_work.f32(), n_c, kv);
+
+        attention_args a;
+        a.q = b.scratch.q.f32();
+        a.k = b.k_work.f32();
+        a.v = b.v_work.f32();
+        a.out = b.scratch.attn.f32();
+        a.q_pos = b.pos_c.i32();
+        a.k_pos = b.positions.i32();
+        a.nq = n_c;
+        a.nk = c1;
+        a.n_heads = cfg.num_heads;
+        a.n_kv_heads = cfg.num_kv_heads;
+        a.head_dim = hd;
+        a.scale = scale;
+        a.causal = true;
+        be.attention(a);
+
+        output_and_mlp(be, cfg, lw, b.hc.f32(), n_c, b.scratch);
+        be.scatter_rows(b.hc.f32(), b.idx.i32(), b.hidden.f32(), n_c, h);
+      }
+      // The chunk's rows only: earlier rows (and shared prefix blocks)
+      // are final already and never written again.
+      const size_t off = static_cast<size_t>(c0) * kv;
+      be.scatter_rows(b.k_work.f32() + off, b.slots.i32() + c0, pool.k_layer(l), c1 - c0, kv);
+      be.scatter_rows(b.v_work.f32() + off, b.slots.i32() + c0, pool.v_layer(l), c1 - c0, kv);
+      // idx and pos_c are re-uploaded next layer from host vectors.
       MOSAIC_TRY(be.synchronize());
-      const size_t bytes = static_cast<size_t>(n) * kv * sizeof(float);
-      MOSAIC_TRY(be.download(options.capture->k_layer(l), b.scratch.k.data(), bytes));
-      MOSAIC_TRY(be.download(options.capture->v_layer(l), b.scratch.v.data(), bytes));
+      if (last_chunk && options.layer_done)
+        MOSAIC_TRY(options.layer_done(l, out.sequence));
     }
-    if (plan.completion.layer == l)
-      MOSAIC_TRY(complete_plan(be, cfg, plan, cached, l, n_c, b));
-
-    be.rope(b.scratch.q.f32(), b.pos_c.i32(), n_c, cfg.num_heads, hd, cfg.rope_theta);
-    be.rope(b.scratch.k.f32(), b.pos_c.i32(), n_c, cfg.num_kv_heads, hd, cfg.rope_theta);
-    // Fresh KV of S_l overwrites the cached rows before attention.
-    be.scatter_rows(b.scratch.k.f32(), b.idx.i32(), b.k_work.f32(), n_c, kv);
-    be.scatter_rows(b.scratch.v.f32(), b.idx.i32(), b.v_work.f32(), n_c, kv);
-
-    attention_args a;
-    a.q = b.scratch.q.f32();
-    a.k = b.k_work.f32();
-    a.v = b.v_work.f32();
-    a.out = b.scratch.attn.f32();
-    a.q_pos = b.pos_c.i32();
-    a.k_pos = b.positions.i32();
-    a.nq = n_c;
-    a.nk = n;
-    a.n_heads = cfg.num_heads;
-    a.n_kv_heads = cfg.num_kv_heads;
-    a.head_dim = hd;
-    a.scale = scale;
-    a.causal = true;
-    be.attention(a);
-
-    output_and_mlp(be, cfg, lw, b.hc.f32(), n_c, b.scratch);
-    be.scatter_rows(b.hc.f32(), b.idx.i32(), b.hidden.f32(), n_c, h);
-    be.scatter_rows(b.k_work.f32(), b.slots.i32(), pool.k_layer(l), n, kv);
-    be.scatter_rows(b.v_work.f32(), b.slots.i32(), pool.v_layer(l), n, kv);
-    // idx and pos_c are re-uploaded next layer from host vectors.
-    MOSAIC_TRY(be.synchronize());
-    if (options.layer_done)
-      MOSAIC_TRY(options.layer_done(l, out.sequence));
+    c0 = c1;
+    if (!last_chunk && options.between_chunks)
+      MOSAIC_TRY(options.between_chunks(c1));
   }
+  plan.completion.layer = -1;
 
   auto logits = compute_logits(be, w, b.hidden.f32() + static_cast<size_t>(n - 1) * h, 1);
   if (!logits)
@@ -291,12 +399,22 @@ result<prefill_result> run_prefill(backend& be, const decoder_weights& w, kv_poo
 
   auto& st = out.stats;
   st.n_tokens = n;
-  for (const auto& s : plan.compute)
+  st.chunks = (n - n_prefix + chunk - 1) / chunk;
+  std::vector<int> computed(static_cast<size_t>(n), 0);
+  for (const auto& s : plan.compute) {
     st.computed_per_layer.push_back(static_cast<int>(s.size()));
+    for (int32_t t : s)
+      ++computed[static_cast<size_t>(t)];
+  }
   st.recomputed_fraction = plan.recomputed_fraction();
-  for (const auto& src : plan.kv) {
-    st.reused_image_tokens += src.kind == kv_source_kind::image_entry;
-    st.reused_prefix_tokens += src.kind == kv_source_kind::prefix;
+  for (int t = 0; t < n; ++t) {
+    const auto kind = plan.kv[static_cast<size_t>(t)].kind;
+    st.reused_image_tokens += kind == kv_source_kind::image_entry;
+    st.reused_prefix_tokens += kind == kv_source_kind::prefix;
+    if (kind == kv_source_kind::image_entry && computed[static_cast<size_t>(t)] > 0)
+      ++st.recomputed_image_tokens;
+    if (kind != kv_source_kind::compute && computed[static_cast<size_t>(t)] < plan.n_layers)
+      ++st.cached_tokens;
   }
   st.note = plan.note;
   return out;

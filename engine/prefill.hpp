@@ -46,7 +46,25 @@ struct prefill_options {
   /// but one test per layer. Backends: the pass synchronizes after every
   /// layer, so this holds for any backend; only the CPU backend's pool is
   /// host memory today, where reading it costs no device copy.
+  /// With chunked prefill, the hook runs during the last chunk only, when
+  /// each layer of every token is final.
   std::function<status(int layer, const kv_sequence& seq)> layer_done;
+  /// When set, the pass writes into this sequence instead of a new one:
+  /// its first plan.prefix.n_tokens rows already hold the prefix's KV
+  /// (blocks adopted from the prefix cache, shared by reference, never
+  /// written) and plan.prefix.sequence must point to it. The sequence is
+  /// moved into the result (left empty here), also on error.
+  kv_sequence* extend = nullptr;
+  /// Chunked prefill: compute at most this many tokens per chunk (0: all
+  /// in one). Each chunk runs every layer for its tokens against the KV of
+  /// all earlier ones, so the result equals one pass; a linked image may
+  /// fall inside one chunk or across two. Ignored with `capture`.
+  int chunk_tokens = 0;
+  /// Called between chunks (with the tokens done so far) on the pass's
+  /// thread: the caller may let other work use the device here (the
+  /// prefill actor releases the compute lock so that decode steps run).
+  /// An error aborts the pass.
+  std::function<status(int done_tokens)> between_chunks;
 };
 
 struct prefill_stats {
@@ -55,7 +73,13 @@ struct prefill_stats {
   double recomputed_fraction = 0.0;    ///< sum |S_l| / (L * n)
   int reused_image_tokens = 0;         ///< tokens with a cached image source
   int reused_prefix_tokens = 0;        ///< tokens with a prefix source
-  std::string note;                    ///< the policy's note (profile used, ...)
+  int recomputed_image_tokens = 0;     ///< image-entry tokens computed at one layer or more
+  /// Prompt tokens whose KV was not computed at every layer: prefix rows
+  /// plus linked image tokens the policy left cached somewhere (OpenAI's
+  /// usage.prompt_tokens_details.cached_tokens).
+  int cached_tokens = 0;
+  int chunks = 0;   ///< chunks the pass ran in
+  std::string note; ///< the policy's note (profile used, ...)
 };
 
 struct prefill_result {

@@ -102,9 +102,9 @@ generate_request_msg make_generate_request_msg(const wire::generate_request& req
   auto policy = opt_string(fbb, req.reuse_policy);
   auto compression = opt_string(fbb, req.kv_compression);
   return generate_request_msg::finish(
-      fbb, msg::CreateGenerateRequest(fbb, req.request_id, tenant, req.deadline_unix_ns, model,
-                                      segs, sampling, req.stream, policy, req.admission_wait_us,
-                                      compression));
+      fbb,
+      msg::CreateGenerateRequest(fbb, req.request_id, tenant, req.deadline_unix_ns, model, segs,
+                                 sampling, req.stream, policy, req.admission_wait_us, compression));
 }
 
 encode_request_msg make_encode_request_msg(const wire::encode_request& req) {
@@ -131,9 +131,9 @@ token_event_msg make_token_event_msg(const wire::token_event& ev) {
   auto text = opt_string(fbb, ev.text);
   auto err = opt_error(fbb, ev.err, ev.request_id);
   return token_event_msg::finish(
-      fbb, msg::CreateTokenEvent(fbb, ev.request_id, ev.index, ev.token_id, text, ev.finish,
-                                 &ev.usage, err, ev.queue_us,
-                                 ev.compression ? &*ev.compression : nullptr));
+      fbb,
+      msg::CreateTokenEvent(fbb, ev.request_id, ev.index, ev.token_id, text, ev.finish, &ev.usage,
+                            err, ev.queue_us, ev.compression ? &*ev.compression : nullptr));
 }
 
 cancel_msg make_cancel_msg(uint64_t request_id, std::string_view reason) {
@@ -207,9 +207,11 @@ Offset<msg::DecodeTask> add_decode_task(FlatBufferBuilder& fbb, const wire::deco
   auto tenant = opt_string(fbb, task.tenant);
   auto kv = add_kv_handle(fbb, task.kv);
   auto sampling = add_sampling(fbb, task.sampling);
-  return msg::CreateDecodeTask(fbb, task.request_id, tenant, task.deadline_unix_ns, kv,
-                               task.first_token, task.prompt_tokens, sampling, task.stream,
-                               task.queue_us, task.position, task.compression ? &*task.compression : nullptr);
+  return msg::CreateDecodeTask(
+      fbb, task.request_id, tenant, task.deadline_unix_ns, kv, task.first_token, task.prompt_tokens,
+      sampling, task.stream, task.queue_us, task.position,
+      task.compression ? &*task.compression : nullptr, task.reused_tokens, task.recomputed_tokens,
+      task.cached_tokens, task.prefix_cached_tokens);
 }
 
 } // namespace

@@ -193,6 +193,10 @@ struct decode_task {
   uint64_t queue_us = 0; ///< router admission + prefill queue waits
   uint32_t position = 0; ///< of the first decoded token; 0: kv.n_tokens
   std::optional<msg::CompressionUsage> compression{};
+  uint32_t reused_tokens = 0;        ///< prompt tokens linked from a library entry
+  uint32_t recomputed_tokens = 0;    ///< of those, computed at one layer or more
+  uint32_t cached_tokens = 0;        ///< not computed at every layer (usage.cached_tokens)
+  uint32_t prefix_cached_tokens = 0; ///< of those, prefix-cache hits
 };
 
 struct kv_chunk {

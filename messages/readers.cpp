@@ -142,6 +142,10 @@ wire::decode_task read_decode_task(const msg::DecodeTask* t) {
   out.position = t->position();
   if (t->compression() != nullptr)
     out.compression = *t->compression();
+  out.reused_tokens = t->reused_tokens();
+  out.recomputed_tokens = t->recomputed_tokens();
+  out.cached_tokens = t->cached_tokens();
+  out.prefix_cached_tokens = t->prefix_cached_tokens();
   return out;
 }
 

@@ -91,8 +91,10 @@ service_stats cluster_service::stats() const {
   s.waiting = n.waiting;
   s.kv_cache_usage =
       n.pool.blocks_total > 0 ? double(n.pool.blocks_used) / double(n.pool.blocks_total) : 0.0;
-  s.prefix_queries = n.library_hits + n.library_misses;
-  s.prefix_hits = n.library_hits;
+  s.prefix_queries = n.pool.prefix_queries;
+  s.prefix_hits = n.pool.prefix_hits;
+  s.library_queries = n.library_hits + n.library_misses;
+  s.library_hits = n.library_hits;
   s.load_seconds = double(n.load_wait_us) / 1e6;
   s.encodes = n.encodes;
   s.load_fallbacks = n.load_fallbacks;

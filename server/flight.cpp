@@ -32,10 +32,11 @@ api_error timeout_error() {
 }
 
 usage_counts usage_of(const wire::token_event& ev, double ttft_seconds) {
-  usage_counts u{ev.usage.prompt_tokens(), ev.usage.completion_tokens(), std::nullopt};
+  usage_counts u{ev.usage.prompt_tokens(), ev.usage.completion_tokens(), ev.usage.cached_tokens(),
+                 std::nullopt};
   if (const auto& c = ev.compression)
-    u.compression = compression_report{c->tokens_after(), c->kv_bytes_before(),
-                                       c->kv_bytes_after(), c->compress_us() * 1e-6, ttft_seconds};
+    u.compression = compression_report{c->tokens_after(), c->kv_bytes_before(), c->kv_bytes_after(),
+                                       c->compress_us() * 1e-6, ttft_seconds};
   return u;
 }
 
@@ -86,6 +87,7 @@ void flight::record_success(const wire::token_event& last) {
   t.image = uint32_t(n_images_) * uint32_t(fd_.info.image_tokens);
   t.reused = last.usage.reused_tokens();
   t.recomputed = last.usage.recomputed_tokens();
+  t.cached = last.usage.cached_tokens();
   fd_.metrics.request_succeeded(finish_reason_name(last.finish), t);
   const double compress_s = last.compression ? last.compression->compress_us() * 1e-6 : 0.0;
   fd_.metrics.observe_ttft_without_compression(std::max(0.0, ttft_seconds_ - compress_s));

@@ -42,11 +42,13 @@ struct service_info {
 
 /// Cluster-side numbers for /metrics (cumulative counters and gauges).
 struct service_stats {
-  uint64_t running = 0;        ///< requests admitted and not finished
-  uint64_t waiting = 0;        ///< requests not started yet (admission and prefill queues)
-  double kv_cache_usage = 0.0; ///< fraction of KV pool blocks in use, 0..1
-  uint64_t prefix_queries = 0; ///< images looked up in a library
-  uint64_t prefix_hits = 0;    ///< of which found
+  uint64_t running = 0;         ///< requests admitted and not finished
+  uint64_t waiting = 0;         ///< requests not started yet (admission and prefill queues)
+  double kv_cache_usage = 0.0;  ///< fraction of KV pool blocks in use, 0..1
+  uint64_t prefix_queries = 0;  ///< prompt tokens looked up in the prefix cache
+  uint64_t prefix_hits = 0;     ///< of which found
+  uint64_t library_queries = 0; ///< images looked up in a library
+  uint64_t library_hits = 0;    ///< of which found
   uint64_t ram_hits = 0, ram_misses = 0;   ///< library RAM tier
   uint64_t disk_hits = 0, disk_misses = 0; ///< library disk tier
   double load_seconds = 0.0;               ///< prefill time spent waiting for library layers

@@ -67,9 +67,16 @@ struct front_door_metrics::families {
                      "Prompt tokens whose KV came from a library.")),
       recomputed(counter(r, "mosaic:recomputed_prompt_tokens_total",
                          "Reused-image tokens recomputed by the reuse policy.")),
-      prefix_queries(
-          counter(r, "mosaic:prefix_cache_queries_total", "Images looked up in a KV library.")),
-      prefix_hits(counter(r, "mosaic:prefix_cache_hits_total", "Images found in a KV library.")),
+      cached(counter(r, "mosaic:cached_prompt_tokens_total",
+                     "Prompt tokens whose KV was not computed at every layer (prefix-cache "
+                     "hits + linked library image tokens left cached): usage's cached_tokens.")),
+      prefix_queries(counter(r, "mosaic:prefix_cache_queries_total",
+                             "Prompt tokens looked up in the KV pool's prefix cache.")),
+      prefix_hits(counter(r, "mosaic:prefix_cache_hits_total",
+                          "Prompt tokens found in the KV pool's prefix cache.")),
+      library_queries(
+          counter(r, "mosaic:library_lookups_total", "Images looked up in a KV library.")),
+      library_hits(counter(r, "mosaic:library_lookup_hits_total", "Images found in a KV library.")),
       load_seconds(counter(r, "mosaic:library_load_seconds_total",
                            "Prefill time spent waiting for library KV layers.")),
       encodes(counter(r, "mosaic:vision_encodes_total", "Vision tower runs.")),
@@ -140,8 +147,11 @@ struct front_door_metrics::families {
   prometheus::Counter& image;
   prometheus::Counter& reused;
   prometheus::Counter& recomputed;
+  prometheus::Counter& cached;
   prometheus::Counter& prefix_queries;
   prometheus::Counter& prefix_hits;
+  prometheus::Counter& library_queries;
+  prometheus::Counter& library_hits;
   prometheus::Counter& load_seconds;
   prometheus::Counter& encodes;
   prometheus::Counter& load_fallbacks;
@@ -205,6 +215,7 @@ void front_door_metrics::request_succeeded(std::string_view finish_reason,
   f_->image.Increment(t.image);
   f_->reused.Increment(t.reused);
   f_->recomputed.Increment(t.recomputed);
+  f_->cached.Increment(t.cached);
   std::lock_guard lock{mutex_};
   f_->success_f.Add({{"finished_reason", std::string{finish_reason}}}).Increment();
   reused_ += t.reused;
@@ -225,6 +236,8 @@ void front_door_metrics::update_cluster(const service_stats& s) {
   };
   advance(f_->prefix_queries, s.prefix_queries, last_.prefix_queries);
   advance(f_->prefix_hits, s.prefix_hits, last_.prefix_hits);
+  advance(f_->library_queries, s.library_queries, last_.library_queries);
+  advance(f_->library_hits, s.library_hits, last_.library_hits);
   advance(f_->ram_queries, s.ram_hits + s.ram_misses, last_.ram_hits + last_.ram_misses);
   advance(f_->disk_queries, s.disk_hits + s.disk_misses, last_.disk_hits + last_.disk_misses);
   advance(f_->ram_hits, s.ram_hits, last_.ram_hits);

@@ -30,6 +30,7 @@ struct request_tokens {
   uint32_t image = 0;      ///< prompt tokens that are image tokens
   uint32_t reused = 0;     ///< prompt tokens whose KV came from a library
   uint32_t recomputed = 0; ///< reused-image tokens recomputed by the policy
+  uint32_t cached = 0;     ///< usage.prompt_tokens_details.cached_tokens
 };
 
 class front_door_metrics {

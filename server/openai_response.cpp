@@ -14,7 +14,8 @@ using json = nlohmann::json;
 json usage_json(const usage_counts& u) {
   json j = {{"prompt_tokens", u.prompt_tokens},
             {"completion_tokens", u.completion_tokens},
-            {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+            {"total_tokens", u.prompt_tokens + u.completion_tokens},
+            {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
   if (const auto& c = u.compression) {
     const uint64_t saved = c->kv_bytes_before - std::min(c->kv_bytes_before, c->kv_bytes_after);
     j["mosaic"] = {{"kv_compression",

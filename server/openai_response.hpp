@@ -39,6 +39,10 @@ struct compression_report {
 struct usage_counts {
   uint32_t prompt_tokens = 0;
   uint32_t completion_tokens = 0;
+  /// prompt_tokens_details.cached_tokens: prompt tokens whose KV was not
+  /// computed at every layer (prefix-cache hits + linked library image
+  /// tokens the policy left cached).
+  uint32_t cached_tokens = 0;
   std::optional<compression_report> compression{}; ///< compressed requests only
 };
 

@@ -145,7 +145,11 @@ prefill_spec read_prefill(map_reader& m, const node_spec& node, bool devices_kno
                           parse_context& ctx) {
   prefill_spec s;
   s.device = read_device(m, node, devices_known, ctx);
-  set_int(m, "max_tokens", 1, max_mb, s.max_tokens);
+  set_int(m, "max_tokens", 0, max_mb, s.max_tokens);
+  set_int(m, "chunk_tokens", 16, max_mb, s.chunk_tokens);
+  static constexpr std::string_view on_off[] = {"on", "off"};
+  if (auto c = m.read_choice("prefix_cache", on_off))
+    s.prefix_cache = *c == 0;
   if (auto text = m.read_string("compression")) {
     auto spec = parse_compression(*text);
     if (spec)

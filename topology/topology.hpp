@@ -98,7 +98,14 @@ struct linker_spec {
 /// compress stage (FastCache) on the same device before decode.
 struct prefill_spec {
   device_spec device;
-  int max_tokens = 8192; ///< tokens per prefill pass
+  /// The longest prompt a prefill takes; 0 = the model's context
+  /// (max_position_embeddings).
+  int max_tokens = 0;
+  /// Chunked prefill: tokens computed per chunk, with decode steps of
+  /// running streams between chunks.
+  int chunk_tokens = 2048;
+  /// Automatic prefix caching in the node's KV pool (engine/prefix_cache.hpp).
+  bool prefix_cache = true;
   /// KV compression of requests that name none (engine/compression_spec.hpp
   /// grammar); `none` (the default) skips the compress stage.
   compression_spec compression;

@@ -126,5 +126,81 @@ TEST_F(kv_pool_test, rejects_bad_geometry) {
   EXPECT_FALSE(kv_pool::create(*be_, 0, 8, {4, 4}));
 }
 
+TEST_F(kv_pool_test, published_blocks_are_shared_by_reference_and_evicted_lru_when_needed) {
+  auto created = kv_pool::create(*be_, 1, 4, {6, 2});
+  ASSERT_TRUE(created);
+  auto& pool = **created;
+  auto a = pool.new_sequence();
+  ASSERT_TRUE(a.reserve(6)); // 3 blocks
+  const auto blocks = a.blocks();
+  digest h0{}, h1{}, h2{};
+  h0[0] = 1;
+  h1[0] = 2;
+  h2[0] = 3;
+  EXPECT_TRUE(pool.publish(blocks[0], h0));
+  EXPECT_TRUE(pool.publish(blocks[1], h1));
+  EXPECT_FALSE(pool.publish(blocks[2], h0)); // the hash is taken
+  EXPECT_FALSE(pool.publish(blocks[0], h2)); // the block is published already
+  EXPECT_EQ(pool.stats().blocks_cached, 2);
+
+  // A second sequence adopts the published blocks: no new memory.
+  const int32_t b0 = pool.acquire_cached(h0);
+  const int32_t b1 = pool.acquire_cached(h1);
+  EXPECT_EQ(b0, blocks[0]);
+  EXPECT_EQ(b1, blocks[1]);
+  EXPECT_EQ(pool.acquire_cached(h2), -1);
+  auto b = pool.adopt({b0, b1}, 4);
+  EXPECT_EQ(b.length(), 4);
+  EXPECT_EQ(pool.stats().blocks_used, 3);
+  a.release();
+  EXPECT_EQ(pool.stats().blocks_used, 2); // the unpublished block is free again
+  b.release();
+  auto s = pool.stats();
+  EXPECT_EQ(s.blocks_used, 0);
+  EXPECT_EQ(s.blocks_free, 6);
+  EXPECT_EQ(s.blocks_evictable, 2);
+
+  // Allocation takes never-used blocks first, then the least recently
+  // released cached block (a sequence's tail before its head).
+  auto c = pool.new_sequence();
+  ASSERT_TRUE(c.reserve(8)); // 4 free blocks
+  EXPECT_EQ(pool.stats().evictions, 0u);
+  ASSERT_TRUE(c.reserve(10));
+  EXPECT_EQ(pool.stats().evictions, 1u);
+  EXPECT_EQ(pool.acquire_cached(h1), -1); // the tail went first
+  const int32_t still = pool.acquire_cached(h0);
+  EXPECT_EQ(still, blocks[0]);
+  // A referenced block is never evicted: the pool is full now.
+  auto d = pool.new_sequence();
+  auto r = d.reserve(1);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.err().code, errc::out_of_memory);
+  pool.release_blocks(std::span<const int32_t>{&still, 1});
+  EXPECT_TRUE(d.reserve(1)); // now it is
+  EXPECT_EQ(pool.acquire_cached(h0), -1);
+}
+
+TEST_F(kv_pool_test, clear_cache_frees_unreferenced_published_blocks) {
+  auto created = kv_pool::create(*be_, 1, 4, {4, 2});
+  ASSERT_TRUE(created);
+  auto& pool = **created;
+  auto a = pool.new_sequence();
+  ASSERT_TRUE(a.reserve(4));
+  digest h0{}, h1{};
+  h1[0] = 1;
+  ASSERT_TRUE(pool.publish(a.blocks()[0], h0));
+  ASSERT_TRUE(pool.publish(a.blocks()[1], h1));
+  const int32_t kept = pool.acquire_cached(h0);
+  a.release();
+  pool.clear_cache();
+  EXPECT_EQ(pool.acquire_cached(h1), -1);
+  EXPECT_EQ(pool.stats().blocks_cached, 1); // h0 is referenced
+  pool.release_blocks(std::span<const int32_t>{&kept, 1});
+  pool.clear_cache();
+  auto s = pool.stats();
+  EXPECT_EQ(s.blocks_cached, 0);
+  EXPECT_EQ(s.blocks_free, 4);
+}
+
 } // namespace
 } // namespace mosaic

@@ -160,7 +160,7 @@ void for_each_sample(rng_t& rng, F&& f) {
                           .token_id = static_cast<int32_t>(rng() % 32000),
                           .text = random_string(rng, 8),
                           .finish = msg::FinishReason::length,
-                          .usage = msg::Usage{10, 3, 5, 1},
+                          .usage = msg::Usage{10, 3, 5, 1, 4},
                           .err = {}}));
   f(make_library_lookup_msg({.request_id = rng(),
                              .tenant = random_string(rng),

@@ -77,7 +77,7 @@ TEST_F(messages_test, token_event_round_trips) {
                        .token_id = -3,
                        .text = "héllo",
                        .finish = msg::FinishReason::error,
-                       .usage = msg::Usage{600, 7, 512, 32},
+                       .usage = msg::Usage{600, 7, 512, 32, 480},
                        .err = error{errc::timeout, "deadline passed after 7 tokens"}};
   auto back = read_token_event(reparse(make_token_event_msg(ev)));
   EXPECT_EQ(back.request_id, ev.request_id);

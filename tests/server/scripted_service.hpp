@@ -106,7 +106,7 @@ public:
       evs.push_back(ev);
     }
     last.finish = finish;
-    last.usage = msg::Usage{7, uint32_t(pieces.size()), 3, 1};
+    last.usage = msg::Usage{7, uint32_t(pieces.size()), 3, 1, 2};
     evs.push_back(last);
     return std::make_shared<scripted_stream>(evs, gap, cancels);
   }

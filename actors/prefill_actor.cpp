@@ -184,9 +184,19 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* 
         return remote->stream->send_layer(layer, seq);
       };
     }
+    // Images the plan reads from their entry: one inside the adopted
+    // prefix-cache blocks needs no load.
+    std::vector<bool> read(n, true);
+    opt.on_plan = [&read](const link_plan& pl) {
+      std::fill(read.begin(), read.end(), false);
+      for (const auto& src : pl.kv)
+        if (src.kind == kv_source_kind::image_entry && src.index >= 0 &&
+            static_cast<size_t>(src.index) < read.size())
+          read[static_cast<size_t>(src.index)] = true;
+    };
     opt.wait_layer = [&](int layer) -> status {
       for (size_t i = 0; i < n; ++i) {
-        if (!im.use_entry[i])
+        if (!im.use_entry[i] || !read[i])
           continue;
         const auto tw = steady::now();
         auto ok = im.entries[i]->wait_layer(layer);

@@ -291,6 +291,8 @@ result<prefill_result> run_prefill(backend& be, const decoder_weights& w, kv_poo
   const auto& cfg = w.config;
   MOSAIC_TRY(plan.validate());
   MOSAIC_TRY(check_plan_for_model(plan, cfg, pool, options));
+  if (options.on_plan)
+    options.on_plan(plan);
   const int n = plan.n_tokens();
   const int h = cfg.hidden_size;
   const int kv = cfg.kv_dim();

@@ -30,6 +30,10 @@ struct prefill_options {
   /// memory, so that loads overlap the compute of earlier layers. An
   /// error aborts the prefill (the caller may re-plan the image as a miss).
   std::function<status(int layer)> wait_layer;
+  /// Called once with the validated plan before the pass: e.g. so that
+  /// `wait_layer` waits only for images the plan reads from their entry
+  /// (an image inside an adopted prefix needs no load).
+  std::function<void(const link_plan& plan)> on_plan;
   /// When set, receives every layer's K (BEFORE RoPE) and V of every
   /// token; requires every token in every S_l (used by compile_image).
   compiled_image* capture = nullptr;

@@ -46,17 +46,61 @@ double text_token_scale(const sim_request& r, const cost_profile& c) {
   return estimated > 0 && text > 0 ? text / estimated : 1.0;
 }
 
-prefill_work plan_work(const sim_request& r, const cost_profile& c, const policy_spec& policy) {
+/// Where each piece of `r` ends, in prompt tokens.
+std::vector<double> piece_ends(const sim_request& r, const cost_profile& c) {
+  std::vector<double> ends;
+  double pos = 0;
+  const double scale = text_token_scale(r, c);
+  for (const auto& p : r.pieces) {
+    pos += p.is_image ? double(c.image_tokens) : estimated_tokens(p, c) * scale;
+    ends.push_back(pos);
+  }
+  return ends;
+}
+
+/// Chained signatures of the request's piece prefixes (FNV-1a): equal
+/// when two prompts start with the same pieces, as the live prefix cache
+/// keys blocks by everything before them.
+std::vector<uint64_t> piece_signatures(const sim_request& r) {
+  std::vector<uint64_t> sigs;
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](const void* data, size_t n) {
+    const auto* b = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i)
+      h = (h ^ b[i]) * 1099511628211ull;
+  };
+  for (const auto& p : r.pieces) {
+    const unsigned char kind = p.is_image ? 1 : 0;
+    mix(&kind, 1);
+    if (p.is_image)
+      mix(&p.image, sizeof p.image);
+    else
+      mix(p.text.data(), p.text.size());
+    sigs.push_back(h);
+  }
+  return sigs;
+}
+
+/// The first `cached` tokens come from the prefix cache; the policy's
+/// work is what is left.
+prefill_work plan_work(const sim_request& r, const cost_profile& c, const policy_spec& policy,
+                       double cached = 0.0) {
   prefill_work w;
   double pos = 0;
   const double img = c.image_tokens;
   const double layers = c.n_layers;
   const double scale = text_token_scale(r, c);
+  // Tokens of [begin, begin + n) past the cached prefix, and where they start.
+  auto past_cache = [cached](double begin, double n) {
+    const double from = std::max(begin, cached);
+    return std::pair{from, std::max(0.0, begin + n - from)};
+  };
   for (const auto& p : r.pieces) {
     if (!p.is_image) {
       const double n = estimated_tokens(p, c) * scale;
-      w.computed += n;
-      w.attended += attended_range(pos, n);
+      const auto [from, left] = past_cache(pos, n);
+      w.computed += left;
+      w.attended += attended_range(from, left);
       pos += n;
       continue;
     }
@@ -79,14 +123,64 @@ prefill_work plan_work(const sim_request& r, const cost_profile& c, const policy
       spread = img / layers + policy.ratio * img * (layers - 1) / layers;
       break;
     }
-    w.computed += lead + spread;
-    w.attended += attended_range(pos, lead) + spread * (pos + img / 2 + 1);
+    // The leading tokens count from the image's first token (as the live
+    // plan does when the cached prefix ends inside the image).
+    const auto [lead_from, lead_left] = past_cache(pos, lead);
+    const double outside = past_cache(pos, img).second / img;
+    w.computed += lead_left + spread * outside;
+    w.attended += attended_range(lead_from, lead_left) + spread * outside * (pos + img / 2 + 1);
     pos += img;
     w.image_tokens += int(img);
   }
   w.prompt_tokens = int(std::lround(pos));
   return w;
 }
+
+/// A node's prefix cache, piece-granular: the piece-prefix signatures of
+/// the prompts it prefilled, each with the tokens it covers, least
+/// recently used dropped beyond the pool's capacity in tokens.
+class prefix_lru {
+public:
+  explicit prefix_lru(double capacity_tokens) : capacity_(capacity_tokens) {}
+  /// Tokens of the longest cached piece prefix of `sigs` (rounded down to
+  /// whole blocks, never the last token); marks what it used recent.
+  double longest(const std::vector<uint64_t>& sigs, const std::vector<double>& ends,
+                 int block_size) {
+    double hit = 0.0;
+    for (size_t i = 0; i < sigs.size(); ++i) {
+      auto it = where_.find(sigs[i]);
+      if (it == where_.end())
+        break;
+      order_.splice(order_.begin(), order_, it->second);
+      hit = ends[i];
+    }
+    const double prompt = ends.empty() ? 0.0 : ends.back();
+    hit = std::min(hit, prompt - 1.0);
+    return std::max(0.0, std::floor(hit / block_size) * block_size);
+  }
+  /// Records the prompt's piece prefixes.
+  void insert(const std::vector<uint64_t>& sigs, const std::vector<double>& ends) {
+    for (size_t i = 0; i < sigs.size(); ++i) {
+      if (where_.count(sigs[i]) != 0)
+        continue;
+      const double tokens = ends[i] - (i == 0 ? 0.0 : ends[i - 1]);
+      order_.push_front({sigs[i], tokens});
+      where_[sigs[i]] = order_.begin();
+      held_ += tokens;
+    }
+    while (held_ > capacity_ && !order_.empty()) {
+      held_ -= order_.back().second;
+      where_.erase(order_.back().first);
+      order_.pop_back();
+    }
+  }
+
+private:
+  double capacity_;
+  double held_ = 0.0;
+  std::list<std::pair<uint64_t, double>> order_;
+  std::unordered_map<uint64_t, std::list<std::pair<uint64_t, double>>::iterator> where_;
+};
 
 /// An LRU of image ids standing for a node's RAM tier.
 class ram_lru {
@@ -159,6 +253,8 @@ public:
   std::vector<device> devices;
   std::vector<decode_worker> decoders;
   std::vector<ram_lru> ram; ///< per node
+  std::vector<prefix_lru> prefix; ///< per node: its KV pool's prefix cache
+  int block_size = 16;
   double entry_bytes = 0.0;
 
   void run() {
@@ -247,7 +343,16 @@ private:
   void start_prefill(size_t d, size_t i, double now) {
     auto& dev = devices[d];
     const auto& r = w_.requests[i];
-    const auto work = plan_work(r, c_, o_.policy);
+    // The node's prefix cache serves every policy but `full`.
+    double cached = 0.0;
+    if (o_.policy.kind != policy_kind::full) {
+      const auto sigs = piece_signatures(r);
+      const auto ends = piece_ends(r, c_);
+      auto& pc = prefix[size_t(dev.node)];
+      cached = pc.longest(sigs, ends, block_size);
+      pc.insert(sigs, ends);
+    }
+    const auto work = plan_work(r, c_, o_.policy, cached);
     recs_[i].prompt_tokens = work.prompt_tokens;
     recs_[i].image_tokens = work.image_tokens;
     // On a CPU node every hit is loaded (whatever the policy) by the
@@ -255,12 +360,17 @@ private:
     // compute lock (actors/prefill_actor.cpp): the load adds to the pass.
     // On a GPU the copy overlaps the pass layer by layer, and full and
     // prefix need only the embeddings.
+    // An image inside the cached prefix is not waited for.
     double load = 0.0;
-    if (dev.cpu || (o_.policy.kind != policy_kind::full && o_.policy.kind != policy_kind::prefix))
-      for (const auto& p : r.pieces)
-        if (p.is_image)
+    if (dev.cpu || (o_.policy.kind != policy_kind::full && o_.policy.kind != policy_kind::prefix)) {
+      const auto ends = piece_ends(r, c_);
+      for (size_t k = 0; k < r.pieces.size(); ++k) {
+        const auto& p = r.pieces[k];
+        if (p.is_image && ends[k] > cached)
           load += entry_bytes / (ram[size_t(dev.node)].touch(p.image) ? c_.load_ram_bytes_per_s
                                                                       : c_.load_disk_bytes_per_s);
+      }
+    }
     const double compute = c_.node_prefill_seconds(work.computed, work.attended,
                                                    double(work.prompt_tokens) - work.computed);
     // Loads run ahead of the pass; layer l waits for its part of the load.
@@ -438,6 +548,7 @@ result<des_result> simulate(const topology& topo, const cost_profile& c, const w
   };
   for (size_t n = 0; n < topo.nodes.size(); ++n) {
     double ram_gb = 0.0;
+    double pool_bytes = 0.0;
     for (const auto& a : topo.nodes[n].actors) {
       if (const auto* p = a.get<prefill_spec>()) {
         sim.devices[device_index(n, p->device)].hosts_prefill = true;
@@ -448,6 +559,8 @@ result<des_result> simulate(const topology& topo, const cost_profile& c, const w
         dw.node = int(n);
         dw.device = device_index(n, d->device);
         dw.max_batch = std::max(1, d->max_batch);
+        pool_bytes += double(d->pool_bytes());
+        sim.block_size = d->block_size;
         out.shape.decode_slots += dw.max_batch;
         sim.devices[dw.device].decode_workers.push_back(sim.decoders.size());
         sim.decoders.push_back(std::move(dw));
@@ -457,6 +570,9 @@ result<des_result> simulate(const topology& topo, const cost_profile& c, const w
     }
     sim.ram.emplace_back(sim.entry_bytes > 0 ? size_t(ram_gb * double(1ull << 30) / sim.entry_bytes)
                                              : 1);
+    // The pool holds f32 K and V (twice the f16 bytes a library stores).
+    sim.prefix.emplace_back(c.kv_bytes_per_token > 0 ? pool_bytes / (2.0 * c.kv_bytes_per_token)
+                                                     : 1e18);
   }
   out.shape.nodes = int(topo.nodes.size());
   out.shape.decode_workers = int(sim.decoders.size());

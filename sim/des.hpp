@@ -25,12 +25,18 @@
 //     max_batch; a step costs base + per_seq * batch + per_context_token
 //     * (tokens the batch holds) (+ the pipeline's per-step overhead); a sequence joins at the next
 //     step boundary and generates max_tokens tokens (no early stop).
-// The first token comes out of the prefill pass. Tokens computed per
-// policy: full and prefix (no cross-request prefix cache, as in the
-// actors) every token; full_reuse text only; mpic:k text + k per image;
-// cacheblend:r text + all image tokens at layer 0 + r of them at the
-// other layers; vlcache:r text + r of each image. Every image of the
-// workload is in the library (prebuilt, as in the live demo).
+// The first token comes out of the prefill pass. Every policy but
+// `full` starts from the node's prefix cache (as the live pool's,
+// engine/prefix_cache.hpp): the longest run of the request's pieces that
+// an earlier prompt on that node started with, in whole blocks, never the
+// last token, least recently used dropped beyond the decode pool's size
+// (piece-granular: the live cache also matches inside a piece). Tokens
+// computed past it per policy: full and prefix every token; full_reuse
+// text only; mpic:k text + k per image (counted from the image's first
+// token); cacheblend:r text + all image tokens at layer 0 + r of them at
+// the other layers; vlcache:r text + r of each image. Images inside the
+// cached prefix are not loaded. Every image of the workload is in the
+// library (prebuilt, as in the live demo).
 //
 // Event driven (arrivals, device ops, joins); decode runs many steps as
 // one event until a sequence ends or a join or prefill cuts it short, so

@@ -62,6 +62,30 @@ TEST_F(pipeline_test, reuse_policies_match_full_recompute_where_they_must) {
   EXPECT_EQ(s.pool.blocks_used, 0);
 }
 
+TEST_F(pipeline_test, a_repeated_request_reuses_the_prefix_cache_per_tenant) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  const std::vector<std::vector<uint8_t>> images{random_png(rng_), random_png(rng_)};
+  const int block = cluster_->context().engine->pool().block_size();
+  const auto first = run(greedy_request(images, "prefix", 8));
+  const uint32_t n = first.usage.prompt_tokens();
+  EXPECT_EQ(first.usage.cached_tokens(), 0u);
+  const auto again = run(greedy_request(images, "prefix", 8));
+  EXPECT_EQ(again.usage.prompt_tokens(), n);
+  EXPECT_GE(again.usage.cached_tokens(), n - uint32_t(block)) << "prompt of " << n;
+  EXPECT_LT(again.usage.cached_tokens(), n);
+  EXPECT_EQ(again.tokens, first.tokens);
+  // Another tenant's identical prompt shares nothing.
+  const auto bob = run(greedy_request(images, "prefix", 8, "bob"));
+  EXPECT_EQ(bob.usage.cached_tokens(), 0u);
+  EXPECT_EQ(bob.tokens, first.tokens);
+  // `full` uses no cache.
+  EXPECT_EQ(run(greedy_request(images, "full", 8)).usage.cached_tokens(), 0u);
+  const auto s = cluster_->stats();
+  EXPECT_GE(s.pool.prefix_hits, uint64_t(n - block));
+  EXPECT_EQ(s.pool.blocks_used, 0); // cached blocks are free for allocation
+  EXPECT_GT(s.pool.blocks_cached, 0);
+}
+
 TEST_F(pipeline_test, an_uploaded_image_is_a_hit_by_bytes_and_by_key) {
   SCOPED_TRACE("seed " + std::to_string(seed_));
   const auto png = random_png(rng_);

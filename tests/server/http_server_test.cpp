@@ -80,6 +80,7 @@ TEST_F(http_server_test, chat_completion_returns_text_and_usage) {
   EXPECT_EQ(j["usage"]["prompt_tokens"], 7);
   EXPECT_EQ(j["usage"]["completion_tokens"], 3);
   EXPECT_EQ(j["usage"]["total_tokens"], 10);
+  EXPECT_EQ(j["usage"]["prompt_tokens_details"]["cached_tokens"], 2);
   auto reqs = service_.requests();
   ASSERT_EQ(reqs.size(), 1u);
   EXPECT_EQ(reqs[0].tenant, "default");
@@ -107,6 +108,7 @@ TEST_F(http_server_test, streaming_chat_sends_role_deltas_finish_usage_done) {
   auto usage = json::parse(events[5]);
   EXPECT_TRUE(usage["choices"].empty());
   EXPECT_EQ(usage["usage"]["total_tokens"], 10);
+  EXPECT_EQ(usage["usage"]["prompt_tokens_details"]["cached_tokens"], 2);
   EXPECT_EQ(events[6], "[DONE]");
   for (size_t i = 0; i + 1 < events.size(); ++i)
     EXPECT_EQ(json::parse(events[i])["id"], first["id"]);

@@ -106,9 +106,17 @@ def main():
     assert text == whole.choices[0].message.content, (text, whole.choices[0].message.content)
     assert finish in ("stop", "length")
     assert usage is not None and usage.completion_tokens == whole.usage.completion_tokens
+    # The same prompt again: the prefix cache holds every full 16-token block.
+    assert usage.prompt_tokens_details.cached_tokens >= usage.prompt_tokens - 16, usage
+    assert whole.usage.prompt_tokens_details.cached_tokens == 0, whole.usage
 
     completion = client.completions.create(model=MODEL, prompt="Hello", max_tokens=3)
     assert completion.choices[0].finish_reason in ("stop", "length")
+    long_prompt = "Tell me about the harbour at dawn. " * 12
+    cold = client.completions.create(model=MODEL, prompt=long_prompt, max_tokens=2)
+    warm = client.completions.create(model=MODEL, prompt=long_prompt, max_tokens=2)
+    assert cold.usage.prompt_tokens_details.cached_tokens == 0, cold.usage
+    assert warm.usage.prompt_tokens_details.cached_tokens >= warm.usage.prompt_tokens - 16, warm.usage
 
     # -- upload, then reference; another tenant's reference is refused ----------------
     image = png()
@@ -180,7 +188,9 @@ def main():
                  "mosaic:image_tokens_total", "mosaic:time_to_first_token_seconds_count",
                  "mosaic:e2e_request_latency_seconds_count",
                  "mosaic:request_queue_time_seconds_count",
-                 "mosaic:vision_encodes_total", "mosaic:prefix_cache_queries_total"):
+                 "mosaic:vision_encodes_total", "mosaic:prefix_cache_queries_total",
+                 "mosaic:prefix_cache_hits_total", "mosaic:cached_prompt_tokens_total",
+                 "mosaic:library_lookups_total"):
         assert value(after, name) > value(before, name), (name, value(before, name),
                                                           value(after, name))
     for status in ("400", "401", "404", "413"):

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/model/builtin_model_parts.hpp"
+#include "engine/model/hf_tokenizer_json.hpp"
 #include "engine/model/safetensors.hpp"
 #include "engine/model/tokenizer.hpp"
 #include "engine/model/weights.hpp"
@@ -108,6 +109,11 @@ status write_tokenizer_files(builtin_preset preset, const model_config& cfg, con
   if (!model)
     return std::move(model).err();
   MOSAIC_TRY(write_text(dir / "tokenizer.model", *model));
+  const hf_added_token image{cfg.image_token_index, std::string(image_marker), true};
+  auto fast = to_hf_tokenizer_json(*model, std::span{&image, 1});
+  if (!fast)
+    return std::move(fast).err();
+  MOSAIC_TRY(write_text(dir / "tokenizer.json", *fast));
   json added = json::object();
   added["0"] = token_entry("<unk>", true);
   added["1"] = token_entry("<s>", true);
@@ -129,6 +135,9 @@ status write_tokenizer_files(builtin_preset preset, const model_config& cfg, con
              {"tokenizer_class", "LlamaTokenizer"},
              {"chat_template", std::string(llava_chat_template_jinja())}};
   MOSAIC_TRY(write_text(dir / "tokenizer_config.json", tc.dump(2) + "\n"));
+  // transformers 5 and vLLM read the template from here (the processor's).
+  json ct = {{"chat_template", std::string(llava_chat_template_jinja())}};
+  MOSAIC_TRY(write_text(dir / "chat_template.json", ct.dump(2) + "\n"));
   json stm = {{"bos_token", "<s>"},
               {"eos_token", "</s>"},
               {"unk_token", "<unk>"},
@@ -221,8 +230,13 @@ status write_builtin_model(builtin_preset preset, const fs::path& out_dir) {
   const model_config cfg = builtin_config(preset);
   MOSAIC_TRY(write_text(out_dir / "config.json", to_hf_config_json(cfg)));
   MOSAIC_TRY(write_text(out_dir / "preprocessor_config.json", to_hf_preprocessor_json(cfg)));
+  // num_additional_image_tokens: the CLS token of the vision tower, which
+  // the "default" feature strategy drops; without it HF's LlavaProcessor
+  // counts one slot too many and fails ("Image features and image tokens
+  // do not match").
   json proc = {{"image_token", std::string(image_marker)},
                {"patch_size", cfg.vision.patch_size},
+               {"num_additional_image_tokens", 1},
                {"vision_feature_select_strategy", cfg.vision.feature_select},
                {"processor_class", "LlavaProcessor"}};
   MOSAIC_TRY(write_text(out_dir / "processor_config.json", proc.dump(2) + "\n"));

@@ -218,12 +218,25 @@ std::string tokenizer::apply_chat_template(const std::vector<chat_message>& mess
 }
 
 std::string_view llava_chat_template_jinja() {
-  return "{% for message in messages %}{% if message['role'] != 'system' %}{{ "
-         "message['role'].upper() + ': '}}{% endif %}{# Render all images first #}{% for content "
-         "in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\\n' }}{% "
-         "endfor %}{# Render all text next #}{% for content in message['content'] | "
-         "selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}{% endfor %}{% "
-         "endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}";
+  // The prompt `mosaic serve` builds from chat messages
+  // (server/request_convert.cpp, then engine/generation.cpp's chat_prompt):
+  // one "USER: " in front, message parts in their order with "<image>" per
+  // image, a system message followed by "\n", " ASSISTANT: " before an
+  // answer, " USER: " before each later user turn. BOS comes from the
+  // tokenizer, as in Mosaic's encode_prompt.
+  return "{%- set ns = namespace(first=true) -%}{{- 'USER: ' -}}"
+         "{%- for message in messages -%}"
+         "{%- if message['role'] == 'assistant' -%}{{- ' ASSISTANT: ' -}}"
+         "{%- elif message['role'] == 'user' and not ns.first -%}{{- ' USER: ' -}}{%- endif -%}"
+         "{%- if message['role'] != 'system' -%}{%- set ns.first = false -%}{%- endif -%}"
+         "{%- if message['content'] is string -%}{{- message['content'] -}}"
+         "{%- else -%}{%- for part in message['content'] -%}"
+         "{%- if part['type'] == 'text' -%}{{- part['text'] -}}"
+         "{%- elif part['type'] in ['image', 'image_url'] -%}{{- '<image>' -}}{%- endif -%}"
+         "{%- endfor -%}{%- endif -%}"
+         "{%- if message['role'] == 'system' -%}{{- '\n' -}}{%- endif -%}"
+         "{%- endfor -%}"
+         "{%- if add_generation_prompt -%}{{- ' ASSISTANT:' -}}{%- endif -%}";
 }
 
 } // namespace mosaic

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "engine/model/tokenizer.hpp"
 #include "engine/model/weights.hpp"
@@ -65,6 +66,35 @@ TEST(builtin_model, generation_is_byte_identical_and_loads) {
   ASSERT_TRUE(tok) << tok.err().to_string();
   EXPECT_EQ(tok->sp_vocab_size(), cfg->image_token_index);
   EXPECT_EQ(tok->image_token_id(), cfg->image_token_index);
+}
+
+// What transformers 5 and vLLM need to load the export with Mosaic's ids
+// (the ids themselves are compared against the `tokenizers` library by
+// bench/side_by_side.py tokcheck).
+TEST(builtin_model, export_has_what_hf_servers_need) {
+  using json = nlohmann::json;
+  test::temp_dir tmp;
+  ASSERT_TRUE(write_builtin_model(builtin_preset::tiny, tmp.path()));
+  auto cfg = load_model_config(tmp.path());
+  ASSERT_TRUE(cfg) << cfg.err().to_string();
+  auto tok = tokenizer::load(tmp.path(), *cfg);
+  ASSERT_TRUE(tok) << tok.err().to_string();
+
+  auto fast = json::parse(slurp(tmp.path() / "tokenizer.json"));
+  EXPECT_EQ(fast["model"]["type"], "BPE");
+  EXPECT_EQ(fast["model"]["vocab"].size(), static_cast<size_t>(tok->sp_vocab_size()));
+  EXPECT_EQ(fast["model"]["vocab"]["<s>"], tok->bos_id());
+  EXPECT_GT(fast["model"]["merges"].size(), 100u);
+  EXPECT_EQ(fast["pre_tokenizer"]["prepend_scheme"], "first");
+  bool image = false;
+  for (const auto& t : fast["added_tokens"])
+    image = image || (t["id"] == cfg->image_token_index && t["content"] == "<image>");
+  EXPECT_TRUE(image) << "<image> is not an added token";
+
+  auto proc = json::parse(slurp(tmp.path() / "processor_config.json"));
+  EXPECT_EQ(proc["num_additional_image_tokens"], 1);
+  auto tmpl = json::parse(slurp(tmp.path() / "chat_template.json"));
+  EXPECT_EQ(tmpl["chat_template"], std::string(llava_chat_template_jinja()));
 }
 
 TEST(builtin_model, resolve_caches_and_survives_concurrent_first_use) {

@@ -31,10 +31,11 @@ TEST(openai_response, chat_completion_has_message_and_usage) {
 
 TEST(openai_response, compressed_requests_report_memory_saved_and_ttft_without_compression) {
   response_header h{api_kind::chat, "chatcmpl-2", "m", 1};
-  usage_counts u{600, 4, compression_report{150, 4'800'000, 1'200'000, 0.25, 1.0}};
+  usage_counts u{600, 4, 512, compression_report{150, 4'800'000, 1'200'000, 0.25, 1.0}};
   auto j = json::parse(full_response_json(h, "ok", msg::FinishReason::stop, u));
   const auto& c = j["usage"]["mosaic"]["kv_compression"];
   EXPECT_EQ(c["prompt_tokens_kept"], 150);
+  EXPECT_EQ(j["usage"]["prompt_tokens_details"]["cached_tokens"], 512);
   EXPECT_EQ(c["kv_bytes_before"], 4'800'000);
   EXPECT_EQ(c["kv_bytes_after"], 1'200'000);
   EXPECT_EQ(c["kv_bytes_saved"], 3'600'000);

@@ -160,9 +160,11 @@ status place_cached(backend& be, const text_config& cfg, const link_plan& plan,
   return {};
 }
 
-/// CacheBlend's in-pass measurement: fresh vs cached pre-RoPE K at layer
-/// `l` for the tokens of cached images computed there; then completes the
-/// plan's later compute sets.
+/// CacheBlend's check layer: fresh vs cached pre-RoPE K at layer `l` for
+/// the cached-image tokens computed there (-1 for every other token); the
+/// completion then decides the later compute sets for exactly the tokens
+/// measured (plan_completion's contract: a chunked pass may call it once
+/// per chunk with that chunk's tokens).
 status complete_plan(backend& be, const text_config& cfg, link_plan& plan,
                      const std::vector<const plan_segment*>& cached, int l, int n_c,
                      pass_buffers& b) {

@@ -1,10 +1,14 @@
 // `mosaic model calibrate --model M`: measures VLCache's per-layer
 // sensitivity and writes `vlcache_profile.json` beside the model. For each
 // decoder layer l, a few seeded random multi-image prompts are prefilled
-// with every image's cached (standalone-compiled) KV reused at layer l ONLY
-// (every other layer recomputes everything); the KL divergence of the
-// last-token distribution from the full recompute is layer l's
-// sensitivity. `vlcache:R` then spends its recompute budget in proportion.
+// with every image token recomputed at layers 0..l-1 and its cached
+// (standalone-compiled) KV reused from layer l on (a plan must be nested:
+// a token not computed at a layer has no output to continue from, so
+// "reuse at layer l only" is not a prefill that exists). D_l is the KL
+// divergence of the last-token distribution from the full recompute
+// (D_L = 0); layer l's sensitivity is its marginal share D_l - D_{l+1},
+// what recomputing one layer deeper buys. `vlcache:R` spends its budget
+// in proportion, made non-increasing with depth (engine/policies.hpp).
 
 #include <algorithm>
 #include <chrono>
@@ -154,15 +158,14 @@ int run_calibrate(const calibrate_options& o) {
     const std::vector<float> ref_logits = std::move(ref->logits);
     ref->sequence.release();
     for (int l = 0; l < n_layers; ++l) {
-      // Reuse at layer l only: full_reuse's set there, everything elsewhere.
+      // Reuse from layer l on: everything before, full_reuse's set after.
       auto plan = e.plan(cp->cached, reuse);
       if (!plan)
         return fail(plan.err());
       std::vector<int32_t> all(static_cast<size_t>(plan->n_tokens()));
       std::iota(all.begin(), all.end(), 0);
-      for (int m = 0; m < n_layers; ++m)
-        if (m != l)
-          plan->compute[static_cast<size_t>(m)] = all;
+      for (int m = 0; m < l; ++m)
+        plan->compute[static_cast<size_t>(m)] = all;
       auto out = e.prefill(*plan);
       if (!out)
         return fail(out.err());
@@ -171,21 +174,26 @@ int run_calibrate(const calibrate_options& o) {
     std::fprintf(stderr, "calibrate: prompt %d/%d done\n", p + 1, o.prompts);
   }
 
-  // Weights proportional to the measured KL, mean 1; a small floor keeps
-  // every layer in the budget (a zero would starve it entirely).
-  const double max_kl = *std::max_element(kl.begin(), kl.end());
+  // Weights proportional to each layer's marginal KL, D_l - D_{l+1}, mean
+  // 1; a small floor keeps every layer in the budget (a zero, or a
+  // negative marginal from noise, would starve it entirely).
+  std::vector<double> marginal(kl.size());
+  for (size_t i = 0; i < kl.size(); ++i)
+    marginal[i] = kl[i] - (i + 1 < kl.size() ? kl[i + 1] : 0.0);
+  const double max_m = std::max(0.0, *std::max_element(marginal.begin(), marginal.end()));
   std::vector<double> weights(kl.size());
   for (size_t i = 0; i < kl.size(); ++i)
-    weights[i] = std::max(kl[i], max_kl * 0.01 + 1e-12);
+    weights[i] = std::max(marginal[i], max_m * 0.01 + 1e-12);
   const double mean = std::accumulate(weights.begin(), weights.end(), 0.0) / n_layers;
   for (double& w : weights)
     w /= mean;
 
   nlohmann::json j;
   j["layer_weights"] = weights;
-  j["kl_per_layer"] = kl;
-  j["method"] = "KL(full || reuse cached image KV at layer l only) of the last-token "
-                "distribution, mean over random multi-image prompts";
+  j["kl_reuse_from_layer"] = kl;
+  j["method"] = "D_l = KL(full || recompute image tokens at layers < l, reuse cached image KV "
+                "from layer l on) of the last-token distribution, mean over random multi-image "
+                "prompts; weight_l proportional to D_l - D_{l+1}";
   j["prompts"] = o.prompts;
   j["images_per_prompt"] = o.images;
   j["seed"] = o.seed;

@@ -158,6 +158,21 @@ status link_plan::validate_layer(int layer) const {
       return invalid("token " + str(t) + " has no cached KV but is not in S_" + str(layer) +
                      "; text tokens and image misses must be computed at every layer");
   }
+  // Nested sets: a token's hidden state at layer l exists only if it was
+  // computed at every layer before, so S_l must lie inside S_{l-1}.
+  if (layer > 0) {
+    const auto& prev = compute[static_cast<size_t>(layer - 1)];
+    size_t k = 0;
+    for (int32_t t : s) {
+      while (k < prev.size() && prev[k] < t)
+        ++k;
+      if (k == prev.size() || prev[k] != t)
+        return invalid("token " + str(t) + " is computed at layer " + str(layer) +
+                       " but not at layer " + str(layer - 1) +
+                       "; its hidden state would be stale (S_" + str(layer) +
+                       " must be a subset of S_" + str(layer - 1) + ")");
+    }
+  }
   return {};
 }
 

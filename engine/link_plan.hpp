@@ -14,6 +14,10 @@
 //       causal by position → o_proj, residual, MLP, residual
 //     tokens not in S_l: hidden state unchanged, slot keeps the cached KV
 //
+// The sets are nested, S_0 ⊇ S_1 ⊇ … (validate() enforces it): a token
+// not computed at layer l has no layer-l output, so it may stop being
+// computed with depth but never start.
+//
 // A plan borrows its inputs (image embeddings, compiled images, the
 // prefix sequence): they must outlive the prefill that runs it.
 
@@ -76,11 +80,23 @@ struct prefix_kv {
 class link_plan;
 
 /// A plan whose compute sets past `layer` are decided during the pass
-/// (CacheBlend): after computing layer `layer`, the executor measures for
-/// every token with an image_entry source that was computed there the
-/// squared L2 distance between its fresh and its cached pre-RoPE K
-/// (`k_deviation[token]`, -1 for other tokens) and calls `complete`, which
-/// must fill compute[layer+1 ..].
+/// (CacheBlend's check layer): after projecting layer `layer`'s Q/K/V, the
+/// executor measures for tokens with an image_entry source that were
+/// computed there the squared L2 distance between their fresh and their
+/// cached pre-RoPE K (`k_deviation[token]`, one entry per token) and calls
+/// `complete`, which decides compute[layer+1 ..].
+///
+/// Contract (so that a chunked pass can measure chunk by chunk):
+/// - `complete` may be called more than once during one pass, each time
+///   with the deviations of a SUBSET of the tokens; `k_deviation[t] < 0`
+///   (the executor passes -1) means "not measured in this call".
+/// - Each call decides only for the tokens it measured: it may add or
+///   remove a measured token in compute[layer+1 ..]; every token not
+///   measured keeps its current membership. Calling it with disjoint
+///   subsets therefore gives the union of the per-subset decisions.
+/// - It must keep compute[layer+1 ..] valid (sorted, nested, every
+///   must-compute token present) and must not read `layer` from the plan
+///   (the executor clears it once the pass no longer needs the hook).
 struct plan_completion {
   int layer = -1; ///< -1: the plan is complete
   std::function<status(link_plan& plan, std::span<const float> k_deviation)> complete;
@@ -107,7 +123,8 @@ public:
 
   // -- recompute sets ---------------------------------------------------------
 
-  /// compute[l] = S_l: sorted token indices computed at layer l.
+  /// compute[l] = S_l: sorted token indices computed at layer l;
+  /// compute[l+1] ⊆ compute[l].
   std::vector<std::vector<int32_t>> compute; // [n_layers][|S_l|]
   plan_completion completion;
 
@@ -125,7 +142,9 @@ public:
   /// Checks every invariant; errors name the token/layer and the rule.
   /// Layers past a pending completion are checked only once completed.
   status validate() const;
-  /// Checks the compute set of one layer.
+  /// Checks the compute set of one layer, including S_layer ⊆ S_{layer-1}
+  /// (a token may stop being computed, never start: its hidden state at
+  /// a layer exists only if it was computed at every layer before).
   status validate_layer(int layer) const;
 };
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <iterator>
 #include <numeric>
 
 #include <nlohmann/json.hpp>
@@ -142,25 +143,64 @@ result<link_plan> layout(const prompt& p, const policy_spec& policy, const text_
   return plan;
 }
 
-/// CacheBlend's completion: text + the `ratio` fraction of each cached
-/// image's tokens with the largest K deviation, for every later layer.
-status cacheblend_complete(float ratio, link_plan& plan, std::span<const float> deviation) {
-  std::vector<int32_t> extra;
+/// CacheBlend's completion (the contract is plan_completion's): per image,
+/// among its tokens measured in this call (deviation >= 0), the
+/// round(ratio * measured) largest deviations are computed at every layer
+/// after `check`; the others measured here are not. Tokens not measured in
+/// this call keep their membership, so chunk-by-chunk calls compose.
+status cacheblend_complete(float ratio, int check, link_plan& plan,
+                           std::span<const float> deviation) {
+  if (deviation.size() != static_cast<size_t>(plan.n_tokens()))
+    return make_error(errc::invalid_argument, "cacheblend completion got ",
+                      str(static_cast<long long>(deviation.size())), " deviations for ",
+                      str(plan.n_tokens()), " tokens");
+  const int32_t last = plan.n_tokens() - 1;
+  std::vector<int32_t> join;  // measured and selected
+  std::vector<int32_t> leave; // measured, not selected (never the last token)
   for (const auto& seg : plan.segments) {
     if (seg.kind != segment_kind::image)
       continue;
-    auto toks = cached_tokens(plan, seg);
-    const auto want = static_cast<size_t>(std::lround(ratio * static_cast<float>(toks.size())));
-    std::stable_sort(toks.begin(), toks.end(), [&](int32_t a, int32_t b) {
+    std::vector<int32_t> measured;
+    for (int32_t t : cached_tokens(plan, seg))
+      if (deviation[static_cast<size_t>(t)] >= 0.0f)
+        measured.push_back(t);
+    const auto want =
+        std::min(measured.size(),
+                 static_cast<size_t>(std::lround(ratio * static_cast<float>(measured.size()))));
+    // Largest first; ties keep token order.
+    std::stable_sort(measured.begin(), measured.end(), [&](int32_t a, int32_t b) {
       return deviation[static_cast<size_t>(a)] > deviation[static_cast<size_t>(b)];
     });
-    extra.insert(extra.end(), toks.begin(),
-                 toks.begin() + static_cast<ptrdiff_t>(std::min(want, toks.size())));
+    join.insert(join.end(), measured.begin(), measured.begin() + static_cast<ptrdiff_t>(want));
+    for (size_t i = want; i < measured.size(); ++i)
+      if (measured[i] != last)
+        leave.push_back(measured[i]);
   }
-  const auto set = merge(must_compute(plan), extra);
-  for (int l = plan.completion.layer + 1; l < plan.n_layers; ++l)
-    plan.compute[static_cast<size_t>(l)] = set;
+  std::sort(leave.begin(), leave.end());
+  for (int l = check + 1; l < plan.n_layers; ++l) {
+    auto& s = plan.compute[static_cast<size_t>(l)];
+    std::vector<int32_t> kept;
+    std::set_difference(s.begin(), s.end(), leave.begin(), leave.end(), std::back_inserter(kept));
+    s = merge(std::move(kept), join);
+  }
   return {};
+}
+
+/// VLCache's leading-fraction sets, nested by construction: the per-layer
+/// fractions are non-increasing (vlcache_layer_fractions), so the counts
+/// round(f_l * n) are too, and a leading run of an image at layer l+1 is a
+/// prefix of the run at layer l.
+std::vector<std::vector<int32_t>> vlcache_sets(const link_plan& plan,
+                                               const std::vector<int32_t>& base,
+                                               const std::vector<float>& fractions) {
+  std::vector<std::vector<int32_t>> sets(fractions.size());
+  for (size_t l = 0; l < fractions.size(); ++l) {
+    std::vector<int> counts;
+    for (const auto& img : plan.images)
+      counts.push_back(static_cast<int>(std::lround(fractions[l] * img.n_tokens)));
+    sets[l] = with_leading(plan, base, counts);
+  }
+  return sets;
 }
 
 } // namespace
@@ -235,16 +275,24 @@ result<vlcache_profile> load_vlcache_profile(const std::filesystem::path& model_
 }
 
 std::vector<float> vlcache_layer_fractions(const vlcache_profile& profile, float r) {
-  const auto& w = profile.layer_weights;
-  const size_t L = w.size();
+  const size_t L = profile.layer_weights.size();
   std::vector<float> f(L, std::clamp(r, 0.0f, 1.0f));
+  // Nested weights: W_l = max over l' >= l of w_l' (suffix maxima), so
+  // that W, and with it every fraction below, never grows with depth.
+  std::vector<double> w(L, 0.0);
+  double run = 0.0;
+  for (size_t i = L; i-- > 0;)
+    w[i] = run = std::max(run, static_cast<double>(profile.layer_weights[i]));
   const double sum = std::accumulate(w.begin(), w.end(), 0.0);
   if (L == 0 || sum <= 0.0 || r >= 1.0f || r <= 0.0f)
     return f;
-  // Water filling: f_l = min(1, c * w_l) with c such that mean f = r.
+  // Water filling: f_l = min(1, c * W_l) with c such that mean f = r.
+  // min(1, c * W_l) = max over l' >= l of min(1, c * w_l'): these are the
+  // suffix maxima of the calibrated fractions at scale c, with c chosen
+  // so that the mean stays r.
   auto mean_at = [&](double c) {
     double m = 0.0;
-    for (float x : w)
+    for (double x : w)
       m += std::min(1.0, c * x);
     return m / static_cast<double>(L);
   };
@@ -264,6 +312,8 @@ std::vector<float> vlcache_layer_fractions(const vlcache_profile& profile, float
 result<link_plan> build_link_plan(const prompt& p, const policy_spec& policy,
                                   const text_config& cfg, const prefix_kv& prefix,
                                   const vlcache_profile* profile) {
+  if (cfg.num_layers <= 0)
+    return make_error(errc::invalid_argument, "the model has no decoder layers");
   auto laid = layout(p, policy, cfg, prefix);
   if (!laid)
     return std::move(laid).err();
@@ -290,29 +340,29 @@ result<link_plan> build_link_plan(const prompt& p, const policy_spec& policy,
       return make_error(errc::invalid_argument, "vlcache profile has ",
                         str(static_cast<long long>(prof.layer_weights.size())),
                         " layer weights for a model of ", str(cfg.num_layers), " layers");
-    const auto fractions = vlcache_layer_fractions(prof, policy.ratio);
-    plan.compute.resize(L);
-    for (size_t l = 0; l < L; ++l) {
-      std::vector<int> counts;
-      for (const auto& img : plan.images)
-        counts.push_back(static_cast<int>(std::lround(fractions[l] * img.n_tokens)));
-      plan.compute[l] = with_leading(plan, base, counts);
-    }
+    plan.compute = vlcache_sets(plan, base, vlcache_layer_fractions(prof, policy.ratio));
     plan.note += "; vlcache profile: " + prof.source;
     break;
   }
   case policy_kind::cacheblend: {
+    // Every token after the prefix runs layers 0..check; the completion
+    // picks the tokens for the layers after it from the K deviation
+    // measured at the check layer (nothing to pick when it is the last).
+    const int check = std::clamp(policy.check_layer, 0, cfg.num_layers - 1);
     std::vector<int32_t> all;
     for (int t = plan.prefix.n_tokens; t < plan.n_tokens(); ++t)
       all.push_back(t);
     plan.compute.assign(L, base);
-    plan.compute[0] = all;
-    if (L > 1) {
-      plan.completion.layer = 0;
-      plan.completion.complete = [ratio = policy.ratio](link_plan& pl, std::span<const float> dev) {
-        return cacheblend_complete(ratio, pl, dev);
+    for (int l = 0; l <= check; ++l)
+      plan.compute[static_cast<size_t>(l)] = all;
+    if (check + 1 < cfg.num_layers) {
+      plan.completion.layer = check;
+      plan.completion.complete = [ratio = policy.ratio, check](link_plan& pl,
+                                                               std::span<const float> dev) {
+        return cacheblend_complete(ratio, check, pl, dev);
       };
     }
+    plan.note += "; check layer " + str(check);
     break;
   }
   }

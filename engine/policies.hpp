@@ -9,10 +9,15 @@
 // | prefix         | tokens after the prefix match (exact)                 |
 // | full_reuse     | text tokens (+ the last token)                        |
 // | mpic:k         | text + the first k tokens of each cached image        |
-// | cacheblend:r   | all at layer 0; then text + the r fraction of each    |
-// |                | cached image with the largest layer-0 K deviation     |
-// | vlcache:r      | text + a leading fraction of each cached image, per   |
-// |                | layer from a sensitivity profile, mean fraction r     |
+// | cacheblend:r   | every token at layers 0..c (check layer c, default 1, |
+// | cacheblend:r@c | clamped to L-1); after c: text + per cached image the |
+// |                | round(r * n) tokens whose fresh pre-RoPE K deviates   |
+// |                | most from the cached K at layer c (measured in-pass)  |
+// | vlcache:r      | text + a leading fraction f_l of each cached image;   |
+// |                | f_l non-increasing with depth (nested sets), budget   |
+// |                | from the calibrated profile, mean fraction r          |
+//
+// Every plan's sets are nested, S_0 ⊇ S_1 ⊇ … (link_plan::validate).
 //
 // Every policy except `full` reuses a prefix match exactly; `prefix` uses
 // nothing else (a prompt whose images are cached standalone but not as a
@@ -78,8 +83,17 @@ vlcache_profile uniform_vlcache_profile(int n_layers);
 /// profile with a source saying so; a malformed one is an error.
 result<vlcache_profile> load_vlcache_profile(const std::filesystem::path& model_dir, int n_layers);
 
-/// Per-layer recompute fractions in [0, 1] proportional to the weights
-/// (capped at 1, the excess spread over the other layers) with mean r.
+/// Per-layer recompute fractions f_l in [0, 1], non-increasing with depth,
+/// with mean r. The weights are first made non-increasing by suffix
+/// maxima, W_l = max over l' >= l of w_l' (a layer gets at least the
+/// budget of any deeper layer, since a token recomputed deep must be
+/// recomputed at every layer above it); then f_l = min(1, c * W_l) with c
+/// such that mean f = r (water filling: a capped layer's excess goes to
+/// the others). Equivalently: the suffix maxima of the calibrated
+/// fractions min(1, c * w_l), rescaled so that the mean stays r. The mean
+/// is exactly r (up to bisection) unless r exceeds the share of layers
+/// with W_l > 0; those layers then get 1, the rest 0. A non-increasing
+/// profile is used as it is.
 std::vector<float> vlcache_layer_fractions(const vlcache_profile& profile, float r);
 
 /// Builds the plan of `policy` for `p`. `prefix` (optional) is a previous

@@ -2,6 +2,7 @@
 
 // The reuse-policy grammar shared by topology files, the CLI and HTTP
 // requests: "full", "prefix", "full_reuse", "mpic:K", "cacheblend:R",
+// "cacheblend:R@C" (C: CacheBlend's check layer, default 1),
 // "vlcache:R". Parsing lives here (no dependencies) so that every front
 // end rejects the same strings with the same message.
 
@@ -15,13 +16,21 @@ namespace mosaic {
 enum class policy_kind : uint8_t { full, prefix, full_reuse, mpic, cacheblend, vlcache };
 
 /// A parsed policy. `k` is set for mpic (tokens recomputed at the start of
-/// each image), `ratio` for cacheblend/vlcache (fraction in (0, 1]).
+/// each image), `ratio` for cacheblend/vlcache (fraction in (0, 1]),
+/// `check_layer` for cacheblend (the layer whose K deviation selects the
+/// tokens; a model with fewer layers clamps it to its last layer).
 struct policy_spec {
+  static constexpr int default_check_layer = 1;
+  static constexpr int max_check_layer = 1024;
+
   policy_kind kind = policy_kind::full;
   int k = 0;
   float ratio = 0.0f;
+  int check_layer = default_check_layer;
 
-  /// Canonical text form, parseable again ("mpic:32", "vlcache:0.05").
+  /// Canonical text form, parseable again ("mpic:32", "vlcache:0.05",
+  /// "cacheblend:0.15", "cacheblend:0.15@2"; the default check layer is
+  /// not written).
   std::string to_string() const;
   bool operator==(const policy_spec&) const = default;
 };

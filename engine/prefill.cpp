@@ -238,9 +238,11 @@ status copy_prefix(backend& be, const text_config& cfg, const link_plan& plan, k
   return be.synchronize();
 }
 
-/// CacheBlend's in-pass measurement: fresh vs cached pre-RoPE K at layer
-/// `l` for the chunk's tokens of cached images computed there (deviation
-/// -1 for every other token); then the completion decides for them.
+/// CacheBlend's check layer: fresh vs cached pre-RoPE K at layer `l` for
+/// the cached-image tokens computed there (-1 for every other token); the
+/// completion then decides the later compute sets for exactly the tokens
+/// measured (plan_completion's contract: a chunked pass may call it once
+/// per chunk with that chunk's tokens).
 status complete_plan(backend& be, const text_config& cfg, link_plan& plan,
                      const std::vector<const plan_segment*>& cached, int l, int n_c, int c0, int c1,
                      pass_buffers& b) {

@@ -119,9 +119,12 @@ prefill_work plan_work(const sim_request& r, const cost_profile& c, const policy
     case policy_kind::vlcache:
       lead = std::round(policy.ratio * img);
       break;
-    case policy_kind::cacheblend:
-      spread = img / layers + policy.ratio * img * (layers - 1) / layers;
+    case policy_kind::cacheblend: {
+      // Every token through the check layer c, then the r fraction.
+      const double through = std::min<double>(policy.check_layer, layers - 1) + 1;
+      spread = img * through / layers + policy.ratio * img * (layers - through) / layers;
       break;
+    }
     }
     // The leading tokens count from the image's first token (as the live
     // plan does when the cached prefix ends inside the image).
@@ -237,7 +240,7 @@ struct device {
   size_t next_decode = 0; ///< round robin over decode_workers
   op_kind op = op_kind::idle;
   op_kind last = op_kind::idle; ///< the op that ended last
-  uint64_t generation = 0; ///< bumped when the op's end moves; older events are stale
+  uint64_t generation = 0;      ///< bumped when the op's end moves; older events are stale
   double start = 0.0, end = 0.0;
   size_t request = 0; ///< prefill: the request
   size_t worker = 0;  ///< decode: the worker

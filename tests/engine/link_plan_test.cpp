@@ -71,6 +71,25 @@ TEST(link_plan, sets_must_be_sorted_and_in_range) {
   expect_invalid(f.plan, "outside");
 }
 
+TEST(link_plan, sets_must_be_nested) {
+  // Token 5 would join at layer 1 with no layer-0 output to start from.
+  plan_fixture f;
+  f.plan.compute[1] = {0, 1, 2, 5, 7, 8};
+  expect_invalid(f.plan, "token 5 is computed at layer 1 but not at layer 0");
+  // Shrinking with depth is fine.
+  plan_fixture g;
+  g.plan.compute[0] = {0, 1, 2, 3, 4, 5, 7, 8};
+  g.plan.compute[1] = {0, 1, 2, 3, 7, 8};
+  EXPECT_TRUE(g.plan.validate()) << g.plan.validate().err().to_string();
+  // The rule holds for every layer, not only the first pair.
+  plan_fixture h;
+  h.cfg = tiny_text_config(3);
+  h.entry.resize(4, 3, h.cfg.hidden_size, h.cfg.kv_dim());
+  h.plan.n_layers = 3;
+  h.plan.compute = {{0, 1, 2, 3, 4, 7, 8}, {0, 1, 2, 3, 7, 8}, {0, 1, 2, 4, 7, 8}};
+  expect_invalid(h.plan, "token 4 is computed at layer 2 but not at layer 1");
+}
+
 TEST(link_plan, segments_must_tile_the_tokens) {
   plan_fixture f;
   f.plan.segments[1].begin = 4;

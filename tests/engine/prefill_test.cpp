@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <random>
 
@@ -306,8 +307,10 @@ TEST_F(prefill_test, cacheblend_selects_the_requested_fraction_in_the_same_pass)
   auto entry = compile(model_->random_embeddings(10));
   auto p = text_image_text(3, {"img", 10, &entry, nullptr}, 2);
   auto r = run(p, "cacheblend:0.3");
+  // Layers 0..1 (the check layer) compute everything; then 3 of 10.
   EXPECT_EQ(r.stats.computed_per_layer[0], 15);
-  for (int l = 1; l < cfg_.num_layers; ++l)
+  EXPECT_EQ(r.stats.computed_per_layer[1], 15);
+  for (int l = 2; l < cfg_.num_layers; ++l)
     EXPECT_EQ(r.stats.computed_per_layer[size_t(l)], 3 + 3 + 2);
   auto all = run(p, "cacheblend:1");
   auto full = run(p, "full");
@@ -331,6 +334,227 @@ TEST_F(prefill_test, vlcache_runs_its_per_layer_budget_in_one_pass) {
   EXPECT_EQ(sizes[1], 4 + 3);
   EXPECT_NE(r->stats.note.find("test profile"), std::string::npos);
   EXPECT_EQ(r->stats.reused_image_tokens, 20);
+}
+
+TEST_F(prefill_test, cacheblend_recomputes_the_keys_that_deviate_most_at_the_check_layer) {
+  SCOPED_TRACE(trace());
+  auto entry = compile(model_->random_embeddings(12));
+  // Corrupt the cached K/V of three non-leading tokens at the check layer
+  // (1) only: their deviation there dwarfs what the new context causes,
+  // while at layer 0 (a token's K depends on itself alone) nothing shows.
+  const std::vector<int> bad = {4, 7, 10};
+  const int kv = cfg_.kv_dim();
+  for (int row : bad)
+    for (int i = 0; i < kv; ++i) {
+      entry.k_layer(1)[size_t(row) * kv + i] += 50.0f;
+      entry.v_layer(1)[size_t(row) * kv + i] -= 50.0f;
+    }
+  auto p = text_image_text(3, {"img", 12, &entry, nullptr}, 2);
+  auto plan = build_link_plan(p, *parse_policy("cacheblend:0.25"), cfg_); // 3 of 12
+  ASSERT_TRUE(plan) << plan.err().to_string();
+  auto r = run_prefill(*be_, weights_, *pool_, *plan);
+  ASSERT_TRUE(r) << r.err().to_string();
+  std::vector<int32_t> chosen;
+  for (int32_t t : plan->compute[2])
+    if (t >= 3 && t < 15)
+      chosen.push_back(t - 3);
+  EXPECT_EQ(chosen, (std::vector<int32_t>{4, 7, 10}));
+}
+
+/// Brute-force reference of a link-plan prefill, in double with plain
+/// loops, using the plan's final compute sets: per layer, every token's
+/// slot holds fresh K/V (RoPE at its position) from its previous-layer
+/// hidden state if it is in S_l, else its cached KV (an image entry's
+/// pre-RoPE K rotated to its position); tokens in S_l then attend over
+/// every slot, causal by position, and run o_proj and the MLP. Tokens
+/// outside S_l have no hidden state to speak of. Fails the test for a
+/// non-nested plan (a token would start from a stale hidden state).
+struct reference_pass {
+  std::vector<float> logits;                // [vocab] of the last token
+  std::vector<std::vector<float>> kv;       // [layers][2 * n * kv_dim]  K rows, then V rows
+  std::vector<std::vector<double>> k_fresh; // [layers][n * kv_dim]  pre-RoPE K of S_l rows
+};
+
+reference_pass reference_prefill(const testing::random_decoder& m, const link_plan& plan,
+                                 const std::vector<float>& x) {
+  const auto& cfg = m.config();
+  const int H = cfg.hidden_size, n = plan.n_tokens(), hd = cfg.head_dim();
+  const int nh = cfg.num_heads, nkv = cfg.num_kv_heads, kvd = cfg.kv_dim(), qd = nh * hd;
+  const int ff = cfg.intermediate_size;
+  auto linear = [](const double* in, int in_dim, const std::vector<float>& w, int out_dim) {
+    std::vector<double> out(size_t(out_dim), 0.0);
+    for (int o = 0; o < out_dim; ++o)
+      for (int i = 0; i < in_dim; ++i)
+        out[size_t(o)] += in[i] * w[size_t(o) * in_dim + i];
+    return out;
+  };
+  auto norm = [&](const double* in, const std::vector<float>& w) {
+    double ss = 0.0;
+    for (int i = 0; i < H; ++i)
+      ss += in[i] * in[i];
+    const double inv = 1.0 / std::sqrt(ss / H + cfg.rms_norm_eps);
+    std::vector<double> out(static_cast<size_t>(H));
+    for (int i = 0; i < H; ++i)
+      out[size_t(i)] = in[i] * inv * w[size_t(i)];
+    return out;
+  };
+  reference_pass out;
+  std::vector<double> h(x.begin(), x.end()); // [n, H]
+  for (int l = 0; l < cfg.num_layers; ++l) {
+    const auto& s = plan.compute[size_t(l)];
+    std::vector<bool> in(size_t(n), false);
+    for (int32_t t : s) {
+      in[size_t(t)] = true;
+      if (l > 0) {
+        EXPECT_TRUE(std::binary_search(plan.compute[size_t(l - 1)].begin(),
+                                       plan.compute[size_t(l - 1)].end(), t))
+            << "token " << t << " joins at layer " << l;
+      }
+    }
+    std::vector<double> k(size_t(n) * kvd), v(size_t(n) * kvd), q(size_t(n) * qd);
+    std::vector<double> k_fresh(size_t(n) * kvd, 0.0);
+    for (int t = 0; t < n; ++t) {
+      const int pos = plan.positions[size_t(t)];
+      double* kr = &k[size_t(t) * kvd];
+      double* vr = &v[size_t(t) * kvd];
+      if (in[size_t(t)]) {
+        const auto xn = norm(&h[size_t(t) * H], m.layer(l, "input_layernorm.weight"));
+        const auto qt = linear(xn.data(), H, m.layer(l, "self_attn.q_proj.weight"), qd);
+        const auto kt = linear(xn.data(), H, m.layer(l, "self_attn.k_proj.weight"), kvd);
+        const auto vt = linear(xn.data(), H, m.layer(l, "self_attn.v_proj.weight"), kvd);
+        std::copy(qt.begin(), qt.end(), &q[size_t(t) * qd]);
+        std::copy(kt.begin(), kt.end(), kr);
+        std::copy(kt.begin(), kt.end(), &k_fresh[size_t(t) * kvd]);
+        std::copy(vt.begin(), vt.end(), vr);
+        m.rope_row(&q[size_t(t) * qd], nh, pos);
+      } else {
+        const auto& src = plan.kv[size_t(t)];
+        if (src.kind != kv_source_kind::image_entry) {
+          ADD_FAILURE() << "the reference reads cached KV of image entries only (token " << t
+                        << ")";
+          return out;
+        }
+        const auto& e = *plan.images[size_t(src.index)].entry;
+        std::copy_n(e.k_layer(l) + size_t(src.row) * kvd, kvd, kr);
+        std::copy_n(e.v_layer(l) + size_t(src.row) * kvd, kvd, vr);
+      }
+      m.rope_row(kr, nkv, pos);
+    }
+    for (int32_t t : s) {
+      std::vector<double> attn(size_t(qd), 0.0);
+      for (int hh = 0; hh < nh; ++hh) {
+        const int g = hh / (nh / nkv);
+        std::vector<double> sc(size_t(n), -1e300);
+        double mx = -1e300;
+        for (int j = 0; j < n; ++j) {
+          if (plan.positions[size_t(j)] > plan.positions[size_t(t)])
+            continue;
+          double dot = 0.0;
+          for (int i = 0; i < hd; ++i)
+            dot += q[size_t(t) * qd + hh * hd + i] * k[size_t(j) * kvd + g * hd + i];
+          sc[size_t(j)] = dot / std::sqrt(double(hd));
+          mx = std::max(mx, sc[size_t(j)]);
+        }
+        double z = 0.0;
+        for (auto& e : sc)
+          z += (e = e <= -1e300 ? 0.0 : std::exp(e - mx));
+        for (int j = 0; j < n; ++j)
+          for (int i = 0; i < hd; ++i)
+            attn[size_t(hh * hd + i)] += sc[size_t(j)] / z * v[size_t(j) * kvd + g * hd + i];
+      }
+      double* ht = &h[size_t(t) * H];
+      const auto o = linear(attn.data(), qd, m.layer(l, "self_attn.o_proj.weight"), H);
+      for (int i = 0; i < H; ++i)
+        ht[i] += o[size_t(i)];
+      const auto xm = norm(ht, m.layer(l, "post_attention_layernorm.weight"));
+      auto gate = linear(xm.data(), H, m.layer(l, "mlp.gate_proj.weight"), ff);
+      const auto up = linear(xm.data(), H, m.layer(l, "mlp.up_proj.weight"), ff);
+      for (int i = 0; i < ff; ++i)
+        gate[size_t(i)] = gate[size_t(i)] / (1.0 + std::exp(-gate[size_t(i)])) * up[size_t(i)];
+      const auto down = linear(gate.data(), ff, m.layer(l, "mlp.down_proj.weight"), H);
+      for (int i = 0; i < H; ++i)
+        ht[i] += down[size_t(i)];
+    }
+    std::vector<float> layer(k.begin(), k.end());
+    layer.insert(layer.end(), v.begin(), v.end());
+    out.kv.push_back(std::move(layer));
+    out.k_fresh.push_back(std::move(k_fresh));
+  }
+  const auto hn = norm(&h[size_t(n - 1) * H], m.at("language_model.model.norm.weight"));
+  const auto logits = linear(hn.data(), H, m.at("language_model.lm_head.weight"), cfg.vocab_size);
+  out.logits.assign(logits.begin(), logits.end());
+  return out;
+}
+
+TEST_F(prefill_test, every_policy_equals_a_brute_force_reference_of_its_plan) {
+  SCOPED_TRACE(trace());
+  // text(3) cached(8) text(2) miss(4) cached(6) text(2)
+  auto entry_a = compile(model_->random_embeddings(8));
+  auto entry_b = compile(model_->random_embeddings(6));
+  auto miss = model_->random_embeddings(4);
+  prompt p;
+  p.images = {
+      {"a", 8, &entry_a, nullptr}, {"miss", 4, nullptr, miss.data()}, {"b", 6, &entry_b, nullptr}};
+  p.parts = {{segment_kind::text, model_->random_ids(3), -1},
+             {segment_kind::image, {}, 0},
+             {segment_kind::text, model_->random_ids(2), -1},
+             {segment_kind::image, {}, 1},
+             {segment_kind::image, {}, 2},
+             {segment_kind::text, model_->random_ids(2), -1}};
+  const auto x = inputs(p);
+  // A calibrated profile that is not monotone in depth.
+  vlcache_profile prof{{1, 4, 2}, false, "test"};
+  for (std::string_view policy : {"full", "full_reuse", "mpic:3", "vlcache:0.3", "vlcache:0.6",
+                                  "cacheblend:0.3", "cacheblend:0.5@0"}) {
+    SCOPED_TRACE(std::string{policy});
+    auto spec = parse_policy(policy);
+    ASSERT_TRUE(spec);
+    auto plan = build_link_plan(p, *spec, cfg_, {}, &prof);
+    ASSERT_TRUE(plan) << plan.err().to_string();
+    const int check = plan->completion.layer;
+    auto r = run_prefill(*be_, weights_, *pool_, *plan);
+    ASSERT_TRUE(r) << r.err().to_string();
+    ASSERT_TRUE(plan->validate()) << plan->validate().err().to_string();
+    const auto ref = reference_prefill(*model_, *plan, x);
+    EXPECT_LE(max_rel_error(r->logits, ref.logits), 1e-4);
+    for (int l = 0; l < cfg_.num_layers; ++l)
+      EXPECT_LE(max_rel_error(layer_rows(*be_, *pool_, r->sequence, l, plan->n_tokens()),
+                              ref.kv[size_t(l)]),
+                1e-4)
+          << "layer " << l;
+    // Layer 0 cannot tell tokens apart (a token's K there depends on its
+    // own input only): the order of f32 rounding noise is not checked.
+    if (check < 1)
+      continue;
+    // CacheBlend: the tokens kept after the check layer are, per image,
+    // the round(r * n) whose reference K deviates most there.
+    const int kv = cfg_.kv_dim();
+    for (const auto& seg : plan->segments) {
+      const auto* e =
+          seg.kind == segment_kind::image ? plan->images[size_t(seg.image)].entry : nullptr;
+      if (e == nullptr)
+        continue;
+      std::vector<double> chosen, rest;
+      int n_chosen = 0;
+      for (int t = seg.begin; t < seg.end; ++t) {
+        double d = 0.0;
+        for (int i = 0; i < kv; ++i) {
+          const double diff = ref.k_fresh[size_t(check)][size_t(t) * kv + i] -
+                              e->k_layer(check)[size_t(t - seg.begin) * kv + i];
+          d += diff * diff;
+        }
+        const auto& later = plan->compute[size_t(check + 1)];
+        const bool kept = std::binary_search(later.begin(), later.end(), t);
+        n_chosen += kept;
+        (kept ? chosen : rest).push_back(d);
+      }
+      EXPECT_EQ(n_chosen, std::lround(spec->ratio * float(seg.end - seg.begin)));
+      if (!chosen.empty() && !rest.empty()) {
+        EXPECT_GE(*std::min_element(chosen.begin(), chosen.end()),
+                  *std::max_element(rest.begin(), rest.end()) * (1.0 - 1e-4));
+      }
+    }
+  }
 }
 
 TEST_F(prefill_test, out_of_pool_blocks_is_an_error) {

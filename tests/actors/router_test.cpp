@@ -145,7 +145,9 @@ TEST(node_options_test, the_single_cpu_topology_fills_every_role) {
   EXPECT_EQ(o->model, "builtin:small");
   EXPECT_EQ(o->default_policy.to_string(), "mpic:32");
   EXPECT_EQ(o->decode_max_batch, 16);
-  EXPECT_EQ(o->prefill_max_tokens, 4096);
+  EXPECT_EQ(o->prefill_max_tokens, 0); // the model's context
+  EXPECT_EQ(o->prefill_chunk_tokens, 2048);
+  EXPECT_TRUE(o->prefix_caching);
   EXPECT_EQ(o->io, kv::io_mode::pread);
   EXPECT_EQ(o->max_inflight, 256);
   EXPECT_FALSE(o->library_dir.empty());

@@ -122,7 +122,7 @@ nodes:
       - { kind: encoder, cache_mb: 0 }
       - { kind: kv_loader, library: lib, disk_gb: -5 }
       - { kind: linker }
-      - { kind: prefill, max_tokens: 0, compression: "snapkv:img=1.5" }
+      - { kind: prefill, max_tokens: -1, compression: "snapkv:img=1.5" }
       - { kind: decode, max_batch: 100000, block_size: 24 }
 )");
   EXPECT_DIAG(report, 2, 26, "'deadline_ms' = 0 is out of range", "from 1 to 86400000");
@@ -132,14 +132,35 @@ nodes:
               "from 1 to 65535");
   EXPECT_DIAG(report, 10, 36, "'cache_mb' = 0 is out of range", "");
   EXPECT_DIAG(report, 11, 51, "'disk_gb' = -5 is out of range", "greater than 0");
-  EXPECT_DIAG(report, 13, 38, "'max_tokens' = 0 is out of range", "");
-  EXPECT_DIAG(report, 13, 54,
+  EXPECT_DIAG(report, 13, 38, "'max_tokens' = -1 is out of range", "from 0");
+  EXPECT_DIAG(report, 13, 55,
               "bad 'compression' of prefill actor #5 of node 'local': bad compression option "
               "\"img=1.5\"",
               "snapkv:img=0.25,txt=0.5");
   EXPECT_DIAG(report, 14, 36, "'max_batch' = 100000 is out of range", "from 1 to 4096");
   EXPECT_DIAG(report, 14, 56, "'block_size' = 24 is not a power of two", "16");
   EXPECT_EQ(report.diagnostics.size(), 10u) << dump(report);
+}
+
+TEST(topology_validation, prefill_chunking_and_prefix_cache_are_checked) {
+  auto report = check_yaml(R"(model: builtin:tiny
+nodes:
+  - name: local
+    host: 127.0.0.1
+    actors:
+      - { kind: prefill, chunk_tokens: 8, prefix_cache: maybe }
+)");
+  EXPECT_DIAG(report, 6, 40, "'chunk_tokens' = 8 is out of range", "from 16");
+  EXPECT_DIAG(report, 6, 57, "unknown prefix_cache 'maybe'", "on");
+  auto ok = check_yaml(R"(model: builtin:tiny
+nodes:
+  - name: local
+    host: 127.0.0.1
+    actors:
+      - { kind: prefill, chunk_tokens: 512, prefix_cache: off, max_tokens: 0 }
+)");
+  for (const auto& d : ok.diagnostics)
+    EXPECT_EQ(d.message.find("prefill"), std::string::npos) << dump(ok);
 }
 
 TEST(topology_validation, duplicate_node_names_and_duplicate_keys) {

@@ -80,8 +80,10 @@ result<timed> measure(bench_model& m, const prompt& p, const policy_spec& policy
   return out;
 }
 
-prefix_scope fresh_scope(int run) {
-  return {"bench-run-" + std::to_string(run), {}};
+/// A cache namespace no run has used before.
+prefix_scope fresh_scope(int) {
+  static int next = 0;
+  return {"bench-fresh-" + std::to_string(next++), {}};
 }
 
 /// Inter-token gaps of one stream decoding while `long_prompt` prefills
@@ -110,7 +112,7 @@ result<itl_stats> stream_during_prefill(bench_model& m, const prompt& long_promp
   std::thread stream([&] {
     int32_t token = argmax(pre->logits);
     auto last = std::chrono::steady_clock::now();
-    while (!stop.load() && seq.length() < 60) { // a stream of at most 60 tokens
+    while (!stop.load() && gaps.size() < 2000) { // the stream runs as long as the prefill
       result<std::vector<float>> logits = make_error(errc::internal, "no step");
       {
         std::lock_guard g{lock};

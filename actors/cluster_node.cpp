@@ -154,11 +154,13 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
     c->actors_.push_back("encoder    detached     " + o.device + ", cache " +
                          std::to_string(o.encoder_cache_bytes >> 20) + " MiB");
   }
-  // Compiles and stores for this node's library (uploads, store after
-  // use) when the topology's encoder is elsewhere: the compiled KV then
-  // never crosses the network.
-  caf::actor storer = local.count(actor_kind::encoder) ? local[actor_kind::encoder] : nullptr;
-  if (!storer && has(actor_kind::kv_loader)) {
+  // Compiles and stores for this node's library (store after use; and
+  // uploads when the topology's encoder is elsewhere: the compiled KV then
+  // never crosses the network). An encoder of its own, so that background
+  // compiles (which yield the device layer by layer) never hold up the
+  // encodes of requests queued behind them.
+  caf::actor storer;
+  if (has(actor_kind::kv_loader)) {
     storer = spawn_encoder(sys, ctxp, local[actor_kind::kv_loader]);
     c->all_.push_back(storer);
     c->actors_.push_back("encoder    detached     compile + store for this node's library");

@@ -104,6 +104,9 @@ result<encoded> encode_image(encoder_state& st, const msg::ImageSegment* seg) {
 }
 
 /// Compiles `emb` and registers the result in node_context::compiled.
+/// It holds the compute lock for the whole compile: yielding it layer by
+/// layer to waiting requests starved store-after-use under back-to-back
+/// traffic (repeats then missed the library; measured in docs/status.md).
 result<uint64_t> compile(encoder_state& st, const std::vector<float>& emb) {
   result<compiled_image> img = make_error(errc::internal, "not compiled");
   {

@@ -299,13 +299,17 @@ result<std::unique_ptr<local_cluster>> local_cluster::start(node_options options
   auto* ctxp = c->ctx_.get();
   auto loader = spawn_kv_loader(sys, ctxp);
   auto encoder = spawn_encoder(sys, ctxp, loader);
+  // Store after use runs in an encoder of its own: a compile is background
+  // work that yields the device layer by layer, and must not hold up the
+  // encodes of requests behind it in one mailbox.
+  auto storer = spawn_encoder(sys, ctxp, loader);
   auto decode = spawn_decode(sys, ctxp);
   auto compress = spawn_compress(sys, ctxp, decode);
   // One linker per prefill worker; the router picks among them.
   router_peers rp{nullptr, encoder, decode, {}, nullptr};
   const int n_workers = std::max(1, ctxp->options.prefill_workers);
   for (int i = 0; i < n_workers; ++i) {
-    auto prefill = spawn_prefill(sys, ctxp, prefill_peers{encoder, decode, compress, nullptr});
+    auto prefill = spawn_prefill(sys, ctxp, prefill_peers{storer, decode, compress, nullptr});
     auto linker = spawn_linker(sys, ctxp, linker_peers{encoder, loader, prefill});
     rp.prefill.push_back(prefill_route{"local " + std::to_string(i), linker, encoder, {}});
     c->workers_.push_back({linker, prefill});
@@ -317,7 +321,7 @@ result<std::unique_ptr<local_cluster>> local_cluster::start(node_options options
     c->all_.push_back(linker);
     c->all_.push_back(prefill);
   }
-  for (auto a : {compress, decode, encoder, loader})
+  for (auto a : {compress, decode, encoder, storer, loader})
     c->all_.push_back(a);
   const auto& o = ctxp->options;
   const auto pool = ctxp->engine->pool().stats();

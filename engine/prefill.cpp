@@ -354,30 +354,42 @@ result<prefill_result> run_prefill(backend& be, const decoder_weights& w, kv_poo
         if (plan.completion.layer == l)
           MOSAIC_TRY(complete_plan(be, cfg, plan, cached, l, n_c, c0, c1, b));
 
-        be.rope(b.scratch.q.f32(), b.pos_c.i32(), n_c, cfg.num_heads, hd, cfg.rope_theta);
         be.rope(b.scratch.k.f32(), b.pos_c.i32(), n_c, cfg.num_kv_heads, hd, cfg.rope_theta);
         // Fresh KV of S_l overwrites the cached rows before attention.
         be.scatter_rows(b.scratch.k.f32(), b.idx.i32(), b.k_work.f32(), n_c, kv);
         be.scatter_rows(b.scratch.v.f32(), b.idx.i32(), b.v_work.f32(), n_c, kv);
 
-        attention_args a;
-        a.q = b.scratch.q.f32();
-        a.k = b.k_work.f32();
-        a.v = b.v_work.f32();
-        a.out = b.scratch.attn.f32();
-        a.q_pos = b.pos_c.i32();
-        a.k_pos = b.positions.i32();
-        a.nq = n_c;
-        a.nk = c1;
-        a.n_heads = cfg.num_heads;
-        a.n_kv_heads = cfg.num_kv_heads;
-        a.head_dim = hd;
-        a.scale = scale;
-        a.causal = true;
-        be.attention(a);
+        // The last layer's outputs feed only the logits: its K and V are
+        // kept for every token, but attention, o_proj and the MLP run for
+        // the last token alone (in the last chunk; in earlier chunks not
+        // at all).
+        const bool last_layer = l == cfg.num_layers - 1;
+        const int first_row = last_layer ? n_c - 1 : 0;
+        const int rows = last_layer ? (last_chunk ? 1 : 0) : n_c;
+        if (rows > 0) {
+          const size_t q_dim = static_cast<size_t>(cfg.num_heads) * hd;
+          float* q = b.scratch.q.f32() + static_cast<size_t>(first_row) * q_dim;
+          be.rope(q, b.pos_c.i32() + first_row, rows, cfg.num_heads, hd, cfg.rope_theta);
+          attention_args a;
+          a.q = q;
+          a.k = b.k_work.f32();
+          a.v = b.v_work.f32();
+          a.out = b.scratch.attn.f32();
+          a.q_pos = b.pos_c.i32() + first_row;
+          a.k_pos = b.positions.i32();
+          a.nq = rows;
+          a.nk = c1;
+          a.n_heads = cfg.num_heads;
+          a.n_kv_heads = cfg.num_kv_heads;
+          a.head_dim = hd;
+          a.scale = scale;
+          a.causal = true;
+          be.attention(a);
 
-        output_and_mlp(be, cfg, lw, b.hc.f32(), n_c, b.scratch);
-        be.scatter_rows(b.hc.f32(), b.idx.i32(), b.hidden.f32(), n_c, h);
+          float* hc = b.hc.f32() + static_cast<size_t>(first_row) * h;
+          output_and_mlp(be, cfg, lw, hc, rows, b.scratch);
+          be.scatter_rows(hc, b.idx.i32() + first_row, b.hidden.f32(), rows, h);
+        }
       }
       // The chunk's rows only: earlier rows (and shared prefix blocks)
       // are final already and never written again.

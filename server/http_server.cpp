@@ -129,6 +129,10 @@ result<std::unique_ptr<http_server>> http_server::start(http_options options,
   svr.set_payload_max_length(p->fd.options.limits.max_body_bytes);
   svr.set_read_timeout(30, 0);
   svr.set_write_timeout(30, 0);
+  // cpp-httplib closes a connection after 5 requests by default; clients
+  // that keep one connection (SDKs, benchmark tools) would reconnect.
+  svr.set_keep_alive_max_count(100000);
+  svr.set_keep_alive_timeout(5);
   // Headers, bodies and SSE chunks are separate small writes: without
   // TCP_NODELAY, Nagle holds each until the client's (delayed) ACK.
   svr.set_tcp_nodelay(true);

@@ -82,6 +82,17 @@ std::optional<api_error> read_common(const json& body, const request_limits& lim
     if (auto it = body.find(key);
         it != body.end() && !it->is_null() && *it != false && !(it->is_number() && *it == 0))
       return invalid_request(key, std::string{"'"} + key + "' is not supported");
+  // Plain text is what Mosaic answers; structured output it cannot promise.
+  if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) {
+    const auto type = it->is_object() ? it->find("type") : it->end();
+    if (!it->is_object() || type == it->end() || !type->is_string())
+      return invalid_request("response_format",
+                             "'response_format' must be an object with a string 'type'");
+    if (type->get<std::string>() != "text")
+      return invalid_request("response_format",
+                             "response_format type '" + type->get<std::string>() +
+                                 "' is not supported; only {\"type\": \"text\"} (the default)");
+  }
 
   // Types here; ranges in check_sampling (shared with the ZeroMQ API).
   constexpr int any_int = std::numeric_limits<int>::max();
@@ -166,6 +177,8 @@ constexpr std::string_view common_fields[] = {"model",
                                               "presence_penalty",
                                               "frequency_penalty",
                                               "logprobs",
+                                              "echo",
+                                              "response_format",
                                               "mosaic"};
 
 /// Rejects fields that neither endpoint knows, like OpenAI's API does;
@@ -308,8 +321,9 @@ std::optional<api_error> check_turns(const chat_request& req, const request_limi
     const auto& turn = req.messages[i];
     const auto here = "messages[" + std::to_string(i) + "]";
     if (turn.role != "system" && turn.role != "user" && turn.role != "assistant")
-      return invalid_request(here + ".role",
-                             "role must be system, user or assistant, got '" + turn.role + "'");
+      return invalid_request(here + ".role", "role must be system, developer, user or "
+                                             "assistant, got '" +
+                                                 turn.role + "'");
     for (size_t p = 0; p < turn.content.size(); ++p) {
       if (!turn.content[p].is_image)
         continue;
@@ -447,11 +461,18 @@ parse_result<chat_request> parse_chat_request(std::string_view body, const reque
           invalid_request(here + ".role", "each message needs a string 'role'"));
     chat_turn turn;
     turn.role = role->get<std::string>();
+    // OpenAI's newer name for the system role.
+    if (turn.role == "developer")
+      turn.role = "system";
     auto content = m.find("content");
-    if (content == m.end() || content->is_null())
+    // An assistant turn may have no content (tool-call history looks so).
+    const bool empty_assistant = turn.role == "assistant" && content != m.end() &&
+                                 content->is_null();
+    if (!empty_assistant && (content == m.end() || content->is_null()))
       return fail<chat_request>(invalid_request(here + ".content", "each message needs 'content'"));
-    if (auto e = parse_content(*content, here + ".content", limits, images, turn.content))
-      return fail<chat_request>(std::move(*e));
+    if (!empty_assistant)
+      if (auto e = parse_content(*content, here + ".content", limits, images, turn.content))
+        return fail<chat_request>(std::move(*e));
     req.messages.push_back(std::move(turn));
   }
   if (auto e = check_turns(req, limits))

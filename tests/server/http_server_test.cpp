@@ -68,6 +68,38 @@ protected:
   std::unique_ptr<http_server> server_;
 };
 
+TEST_F(http_server_test, one_connection_serves_many_requests) {
+  // Raw HTTP/1.1 on one socket: every answer must come back on it.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(server_->port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const std::string req = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+  int answered = 0;
+  for (int i = 0; i < 120; ++i) {
+    ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), ssize_t(req.size())) << i;
+    std::string got;
+    char buf[4096];
+    while (got.find("\r\n\r\n") == std::string::npos ||
+           got.size() < got.find("\r\n\r\n") + 4 + 15) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0)
+        break;
+      got.append(buf, size_t(n));
+    }
+    if (got.rfind("HTTP/1.1 200", 0) != 0)
+      break;
+    ++answered;
+  }
+  ::close(fd);
+  EXPECT_EQ(answered, 120);
+}
+
 TEST_F(http_server_test, chat_completion_returns_text_and_usage) {
   auto r = post("/v1/chat/completions", chat("Say hi"));
   ASSERT_TRUE(r);

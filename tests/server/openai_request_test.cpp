@@ -62,6 +62,40 @@ TEST(openai_request, parses_a_multimodal_chat_in_order) {
   EXPECT_EQ(req.mosaic.compression, "snapkv:img=0.25,txt=0.5");
 }
 
+TEST(openai_request, accepts_what_openai_clients_send_by_default) {
+  request_limits limits;
+  json body = {{"model", "m"},
+               {"response_format", {{"type", "text"}}},
+               {"messages",
+                json::array({{{"role", "developer"}, {"content", "be brief"}},
+                             {{"role", "user"}, {"content", "hi"}},
+                             {{"role", "assistant"}, {"content", nullptr}},
+                             {{"role", "user"}, {"content", "again"}}})}};
+  auto r = parse_chat_request(body.dump(), limits);
+  ASSERT_TRUE(r) << r.error.message;
+  ASSERT_EQ(r.value->messages.size(), 4u);
+  EXPECT_EQ(r.value->messages[0].role, "system");
+  EXPECT_TRUE(r.value->messages[2].content.empty());
+  // A user turn still needs content; structured output is refused clearly.
+  body["messages"][1]["content"] = nullptr;
+  auto no_content = parse_chat_request(body.dump(), limits);
+  ASSERT_FALSE(no_content);
+  EXPECT_EQ(no_content.error.param, "messages[1].content");
+  body["messages"][1]["content"] = "hi";
+  body["response_format"] = {{"type", "json_object"}};
+  auto structured = parse_chat_request(body.dump(), limits);
+  ASSERT_FALSE(structured);
+  EXPECT_EQ(structured.error.param, "response_format");
+  EXPECT_NE(structured.error.message.find("json_object"), std::string::npos);
+  auto completion = parse_completion_request(
+      json{{"model", "m"}, {"prompt", "x"}, {"echo", false}}.dump(), limits);
+  EXPECT_TRUE(completion) << completion.error.message;
+  auto echo = parse_completion_request(
+      json{{"model", "m"}, {"prompt", "x"}, {"echo", true}}.dump(), limits);
+  ASSERT_FALSE(echo);
+  EXPECT_EQ(echo.error.param, "echo");
+}
+
 TEST(openai_request, library_references_and_completions) {
   request_limits limits;
   auto id = std::string(64, 'a');

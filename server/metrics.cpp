@@ -176,7 +176,14 @@ struct front_door_metrics::families {
 
 front_door_metrics::front_door_metrics()
   : registry_(std::make_shared<prometheus::Registry>()),
-    f_(std::make_unique<families>(*registry_)) {}
+    f_(std::make_unique<families>(*registry_)) {
+  // Exported at 0 from the start, as vLLM does, so that a rate() over the
+  // first event works and dashboards see the series before any traffic.
+  for (const char* reason : {"stop", "length"})
+    f_->success_f.Add({{"finished_reason", reason}});
+  for (int status : {400, 401, 404, 408, 413, 429, 500, 503, 504})
+    f_->failure_f.Add({{"status", std::to_string(status)}});
+}
 
 front_door_metrics::~front_door_metrics() = default;
 

@@ -34,11 +34,22 @@ TEST(metrics, exposes_vllm_compatible_names_with_help_and_type) {
         "mosaic:generation_tokens_total", "mosaic:image_tokens_total",
         "mosaic:prefix_cache_queries_total", "mosaic:prefix_cache_hits_total",
         "mosaic:library_queries_total", "mosaic:library_hits_total",
+        "mosaic:library_lookups_total", "mosaic:library_lookup_hits_total",
+        "mosaic:cached_prompt_tokens_total",
         "mosaic:library_load_seconds_total", "mosaic:library_bytes", "mosaic:kv_cache_usage_perc",
         "mosaic:num_requests_running", "mosaic:recomputed_token_fraction"}) {
     EXPECT_NE(text.find(std::string{"# TYPE "} + name), std::string::npos) << name;
     EXPECT_NE(text.find(std::string{"# HELP "} + name), std::string::npos) << name;
   }
+}
+
+TEST(metrics, request_outcome_counters_exist_at_zero_before_any_request) {
+  front_door_metrics m;
+  const auto s = samples(m.expose());
+  EXPECT_EQ(s.at("mosaic:request_success_total{finished_reason=\"stop\"}"), 0);
+  EXPECT_EQ(s.at("mosaic:request_success_total{finished_reason=\"length\"}"), 0);
+  EXPECT_EQ(s.at("mosaic:request_failure_total{status=\"400\"}"), 0);
+  EXPECT_EQ(s.at("mosaic:request_failure_total{status=\"503\"}"), 0);
 }
 
 TEST(metrics, compression_reports_time_ttft_without_it_and_bytes_saved) {

@@ -29,9 +29,15 @@ struct active_sequence {
   int64_t deadline_unix_ns = 0;
   uint32_t max_tokens = 0;
   std::vector<std::string> stop;
-  std::string text;   ///< generated so far (for stop strings)
-  uint32_t index = 0; ///< tokens emitted
-  int32_t next = 0;   ///< token to feed to the next step
+  std::string text;       ///< generated so far (for stop strings)
+  uint32_t index = 0;     ///< tokens emitted
+  uint32_t generated = 0; ///< tokens sampled (emitted or held back)
+  /// Tokens sampled but not sent yet because their text may be the start
+  /// of a stop string (OpenAI and vLLM never return any part of one):
+  /// (token, its text), in order; their text is the tail of `text`.
+  std::deque<std::pair<int32_t, std::string>> held;
+  size_t held_from = 0; ///< where the held tokens' text starts in `text`
+  int32_t next = 0;     ///< token to feed to the next step
   uint32_t prompt_tokens = 0;
   uint32_t reused_tokens = 0;     ///< usage (from the prefill)
   uint32_t recomputed_tokens = 0; ///< usage
@@ -90,30 +96,79 @@ void finish(decode_actor_ptr self, active_sequence& a, msg::FinishReason reason,
   a.rp.deliver(std::move(last));
 }
 
-/// Emits `token` for `a` or ends it on a stop condition.
+/// Sends one token event of `a`.
+void emit(decode_actor_ptr self, active_sequence& a, int32_t token, std::string text) {
+  wire::token_event ev;
+  ev.request_id = a.id;
+  ev.index = a.index++;
+  ev.token_id = token;
+  ev.text = std::move(text);
+  if (a.sink)
+    self->send(a.sink, token_atom_v, make_token_event_msg(ev));
+}
+
+/// Sends the held tokens whose text ends at or before `upto` in a.text;
+/// the one that crosses `upto` too, cut there, when `cut` (a stop string
+/// starts at `upto`: nothing of it is returned).
+void release_held(decode_actor_ptr self, active_sequence& a, size_t upto, bool cut) {
+  while (!a.held.empty()) {
+    auto& [token, piece] = a.held.front();
+    const size_t end = a.held_from + piece.size();
+    if (end > upto) {
+      if (cut && a.held_from < upto)
+        emit(self, a, token, piece.substr(0, upto - a.held_from));
+      return;
+    }
+    a.held_from = end;
+    emit(self, a, token, std::move(piece));
+    a.held.pop_front();
+  }
+}
+
+/// Length of the longest tail of a.text (past what was sent) that is a
+/// proper prefix of a stop string: it may still become one.
+size_t stop_prefix_at_end(const active_sequence& a) {
+  const size_t unsent = a.text.size() - a.held_from;
+  size_t hold = 0;
+  for (const auto& s : a.stop)
+    for (size_t k = s.empty() ? 0 : std::min(s.size() - 1, unsent); k > hold; --k)
+      if (a.text.compare(a.text.size() - k, k, s, 0, k) == 0) {
+        hold = k;
+        break;
+      }
+  return hold;
+}
+
+/// Emits `token` for `a` (holding back text that may start a stop
+/// string) or ends it on a stop condition.
 void accept(decode_actor_ptr self, active_sequence& a, int32_t token) {
   const auto& tok = self->state.ctx->engine->tokenizer();
   if (token < 0)
     return finish(self, a, msg::FinishReason::error,
                   make_error(errc::internal, "the model produced no finite logits"));
-  if (token == tok.eos_id())
+  if (token == tok.eos_id()) {
+    release_held(self, a, a.text.size(), false);
     return finish(self, a, msg::FinishReason::stop);
+  }
   std::string piece = tok.decode_piece(token);
   a.text += piece;
+  a.held.emplace_back(token, std::move(piece));
+  ++a.generated;
+  // A stop string cannot start in text already sent: that text was
+  // released only once no stop string could begin in it.
+  size_t stop_at = std::string::npos;
   for (const auto& s : a.stop)
-    if (!s.empty() && a.text.find(s, a.text.size() > piece.size() + s.size()
-                                         ? a.text.size() - piece.size() - s.size()
-                                         : 0) != std::string::npos)
-      return finish(self, a, msg::FinishReason::stop);
-  wire::token_event ev;
-  ev.request_id = a.id;
-  ev.index = a.index++;
-  ev.token_id = token;
-  ev.text = std::move(piece);
-  if (a.sink)
-    self->send(a.sink, token_atom_v, make_token_event_msg(ev));
-  if (a.index >= a.max_tokens)
+    if (!s.empty())
+      stop_at = std::min(stop_at, a.text.find(s, a.held_from));
+  if (stop_at != std::string::npos) {
+    release_held(self, a, stop_at, true);
+    return finish(self, a, msg::FinishReason::stop);
+  }
+  release_held(self, a, a.text.size() - stop_prefix_at_end(a), false);
+  if (a.generated >= a.max_tokens) {
+    release_held(self, a, a.text.size(), false);
     return finish(self, a, msg::FinishReason::length);
+  }
   a.next = token;
 }
 

@@ -79,8 +79,9 @@ void answer_whole(http_flight& h, wire::token_event first, httplib::Response& re
   if (is_error_finish(ev->finish))
     return fail(h.f->door(), res, api_error_from(event_error(*ev)));
   h.f->record_success(*ev);
-  res.set_content(full_response_json(h.header, text, ev->finish, usage_of(*ev, h.f->ttft_seconds())),
-                  "application/json");
+  res.set_content(
+      full_response_json(h.header, text, ev->finish, usage_of(*ev, h.f->ttft_seconds())),
+      "application/json");
 }
 
 /// Writes the stream's next piece; false when the stream is over.

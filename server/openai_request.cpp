@@ -466,8 +466,8 @@ parse_result<chat_request> parse_chat_request(std::string_view body, const reque
       turn.role = "system";
     auto content = m.find("content");
     // An assistant turn may have no content (tool-call history looks so).
-    const bool empty_assistant = turn.role == "assistant" && content != m.end() &&
-                                 content->is_null();
+    const bool empty_assistant =
+        turn.role == "assistant" && content != m.end() && content->is_null();
     if (!empty_assistant && (content == m.end() || content->is_null()))
       return fail<chat_request>(invalid_request(here + ".content", "each message needs 'content'"));
     if (!empty_assistant)

@@ -86,6 +86,43 @@ TEST_F(pipeline_test, a_repeated_request_reuses_the_prefix_cache_per_tenant) {
   EXPECT_GT(s.pool.blocks_cached, 0);
 }
 
+TEST_F(pipeline_test, a_stop_string_that_starts_inside_a_token_returns_none_of_it) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  const std::vector<std::vector<uint8_t>> images{random_png(rng_)};
+  auto req = greedy_request(images, "full", 24);
+  req.tenant = "stops"; // its own prefix cache: nothing shared with other cases
+  const auto free_run = run(req);
+  // Token texts and where each ends in the answer.
+  std::vector<size_t> ends;
+  {
+    size_t at = 0;
+    const auto& tok = cluster_->context().engine->tokenizer();
+    for (int32_t t : free_run.tokens)
+      ends.push_back(at += tok.decode_piece(t).size());
+  }
+  ASSERT_EQ(ends.empty() ? 0 : ends.back(), free_run.text.size());
+  // A stop string that begins in the middle of one token and ends in the
+  // next one (2 characters of each at most), at the first place where
+  // that exists and the string does not occur earlier.
+  std::string stop;
+  size_t begin = 0;
+  for (size_t i = 0; i + 1 < ends.size() && stop.empty(); ++i) {
+    const size_t start = i == 0 ? 0 : ends[i - 1];
+    if (ends[i] - start < 2 || ends[i + 1] - ends[i] < 1)
+      continue;
+    begin = ends[i] - 1;
+    const auto candidate = free_run.text.substr(begin, 2);
+    if (free_run.text.find(candidate) == begin)
+      stop = candidate;
+  }
+  if (stop.empty())
+    GTEST_SKIP() << "no token boundary fits in this answer: " << free_run.text;
+  req.sampling.stop = {stop};
+  const auto stopped = run(req);
+  EXPECT_EQ(stopped.finish, msg::FinishReason::stop);
+  EXPECT_EQ(stopped.text, free_run.text.substr(0, begin)) << "stop '" << stop << "'";
+}
+
 TEST_F(pipeline_test, an_uploaded_image_is_a_hit_by_bytes_and_by_key) {
   SCOPED_TRACE("seed " + std::to_string(seed_));
   const auto png = random_png(rng_);

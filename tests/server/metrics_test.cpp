@@ -33,9 +33,8 @@ TEST(metrics, exposes_vllm_compatible_names_with_help_and_type) {
         "mosaic:e2e_request_latency_seconds", "mosaic:prompt_tokens_total",
         "mosaic:generation_tokens_total", "mosaic:image_tokens_total",
         "mosaic:prefix_cache_queries_total", "mosaic:prefix_cache_hits_total",
-        "mosaic:library_queries_total", "mosaic:library_hits_total",
-        "mosaic:library_lookups_total", "mosaic:library_lookup_hits_total",
-        "mosaic:cached_prompt_tokens_total",
+        "mosaic:library_queries_total", "mosaic:library_hits_total", "mosaic:library_lookups_total",
+        "mosaic:library_lookup_hits_total", "mosaic:cached_prompt_tokens_total",
         "mosaic:library_load_seconds_total", "mosaic:library_bytes", "mosaic:kv_cache_usage_perc",
         "mosaic:num_requests_running", "mosaic:recomputed_token_fraction"}) {
     EXPECT_NE(text.find(std::string{"# TYPE "} + name), std::string::npos) << name;

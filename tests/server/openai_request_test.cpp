@@ -66,11 +66,10 @@ TEST(openai_request, accepts_what_openai_clients_send_by_default) {
   request_limits limits;
   json body = {{"model", "m"},
                {"response_format", {{"type", "text"}}},
-               {"messages",
-                json::array({{{"role", "developer"}, {"content", "be brief"}},
-                             {{"role", "user"}, {"content", "hi"}},
-                             {{"role", "assistant"}, {"content", nullptr}},
-                             {{"role", "user"}, {"content", "again"}}})}};
+               {"messages", json::array({{{"role", "developer"}, {"content", "be brief"}},
+                                         {{"role", "user"}, {"content", "hi"}},
+                                         {{"role", "assistant"}, {"content", nullptr}},
+                                         {{"role", "user"}, {"content", "again"}}})}};
   auto r = parse_chat_request(body.dump(), limits);
   ASSERT_TRUE(r) << r.error.message;
   ASSERT_EQ(r.value->messages.size(), 4u);
@@ -90,8 +89,8 @@ TEST(openai_request, accepts_what_openai_clients_send_by_default) {
   auto completion = parse_completion_request(
       json{{"model", "m"}, {"prompt", "x"}, {"echo", false}}.dump(), limits);
   EXPECT_TRUE(completion) << completion.error.message;
-  auto echo = parse_completion_request(
-      json{{"model", "m"}, {"prompt", "x"}, {"echo", true}}.dump(), limits);
+  auto echo = parse_completion_request(json{{"model", "m"}, {"prompt", "x"}, {"echo", true}}.dump(),
+                                       limits);
   ASSERT_FALSE(echo);
   EXPECT_EQ(echo.error.param, "echo");
 }

@@ -56,14 +56,6 @@ void kv_sequence::release() noexcept {
   pool_ = nullptr;
 }
 
-void kv_sequence::truncate_blocks(int n_blocks) noexcept {
-  if (pool_ == nullptr || n_blocks < 0 || static_cast<size_t>(n_blocks) >= blocks_.size())
-    return;
-  pool_->free_blocks(std::span<const int32_t>{blocks_}.subspan(static_cast<size_t>(n_blocks)));
-  blocks_.resize(static_cast<size_t>(n_blocks));
-  length_ = std::min(length_, capacity());
-}
-
 // -- kv_pool ------------------------------------------------------------------
 
 kv_pool::kv_pool(private_tag, backend& be, int n_layers, int kv_dim, kv_pool_options options)

@@ -104,9 +104,6 @@ public:
   /// Returns every block to the pool (drops this sequence's reference;
   /// published blocks stay cached); the handle becomes invalid.
   void release() noexcept;
-  /// Drops the blocks past the first `n_blocks` (the sequence is cut to
-  /// at most n_blocks * block_size tokens).
-  void truncate_blocks(int n_blocks) noexcept;
 
 private:
   friend class kv_pool;

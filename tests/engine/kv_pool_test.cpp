@@ -4,6 +4,7 @@
 
 #include <random>
 #include <set>
+#include <thread>
 
 #include "engine/cpu/cpu_backend.hpp"
 
@@ -200,6 +201,46 @@ TEST_F(kv_pool_test, clear_cache_frees_unreferenced_published_blocks) {
   auto s = pool.stats();
   EXPECT_EQ(s.blocks_cached, 0);
   EXPECT_EQ(s.blocks_free, 4);
+}
+
+TEST_F(kv_pool_test, sharing_and_eviction_from_many_threads_keep_the_books_balanced) {
+  auto created = kv_pool::create(*be_, 1, 4, {64, 4});
+  ASSERT_TRUE(created);
+  auto& pool = **created;
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::vector<std::thread> threads;
+  for (int w = 0; w < 4; ++w)
+    threads.emplace_back([&pool, seed, w] {
+      std::mt19937 rng(seed + static_cast<uint32_t>(w));
+      for (int i = 0; i < 2000; ++i) {
+        // Take up to 3 cached blocks of 8 hashes, then new blocks; publish
+        // some; release everything.
+        std::vector<int32_t> adopted;
+        for (int b = 0; b < 3; ++b) {
+          digest h{};
+          h[0] = static_cast<uint8_t>(rng() % 8);
+          const int32_t got = pool.acquire_cached(h);
+          if (got < 0)
+            break;
+          adopted.push_back(got);
+        }
+        auto seq = pool.adopt(adopted, static_cast<int>(adopted.size()) * 4);
+        if (!seq.reserve(seq.capacity() + 4 * static_cast<int>(1 + rng() % 3)))
+          continue; // the pool is full right now
+        digest h{};
+        h[0] = static_cast<uint8_t>(rng() % 8);
+        pool.publish(seq.blocks().back(), h);
+      }
+    });
+  for (auto& t : threads)
+    t.join();
+  const auto s = pool.stats();
+  EXPECT_EQ(s.blocks_used, 0);
+  EXPECT_EQ(s.blocks_free, 64);
+  EXPECT_EQ(s.sequences, 0);
+  EXPECT_LE(s.blocks_cached, 8);
+  EXPECT_EQ(s.blocks_evictable, s.blocks_cached);
 }
 
 } // namespace

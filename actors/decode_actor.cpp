@@ -36,8 +36,11 @@ struct active_sequence {
   /// of a stop string (OpenAI and vLLM never return any part of one):
   /// (token, its text), in order; their text is the tail of `text`.
   std::deque<std::pair<int32_t, std::string>> held;
-  size_t held_from = 0; ///< where the held tokens' text starts in `text`
-  int32_t next = 0;     ///< token to feed to the next step
+  size_t held_from = 0;                ///< where the held tokens' text starts in `text`
+  bool ignore_eos = false;             ///< end-of-sequence does not end the answer
+  std::vector<int32_t> stop_token_ids; ///< end the answer (not returned)
+  bool include_stop = false;           ///< a matched stop string is returned
+  int32_t next = 0;                    ///< token to feed to the next step
   uint32_t prompt_tokens = 0;
   uint32_t reused_tokens = 0;     ///< usage (from the prefill)
   uint32_t recomputed_tokens = 0; ///< usage
@@ -146,7 +149,9 @@ void accept(decode_actor_ptr self, active_sequence& a, int32_t token) {
   if (token < 0)
     return finish(self, a, msg::FinishReason::error,
                   make_error(errc::internal, "the model produced no finite logits"));
-  if (token == tok.eos_id()) {
+  if ((token == tok.eos_id() && !a.ignore_eos) ||
+      std::find(a.stop_token_ids.begin(), a.stop_token_ids.end(), token) !=
+          a.stop_token_ids.end()) {
     release_held(self, a, a.text.size(), false);
     return finish(self, a, msg::FinishReason::stop);
   }
@@ -157,11 +162,16 @@ void accept(decode_actor_ptr self, active_sequence& a, int32_t token) {
   // A stop string cannot start in text already sent: that text was
   // released only once no stop string could begin in it.
   size_t stop_at = std::string::npos;
-  for (const auto& s : a.stop)
-    if (!s.empty())
-      stop_at = std::min(stop_at, a.text.find(s, a.held_from));
+  size_t stop_len = 0;
+  for (const auto& s : a.stop) {
+    const size_t at = s.empty() ? std::string::npos : a.text.find(s, a.held_from);
+    if (at < stop_at) {
+      stop_at = at;
+      stop_len = s.size();
+    }
+  }
   if (stop_at != std::string::npos) {
-    release_held(self, a, stop_at, true);
+    release_held(self, a, a.include_stop ? stop_at + stop_len : stop_at, true);
     return finish(self, a, msg::FinishReason::stop);
   }
   release_held(self, a, a.text.size() - stop_prefix_at_end(a), false);
@@ -270,15 +280,20 @@ caf::result<token_event_msg> on_task(decode_actor_ptr self, const decode_task_ms
   a.id = id;
   a.kv = std::move(kv);
   const auto s = read_sampling(m->sampling());
-  sampling_params sp;
-  sp.temperature = s.temperature;
-  sp.top_p = s.top_p;
+  const auto& tok = st.ctx->engine->tokenizer();
   // The prefill worker drew the first token from `seed`; continue on a
   // different stream so that tokens 0 and 1 do not share a draw.
-  sp.seed = s.seed ? *s.seed ^ 0x9e3779b97f4a7c15ull : std::random_device{}();
+  sampling_params sp = engine_sampling(
+      s, s.seed ? *s.seed ^ 0x9e3779b97f4a7c15ull : std::random_device{}(), tok.eos_id());
   if (auto ok = sp.validate(); !ok)
     return to_caf_error(ok.err());
   a.pick = std::make_unique<sampler>(sp);
+  if (m->prompt_ids() != nullptr)
+    a.pick->set_prompt(std::vector<int32_t>(m->prompt_ids()->begin(), m->prompt_ids()->end()));
+  a.pick->observe(m->first_token());
+  a.ignore_eos = s.ignore_eos;
+  a.stop_token_ids = s.stop_token_ids;
+  a.include_stop = s.include_stop_str_in_output;
   a.sink = sink;
   a.deadline_unix_ns = m->deadline_unix_ns();
   a.max_tokens = s.max_tokens == 0 ? uint32_t(st.ctx->options.default_max_tokens) : s.max_tokens;

@@ -67,8 +67,8 @@ result<std::unique_ptr<node_context>> node_context::create(node_options options)
   // (the compress actor loads the MLPs on the first such request).
   auto learned = model_learned_groups(ctx->engine->model_dir());
   if (!learned)
-    return make_error(learned.err().code, "node options: the model's learned compressor: ",
-                      learned.err().message);
+    return make_error(learned.err().code,
+                      "node options: the model's learned compressor: ", learned.err().message);
   auto stages = stage_admission::create(schedule, config.text, ctx->engine->pool(), o, *learned);
   if (!stages)
     return std::move(stages).err();

@@ -7,6 +7,23 @@
 
 namespace mosaic::actors {
 
+sampling_params engine_sampling(const wire::sampling& s, uint64_t seed, int32_t eos_id) {
+  sampling_params sp;
+  sp.temperature = s.temperature;
+  sp.top_p = s.top_p;
+  sp.top_k = s.top_k;
+  sp.seed = seed;
+  sp.min_p = s.min_p;
+  sp.repetition_penalty = s.repetition_penalty;
+  sp.presence_penalty = s.presence_penalty;
+  sp.frequency_penalty = s.frequency_penalty;
+  sp.min_tokens = static_cast<int>(s.min_tokens);
+  sp.banned_before_min = s.stop_token_ids;
+  if (!s.ignore_eos)
+    sp.banned_before_min.push_back(eos_id);
+  return sp;
+}
+
 using flatbuffers::FlatBufferBuilder;
 
 caf::timespan until_deadline(int64_t deadline_unix_ns, std::chrono::milliseconds slack) {

@@ -15,6 +15,7 @@
 
 #include "actors/node_context.hpp"
 #include "engine/model/sha256.hpp"
+#include "engine/sampler.hpp"
 #include "messages/builders.hpp"
 #include "messages/caf_types.hpp"
 
@@ -25,6 +26,12 @@ namespace mosaic::actors {
 /// request with errc::timeout itself; the CAF timeout only catches a hop
 /// that never answers (a dead or stuck actor).
 inline constexpr std::chrono::milliseconds hop_slack{2000};
+
+/// The engine sampler's parameters of a request (`seed` given apart: the
+/// prefill and decode workers draw from different streams). With
+/// min_tokens, end-of-sequence (`eos_id`, unless ignore_eos) and the stop
+/// tokens cannot be sampled before that many tokens.
+sampling_params engine_sampling(const wire::sampling& s, uint64_t seed, int32_t eos_id);
 
 /// Time left until `deadline_unix_ns` plus `slack`, at least 1 ms.
 caf::timespan until_deadline(int64_t deadline_unix_ns, std::chrono::milliseconds slack = hop_slack);

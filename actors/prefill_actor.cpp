@@ -219,12 +219,12 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* 
     }
     auto* r = &ran->result;
     auto* plan = &ran->plan;
-    sampling_params sp;
-    sp.temperature = job.sampling.temperature;
-    sp.top_p = job.sampling.top_p;
-    sp.seed = job.sampling.seed.value_or(std::random_device{}());
+    sampling_params sp = engine_sampling(
+        job.sampling, job.sampling.seed.value_or(std::random_device{}()), tok.eos_id());
     MOSAIC_TRY(sp.validate());
     sampler pick{sp};
+    if (sp.repetition_penalty != 1.0f)
+      pick.set_prompt(job.ids);
     pass_outcome out;
     out.first_token = pick.sample(r->logits);
     if (out.first_token < 0)
@@ -330,6 +330,8 @@ result<prefilled> prefill_one(caf::stateful_actor<prefill_state>* self, uint64_t
   task.first_token = out->first_token;
   task.prompt_tokens = static_cast<uint32_t>(out->prompt_tokens);
   task.sampling = job.sampling;
+  if (job.sampling.repetition_penalty != 1.0f) // the decode sampler penalises the prompt too
+    task.prompt_ids = job.ids;
   task.stream = job.stream;
   task.queue_us = queue_us;
   task.reused_tokens = static_cast<uint32_t>(out->stats.reused_image_tokens);

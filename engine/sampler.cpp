@@ -33,6 +33,16 @@ status sampling_params::validate() const {
     return make_error(errc::invalid_argument, "top_p must be in (0, 1] (1 = off)");
   if (top_k < 0)
     return make_error(errc::invalid_argument, "top_k must be >= 0 (0 = off)");
+  if (!(min_p >= 0.0f && min_p <= 1.0f))
+    return make_error(errc::invalid_argument, "min_p must be in [0, 1] (0 = off)");
+  if (!(repetition_penalty > 0.0f) || !std::isfinite(repetition_penalty))
+    return make_error(errc::invalid_argument, "repetition_penalty must be > 0 (1 = off)");
+  if (!(presence_penalty >= -2.0f && presence_penalty <= 2.0f))
+    return make_error(errc::invalid_argument, "presence_penalty must be in [-2, 2]");
+  if (!(frequency_penalty >= -2.0f && frequency_penalty <= 2.0f))
+    return make_error(errc::invalid_argument, "frequency_penalty must be in [-2, 2]");
+  if (min_tokens < 0)
+    return make_error(errc::invalid_argument, "min_tokens must be >= 0");
   return {};
 }
 
@@ -122,7 +132,71 @@ bool sampler::is_stop(int32_t token) const {
          params_.stop_token_ids.end();
 }
 
+void sampler::observe(int32_t token) {
+  ++generated_;
+  if (token >= 0)
+    ++output_counts_[token];
+}
+
+void sampler::set_prompt(std::span<const int32_t> ids) {
+  prompt_ids_.assign(ids.begin(), ids.end());
+  std::sort(prompt_ids_.begin(), prompt_ids_.end());
+  prompt_ids_.erase(std::unique(prompt_ids_.begin(), prompt_ids_.end()), prompt_ids_.end());
+}
+
+bool sampler::adjusts() const {
+  return params_.min_p > 0.0f || params_.repetition_penalty != 1.0f ||
+         params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f ||
+         (generated_ < params_.min_tokens && !params_.banned_before_min.empty());
+}
+
+std::span<const float> sampler::adjust(std::span<const float> logits) {
+  adjusted_.assign(logits.begin(), logits.end());
+  const auto n = static_cast<int32_t>(adjusted_.size());
+  auto in_range = [n](int32_t t) { return t >= 0 && t < n; };
+  if (params_.repetition_penalty != 1.0f) {
+    const float rp = params_.repetition_penalty;
+    auto penalise = [&](int32_t t) {
+      float& x = adjusted_[static_cast<size_t>(t)];
+      x = x > 0.0f ? x / rp : x * rp;
+    };
+    for (int32_t t : prompt_ids_)
+      if (in_range(t))
+        penalise(t);
+    for (const auto& [t, count] : output_counts_)
+      if (in_range(t) && !std::binary_search(prompt_ids_.begin(), prompt_ids_.end(), t))
+        penalise(t);
+  }
+  for (const auto& [t, count] : output_counts_)
+    if (in_range(t))
+      adjusted_[static_cast<size_t>(t)] -=
+          params_.frequency_penalty * static_cast<float>(count) + params_.presence_penalty;
+  if (generated_ < params_.min_tokens)
+    for (int32_t t : params_.banned_before_min)
+      if (in_range(t))
+        adjusted_[static_cast<size_t>(t)] = -std::numeric_limits<float>::infinity();
+  if (params_.min_p > 0.0f) {
+    // min_p on the distribution at the sampling temperature (1 for greedy).
+    const double temp = params_.greedy() ? 1.0 : params_.temperature;
+    const int32_t top = argmax(adjusted_);
+    if (top >= 0) {
+      const double cut = std::log(static_cast<double>(params_.min_p)) * temp;
+      const double best = adjusted_[static_cast<size_t>(top)];
+      for (auto& x : adjusted_)
+        if (static_cast<double>(x) - best < cut)
+          x = -std::numeric_limits<float>::infinity();
+    }
+  }
+  return adjusted_;
+}
+
 int32_t sampler::sample(std::span<const float> logits) {
+  const int32_t token = adjusts() ? pick(adjust(logits)) : pick(logits);
+  observe(token);
+  return token;
+}
+
+int32_t sampler::pick(std::span<const float> logits) {
   const int32_t top = argmax(logits);
   if (params_.greedy() || top < 0 || logits.size() <= 1)
     return top;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/error.hpp"
@@ -19,9 +20,21 @@ struct sampling_params {
   int top_k = 0;                       ///< keep the k most likely tokens; 0 = off
   uint64_t seed = 0;                   ///< same seed + same logits → same tokens, everywhere
   std::vector<int32_t> stop_token_ids; ///< generation ends after emitting one
+  // -- vLLM's extra sampling parameters, with vLLM's meaning -------------------
+  float min_p = 0.0f; ///< drop tokens less likely than min_p x the most likely; 0 = off
+  /// > 1 discourages tokens already in the prompt or the output (positive
+  /// logits divided by it, negative multiplied); 1 = off.
+  float repetition_penalty = 1.0f;
+  float presence_penalty = 0.0f;  ///< subtracted once from tokens already in the output
+  float frequency_penalty = 0.0f; ///< subtracted per earlier occurrence in the output
+  /// Tokens that cannot be sampled before `min_tokens` tokens were
+  /// (end-of-sequence and stop tokens: the caller fills it).
+  std::vector<int32_t> banned_before_min;
+  int min_tokens = 0;
 
   /// invalid_argument naming the field unless 0 <= temperature (finite),
-  /// 0 < top_p <= 1, top_k >= 0.
+  /// 0 < top_p <= 1, top_k >= 0, 0 <= min_p <= 1, repetition_penalty > 0,
+  /// presence/frequency penalties in [-2, 2], min_tokens >= 0.
   status validate() const;
   /// True when sampling reduces to argmax.
   bool greedy() const;
@@ -59,16 +72,32 @@ public:
   explicit sampler(sampling_params params);
 
   /// Picks the next token from the last position's logits [vocab]; -1 when
-  /// no logit is a number.
+  /// no logit is a number. The token counts as output from then on (for
+  /// penalties and min_tokens).
   int32_t sample(std::span<const float> logits);
+  /// Counts `token` as output that another sampler picked (the prefill
+  /// worker samples the first token, the decode worker the rest).
+  void observe(int32_t token);
+  /// The prompt's token ids, for repetition_penalty.
+  void set_prompt(std::span<const int32_t> ids);
   /// True if `token` ends generation.
   bool is_stop(int32_t token) const;
   const sampling_params& params() const { return params_; }
 
 private:
+  /// Whether any penalty, min_p or min_tokens ban changes the logits.
+  bool adjusts() const;
+  /// `logits` with the penalties and bans applied, into adjusted_.
+  std::span<const float> adjust(std::span<const float> logits);
+  int32_t pick(std::span<const float> logits);
+
   sampling_params params_;
   sampling_rng rng_;
-  std::vector<int32_t> order_; // [vocab] scratch: candidate ids by probability
+  std::vector<int32_t> order_;                     // [vocab] scratch: candidate ids by probability
+  std::vector<float> adjusted_;                    // [vocab] scratch: penalised logits
+  std::unordered_map<int32_t, int> output_counts_; ///< output token -> occurrences
+  std::vector<int32_t> prompt_ids_;                ///< distinct, for repetition_penalty
+  int generated_ = 0;
 };
 
 } // namespace mosaic

@@ -50,7 +50,11 @@ Offset<msg::SamplingParams> add_sampling(FlatBufferBuilder& fbb, const wire::sam
   flatbuffers::Optional<uint64_t> seed = flatbuffers::nullopt;
   if (s.seed)
     seed = *s.seed;
-  return msg::CreateSamplingParams(fbb, s.max_tokens, s.temperature, s.top_p, seed, stop);
+  auto stop_ids = s.stop_token_ids.empty() ? 0 : fbb.CreateVector(s.stop_token_ids);
+  return msg::CreateSamplingParams(fbb, s.max_tokens, s.temperature, s.top_p, seed, stop, s.top_k,
+                                   s.min_p, s.repetition_penalty, s.presence_penalty,
+                                   s.frequency_penalty, stop_ids, s.ignore_eos, s.min_tokens,
+                                   s.include_stop_str_in_output);
 }
 
 Offset<msg::ImageSegment> add_image_segment(FlatBufferBuilder& fbb,
@@ -207,11 +211,12 @@ Offset<msg::DecodeTask> add_decode_task(FlatBufferBuilder& fbb, const wire::deco
   auto tenant = opt_string(fbb, task.tenant);
   auto kv = add_kv_handle(fbb, task.kv);
   auto sampling = add_sampling(fbb, task.sampling);
+  auto prompt_ids = task.prompt_ids.empty() ? 0 : fbb.CreateVector(task.prompt_ids);
   return msg::CreateDecodeTask(
       fbb, task.request_id, tenant, task.deadline_unix_ns, kv, task.first_token, task.prompt_tokens,
       sampling, task.stream, task.queue_us, task.position,
       task.compression ? &*task.compression : nullptr, task.reused_tokens, task.recomputed_tokens,
-      task.cached_tokens, task.prefix_cached_tokens);
+      task.cached_tokens, task.prefix_cached_tokens, prompt_ids);
 }
 
 } // namespace

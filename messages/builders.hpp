@@ -50,6 +50,15 @@ struct sampling {
   float top_p = 1.0f;
   std::optional<uint64_t> seed{}; ///< none: nondeterministic
   std::vector<std::string> stop{};
+  int32_t top_k = 0;
+  float min_p = 0.0f;
+  float repetition_penalty = 1.0f;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  std::vector<int32_t> stop_token_ids{};
+  bool ignore_eos = false;
+  uint32_t min_tokens = 0;
+  bool include_stop_str_in_output = false;
   bool operator==(const sampling&) const = default;
 };
 
@@ -197,6 +206,7 @@ struct decode_task {
   uint32_t recomputed_tokens = 0;    ///< of those, computed at one layer or more
   uint32_t cached_tokens = 0;        ///< not computed at every layer (usage.cached_tokens)
   uint32_t prefix_cached_tokens = 0; ///< of those, prefix-cache hits
+  std::vector<int32_t> prompt_ids{}; ///< only with a repetition_penalty (the decode sampler's)
 };
 
 struct kv_chunk {

@@ -57,6 +57,16 @@ wire::sampling read_sampling(const msg::SamplingParams* s) {
   if (s->stop() != nullptr)
     for (const auto* stop : *s->stop())
       out.stop.push_back(str(stop));
+  out.top_k = s->top_k();
+  out.min_p = s->min_p();
+  out.repetition_penalty = s->repetition_penalty();
+  out.presence_penalty = s->presence_penalty();
+  out.frequency_penalty = s->frequency_penalty();
+  if (s->stop_token_ids() != nullptr)
+    out.stop_token_ids.assign(s->stop_token_ids()->begin(), s->stop_token_ids()->end());
+  out.ignore_eos = s->ignore_eos();
+  out.min_tokens = s->min_tokens();
+  out.include_stop_str_in_output = s->include_stop_str_in_output();
   return out;
 }
 
@@ -146,6 +156,8 @@ wire::decode_task read_decode_task(const msg::DecodeTask* t) {
   out.recomputed_tokens = t->recomputed_tokens();
   out.cached_tokens = t->cached_tokens();
   out.prefix_cached_tokens = t->prefix_cached_tokens();
+  if (t->prompt_ids() != nullptr)
+    out.prompt_ids.assign(t->prompt_ids()->begin(), t->prompt_ids()->end());
   return out;
 }
 

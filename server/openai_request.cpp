@@ -75,9 +75,6 @@ std::optional<api_error> read_common(const json& body, const request_limits& lim
   // refuse them rather than silently ignore them.
   if (auto it = body.find("n"); it != body.end() && !it->is_null() && *it != 1)
     return invalid_request("n", "'n' must be 1: Mosaic returns one choice per request");
-  for (const char* key : {"presence_penalty", "frequency_penalty"})
-    if (auto it = body.find(key); it != body.end() && !it->is_null() && *it != 0)
-      return invalid_request(key, std::string{"'"} + key + "' is not supported; omit it or send 0");
   for (const char* key : {"logprobs", "echo"})
     if (auto it = body.find(key);
         it != body.end() && !it->is_null() && *it != false && !(it->is_number() && *it == 0))
@@ -123,6 +120,39 @@ std::optional<api_error> read_common(const json& body, const request_limits& lim
       return invalid_request("stop", "'stop' must be a string or an array of strings");
     }
   }
+  // vLLM's extras: benchmark clients send them to fix the output length.
+  if (auto e = read_int(body, "top_k", -any_int, any_int, s.top_k))
+    return e;
+  if (auto e = read_int(body, "min_tokens", -any_int, any_int, s.min_tokens))
+    return e;
+  for (auto [key, out] :
+       {std::pair{"min_p", &s.min_p}, std::pair{"repetition_penalty", &s.repetition_penalty},
+        std::pair{"presence_penalty", &s.presence_penalty},
+        std::pair{"frequency_penalty", &s.frequency_penalty}})
+    if (auto e = read_float(body, key, -max_float, max_float, *out))
+      return e;
+  if (auto e = read_bool(body, "ignore_eos", s.ignore_eos))
+    return e;
+  if (auto e = read_bool(body, "include_stop_str_in_output", s.include_stop_str_in_output))
+    return e;
+  if (auto it = body.find("stop_token_ids"); it != body.end() && !it->is_null()) {
+    if (!it->is_array())
+      return invalid_request("stop_token_ids", "'stop_token_ids' must be an array of token ids");
+    for (const auto& x : *it) {
+      if (!x.is_number_integer() || x.get<int64_t>() < 0 ||
+          x.get<int64_t>() > std::numeric_limits<int32_t>::max())
+        return invalid_request("stop_token_ids", "'stop_token_ids' must hold token ids (>= 0)");
+      s.stop_token_ids.push_back(static_cast<int32_t>(x.get<int64_t>()));
+    }
+  }
+  // Accepted with the only meaning Mosaic has: its detokenizer never
+  // returns special tokens; the LLaVA-1.5 chat template takes no options.
+  bool skip_special = true;
+  if (auto e = read_bool(body, "skip_special_tokens", skip_special))
+    return e;
+  if (auto it = body.find("chat_template_kwargs");
+      it != body.end() && !it->is_null() && !it->is_object())
+    return invalid_request("chat_template_kwargs", "'chat_template_kwargs' must be an object");
   if (auto e = check_sampling(s, limits))
     return e;
   if (auto e = read_bool(body, "stream", stream))
@@ -179,6 +209,16 @@ constexpr std::string_view common_fields[] = {"model",
                                               "logprobs",
                                               "echo",
                                               "response_format",
+                                              "top_k",
+                                              "min_p",
+                                              "repetition_penalty",
+                                              "stop_token_ids",
+                                              "ignore_eos",
+                                              "min_tokens",
+                                              "include_stop_str_in_output",
+                                              "skip_special_tokens",
+                                              "chat_template_kwargs",
+                                              "add_special_tokens",
                                               "mosaic"};
 
 /// Rejects fields that neither endpoint knows, like OpenAI's API does;
@@ -286,6 +326,25 @@ std::optional<api_error> check_sampling(const sampling_params& s, const request_
     if (x.empty() || x.size() > limits.max_stop_length)
       return invalid_request("stop", "stop strings must be 1 to " +
                                          std::to_string(limits.max_stop_length) + " bytes long");
+  if (s.top_k < -1)
+    return invalid_request("top_k", "'top_k' must be -1 or 0 (off) or a positive count");
+  if (!std::isfinite(s.min_p) || s.min_p < 0.0f || s.min_p > 1.0f)
+    return invalid_request("min_p", "'min_p' must be between 0 and 1");
+  if (!std::isfinite(s.repetition_penalty) || s.repetition_penalty <= 0.0f ||
+      s.repetition_penalty > 10.0f)
+    return invalid_request("repetition_penalty",
+                           "'repetition_penalty' must be greater than 0 and at most 10 (1: off)");
+  if (!std::isfinite(s.presence_penalty) || s.presence_penalty < -2.0f || s.presence_penalty > 2.0f)
+    return invalid_request("presence_penalty", "'presence_penalty' must be between -2 and 2");
+  if (!std::isfinite(s.frequency_penalty) || s.frequency_penalty < -2.0f ||
+      s.frequency_penalty > 2.0f)
+    return invalid_request("frequency_penalty", "'frequency_penalty' must be between -2 and 2");
+  if (s.stop_token_ids.size() > size_t(limits.max_stop_strings))
+    return invalid_request("stop_token_ids", "at most " + std::to_string(limits.max_stop_strings) +
+                                                 " stop token ids are allowed");
+  if (s.min_tokens < 0 || s.min_tokens > s.max_tokens)
+    return invalid_request("min_tokens", "'min_tokens' must be between 0 and max_tokens (" +
+                                             std::to_string(s.max_tokens) + ")");
   return std::nullopt;
 }
 
@@ -444,6 +503,11 @@ parse_result<chat_request> parse_chat_request(std::string_view body, const reque
   req.model = j["model"].get<std::string>();
   if (auto e = read_common(j, limits, req.sampling, req.stream, req.include_usage, req.mosaic))
     return fail<chat_request>(std::move(*e));
+  // The chat prompt starts with BOS either way: vLLM's default (false)
+  // leaves it to the template, which is what Mosaic's does.
+  bool add_special = false;
+  if (auto e = read_bool(j, "add_special_tokens", add_special))
+    return fail<chat_request>(std::move(*e));
   auto msgs = j.find("messages");
   if (msgs == j.end() || !msgs->is_array())
     return fail<chat_request>(invalid_request("messages", "'messages' must be a non-empty array"));
@@ -491,6 +555,13 @@ parse_result<completion_request> parse_completion_request(std::string_view body,
   req.model = j["model"].get<std::string>();
   if (auto e = read_common(j, limits, req.sampling, req.stream, req.include_usage, req.mosaic))
     return fail<completion_request>(std::move(*e));
+  bool add_special = true;
+  if (auto e = read_bool(j, "add_special_tokens", add_special))
+    return fail<completion_request>(std::move(*e));
+  if (!add_special)
+    return fail<completion_request>(invalid_request(
+        "add_special_tokens", "'add_special_tokens': false is not supported: the prompt always "
+                              "starts with BOS, as the model was trained"));
   auto prompt = j.find("prompt");
   if (prompt == j.end() || !prompt->is_string())
     return fail<completion_request>(

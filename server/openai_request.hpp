@@ -66,6 +66,16 @@ struct sampling_params {
   float top_p = 1.0f;
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;
+  // vLLM's extra fields (docs/server.md), with vLLM's meaning.
+  int top_k = 0; ///< -1 or 0: off
+  float min_p = 0.0f;
+  float repetition_penalty = 1.0f;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+  int min_tokens = 0;
+  bool include_stop_str_in_output = false;
 };
 
 /// Mosaic's per-request extension object

@@ -15,6 +15,15 @@ wire::sampling to_wire(const sampling_params& s) {
   w.top_p = s.top_p;
   w.seed = s.seed;
   w.stop = s.stop;
+  w.top_k = s.top_k < 0 ? 0 : s.top_k;
+  w.min_p = s.min_p;
+  w.repetition_penalty = s.repetition_penalty;
+  w.presence_penalty = s.presence_penalty;
+  w.frequency_penalty = s.frequency_penalty;
+  w.stop_token_ids = s.stop_token_ids;
+  w.ignore_eos = s.ignore_eos;
+  w.min_tokens = static_cast<uint32_t>(s.min_tokens);
+  w.include_stop_str_in_output = s.include_stop_str_in_output;
   return w;
 }
 

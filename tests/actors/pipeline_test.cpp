@@ -123,6 +123,27 @@ TEST_F(pipeline_test, a_stop_string_that_starts_inside_a_token_returns_none_of_i
   EXPECT_EQ(stopped.text, free_run.text.substr(0, begin)) << "stop '" << stop << "'";
 }
 
+TEST_F(pipeline_test, ignore_eos_and_min_tokens_fix_the_answer_length) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  const std::vector<std::vector<uint8_t>> images{random_png(rng_)};
+  auto req = greedy_request(images, "full", 20);
+  req.sampling.ignore_eos = true;
+  const auto fixed = run(req);
+  EXPECT_EQ(fixed.tokens.size(), 20u);
+  EXPECT_EQ(fixed.finish, msg::FinishReason::length);
+  EXPECT_EQ(fixed.usage.completion_tokens(), 20u);
+  // min_tokens: no end-of-sequence before 12 tokens, whatever the model
+  // prefers (sampled at a high temperature, EOS comes early otherwise).
+  auto hot = greedy_request(images, "full", 12);
+  hot.sampling.temperature = 2.0f;
+  hot.sampling.min_tokens = 12;
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    hot.sampling.seed = seed;
+    const auto c = run(hot);
+    EXPECT_EQ(c.tokens.size(), 12u) << "seed " << seed;
+  }
+}
+
 TEST_F(pipeline_test, an_uploaded_image_is_a_hit_by_bytes_and_by_key) {
   SCOPED_TRACE("seed " + std::to_string(seed_));
   const auto png = random_png(rng_);

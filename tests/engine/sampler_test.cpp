@@ -179,5 +179,74 @@ TEST(sampler, softmax_kl_and_argmax_helpers) {
   EXPECT_EQ(argmax(std::vector<float>{}), -1);
 }
 
+TEST(sampler, min_tokens_bans_end_tokens_until_reached) {
+  sampling_params p;
+  p.min_tokens = 2;
+  p.banned_before_min = {3, 5}; // end-of-sequence and a stop token
+  sampler s{p};
+  const std::vector<float> logits{0.0f, 1.0f, 0.5f, 9.0f, 0.2f, 8.0f};
+  EXPECT_EQ(s.sample(logits), 1); // 3 and 5 are banned
+  EXPECT_EQ(s.sample(logits), 1);
+  EXPECT_EQ(s.sample(logits), 3); // two tokens out: allowed again
+  // A token the prefill picked counts too.
+  sampler d{p};
+  d.observe(1);
+  d.observe(1);
+  EXPECT_EQ(d.sample(logits), 3);
+}
+
+TEST(sampler, penalties_follow_vllms_definitions) {
+  const std::vector<float> logits{2.0f, 1.9f, -1.0f, -1.2f};
+  {
+    sampling_params p;
+    p.repetition_penalty = 2.0f; // positive logits halved, negative doubled
+    sampler s{p};
+    s.set_prompt(std::vector<int32_t>{0});
+    EXPECT_EQ(s.sample(logits), 1); // 2.0 -> 1.0 < 1.9
+    // Token 1 is output now: 1.9 -> 0.95; 0 (prompt) 1.0 wins.
+    EXPECT_EQ(s.sample(logits), 0);
+  }
+  {
+    sampling_params p;
+    p.presence_penalty = 0.5f;
+    p.frequency_penalty = 0.0f;
+    sampler s{p};
+    EXPECT_EQ(s.sample(logits), 0);
+    EXPECT_EQ(s.sample(logits), 1); // 2.0 - 0.5 < 1.9
+  }
+  {
+    sampling_params p;
+    p.frequency_penalty = 0.06f; // per occurrence
+    sampler s{p};
+    EXPECT_EQ(s.sample(logits), 0); // 2.0
+    EXPECT_EQ(s.sample(logits), 0); // 1.94 > 1.9
+    EXPECT_EQ(s.sample(logits), 1); // 1.88 < 1.9
+  }
+  sampling_params bad;
+  bad.repetition_penalty = 0.0f;
+  EXPECT_FALSE(bad.validate());
+  bad = {};
+  bad.presence_penalty = 3.0f;
+  EXPECT_FALSE(bad.validate());
+  bad = {};
+  bad.min_p = 1.5f;
+  EXPECT_FALSE(bad.validate());
+}
+
+TEST(sampler, min_p_keeps_only_tokens_near_the_most_likely) {
+  sampling_params p;
+  p.temperature = 1.0f;
+  p.min_p = 0.5f;
+  p.seed = 11;
+  sampler s{p};
+  // p(0) : p(1) = e^1 : 1, so token 1 (ratio 0.37 < 0.5) is never drawn;
+  // token 2 (ratio 0.9) is.
+  const std::vector<float> logits{1.0f, 0.0f, 0.9f};
+  std::set<int32_t> seen;
+  for (int i = 0; i < 400; ++i)
+    seen.insert(s.sample(logits));
+  EXPECT_EQ(seen, (std::set<int32_t>{0, 2}));
+}
+
 } // namespace
 } // namespace mosaic

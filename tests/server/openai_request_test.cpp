@@ -95,6 +95,57 @@ TEST(openai_request, accepts_what_openai_clients_send_by_default) {
   EXPECT_EQ(echo.error.param, "echo");
 }
 
+TEST(openai_request, vllm_sampling_extras_are_accepted_with_their_meaning) {
+  request_limits limits;
+  json body = {{"model", "m"},
+               {"prompt", "x"},
+               {"max_tokens", 16},
+               {"ignore_eos", true},
+               {"min_tokens", 16},
+               {"top_k", -1},
+               {"min_p", 0.05},
+               {"repetition_penalty", 1.1},
+               {"presence_penalty", 0.5},
+               {"frequency_penalty", -0.5},
+               {"stop_token_ids", {2, 7}},
+               {"skip_special_tokens", true},
+               {"include_stop_str_in_output", true},
+               {"add_special_tokens", true}};
+  auto r = parse_completion_request(body.dump(), limits);
+  ASSERT_TRUE(r) << r.error.message;
+  const auto& s = r.value->sampling;
+  EXPECT_TRUE(s.ignore_eos);
+  EXPECT_EQ(s.min_tokens, 16);
+  EXPECT_EQ(s.top_k, -1);
+  EXPECT_FLOAT_EQ(s.min_p, 0.05f);
+  EXPECT_FLOAT_EQ(s.repetition_penalty, 1.1f);
+  EXPECT_FLOAT_EQ(s.presence_penalty, 0.5f);
+  EXPECT_FLOAT_EQ(s.frequency_penalty, -0.5f);
+  EXPECT_EQ(s.stop_token_ids, (std::vector<int32_t>{2, 7}));
+  EXPECT_TRUE(s.include_stop_str_in_output);
+  // Out of range or unsupported: a 400 naming the field.
+  for (auto [key, value] :
+       {std::pair{"min_tokens", json(17)}, std::pair{"top_k", json(-2)},
+        std::pair{"min_p", json(2)}, std::pair{"repetition_penalty", json(0)},
+        std::pair{"presence_penalty", json(2.5)}, std::pair{"stop_token_ids", json("2")},
+        std::pair{"ignore_eos", json("yes")}, std::pair{"add_special_tokens", json(false)}}) {
+    auto bad = body;
+    bad[key] = value;
+    auto e = parse_completion_request(bad.dump(), limits);
+    ASSERT_FALSE(e) << key;
+    EXPECT_EQ(e.error.param, key);
+  }
+  // Chat: add_special_tokens false is vLLM's default there (the template
+  // starts the prompt), and chat_template_kwargs must be an object.
+  json chat = {{"model", "m"},
+               {"messages", json::array({{{"role", "user"}, {"content", "hi"}}})},
+               {"add_special_tokens", false},
+               {"chat_template_kwargs", json::object()}};
+  EXPECT_TRUE(parse_chat_request(chat.dump(), limits));
+  chat["chat_template_kwargs"] = 3;
+  EXPECT_FALSE(parse_chat_request(chat.dump(), limits));
+}
+
 TEST(openai_request, library_references_and_completions) {
   request_limits limits;
   auto id = std::string(64, 'a');

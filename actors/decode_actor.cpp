@@ -216,7 +216,9 @@ void step(decode_actor_ptr self) {
                              st.active[i].kv->length() + st.active[i].position_offset};
   result<std::vector<float>> logits = make_error(errc::internal, "no step");
   {
+    st.ctx->decode_waiting++;
     std::lock_guard lock{st.ctx->compute_mutex};
+    st.ctx->decode_waiting--;
     logits = st.ctx->engine->decode_step(inputs);
   }
   st.ctx->counters.decode_steps++;

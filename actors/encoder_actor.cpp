@@ -104,14 +104,22 @@ result<encoded> encode_image(encoder_state& st, const msg::ImageSegment* seg) {
 }
 
 /// Compiles `emb` and registers the result in node_context::compiled.
-/// It holds the compute lock for the whole compile: yielding it layer by
-/// layer to waiting requests starved store-after-use under back-to-back
-/// traffic (repeats then missed the library; measured in docs/status.md).
+/// Between layers it lets a waiting decode step run (a running stream
+/// would otherwise stall for the whole compile), but not a waiting
+/// prefill: yielding to every waiter starved store after use under
+/// back-to-back traffic, and repeats then missed the library.
 result<uint64_t> compile(encoder_state& st, const std::vector<float>& emb) {
   result<compiled_image> img = make_error(errc::internal, "not compiled");
   {
-    std::lock_guard lock{st.ctx->compute_mutex};
-    img = st.ctx->engine->compile_image(emb);
+    auto* ctx = st.ctx;
+    std::unique_lock lock{ctx->compute_mutex};
+    img = ctx->engine->compile_image(emb, [&lock, ctx](int) -> status {
+      if (ctx->decode_waiting.load() > 0) {
+        lock.unlock();
+        lock.lock();
+      }
+      return {};
+    });
   }
   if (!img)
     return std::move(img).err();

@@ -73,7 +73,8 @@ public:
                                         const prefix_scope* scope, prefill_options options = {});
   /// Compiles an image's standalone KV from its projector output
   /// [n_tokens, hidden] (host).
-  result<compiled_image> compile_image(std::span<const float> embeddings);
+  result<compiled_image> compile_image(std::span<const float> embeddings,
+                                       const std::function<status(int layer)>& after_layer = {});
   /// One batched decode step; logits [inputs.size(), vocab].
   result<std::vector<float>> decode_step(std::span<const decode_input> inputs);
 

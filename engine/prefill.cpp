@@ -453,7 +453,8 @@ link_plan plain_text_plan(const text_config& cfg, const std::vector<int32_t>& id
 }
 
 result<compiled_image> compile_image(backend& be, const decoder_weights& w, kv_pool& pool,
-                                     const float* embeddings, int n_tokens) {
+                                     const float* embeddings, int n_tokens,
+                                     const std::function<status(int layer)>& after_layer) {
   const auto& cfg = w.config;
   if (embeddings == nullptr || n_tokens <= 0)
     return make_error(errc::invalid_argument,
@@ -475,6 +476,10 @@ result<compiled_image> compile_image(backend& be, const decoder_weights& w, kv_p
   std::copy_n(embeddings, img.embeddings.size(), img.embeddings.begin());
   prefill_options options;
   options.capture = &img;
+  if (after_layer)
+    options.layer_done = [&after_layer](int layer, const kv_sequence&) {
+      return after_layer(layer);
+    };
   auto r = run_prefill(be, w, pool, p, options);
   if (!r)
     return std::move(r).err();

@@ -105,8 +105,11 @@ link_plan plain_text_plan(const text_config& cfg, const std::vector<int32_t>& id
 /// Compiles an image: the standalone prefill of its `n_tokens` input
 /// embeddings at positions 0..n-1 (no BOS, nothing before it). Returns
 /// the embeddings plus every layer's pre-RoPE K and V. Uses `pool` for
-/// the duration of the call only.
+/// the duration of the call only. `after_layer` (optional) runs on the
+/// calling thread after each layer with the backend idle: a background
+/// compile may let a decode step use the device there.
 result<compiled_image> compile_image(backend& be, const decoder_weights& weights, kv_pool& pool,
-                                     const float* embeddings, int n_tokens);
+                                     const float* embeddings, int n_tokens,
+                                     const std::function<status(int layer)>& after_layer = {});
 
 } // namespace mosaic

@@ -58,7 +58,7 @@ void add_routes(front_door& fd, httplib::Server& svr) {
   });
   svr.Get("/metrics", [&fd](const httplib::Request&, httplib::Response& res) {
     fd.metrics.update_cluster(fd.service.stats());
-    res.set_content(fd.metrics.expose(), "text/plain; version=0.0.4; charset=utf-8");
+    res.set_content(fd.metrics.expose(fd.info.model), "text/plain; version=0.0.4; charset=utf-8");
   });
   svr.Post("/v1/mosaic/images", [&fd](const httplib::Request& req, httplib::Response& res) {
     handle_upload(fd, req, res);

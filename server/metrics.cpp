@@ -1,6 +1,7 @@
 #include "server/metrics.hpp"
 
 #include <map>
+#include <utility>
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -262,8 +263,43 @@ void front_door_metrics::update_cluster(const service_stats& s) {
   last_ = s;
 }
 
-std::string front_door_metrics::expose() const {
-  return prometheus::TextSerializer{}.Serialize(registry_->Collect());
+namespace {
+
+/// Mosaic's series that vLLM (V1) exports too, and vLLM's names for them.
+constexpr std::pair<std::string_view, std::string_view> vllm_names[] = {
+    {"mosaic:time_to_first_token_seconds", "vllm:time_to_first_token_seconds"},
+    {"mosaic:inter_token_latency_seconds", "vllm:inter_token_latency_seconds"},
+    {"mosaic:e2e_request_latency_seconds", "vllm:e2e_request_latency_seconds"},
+    {"mosaic:request_queue_time_seconds", "vllm:request_queue_time_seconds"},
+    {"mosaic:prompt_tokens_total", "vllm:prompt_tokens_total"},
+    {"mosaic:generation_tokens_total", "vllm:generation_tokens_total"},
+    {"mosaic:request_success_total", "vllm:request_success_total"},
+    {"mosaic:num_requests_running", "vllm:num_requests_running"},
+    {"mosaic:num_requests_waiting", "vllm:num_requests_waiting"},
+    {"mosaic:kv_cache_usage_perc", "vllm:kv_cache_usage_perc"},
+    {"mosaic:prefix_cache_queries_total", "vllm:prefix_cache_queries_total"},
+    {"mosaic:prefix_cache_hits_total", "vllm:prefix_cache_hits_total"},
+};
+
+} // namespace
+
+std::string front_door_metrics::expose(std::string_view model_name) const {
+  auto collected = registry_->Collect();
+  if (!model_name.empty()) {
+    const size_t n = collected.size();
+    for (size_t i = 0; i < n; ++i) {
+      for (const auto& [ours, theirs] : vllm_names) {
+        if (collected[i].name != ours)
+          continue;
+        auto copy = collected[i];
+        copy.name = std::string{theirs};
+        for (auto& m : copy.metric)
+          m.label.push_back({"model_name", std::string{model_name}});
+        collected.push_back(std::move(copy));
+      }
+    }
+  }
+  return prometheus::TextSerializer{}.Serialize(collected);
 }
 
 } // namespace mosaic::server

@@ -61,8 +61,11 @@ public:
   /// difference to the previous call).
   void update_cluster(const service_stats& stats);
 
-  /// The Prometheus text exposition format (version 0.0.4).
-  std::string expose() const;
+  /// The Prometheus text exposition format (version 0.0.4). With a model
+  /// name, the series vLLM also exports appear a second time under
+  /// vLLM's names (`vllm:…`, labelled `model_name`), so that dashboards and
+  /// tools built for vLLM read Mosaic; Mosaic's own `mosaic:…` series stay.
+  std::string expose(std::string_view model_name = {}) const;
 
 private:
   struct families;

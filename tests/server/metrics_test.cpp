@@ -51,6 +51,33 @@ TEST(metrics, request_outcome_counters_exist_at_zero_before_any_request) {
   EXPECT_EQ(s.at("mosaic:request_failure_total{status=\"503\"}"), 0);
 }
 
+TEST(metrics, vllm_names_carry_the_same_values_for_vllm_dashboards) {
+  front_door_metrics m;
+  request_tokens t;
+  t.prompt = 12;
+  t.generated = 5;
+  m.request_started();
+  m.observe_ttft(0.25);
+  m.request_succeeded("stop", t);
+  const auto s = samples(m.expose("builtin:small"));
+  EXPECT_EQ(s.at("vllm:prompt_tokens_total{model_name=\"builtin:small\"}"), 12);
+  EXPECT_EQ(s.at("vllm:generation_tokens_total{model_name=\"builtin:small\"}"), 5);
+  EXPECT_EQ(s.at("mosaic:prompt_tokens_total"), 12);
+  EXPECT_EQ(s.at("vllm:request_success_total{finished_reason=\"stop\",model_name=\"builtin:"
+                 "small\"}"),
+            1);
+  EXPECT_EQ(s.at("vllm:time_to_first_token_seconds_count{model_name=\"builtin:small\"}"), 1);
+  EXPECT_EQ(s.at("vllm:num_requests_running{model_name=\"builtin:small\"}"), 1);
+  for (const char* name : {"vllm:kv_cache_usage_perc", "vllm:prefix_cache_queries_total",
+                           "vllm:prefix_cache_hits_total", "vllm:num_requests_waiting",
+                           "vllm:e2e_request_latency_seconds", "vllm:inter_token_latency_seconds",
+                           "vllm:request_queue_time_seconds"})
+    EXPECT_NE(m.expose("builtin:small").find(std::string{"# TYPE "} + name), std::string::npos)
+        << name;
+  // Without a model name: Mosaic's series only.
+  EXPECT_EQ(m.expose().find("vllm:"), std::string::npos);
+}
+
 TEST(metrics, compression_reports_time_ttft_without_it_and_bytes_saved) {
   front_door_metrics m;
   m.observe_ttft_without_compression(0.2);

@@ -197,6 +197,15 @@ def main():
         assert value(after, "mosaic:request_failure_total", status=status) > \
             value(before, "mosaic:request_failure_total", status=status), status
     assert "mosaic:num_requests_waiting" in after and "mosaic:num_requests_running" in after
+    # vLLM's names carry the same counts (dashboards built for vLLM).
+    for ours, theirs in (("mosaic:prompt_tokens_total", "vllm:prompt_tokens_total"),
+                         ("mosaic:generation_tokens_total", "vllm:generation_tokens_total"),
+                         ("mosaic:prefix_cache_hits_total", "vllm:prefix_cache_hits_total")):
+        assert value(after, theirs, model_name=MODEL) == value(after, ours) > 0, (ours, theirs)
+    for reason in ("stop", "length"):
+        assert value(after, "vllm:request_success_total", finished_reason=reason,
+                     model_name=MODEL) == value(after, "mosaic:request_success_total",
+                                                finished_reason=reason), reason
     print("openai SDK test passed")
     return 0
 

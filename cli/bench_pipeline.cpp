@@ -42,6 +42,12 @@ result<std::unique_ptr<actors::local_cluster>> start(const pipeline_bench_option
   n.threads = o.threads;
   n.library_dir = library;
   n.decode_max_batch = 8;
+  // The profile measures what a pass computes; the prefix cache's hits on
+  // its repeated prompts would make passes look free. The DES models the
+  // prefix cache itself.
+  n.prefix_caching = false;
+  // One chunk per pass, as the engine-level model it is fitted against.
+  n.prefill_chunk_tokens = 0;
   return actors::local_cluster::start(n);
 }
 

@@ -221,11 +221,11 @@ status profile_pipeline(const pipeline_bench_options& o, sim::cost_profile& p) {
   if (auto node = sim::fit_costs(pass_rows, pass_secs); node && (*node)[0] > 0) {
     p.prefill_pipeline_factor = (*node)[0];
     p.prefill_node_per_reused_token_s = (*node)[1];
-    const std::string what = "measured: prefill passes in the node (" +
-                             std::to_string(pass_secs.size()) +
-                             " requests one at a time: 1-2 images, ~100 words, full and mpic:32, "
-                             "RAM hits) against the fitted engine-level model: pass = factor x "
-                             "model + extra x linked tokens, non-negative fit of the relative error";
+    const std::string what =
+        "measured: prefill passes in the node (" + std::to_string(pass_secs.size()) +
+        " requests one at a time: 1-2 images, ~100 words, full and mpic:32, "
+        "RAM hits) against the fitted engine-level model: pass = factor x "
+        "model + extra x linked tokens, non-negative fit of the relative error";
     p.provenance["prefill_pipeline_factor"] = what;
     p.provenance["prefill_node_per_reused_token_s"] = what;
   }
@@ -234,8 +234,8 @@ status profile_pipeline(const pipeline_bench_options& o, sim::cost_profile& p) {
       "pipeline: %.4f s + %.4f s/image before prefill; pass x %.2f + %.1f us/linked token; "
       "decode step +%.4f s; disk load %.2f GB/s\n",
       p.pipeline_base_s, p.pipeline_per_image_s, p.prefill_pipeline_factor,
-      p.prefill_node_per_reused_token_s * 1e6,
-      p.decode_step_overhead_s, p.load_disk_bytes_per_s / 1e9);
+      p.prefill_node_per_reused_token_s * 1e6, p.decode_step_overhead_s,
+      p.load_disk_bytes_per_s / 1e9);
   return {};
 }
 

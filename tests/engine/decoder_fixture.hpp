@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/kv_pool.hpp"
+#include "engine/prefill.hpp"
 #include "forward_test_model.hpp"
 
 namespace mosaic::testing {
@@ -36,6 +37,15 @@ protected:
       return nullptr;
     }
     return std::move(*p);
+  }
+
+  /// An image's standalone KV (as a library entry holds it) from its
+  /// input embeddings [n, hidden], compiled with `pool`.
+  compiled_image compile_in(kv_pool& pool, const std::vector<float>& emb) {
+    const int n = int(emb.size()) / cfg_.hidden_size;
+    auto c = compile_image(*be_, weights_, pool, emb.data(), n);
+    EXPECT_TRUE(c) << c.err().to_string();
+    return c ? std::move(*c) : compiled_image{};
   }
 
   std::string trace() const { return "seed " + std::to_string(seed_); }

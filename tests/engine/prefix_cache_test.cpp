@@ -43,12 +43,7 @@ protected:
     return std::move(*r);
   }
 
-  compiled_image compile(const std::vector<float>& emb) {
-    const int n = int(emb.size()) / cfg_.hidden_size;
-    auto c = compile_image(*be_, weights_, *pool_, emb.data(), n);
-    EXPECT_TRUE(c) << c.err().to_string();
-    return std::move(*c);
-  }
+  compiled_image compile(const std::vector<float>& emb) { return compile_in(*pool_, emb); }
 
   /// text(a) image text(b); the image is a miss (embeddings) or a hit.
   prompt text_image_text(const std::vector<int32_t>& a, const prompt_image& img,

@@ -280,6 +280,27 @@ status validate_model_config(const model_config& cfg) {
       return bad(key, " = ", num(value), " must be > 0");
     return {};
   };
+  // Upper bounds far above any LLaVA-class model (7B-70B decoders, CLIP
+  // and SigLIP towers), so that a hostile or mistyped config fails here at
+  // once instead of making the loader enumerate a billion layers.
+  auto at_most = [&](const char* key, double value, double limit) -> status {
+    if (value > limit)
+      return bad(key, " = ", num(value), " is over the limit of ", num(limit),
+                 "; check the file (no supported model comes near it)");
+    return {};
+  };
+  MOSAIC_TRY(at_most("vision_config.image_size", v.image_size, 4096));
+  MOSAIC_TRY(at_most("vision_config.hidden_size", v.hidden_size, 16384));
+  MOSAIC_TRY(at_most("vision_config.intermediate_size", v.intermediate_size, 65536));
+  MOSAIC_TRY(at_most("vision_config.num_hidden_layers", v.num_layers, 256));
+  MOSAIC_TRY(at_most("vision_config.num_attention_heads", v.num_heads, 256));
+  MOSAIC_TRY(at_most("text_config.vocab_size", t.vocab_size, 1 << 22));
+  MOSAIC_TRY(at_most("text_config.hidden_size", t.hidden_size, 65536));
+  MOSAIC_TRY(at_most("text_config.intermediate_size", t.intermediate_size, 262144));
+  MOSAIC_TRY(at_most("text_config.num_hidden_layers", t.num_layers, 1024));
+  MOSAIC_TRY(at_most("text_config.num_attention_heads", t.num_heads, 1024));
+  MOSAIC_TRY(at_most("text_config.num_key_value_heads", t.num_kv_heads, 1024));
+  MOSAIC_TRY(at_most("text_config.max_position_embeddings", t.max_position_embeddings, 1 << 22));
   MOSAIC_TRY(positive("vision_config.image_size", v.image_size));
   MOSAIC_TRY(positive("vision_config.patch_size", v.patch_size));
   MOSAIC_TRY(positive("vision_config.hidden_size", v.hidden_size));

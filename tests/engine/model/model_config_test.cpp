@@ -166,6 +166,18 @@ TEST(model_config, each_validation_error_names_the_key) {
       {"positions", [](json& j) { j["text_config"]["max_position_embeddings"] = 10; },
        "max_position_embeddings"},
       {"eos", [](json& j) { j["text_config"]["eos_token_id"] = 99999; }, "eos_token_id"},
+      // Hostile sizes fail at parse time, before any allocation.
+      {"a billion text layers", [](json& j) { j["text_config"]["num_hidden_layers"] = 1000000000; },
+       "text_config.num_hidden_layers"},
+      {"a billion vision layers",
+       [](json& j) { j["vision_config"]["num_hidden_layers"] = 1000000000; },
+       "vision_config.num_hidden_layers"},
+      {"huge vocabulary", [](json& j) { j["text_config"]["vocab_size"] = 1 << 30; },
+       "text_config.vocab_size"},
+      {"huge hidden", [](json& j) { j["text_config"]["hidden_size"] = 1 << 24; },
+       "text_config.hidden_size"},
+      {"huge context", [](json& j) { j["text_config"]["max_position_embeddings"] = 1 << 30; },
+       "text_config.max_position_embeddings"},
   };
   for (const auto& c : cases) {
     json j = base;

@@ -1,7 +1,9 @@
 #include "engine/compression_spec.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <string>
+#include <vector>
 
 namespace mosaic {
 
@@ -76,6 +78,11 @@ result<compression_spec> parse_compression(std::string_view text) {
     return make_error(errc::invalid_argument, "compression \"", std::string(name),
                       "\" takes no options (learned: the compressor file fixes its group sizes)");
   std::string_view rest = text.substr(colon + 1);
+  if (rest.empty())
+    return make_error(errc::invalid_argument, "compression \"", std::string(text),
+                      "\" has a ':' but no options; drop the ':' or name options, ",
+                      std::string(forms));
+  std::vector<std::string_view> seen;
   while (!rest.empty()) {
     const auto comma = rest.find(',');
     const std::string_view item = rest.substr(0, comma);
@@ -83,6 +90,10 @@ result<compression_spec> parse_compression(std::string_view text) {
     const auto eq = item.find('=');
     const std::string_view key = item.substr(0, eq);
     const std::string_view value = eq == std::string_view::npos ? "" : item.substr(eq + 1);
+    if (std::find(seen.begin(), seen.end(), key) != seen.end())
+      return make_error(errc::invalid_argument, "compression option \"", std::string(key),
+                        "\" is given twice in \"", std::string(text), "\"");
+    seen.push_back(key);
     bool ok = false;
     if (key == "img" || key == "txt") {
       float r = 0.0f;

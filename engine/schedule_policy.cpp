@@ -105,7 +105,10 @@ result<schedule_policy> parse_schedule_policy(std::string_view text) {
     const std::string_view value = eq == std::string_view::npos ? "" : item.substr(eq + 1);
     const bool dyn = p.kind == schedule_policy::kind_t::dynamic;
     int v = 0;
-    if (key == "wait" && parse_number(value, p.max_wait) && p.max_wait >= 0.0)
+    // A wait is finite and at most an hour (inf or 1e300 would park a
+    // request for ever).
+    if (key == "wait" && parse_number(value, p.max_wait) && p.max_wait >= 0.0 &&
+        p.max_wait <= 3600.0)
       continue;
     if (dyn && key == "count" && parse_number(value, v) && v >= 1) {
       p.count = v;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
 
 #include "topology/parse_context.hpp"
 
@@ -66,9 +67,25 @@ void set_int(map_reader& m, std::string_view key, int64_t min, int64_t max, T& o
     out = static_cast<T>(*v);
 }
 
-void set_number(map_reader& m, std::string_view key, double max, double& out) {
-  if (auto v = m.read_number(key, 0.0, max))
-    out = *v;
+/// A size in GB that must hold at least `min_gb` (a pool or tier smaller
+/// than that cannot serve one request: a denormal like 1e-320 passes "> 0").
+void set_gb(map_reader& m, std::string_view key, double min_gb, double& out, parse_context& ctx) {
+  auto v = m.read_number(key, 0.0, max_gb);
+  if (!v)
+    return;
+  if (*v < min_gb) {
+    auto g = [](double x) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%g", x);
+      return std::string{buf};
+    };
+    ctx.sink.add(m.value_mark(key),
+                 "'" + std::string{key} + "' = " + g(*v) + " of " + m.what() +
+                     " is below the minimum of " + g(min_gb) + " GB",
+                 "use at least " + g(min_gb) + " (" + g(min_gb * 1024) + " MiB)");
+    return;
+  }
+  out = *v;
 }
 
 template <class E, size_t N>
@@ -118,8 +135,8 @@ kv_loader_spec read_kv_loader(map_reader& m, parse_context& ctx) {
   kv_loader_spec s;
   if (m.require("library", "library: /var/lib/mosaic/library"))
     s.library = read_path(m, "library", ctx).value_or("");
-  set_number(m, "ram_gb", max_gb, s.ram_gb);
-  set_number(m, "disk_gb", max_gb, s.disk_gb);
+  set_gb(m, "ram_gb", 1.0 / 1024, s.ram_gb, ctx);
+  set_gb(m, "disk_gb", 1.0 / 1024, s.disk_gb, ctx);
   set_choice(m, "storage", storages, s.storage);
   set_choice(m, "io", engines, s.io);
   set_int(m, "queue_depth", 1, 4096, s.queue_depth);
@@ -186,7 +203,7 @@ decode_spec read_decode(map_reader& m, const node_spec& node, bool devices_known
     else
       s.block_size = static_cast<int>(*block);
   }
-  set_number(m, "pool_gb", max_gb, s.pool_gb);
+  set_gb(m, "pool_gb", 1.0 / 1024, s.pool_gb, ctx);
   return s;
 }
 

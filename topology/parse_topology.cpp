@@ -26,9 +26,30 @@ bool valid_node_name(std::string_view name) {
   return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), is_name_char);
 }
 
+/// A host name (dot-separated labels of letters, digits, '-' and '_', none
+/// empty, none longer than 63 or starting or ending with '-'), a dotted
+/// IPv4 address (four numbers 0..255), or an IPv6 address (with ':').
 bool valid_host(std::string_view host) {
   auto ok = [](char c) { return is_name_char(c) || c == ':' || c == '[' || c == ']' || c == '%'; };
-  return !host.empty() && host.size() <= 253 && std::all_of(host.begin(), host.end(), ok);
+  if (host.empty() || host.size() > 253 || !std::all_of(host.begin(), host.end(), ok))
+    return false;
+  if (host.find(':') != std::string_view::npos)
+    return true; // IPv6: left to the resolver
+  const bool numeric = std::all_of(host.begin(), host.end(),
+                                   [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
+  int labels = 0;
+  size_t start = 0;
+  while (start <= host.size()) {
+    const size_t dot = std::min(host.find('.', start), host.size());
+    const std::string_view label = host.substr(start, dot - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-')
+      return false;
+    if (numeric && (label.size() > 3 || std::stoi(std::string{label}) > 255))
+      return false;
+    ++labels;
+    start = dot + 1;
+  }
+  return !numeric || labels == 4 || host.rfind("127.", 0) == 0;
 }
 
 std::optional<std::string> resolve_path(std::string_view text, const YAML::Mark& at,

@@ -5,6 +5,8 @@
 #include <cctype>
 #include <tuple>
 
+#include <arpa/inet.h>
+
 #include "topology/parse_context.hpp"
 
 namespace mosaic::topology_detail {
@@ -15,6 +17,12 @@ std::string normalised_host(std::string_view host) {
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   if (out == "localhost")
     return "127.0.0.1";
+  // Short and padded IPv4 forms name the same address as the dotted quad
+  // (127.1 is 127.0.0.1, as inet_aton reads it).
+  in_addr a{};
+  if (out.find_first_not_of("0123456789.") == std::string::npos &&
+      ::inet_aton(out.c_str(), &a) != 0)
+    return ::inet_ntoa(a);
   return out;
 }
 

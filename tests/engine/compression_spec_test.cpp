@@ -22,7 +22,8 @@ TEST(compression_spec_test, parses_and_prints_round_trip) {
   EXPECT_EQ(parse_compression("learned")->method, compression_method::learned);
   EXPECT_EQ(parse_compression("learned")->to_string(), "learned");
   for (const char* bad : {"snap", "snapkv:img=0", "snapkv:img=1.5", "keynorm:foo=1",
-                          "snapkv:window=0", "none:img=0.5", "snapkv:img=", "learned:img=0.5"}) {
+                          "snapkv:window=0", "none:img=0.5", "snapkv:img=", "learned:img=0.5",
+                          "snapkv:", "snapkv:img=0.5,img=0.25", "streaming:sink=1,,recent=2"}) {
     auto r = parse_compression(bad);
     ASSERT_FALSE(r) << bad;
     EXPECT_EQ(r.err().code, errc::invalid_argument);

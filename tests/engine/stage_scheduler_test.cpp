@@ -174,7 +174,8 @@ TEST(stage_scheduler_test, parses_policies) {
   for (auto text : {f->to_string(), d->to_string(), std::string("fcfs")})
     EXPECT_EQ(parse_schedule_policy(text)->to_string(), text);
   for (const char* bad :
-       {"p2c2", "p0c1d1", "dyn", "fcfs:wait=1", "p1c1d1x", "dynamic:count=0", "p1c1d1:count=2"}) {
+       {"p2c2", "p0c1d1", "dyn", "fcfs:wait=1", "p1c1d1x", "dynamic:count=0", "p1c1d1:count=2",
+        "dynamic:wait=inf", "p1c1d1:wait=1e300", "dynamic:wait=nan", "dynamic:wait=3601"}) {
     auto r = parse_schedule_policy(bad);
     ASSERT_FALSE(r) << bad;
     EXPECT_EQ(r.err().code, errc::invalid_argument);

@@ -163,6 +163,34 @@ nodes:
     EXPECT_EQ(d.message.find("prefill"), std::string::npos) << dump(ok);
 }
 
+TEST(topology_validation, values_that_cannot_work_are_rejected_with_a_position) {
+  auto report = check_yaml(R"(model: builtin:tiny
+nodes:
+  - name: a
+    host: 999.1.1.1
+  - name: b
+    host: a..b
+  - name: c
+    host: 127.0.0.1
+    control_port: 7000
+    actors:
+      - { kind: decode, pool_gb: 1e-320 }
+      - { kind: kv_loader, library: lib, ram_gb: 1e-9 }
+  - name: d
+    host: 127.1
+    control_port: 7000
+)");
+  EXPECT_DIAG(report, 4, 11, "host '999.1.1.1'", "host: 10.0.0.5");
+  EXPECT_DIAG(report, 6, 11, "host 'a..b'", "host: 10.0.0.5");
+  EXPECT_DIAG(report, 11, 34, "'pool_gb' = ", "1 MiB");
+  EXPECT_DIAG(report, 12, 50, "'ram_gb' = 1e-09", "1 MiB");
+  bool loopback_duplicate = false;
+  for (const auto& d : report.diagnostics)
+    loopback_duplicate =
+        loopback_duplicate || (d.message.find("7000") != std::string::npos && d.line == 15);
+  EXPECT_TRUE(loopback_duplicate) << dump(report);
+}
+
 TEST(topology_validation, duplicate_node_names_and_duplicate_keys) {
   auto report = check_yaml(R"(model: builtin:tiny
 nodes:

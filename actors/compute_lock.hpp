@@ -5,7 +5,9 @@
 // decode step holds this lock. It is FIFO (a ticket lock): a prefill that
 // releases it between chunks and asks again queues behind a decode step
 // already waiting, so running streams keep their inter-token latency
-// while a long prompt prefills (std::mutex gives no such order).
+// while a long prompt prefills (std::mutex gives no such order). Decode
+// steps say so when they wait, so that a background compile can let them
+// pass between its layers.
 
 #include <condition_variable>
 #include <cstdint>
@@ -20,18 +22,15 @@ public:
   compute_lock& operator=(const compute_lock&) = delete;
 
   /// Waits for every earlier caller, then holds the lock.
-  void lock() {
-    std::unique_lock guard{mutex_};
-    const uint64_t ticket = next_++;
-    turn_.wait(guard, [&] { return serving_ == ticket; });
-  }
-  /// Takes the lock when nobody holds or waits for it.
-  bool try_lock() {
+  void lock() { take(false); }
+  /// lock() for a short step that others should let pass: a decode step.
+  /// Background work (a library compile) polls decode_waiting() between
+  /// its pieces and lets such a step go first.
+  void lock_for_decode() { take(true); }
+  /// Whether a decode step waits for the lock now.
+  bool decode_waiting() const {
     std::lock_guard guard{mutex_};
-    if (serving_ != next_)
-      return false;
-    ++next_;
-    return true;
+    return decode_waiting_ > 0;
   }
   void unlock() {
     {
@@ -40,14 +39,18 @@ public:
     }
     turn_.notify_all();
   }
-  /// Callers waiting for the lock now (not counting the holder).
-  uint64_t waiting() const {
-    std::lock_guard guard{mutex_};
-    return next_ - serving_ > 0 ? next_ - serving_ - 1 : 0;
-  }
 
 private:
+  void take(bool decode) {
+    std::unique_lock guard{mutex_};
+    const uint64_t ticket = next_++;
+    decode_waiting_ += decode ? 1 : 0;
+    turn_.wait(guard, [&] { return serving_ == ticket; });
+    decode_waiting_ -= decode ? 1 : 0;
+  }
+
   mutable std::mutex mutex_;
+  int decode_waiting_ = 0; ///< decode steps waiting now
   std::condition_variable turn_;
   uint64_t next_ = 0;    ///< the next ticket handed out
   uint64_t serving_ = 0; ///< the ticket that holds the lock (== next_: free)

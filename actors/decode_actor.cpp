@@ -36,11 +36,10 @@ struct active_sequence {
   /// of a stop string (OpenAI and vLLM never return any part of one):
   /// (token, its text), in order; their text is the tail of `text`.
   std::deque<std::pair<int32_t, std::string>> held;
-  size_t held_from = 0;                ///< where the held tokens' text starts in `text`
-  bool ignore_eos = false;             ///< end-of-sequence does not end the answer
-  std::vector<int32_t> stop_token_ids; ///< end the answer (not returned)
-  bool include_stop = false;           ///< a matched stop string is returned
-  int32_t next = 0;                    ///< token to feed to the next step
+  size_t held_from = 0;      ///< where the held tokens' text starts in `text`
+  bool ignore_eos = false;   ///< end-of-sequence does not end the answer
+  bool include_stop = false; ///< a matched stop string is returned
+  int32_t next = 0;          ///< token to feed to the next step
   uint32_t prompt_tokens = 0;
   uint32_t reused_tokens = 0;     ///< usage (from the prefill)
   uint32_t recomputed_tokens = 0; ///< usage
@@ -149,9 +148,8 @@ void accept(decode_actor_ptr self, active_sequence& a, int32_t token) {
   if (token < 0)
     return finish(self, a, msg::FinishReason::error,
                   make_error(errc::internal, "the model produced no finite logits"));
-  if ((token == tok.eos_id() && !a.ignore_eos) ||
-      std::find(a.stop_token_ids.begin(), a.stop_token_ids.end(), token) !=
-          a.stop_token_ids.end()) {
+  // Stop tokens (the request's stop_token_ids) end the answer unreturned.
+  if ((token == tok.eos_id() && !a.ignore_eos) || a.pick->is_stop(token)) {
     release_held(self, a, a.text.size(), false);
     return finish(self, a, msg::FinishReason::stop);
   }
@@ -216,9 +214,8 @@ void step(decode_actor_ptr self) {
                              st.active[i].kv->length() + st.active[i].position_offset};
   result<std::vector<float>> logits = make_error(errc::internal, "no step");
   {
-    st.ctx->decode_waiting++;
-    std::lock_guard lock{st.ctx->compute_mutex};
-    st.ctx->decode_waiting--;
+    st.ctx->compute_mutex.lock_for_decode();
+    std::lock_guard lock{st.ctx->compute_mutex, std::adopt_lock};
     logits = st.ctx->engine->decode_step(inputs);
   }
   st.ctx->counters.decode_steps++;
@@ -294,7 +291,6 @@ caf::result<token_event_msg> on_task(decode_actor_ptr self, const decode_task_ms
     a.pick->set_prompt(std::vector<int32_t>(m->prompt_ids()->begin(), m->prompt_ids()->end()));
   a.pick->observe(m->first_token());
   a.ignore_eos = s.ignore_eos;
-  a.stop_token_ids = s.stop_token_ids;
   a.include_stop = s.include_stop_str_in_output;
   a.sink = sink;
   a.deadline_unix_ns = m->deadline_unix_ns();

@@ -114,7 +114,7 @@ result<uint64_t> compile(encoder_state& st, const std::vector<float>& emb) {
     auto* ctx = st.ctx;
     std::unique_lock lock{ctx->compute_mutex};
     img = ctx->engine->compile_image(emb, [&lock, ctx](int) -> status {
-      if (ctx->decode_waiting.load() > 0) {
+      if (ctx->compute_mutex.decode_waiting()) {
         lock.unlock();
         lock.lock();
       }

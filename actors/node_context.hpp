@@ -203,10 +203,6 @@ struct node_context {
   /// The backend is driven by one thread at a time (engine/llava_engine.hpp):
   /// every encode, compile, prefill chunk and decode step holds this (FIFO).
   compute_lock compute_mutex;
-  /// Decode steps waiting for compute_mutex now: a background compile
-  /// (store after use, uploads) lets them go between its layers, so that
-  /// running streams do not stall for a whole compile.
-  std::atomic<int> decode_waiting{0};
 
   // -- handle tables ------------------------------------------------------------
   handle_table<const std::vector<float>> embeddings; // [n_tokens, hidden] each

@@ -18,9 +18,8 @@ sampling_params engine_sampling(const wire::sampling& s, uint64_t seed, int32_t 
   sp.presence_penalty = s.presence_penalty;
   sp.frequency_penalty = s.frequency_penalty;
   sp.min_tokens = static_cast<int>(s.min_tokens);
-  sp.banned_before_min = s.stop_token_ids;
-  if (!s.ignore_eos)
-    sp.banned_before_min.push_back(eos_id);
+  sp.stop_token_ids = s.stop_token_ids;
+  sp.eos_id = s.ignore_eos ? -1 : eos_id;
   return sp;
 }
 

@@ -132,8 +132,7 @@ status kv_pool::allocate_blocks(int n, std::vector<int32_t>& out) {
     refs_[static_cast<size_t>(b)] = 1;
     out.push_back(b);
   }
-  high_water_ =
-      std::max(high_water_, options_.n_blocks - static_cast<int>(free_.size()) - evictable_);
+  note_high_water();
   return {};
 }
 
@@ -151,6 +150,11 @@ void kv_pool::free_blocks(std::span<const int32_t> blocks) noexcept {
     else
       free_.push_back(b);
   }
+}
+
+void kv_pool::note_high_water() noexcept {
+  high_water_ =
+      std::max(high_water_, options_.n_blocks - static_cast<int>(free_.size()) - evictable_);
 }
 
 void kv_pool::lru_push(int32_t b) noexcept {
@@ -190,8 +194,7 @@ int32_t kv_pool::acquire_cached(const digest& hash) {
   const int32_t b = it->second;
   if (refs_[static_cast<size_t>(b)]++ == 0)
     lru_remove(b);
-  high_water_ =
-      std::max(high_water_, options_.n_blocks - static_cast<int>(free_.size()) - evictable_);
+  note_high_water();
   return b;
 }
 

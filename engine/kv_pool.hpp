@@ -183,6 +183,8 @@ private:
   /// tail is evicted before its head).
   void free_blocks(std::span<const int32_t> blocks) noexcept;
   void sequence_closed() noexcept;
+  /// Records the blocks in use now if it is the most so far (caller holds mutex_).
+  void note_high_water() noexcept;
   // LRU list of evictable blocks (caller holds mutex_).
   void lru_push(int32_t b) noexcept;
   void lru_remove(int32_t b) noexcept;

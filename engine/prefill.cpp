@@ -416,20 +416,23 @@ result<prefill_result> run_prefill(backend& be, const decoder_weights& w, kv_poo
   auto& st = out.stats;
   st.n_tokens = n;
   st.chunks = (n - n_prefix + chunk - 1) / chunk;
-  std::vector<int> computed(static_cast<size_t>(n), 0);
-  for (const auto& s : plan.compute) {
+  for (const auto& s : plan.compute)
     st.computed_per_layer.push_back(static_cast<int>(s.size()));
-    for (int32_t t : s)
-      ++computed[static_cast<size_t>(t)];
-  }
   st.recomputed_fraction = plan.recomputed_fraction();
+  // The sets are nested (validated): S_0 holds every token computed at
+  // some layer, the deepest set those computed at every layer.
+  std::vector<uint8_t> at_some(static_cast<size_t>(n), 0), at_all(static_cast<size_t>(n), 0);
+  for (int32_t t : plan.compute.front())
+    at_some[static_cast<size_t>(t)] = 1;
+  for (int32_t t : plan.compute.back())
+    at_all[static_cast<size_t>(t)] = 1;
   for (int t = 0; t < n; ++t) {
     const auto kind = plan.kv[static_cast<size_t>(t)].kind;
     st.reused_image_tokens += kind == kv_source_kind::image_entry;
     st.reused_prefix_tokens += kind == kv_source_kind::prefix;
-    if (kind == kv_source_kind::image_entry && computed[static_cast<size_t>(t)] > 0)
+    if (kind == kv_source_kind::image_entry && at_some[static_cast<size_t>(t)] != 0)
       ++st.recomputed_image_tokens;
-    if (kind != kv_source_kind::compute && computed[static_cast<size_t>(t)] < plan.n_layers)
+    if (kind != kv_source_kind::compute && at_all[static_cast<size_t>(t)] == 0)
       ++st.cached_tokens;
   }
   st.note = plan.note;

@@ -91,12 +91,12 @@ int first_inexact_token(const link_plan& plan, const prefix_match& match) {
   const int n = plan.n_tokens();
   if (match.exact_tokens < match.n_tokens)
     return match.exact_tokens;
-  std::vector<int> computed(static_cast<size_t>(n), 0);
-  for (const auto& s : plan.compute)
-    for (int32_t t : s)
-      ++computed[static_cast<size_t>(t)];
-  for (int t = match.n_tokens; t < n; ++t)
-    if (computed[static_cast<size_t>(t)] < plan.n_layers)
+  // The sets are nested (link_plan::validate), so a token is computed at
+  // every layer exactly when the deepest set holds it.
+  const auto& deepest = plan.compute.back();
+  auto it = std::lower_bound(deepest.begin(), deepest.end(), match.n_tokens);
+  for (int t = match.n_tokens; t < n; ++t, ++it)
+    if (it == deepest.end() || *it != t)
       return t;
   return n;
 }

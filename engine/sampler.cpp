@@ -147,7 +147,8 @@ void sampler::set_prompt(std::span<const int32_t> ids) {
 bool sampler::adjusts() const {
   return params_.min_p > 0.0f || params_.repetition_penalty != 1.0f ||
          params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f ||
-         (generated_ < params_.min_tokens && !params_.banned_before_min.empty());
+         (generated_ < params_.min_tokens &&
+          (params_.eos_id >= 0 || !params_.stop_token_ids.empty()));
 }
 
 std::span<const float> sampler::adjust(std::span<const float> logits) {
@@ -171,10 +172,15 @@ std::span<const float> sampler::adjust(std::span<const float> logits) {
     if (in_range(t))
       adjusted_[static_cast<size_t>(t)] -=
           params_.frequency_penalty * static_cast<float>(count) + params_.presence_penalty;
-  if (generated_ < params_.min_tokens)
-    for (int32_t t : params_.banned_before_min)
+  if (generated_ < params_.min_tokens) {
+    auto ban = [&](int32_t t) {
       if (in_range(t))
         adjusted_[static_cast<size_t>(t)] = -std::numeric_limits<float>::infinity();
+    };
+    ban(params_.eos_id);
+    for (int32_t t : params_.stop_token_ids)
+      ban(t);
+  }
   if (params_.min_p > 0.0f) {
     // min_p on the distribution at the sampling temperature (1 for greedy).
     const double temp = params_.greedy() ? 1.0 : params_.temperature;

@@ -27,10 +27,10 @@ struct sampling_params {
   float repetition_penalty = 1.0f;
   float presence_penalty = 0.0f;  ///< subtracted once from tokens already in the output
   float frequency_penalty = 0.0f; ///< subtracted per earlier occurrence in the output
-  /// Tokens that cannot be sampled before `min_tokens` tokens were
-  /// (end-of-sequence and stop tokens: the caller fills it).
-  std::vector<int32_t> banned_before_min;
+  /// Before `min_tokens` tokens were sampled, neither the stop tokens nor
+  /// `eos_id` (-1: none, e.g. with vLLM's ignore_eos) can be.
   int min_tokens = 0;
+  int32_t eos_id = -1;
 
   /// invalid_argument naming the field unless 0 <= temperature (finite),
   /// 0 < top_p <= 1, top_k >= 0, 0 <= min_p <= 1, repetition_penalty > 0,

@@ -255,7 +255,7 @@ public:
 
   std::vector<device> devices;
   std::vector<decode_worker> decoders;
-  std::vector<ram_lru> ram; ///< per node
+  std::vector<ram_lru> ram;       ///< per node
   std::vector<prefix_lru> prefix; ///< per node: its KV pool's prefix cache
   int block_size = 16;
   double entry_bytes = 0.0;
@@ -346,11 +346,11 @@ private:
   void start_prefill(size_t d, size_t i, double now) {
     auto& dev = devices[d];
     const auto& r = w_.requests[i];
+    const auto ends = piece_ends(r, c_);
     // The node's prefix cache serves every policy but `full`.
     double cached = 0.0;
     if (o_.policy.kind != policy_kind::full) {
       const auto sigs = piece_signatures(r);
-      const auto ends = piece_ends(r, c_);
       auto& pc = prefix[size_t(dev.node)];
       cached = pc.longest(sigs, ends, block_size);
       pc.insert(sigs, ends);
@@ -366,7 +366,6 @@ private:
     // An image inside the cached prefix is not waited for.
     double load = 0.0;
     if (dev.cpu || (o_.policy.kind != policy_kind::full && o_.policy.kind != policy_kind::prefix)) {
-      const auto ends = piece_ends(r, c_);
       for (size_t k = 0; k < r.pieces.size(); ++k) {
         const auto& p = r.pieces[k];
         if (p.is_image && ends[k] > cached)

@@ -182,7 +182,8 @@ TEST(sampler, softmax_kl_and_argmax_helpers) {
 TEST(sampler, min_tokens_bans_end_tokens_until_reached) {
   sampling_params p;
   p.min_tokens = 2;
-  p.banned_before_min = {3, 5}; // end-of-sequence and a stop token
+  p.eos_id = 3;
+  p.stop_token_ids = {5};
   sampler s{p};
   const std::vector<float> logits{0.0f, 1.0f, 0.5f, 9.0f, 0.2f, 8.0f};
   EXPECT_EQ(s.sample(logits), 1); // 3 and 5 are banned

@@ -16,29 +16,43 @@ std::string peer_address::describe() const {
 
 // -- peer_health ----------------------------------------------------------------------
 
-void peer_health::set(const peer_address& peer, bool up) {
+bool peer_health::node_up(const std::string& node) const {
+  auto it = links_.find(node);
+  if (it == links_.end() || it->second.empty())
+    return false;
+  return std::all_of(it->second.begin(), it->second.end(),
+                     [](const auto& l) { return l.second; });
+}
+
+void peer_health::expect(const peer_address& peer, const std::string& link) {
+  std::lock_guard lock{mutex_};
+  auto& links = links_[peer.node];
+  links.try_emplace(link, false);
+}
+
+void peer_health::set(const peer_address& peer, const std::string& link, bool up) {
+  bool was = false, now = false;
   {
     std::lock_guard lock{mutex_};
-    auto [it, fresh] = up_.try_emplace(peer.node, false);
-    if (!fresh && it->second == up)
+    was = node_up(peer.node);
+    links_[peer.node][link] = up;
+    now = node_up(peer.node);
+    if (was == now)
       return;
-    if (fresh && !up)
-      return; // never up: nothing changed
-    if (!up)
+    if (!now)
       downs_[peer.node]++;
-    it->second = up;
   }
   cv_.notify_all();
   if (!quiet_) {
-    std::fprintf(stderr, "mosaic: peer %s is %s\n", peer.describe().c_str(), up ? "up" : "DOWN");
+    std::fprintf(stderr, "mosaic: peer %s is %s%s\n", peer.describe().c_str(), now ? "up" : "DOWN",
+                 now ? "" : (" (its " + link + " link)").c_str());
     std::fflush(stderr);
   }
 }
 
 bool peer_health::up(const std::string& node) const {
   std::lock_guard lock{mutex_};
-  auto it = up_.find(node);
-  return it != up_.end() && it->second;
+  return node_up(node);
 }
 
 uint64_t peer_health::downs(const std::string& node) const {
@@ -52,18 +66,14 @@ bool peer_health::wait_all(const std::vector<peer_address>& peers,
                            std::vector<peer_address>& missing) const {
   std::unique_lock lock{mutex_};
   auto all_up = [&] {
-    return std::all_of(peers.begin(), peers.end(), [&](const peer_address& p) {
-      auto it = up_.find(p.node);
-      return it != up_.end() && it->second;
-    });
+    return std::all_of(peers.begin(), peers.end(),
+                       [&](const peer_address& p) { return node_up(p.node); });
   };
   cv_.wait_until(lock, deadline, all_up);
   missing.clear();
-  for (const auto& p : peers) {
-    auto it = up_.find(p.node);
-    if (it == up_.end() || !it->second)
+  for (const auto& p : peers)
+    if (!node_up(p.node))
       missing.push_back(p);
-  }
   return missing.empty();
 }
 
@@ -118,7 +128,7 @@ void on_target(link_ptr self, uint64_t epoch, caf::actor directory, caf::actor t
   self->monitor(st.target);
   self->monitor(st.directory);
   if (st.health)
-    st.health->set(st.options.peer, true);
+    st.health->set(st.options.peer, st.options.kind, true);
   self->delayed_send(self, st.options.heartbeat_interval, heartbeat_atom_v, st.epoch);
 }
 
@@ -180,7 +190,7 @@ void mark_down(link_ptr self, const std::string& why) {
   st.epoch++;
   st.connecting = false;
   if (st.health)
-    st.health->set(st.options.peer, false);
+    st.health->set(st.options.peer, st.options.kind, false);
   auto err = to_caf_error(unavailable(st, why));
   auto pending = std::move(st.pending);
   st.pending.clear();
@@ -294,6 +304,8 @@ caf::actor spawn_fanout(caf::actor_system& sys, std::vector<caf::actor> targets)
 
 caf::actor spawn_peer_link(caf::actor_system& sys, peer_link_options options,
                            std::shared_ptr<peer_health> health) {
+  if (health)
+    health->expect(options.peer, options.kind);
   return sys.spawn(peer_link, std::move(options), std::move(health));
 }
 

@@ -46,14 +46,19 @@ struct peer_address {
   std::string describe() const;
 };
 
-/// Which peers are up; shared by a node's links and its main thread.
+/// Which peers are up; shared by a node's links and its main thread. A
+/// node is up while every link to it (one per actor kind asked of it) is
+/// connected: a node whose linker link still connects is not yet one the
+/// router may pick, and startup waits for all of its links.
 class peer_health {
 public:
-  /// Records that the link to `peer` is up or down (one line on stderr
-  /// when it changes, unless quiet).
-  void set(const peer_address& peer, bool up);
+  /// Registers a link to `peer` (down until set up).
+  void expect(const peer_address& peer, const std::string& link);
+  /// Records that link `link` to `peer` is up or down (one line on stderr
+  /// when the node's state changes, unless quiet).
+  void set(const peer_address& peer, const std::string& link, bool up);
   bool up(const std::string& node) const;
-  /// Waits until every node of `peers` is up; false after `deadline`,
+  /// Waits until every link to every node of `peers` is up; false after `deadline`,
   /// with `missing` naming those that are not.
   bool wait_all(const std::vector<peer_address>& peers,
                 std::chrono::steady_clock::time_point deadline,
@@ -63,9 +68,11 @@ public:
   void set_quiet(bool quiet) { quiet_ = quiet; }
 
 private:
+  bool node_up(const std::string& node) const; // mutex_ held
+
   mutable std::mutex mutex_;
   mutable std::condition_variable cv_;
-  std::map<std::string, bool> up_;
+  std::map<std::string, std::map<std::string, bool>> links_; ///< node -> link kind -> up
   std::map<std::string, uint64_t> downs_;
   bool quiet_ = false;
 };

@@ -16,12 +16,14 @@ namespace {
 
 using namespace test;
 
-/// A long sampled request (greedy decoding of the tiny model may stop on
-/// EOS at once); the seed picks the answer.
+/// A long sampled request: it ignores EOS (greedy decoding of the tiny
+/// model may stop on it at once, and a sampled answer that ended right
+/// after the test looked would race its cancel); the seed picks the answer.
 wire::generate_request long_request(uint64_t seed = 12345) {
   auto r = greedy_request({}, "full", 1800);
   r.sampling.temperature = 1.0f;
   r.sampling.seed = seed;
+  r.sampling.ignore_eos = true;
   r.segments = {wire::text_segment{"Tell me a very long story about the sea."}};
   return r;
 }

@@ -30,6 +30,7 @@ struct node_command_options {
   std::string bind;
   int connect_timeout_s = 60;
   int http_port = -1;
+  int drain_s = -1; ///< -1: the topology frontend's drain_s
   std::string api_keys;
 };
 
@@ -77,6 +78,8 @@ int run_node(const node_command_options& o) {
     if (o.http_port >= 0)
       flags.http_port = o.http_port;
     flags.api_keys_file = o.api_keys;
+    if (o.drain_s >= 0)
+      flags.drain_s = o.drain_s;
     auto d = server::start_front_door(**cluster, *topo, o.node, flags);
     if (!d) {
       std::fprintf(stderr, "mosaic node: front door: %s\n", d.err().to_string().c_str());
@@ -91,6 +94,11 @@ int run_node(const node_command_options& o) {
   sigwait(&stop_signals, &sig);
   std::printf("mosaic node: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
   std::fflush(stdout);
+  if (door) { // drain: running requests finish within the grace (serve_command.cpp)
+    const int cut = door->drain();
+    std::printf("mosaic node: drained (%d request%s cut)\n", cut, cut == 1 ? "" : "s");
+    std::fflush(stdout);
+  }
   door.reset();
   cluster->reset();
   std::printf("stopped\n");
@@ -116,6 +124,10 @@ void add_node_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--http-port", o->http_port, "HTTP port of the front door (0: any free)")
       ->check(CLI::Range(0, 65535));
   cmd->add_option("--api-keys", o->api_keys, "API key file (default: the topology's api_keys)");
+  cmd->add_option("--drain-seconds", o->drain_s,
+                  "on SIGTERM, how long the front door's running requests may finish (default: "
+                  "the topology frontend's drain_s, 30)")
+      ->check(CLI::Range(0, 3600));
   cmd->callback([o, exit_code] { *exit_code = run_node(*o); });
 }
 

@@ -6,6 +6,7 @@
 // frontend actor's http_port (--http-port), the ZeroMQ API on its
 // zmq_port (--zmq-port).
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <memory>
@@ -45,6 +46,7 @@ nodes:
 )";
 
 struct serve_options {
+  int drain_s = -1; ///< -1: the topology's frontend drain_s
   std::string topology_file;
   std::string node;
   std::string model;
@@ -98,6 +100,8 @@ int run_serve(const serve_options& o) {
     door_flags.zmq_port = o.zmq_port;
   door_flags.api_keys_file = o.api_keys;
   door_flags.model = o.model;
+  if (o.drain_s >= 0)
+    door_flags.drain_s = o.drain_s;
   auto door = server::start_front_door(**cluster, *topo, o.node, door_flags);
   if (!door) {
     std::fprintf(stderr, "mosaic serve: front door: %s\n", door.err().to_string().c_str());
@@ -115,6 +119,13 @@ int run_serve(const serve_options& o) {
   int sig = 0;
   sigwait(&stop_signals, &sig);
   std::printf("mosaic serve: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  std::fflush(stdout);
+  // Drain: new requests get 503 and /health 503, running ones finish
+  // within the grace; those still running then end with an error event.
+  const int cut = (*door)->drain();
+  std::printf("mosaic serve: drained (%d request%s cut after %lld s)\n", cut, cut == 1 ? "" : "s",
+              static_cast<long long>(
+                  std::chrono::duration_cast<std::chrono::seconds>((*door)->drain_grace()).count()));
   std::fflush(stdout);
   door->reset(); // stop taking requests before the actors go
   cluster->reset();
@@ -144,6 +155,11 @@ void add_serve_command(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(0, 65535));
   serve->add_option("--api-keys", o->api_keys,
                     "API key file, one `key tenant` per line (default: the topology's api_keys)");
+  serve
+      ->add_option("--drain-seconds", o->drain_s,
+                   "on SIGTERM, how long running requests may finish (default: the topology "
+                   "frontend's drain_s, 30)")
+      ->check(CLI::Range(0, 3600));
   serve->add_flag("--dry-run", o->dry_run, "start every actor, print them, then shut down");
   serve->callback([o, exit_code] { *exit_code = run_serve(*o); });
 }

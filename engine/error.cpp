@@ -17,6 +17,7 @@ const char* to_string(errc code) noexcept {
     case errc::permission_denied: return "permission_denied";
     case errc::internal: return "internal";
     case errc::unavailable: return "unavailable";
+    case errc::no_space: return "no_space";
   }
   return "unknown";
 }

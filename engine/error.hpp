@@ -27,6 +27,7 @@ enum class errc : uint8_t {
   permission_denied = 10, ///< tenant or key may not do this (HTTP 403)
   internal = 11,          ///< a broken invariant inside Mosaic
   unavailable = 12,       ///< a peer or device is not there
+  no_space = 13,          ///< a disk or quota is full (HTTP 507)
 };
 
 /// Human-readable name of an error code ("corrupt_data").

@@ -18,8 +18,9 @@ namespace fs = std::filesystem;
 namespace {
 
 error os_error(std::string_view what, const fs::path& path, int err) {
-  return make_error(errc::io_error, std::string{what}, " ", path.string(), ": ",
-                    std::strerror(err));
+  // A full disk or quota is the operator's to fix, not a broken file.
+  const errc code = err == ENOSPC || err == EDQUOT ? errc::no_space : errc::io_error;
+  return make_error(code, std::string{what}, " ", path.string(), ": ", std::strerror(err));
 }
 
 status pwrite_all(int fd, const uint8_t* data, size_t n, uint64_t off, const fs::path& path) {

@@ -23,8 +23,9 @@ MOSAIC_SAME_CODE_(cancelled)
 MOSAIC_SAME_CODE_(permission_denied)
 MOSAIC_SAME_CODE_(internal)
 MOSAIC_SAME_CODE_(unavailable)
+MOSAIC_SAME_CODE_(no_space)
 #undef MOSAIC_SAME_CODE_
-static_assert(msg::ErrorCode::MAX == msg::ErrorCode::unavailable,
+static_assert(msg::ErrorCode::MAX == msg::ErrorCode::no_space,
               "a new msg::ErrorCode needs its mosaic::errc twin");
 
 } // namespace

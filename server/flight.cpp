@@ -31,6 +31,11 @@ api_error timeout_error() {
   return api_error_from(make_error(errc::timeout, "no answer within the request deadline"));
 }
 
+api_error shutting_down_error() {
+  return api_error{503, "server_error", "the server is shutting down; retry on another replica",
+                   "", "shutting_down"};
+}
+
 usage_counts usage_of(const wire::token_event& ev, double ttft_seconds) {
   usage_counts u{ev.usage.prompt_tokens(), ev.usage.completion_tokens(), ev.usage.cached_tokens(),
                  std::nullopt};
@@ -96,6 +101,10 @@ void flight::record_success(const wire::token_event& last) {
         compress_s, c->kv_bytes_before() - std::min(c->kv_bytes_before(), c->kv_bytes_after()));
 }
 
+void flight::record_cut(int http_status) {
+  fd_.metrics.request_failed(http_status, n_tokens_);
+}
+
 parse_result<std::shared_ptr<flight>> start_flight(front_door& fd, wire::generate_request request,
                                                    const flight_request& who) {
   using out = parse_result<std::shared_ptr<flight>>;
@@ -105,6 +114,8 @@ parse_result<std::shared_ptr<flight>> start_flight(front_door& fd, wire::generat
                          "the model '" + who.model + "' does not exist; this server serves '" +
                              fd.info.model + "' (see /v1/models)",
                          "model", "model_not_found"}};
+  if (fd.draining)
+    return out{std::nullopt, shutting_down_error()};
   request.tenant = who.tenant;
   request.model = fd.info.model;
   request.deadline_unix_ns =

@@ -26,6 +26,8 @@ bool is_error_finish(msg::FinishReason f);
 error event_error(const wire::token_event& ev);
 /// 504: no answer within the request deadline.
 api_error timeout_error();
+/// 503 for requests that arrive while the server drains, or still run when it stops.
+api_error shutting_down_error();
 /// The answer's usage object; with the compression extension (whose TTFT
 /// is `ttft_seconds`) when the request's KV was compressed.
 usage_counts usage_of(const wire::token_event& ev, double ttft_seconds);
@@ -46,11 +48,16 @@ public:
   bool expired() const;
   /// Counts a request that ended with "stop" or "length".
   void record_success(const wire::token_event& last);
+  /// Counts a request cut off after tokens were sent (the client left:
+  /// 499; the server stopped: 503), and the tokens it was sent.
+  void record_cut(int http_status);
   void cancel() { stream_->cancel(); }
   bool done() const { return done_; }
   front_door& door() { return fd_; }
   /// Arrival → first token (0 before it).
   double ttft_seconds() const { return ttft_seconds_; }
+  /// Tokens received so far.
+  uint32_t tokens() const { return n_tokens_; }
 
 private:
   front_door& fd_;

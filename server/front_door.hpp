@@ -21,7 +21,8 @@ struct front_door {
   generation_service& service;
   service_info info;
   front_door_metrics metrics;
-  std::atomic<bool> stopping{false};
+  std::atomic<bool> draining{false}; ///< SIGTERM: new requests get 503, running ones finish
+  std::atomic<bool> stopping{false}; ///< running requests end now (past the drain)
   std::atomic<int> in_flight{0}; ///< generation requests being answered
 };
 

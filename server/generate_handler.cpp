@@ -21,8 +21,8 @@ constexpr auto poll_interval = std::chrono::milliseconds{100};
 
 /// The HTTP side of a flight: response framing and the client's socket.
 struct http_flight {
-  http_flight(std::shared_ptr<flight> fl, response_header h, const httplib::Request& req)
-    : f(std::move(fl)), header(std::move(h)), watch(req) {}
+  http_flight(std::shared_ptr<flight> fl, response_header h)
+    : f(std::move(fl)), header(std::move(h)) {}
 
   std::shared_ptr<flight> f;
   response_header header;
@@ -30,6 +30,7 @@ struct http_flight {
   bool include_usage = false;
   bool role_sent = false;
   bool client_gone = false;
+  bool counted = false; ///< the outcome is in the metrics
   flight_clock::time_point checked = flight_clock::now(); ///< last look at the connection
   std::optional<wire::token_event> pending;               ///< the first event, sent by the stream
 
@@ -58,13 +59,16 @@ void fail(front_door& fd, httplib::Response& res, const api_error& e) {
   send_error(res, record_failure(fd, e));
 }
 
-/// No event: the client left (499, nginx's "client closed request";
-/// nobody reads the answer) or the deadline passed (504).
+/// Why no event came: the client left, the server stops, or the deadline passed.
+api_error no_event_error(http_flight& h) {
+  if (h.client_gone) // 499, nginx's "client closed request"; nobody reads the answer
+    return api_error{499, "invalid_request_error", "the client closed the connection", "",
+                     "client_closed"};
+  return h.f->door().stopping ? shutting_down_error() : timeout_error();
+}
+
 void fail_without_event(http_flight& h, httplib::Response& res) {
-  fail(h.f->door(), res,
-       h.client_gone ? api_error{499, "invalid_request_error", "the client closed the connection",
-                                 "", "client_closed"}
-                     : timeout_error());
+  fail(h.f->door(), res, no_event_error(h));
 }
 
 void answer_whole(http_flight& h, wire::token_event first, httplib::Response& res) {
@@ -103,13 +107,16 @@ bool stream_step(http_flight& h, httplib::DataSink& sink) {
   }
   if (!ev) {
     if (h.client_gone)
-      return false;
-    record_failure(fd, timeout_error());
-    return finish_stream(sse_event(timeout_error().to_json()));
+      return false; // counted by the stream's end (a cut)
+    const auto e = no_event_error(h);
+    h.counted = true;
+    fd.metrics.request_failed(e.http_status, h.f->tokens());
+    return finish_stream(sse_event(e.to_json()));
   }
   if (is_error_finish(ev->finish)) {
     auto e = api_error_from(event_error(*ev));
-    record_failure(fd, e);
+    h.counted = true;
+    fd.metrics.request_failed(e.http_status, h.f->tokens());
     return finish_stream(sse_event(e.to_json()));
   }
   chunk_fields c;
@@ -126,6 +133,7 @@ bool stream_step(http_flight& h, httplib::DataSink& sink) {
     c.content = ev->text;
     return write(sse_event(chunk_json(h.header, c)));
   }
+  h.counted = true;
   h.f->record_success(*ev);
   c.finish = ev->finish;
   if (h.header.kind == api_kind::chat)
@@ -181,8 +189,7 @@ void handle_generate(front_door& fd, const httplib::Request& req, httplib::Respo
                       fd.info.model,
                       std::chrono::duration_cast<std::chrono::seconds>(
                           std::chrono::system_clock::now().time_since_epoch())
-                          .count()},
-      req);
+                          .count()});
   h->include_usage = include_usage;
 
   auto first = h->next();
@@ -198,8 +205,8 @@ void handle_generate(front_door& fd, const httplib::Request& req, httplib::Respo
   res.set_chunked_content_provider(
       "text/event-stream",
       [h](size_t, httplib::DataSink& sink) {
-        if (h->f->door().stopping || !stream_step(*h, sink)) {
-          h->f->cancel(); // the client went away (or we are stopping)
+        if (!stream_step(*h, sink)) {
+          h->f->cancel(); // the client went away
           return false;
         }
         return true;
@@ -207,6 +214,10 @@ void handle_generate(front_door& fd, const httplib::Request& req, httplib::Respo
       [h](bool success) {
         if (!success || !h->f->done())
           h->f->cancel();
+        if (!h->counted) { // cut: the client left mid-stream
+          h->counted = true;
+          h->f->record_cut(h->f->door().stopping ? 503 : 499);
+        }
       });
 }
 

@@ -9,33 +9,13 @@
 #include <nlohmann/json.hpp>
 
 #include "server/front_door.hpp"
+#include "server/http_transport.hpp"
 
 namespace mosaic::server {
 
 namespace {
 
 using json = nlohmann::json;
-
-api_error status_error(int status) {
-  api_error e;
-  e.http_status = status;
-  switch (status) {
-  case 404:
-    e.type = "not_found_error";
-    e.message = "no such endpoint; see /v1/models, /v1/chat/completions, /v1/completions";
-    break;
-  case 405:
-    e.message = "method not allowed on this endpoint";
-    break;
-  case 413:
-    e.message = "the request body is too large; send smaller images or fewer of them";
-    break;
-  default:
-    e.type = status >= 500 ? "server_error" : "invalid_request_error";
-    e.message = "HTTP " + std::to_string(status);
-  }
-  return e;
-}
 
 void add_routes(front_door& fd, httplib::Server& svr) {
   svr.Post("/v1/chat/completions", [&fd](const httplib::Request& req, httplib::Response& res) {
@@ -53,7 +33,12 @@ void add_routes(front_door& fd, httplib::Server& svr) {
     json body = {{"object", "list"}, {"data", json::array({model})}};
     res.set_content(body.dump(), "application/json");
   });
-  svr.Get("/health", [](const httplib::Request&, httplib::Response& res) {
+  svr.Get("/health", [&fd](const httplib::Request&, httplib::Response& res) {
+    if (fd.draining) { // a load balancer stops sending here
+      res.status = 503;
+      res.set_content(R"({"status":"draining"})", "application/json");
+      return;
+    }
     res.set_content(R"({"status":"ok"})", "application/json");
   });
   svr.Get("/metrics", [&fd](const httplib::Request&, httplib::Response& res) {
@@ -66,10 +51,14 @@ void add_routes(front_door& fd, httplib::Server& svr) {
   svr.Delete(
       R"(/v1/mosaic/images/([^/]*))",
       [&fd](const httplib::Request& req, httplib::Response& res) { handle_delete(fd, req, res); });
-  // Empty-bodied errors (404, 413 from the payload limit, …) become JSON.
-  svr.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (res.body.empty())
+  // Errors cpp-httplib answers itself (404, 413 from the payload limit,
+  // 400 for a malformed request, …) have empty bodies: they become JSON
+  // and are counted (a handler's own errors are counted where made).
+  svr.set_error_handler([&fd](const httplib::Request&, httplib::Response& res) {
+    if (res.body.empty()) {
+      fd.metrics.request_failed(res.status);
       res.set_content(status_error(res.status).to_json(), "application/json");
+    }
   });
   svr.set_exception_handler(
       [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
@@ -108,9 +97,23 @@ std::optional<std::string> authenticate(front_door& fd, const httplib::Request& 
 struct http_server::impl {
   impl(http_options o, generation_service& s) : fd{std::move(o), s, s.info(), {}, {}, {}} {}
   front_door fd;
-  httplib::Server svr;
+  guarded_server svr{fd.options.connections};
   std::thread listener;
   std::atomic<bool> listener_exited{false};
+  bool listener_closed = false;
+  int listen_fd = -1;
+
+  /// Closes the listener. Not with cpp-httplib's stop(): that marks the
+  /// server socket invalid, which also aborts every streaming answer at
+  /// once. shutdown() fails the listener's accept instead; cpp-httplib then
+  /// closes the socket and waits for the open connections to end.
+  void close_listener() {
+    if (listener_closed || listener_exited)
+      return;
+    listener_closed = true;
+    if (listen_fd < 0 || ::shutdown(listen_fd, SHUT_RDWR) != 0)
+      svr.stop();
+  }
   int port = 0;
 };
 
@@ -121,18 +124,17 @@ result<std::unique_ptr<http_server>> http_server::start(http_options options,
   if (options.port < 0 || options.port > 65535)
     return make_error(errc::invalid_argument, "HTTP port ", std::to_string(options.port),
                       " is out of range; use 1-65535 (or 0 for any free port)");
-  const int threads = options.threads > 0 ? options.threads : 1;
+  const auto& c = options.connections;
+  if (c.max_connections < 1 || c.max_connections_per_client < 1 || c.keep_alive_max_count < 1 ||
+      c.header_timeout.count() <= 0 || c.read_timeout.count() <= 0 ||
+      c.write_timeout.count() <= 0 || c.keep_alive_timeout.count() < 0)
+    return make_error(errc::invalid_argument,
+                      "HTTP connection limits must be positive (max_connections, "
+                      "max_connections_per_client, timeouts)");
   auto p = std::make_unique<impl>(std::move(options), service);
   auto& svr = p->svr;
-  // httplib's API takes ownership of a raw pointer here.
-  svr.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
   svr.set_payload_max_length(p->fd.options.limits.max_body_bytes);
-  svr.set_read_timeout(30, 0);
-  svr.set_write_timeout(30, 0);
-  // cpp-httplib closes a connection after 5 requests by default; clients
-  // that keep one connection (SDKs, benchmark tools) would reconnect.
-  svr.set_keep_alive_max_count(100000);
-  svr.set_keep_alive_timeout(5);
+  svr.on_refuse = [fd = &p->fd](int status) { fd->metrics.request_failed(status); };
   // Headers, bodies and SSE chunks are separate small writes: without
   // TCP_NODELAY, Nagle holds each until the client's (delayed) ACK.
   svr.set_tcp_nodelay(true);
@@ -159,6 +161,7 @@ result<std::unique_ptr<http_server>> http_server::start(http_options options,
   }
   if (listen_fd >= 0)
     ::listen(listen_fd, SOMAXCONN); // on a listening socket: only the backlog changes
+  p->listen_fd = listen_fd;
   auto* s = &svr;
   auto* exited = &p->listener_exited;
   p->listener = std::thread{[s, exited] {
@@ -180,10 +183,30 @@ http_server::~http_server() {
 void http_server::stop() {
   if (!impl_)
     return;
-  impl_->fd.stopping = true;
-  impl_->svr.stop();
+  auto& fd = impl_->fd;
+  fd.draining = true;
+  impl_->svr.close_connections_after_answer();
+  fd.stopping = true; // streams end with an error event, waiting answers with 503
+  impl_->close_listener();
   if (impl_->listener.joinable())
-    impl_->listener.join();
+    impl_->listener.join(); // cpp-httplib waits for every connection
+}
+
+int http_server::drain(std::chrono::milliseconds grace) {
+  if (!impl_)
+    return 0;
+  auto& fd = impl_->fd;
+  fd.draining = true;
+  impl_->svr.close_connections_after_answer();
+  // New connections are refused and each open one ends after its current
+  // answer; running requests go on.
+  impl_->close_listener();
+  const auto until = std::chrono::steady_clock::now() + grace;
+  while (fd.in_flight > 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  const int cut = fd.in_flight;
+  stop();
+  return cut;
 }
 
 int http_server::port() const {

@@ -32,6 +32,17 @@ namespace mosaic::server {
 class front_door_metrics;
 struct front_door;
 
+/// How the front door holds connections (server/http_transport.hpp).
+struct connection_limits {
+  int max_connections = 1024;           ///< connections served at once (threads)
+  int max_connections_per_client = 256; ///< from one client address
+  std::chrono::milliseconds header_timeout{10000}; ///< request line + headers, in all
+  std::chrono::milliseconds read_timeout{30000};   ///< one body read, idle
+  std::chrono::milliseconds write_timeout{30000};  ///< one write, blocked
+  std::chrono::milliseconds keep_alive_timeout{5000}; ///< idle between requests
+  int keep_alive_max_count = 100000; ///< requests on one connection
+};
+
 struct http_options {
   std::string host = "127.0.0.1";
   int port = 8000; ///< 0: any free port (see http_server::port)
@@ -44,7 +55,9 @@ struct http_options {
   /// How long past the deadline the front door waits for the cluster to
   /// report the timeout before answering 504 itself.
   std::chrono::milliseconds deadline_grace{5000};
-  int threads = 32; ///< connections served at once (a stream holds one)
+  /// Connections, per client and in all, and their timeouts
+  /// (server/http_transport.hpp).
+  connection_limits connections;
   /// Generation requests in flight before new ones get 503.
   int max_concurrent = 256;
 };
@@ -69,6 +82,11 @@ public:
   front_door& door();
   /// Stops serving; idempotent.
   void stop();
+  /// Graceful stop (SIGTERM): /health answers 503 and new requests 503,
+  /// the listener closes, requests running may finish for up to `grace`;
+  /// streams still open then end with an SSE error event, other requests
+  /// with 503; then stop(). Returns the requests that were cut.
+  int drain(std::chrono::milliseconds grace);
 
   struct impl;
   explicit http_server(std::unique_ptr<impl> p);

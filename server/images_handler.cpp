@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "server/flight.hpp"
 #include "server/front_door.hpp"
 #include "server/image_probe.hpp"
 #include "server/request_convert.hpp"
@@ -52,6 +53,8 @@ parse_result<std::vector<uint8_t>> upload_bytes(const httplib::Request& req,
 } // namespace
 
 void handle_upload(front_door& fd, const httplib::Request& req, httplib::Response& res) {
+  if (fd.draining)
+    return send_error(res, record_failure(fd, shutting_down_error()));
   auto tenant = authenticate(fd, req, res);
   if (!tenant)
     return;

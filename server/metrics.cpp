@@ -231,7 +231,8 @@ void front_door_metrics::request_succeeded(std::string_view finish_reason,
   f_->recomputed_fraction.Set(reused_ == 0 ? 0.0 : double(recomputed_) / double(reused_));
 }
 
-void front_door_metrics::request_failed(int http_status) {
+void front_door_metrics::request_failed(int http_status, uint64_t generated) {
+  f_->generation.Increment(double(generated));
   std::lock_guard lock{mutex_};
   f_->failure_f.Add({{"status", std::to_string(http_status)}}).Increment();
 }

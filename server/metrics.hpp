@@ -55,8 +55,9 @@ public:
   void request_ended();
   /// A request that produced an answer ("stop" or "length").
   void request_succeeded(std::string_view finish_reason, const request_tokens& tokens);
-  /// A request answered with an HTTP error (label: the status code).
-  void request_failed(int http_status);
+  /// A request answered with an HTTP error (label: the status code);
+  /// `generated`: tokens it was sent before the error (a cut stream).
+  void request_failed(int http_status, uint64_t generated = 0);
   /// Copies cluster-side counters and gauges (counters advance by the
   /// difference to the previous call).
   void update_cluster(const service_stats& stats);

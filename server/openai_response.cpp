@@ -137,6 +137,17 @@ api_error api_error_from(const error& err) {
     e.http_status = 499;
     e.type = "cancelled";
     break;
+  // The server's own storage: the client gets no paths or OS details.
+  case errc::no_space:
+    e.http_status = 507;
+    e.type = "server_error";
+    e.message = "the server's KV library is out of disk space; retry later";
+    break;
+  case errc::io_error:
+    e.http_status = 500;
+    e.type = "server_error";
+    e.message = "the server could not read or write its storage; retry later";
+    break;
   default:
     e.http_status = 500;
     e.type = "server_error";

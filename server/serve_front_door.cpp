@@ -12,6 +12,7 @@ result<std::unique_ptr<front_door_handle>> start_front_door(actors::local_cluste
     return make_error(errc::not_found, "the topology has no node '", node, "'");
   http_options o;
   o.host = "127.0.0.1";
+  std::chrono::milliseconds drain = std::chrono::seconds{frontend_spec{}.drain_s};
   zmq_options z;
   for (const auto& a : n->actors)
     if (const auto* fe = a.get<frontend_spec>()) {
@@ -19,6 +20,10 @@ result<std::unique_ptr<front_door_handle>> start_front_door(actors::local_cluste
       o.host = fe->bind.empty() ? (n->host.empty() ? o.host : n->host) : fe->bind;
       o.limits.max_body_bytes = fe->max_body_bytes();
       o.max_concurrent = fe->max_concurrent;
+      o.connections.max_connections = fe->max_connections;
+      o.connections.max_connections_per_client = fe->max_connections_per_client;
+      o.connections.header_timeout = std::chrono::seconds{fe->header_timeout_s};
+      drain = std::chrono::seconds{fe->drain_s};
       z.port = fe->zmq_port;
     }
   z.host = o.host;
@@ -28,6 +33,8 @@ result<std::unique_ptr<front_door_handle>> start_front_door(actors::local_cluste
     o.port = *flags.http_port;
   if (flags.zmq_port)
     z.port = *flags.zmq_port;
+  if (flags.drain_s)
+    drain = std::chrono::seconds{*flags.drain_s};
   const std::string keys_file = flags.api_keys_file.empty() ? topo.api_keys : flags.api_keys_file;
   if (!keys_file.empty()) {
     auto keys = api_keys::load(keys_file);
@@ -50,6 +57,7 @@ result<std::unique_ptr<front_door_handle>> start_front_door(actors::local_cluste
   auto handle =
       std::make_unique<front_door_handle>(std::move(service), std::move(*http), std::move(*zmq));
   handle->set_authenticated(authenticated);
+  handle->set_drain_grace(drain);
   return handle;
 }
 

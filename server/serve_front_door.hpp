@@ -8,6 +8,7 @@
 //   std::printf("listening on %s:%d\n", (*door)->host().c_str(), (*door)->port());
 //   std::printf("ZeroMQ API on %s\n", (*door)->zmq_endpoint().c_str());
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,6 +28,7 @@ struct front_door_flags {
   std::optional<int> zmq_port;
   std::string api_keys_file;
   std::string model; ///< the id /v1/models lists
+  std::optional<int> drain_s; ///< SIGTERM grace for running requests
 };
 
 /// The running front door: the adapter, the HTTP server over it and the
@@ -46,12 +48,19 @@ public:
   const std::string& host() const { return http_->host(); }
   bool authenticated() const { return authenticated_; }
   void set_authenticated(bool on) { authenticated_ = on; }
+  std::chrono::milliseconds drain_grace() const { return drain_; }
+  void set_drain_grace(std::chrono::milliseconds grace) { drain_ = grace; }
+  /// SIGTERM: stops taking requests (HTTP and ZeroMQ share the front
+  /// door's state) and lets running ones finish within the drain grace
+  /// (http_server::drain); the requests it had to cut.
+  int drain() { return http_->drain(drain_); }
 
 private:
   std::unique_ptr<cluster_service> service_;
   std::unique_ptr<http_server> http_;
   std::unique_ptr<zmq_server> zmq_;
   bool authenticated_ = false;
+  std::chrono::milliseconds drain_{30000};
 };
 
 /// Starts the HTTP front door of `node` (empty: the first) of `topo` over

@@ -109,6 +109,10 @@ frontend_spec read_frontend(map_reader& m, const node_spec& node, parse_context&
   }
   set_int(m, "max_body_mb", 1, 4096, s.max_body_mb);
   set_int(m, "max_concurrent", 1, 1000000, s.max_concurrent);
+  set_int(m, "max_connections", 1, 65536, s.max_connections);
+  set_int(m, "max_connections_per_client", 1, 65536, s.max_connections_per_client);
+  set_int(m, "header_timeout_s", 1, 3600, s.header_timeout_s);
+  set_int(m, "drain_s", 0, 3600, s.drain_s);
   return s;
 }
 

@@ -49,6 +49,10 @@ struct frontend_spec {
   std::string bind;         ///< address to listen on; defaults to the node's host
   int max_body_mb = 32;     ///< larger request bodies get HTTP 413
   int max_concurrent = 256; ///< in-flight requests before HTTP 503
+  int max_connections = 1024;           ///< open connections before HTTP 503 at accept
+  int max_connections_per_client = 256; ///< from one address before HTTP 429 at accept
+  int header_timeout_s = 10; ///< a request's line and headers must all arrive within it
+  int drain_s = 30;          ///< SIGTERM: how long running requests may finish
 
   size_t max_body_bytes() const { return static_cast<size_t>(max_body_mb) << 20; }
 };

@@ -32,18 +32,15 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/cli/child_process.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in{p, std::ios::binary};
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using mosaic::test::child;
+using mosaic::test::read_file;
 
 std::string base64(const std::string& in) {
   static const char* tbl = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -65,62 +62,6 @@ std::string base64(const std::string& in) {
   }
   return out;
 }
-
-/// A child process with its output in a log file; killed when destroyed.
-struct child {
-  pid_t pid = -1;
-  fs::path log;
-
-  void start(const std::vector<std::string>& argv, const fs::path& log_path) {
-    log = log_path;
-    pid = fork();
-    if (pid == 0) {
-      int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      std::vector<char*> args;
-      for (const auto& a : argv)
-        args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
-      execvp(args[0], args.data());
-      _exit(127);
-    }
-  }
-  bool running() {
-    if (pid <= 0)
-      return false;
-    return waitpid(pid, nullptr, WNOHANG) == 0;
-  }
-  void kill_now(int sig) {
-    if (pid <= 0)
-      return;
-    ::kill(pid, sig);
-    for (int i = 0; i < 100; ++i) {
-      if (waitpid(pid, nullptr, WNOHANG) != 0) {
-        pid = -1;
-        return;
-      }
-      std::this_thread::sleep_for(50ms);
-    }
-    ::kill(pid, SIGKILL);
-    waitpid(pid, nullptr, 0);
-    pid = -1;
-  }
-  /// Waits until the log holds `text`; false when the process exits or
-  /// `timeout` passes first.
-  bool wait_for(const std::string& text, std::chrono::milliseconds timeout) {
-    const auto end = clock_type::now() + timeout;
-    while (clock_type::now() < end) {
-      if (read_file(log).find(text) != std::string::npos)
-        return true;
-      if (!running())
-        return read_file(log).find(text) != std::string::npos;
-      std::this_thread::sleep_for(50ms);
-    }
-    return false;
-  }
-  ~child() { kill_now(SIGTERM); }
-};
 
 int run(const std::string& cmd) {
   return std::system((cmd + " >/dev/null 2>&1").c_str());

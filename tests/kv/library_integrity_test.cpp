@@ -4,6 +4,7 @@
 #include <cstring>
 #include <gtest/gtest.h>
 #include <random>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -164,6 +165,41 @@ TEST(kv_integrity, a_crash_before_rename_leaves_nothing_served_and_is_cleaned_at
   lib = f.open();
   EXPECT_EQ(lib->startup_report().temp_removed, 0u);
   EXPECT_TRUE(std::filesystem::exists(live));
+}
+
+TEST(kv_integrity, a_full_disk_fails_the_write_with_no_space_and_keeps_what_was_stored) {
+  // A 64 KiB tmpfs as the library's disk (needs CAP_SYS_ADMIN: root in CI).
+  library_fixture f;
+  const auto mnt = f.dir.path() / "small";
+  std::filesystem::create_directories(mnt);
+  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=64k") != 0)
+    GTEST_SKIP() << "cannot mount a small tmpfs here (" << std::strerror(errno)
+                 << "); the status mapping is tested in server_openai_response_test";
+  struct unmount {
+    std::filesystem::path p;
+    ~unmount() { ::umount2(p.c_str(), MNT_DETACH); }
+  } guard{mnt};
+  auto o = f.options();
+  o.dir = mnt;
+  auto lib = kv_library::open(o);
+  ASSERT_TRUE(lib) << lib.err().to_string();
+  std::vector<std::string> stored;
+  error full;
+  for (int i = 0; i < 64 && full.code == errc::none; ++i) {
+    const std::string name = "img" + std::to_string(i);
+    auto info = (*lib)->put_static("acme", key_of(name), random_image(tiny_geometry, 40 + i));
+    if (info)
+      stored.push_back(name);
+    else
+      full = info.err();
+  }
+  ASSERT_EQ(full.code, errc::no_space) << full.to_string();
+  ASSERT_FALSE(stored.empty());
+  // Nothing half-written is left, and what was stored before still reads.
+  for (const auto& de : std::filesystem::directory_iterator{mnt})
+    EXPECT_FALSE(is_temp_name(de.path().filename().string())) << de.path();
+  for (const auto& name : stored)
+    EXPECT_TRUE((*lib)->get("acme", key_of(name))) << name;
 }
 
 /// After racing writers: exactly one entry file, no temp files, and it

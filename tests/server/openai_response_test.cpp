@@ -97,6 +97,19 @@ TEST(openai_response, errors_map_to_http_statuses) {
   EXPECT_EQ(j["error"]["type"], "overloaded_error");
 }
 
+TEST(openai_response, storage_errors_name_no_server_paths) {
+  const auto full = api_error_from(
+      make_error(errc::no_space, "write /var/lib/mosaic/library/.tmp.ab12: No space left on device"));
+  EXPECT_EQ(full.http_status, 507);
+  EXPECT_EQ(full.code, "no_space");
+  EXPECT_EQ(full.message.find("/var/lib"), std::string::npos) << full.message;
+  EXPECT_EQ(full.message.find("No space left"), std::string::npos) << full.message;
+  const auto io = api_error_from(
+      make_error(errc::io_error, "cannot read KV entry /srv/lib/ab.mkv: Input/output error"));
+  EXPECT_EQ(io.http_status, 500);
+  EXPECT_EQ(io.message.find("/srv"), std::string::npos) << io.message;
+}
+
 TEST(openai_response, response_ids_are_unique) {
   EXPECT_NE(make_response_id("chatcmpl-"), make_response_id("chatcmpl-"));
   EXPECT_EQ(make_response_id("cmpl-").rfind("cmpl-", 0), 0u);

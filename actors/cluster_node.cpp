@@ -258,7 +258,8 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
     const size_t n_workers = workers.size();
     c->router_ = spawn_router(sys, ctxp,
                               router_peers{peer(actor_kind::linker), uploader, decode_peer,
-                                           std::move(workers), net.health});
+                                           std::move(workers), net.health,
+                                           uint32_t(self - topo.nodes.data())});
     keep(actor_kind::router, c->router_);
     c->actors_.push_back("router     cooperative  max_inflight " + std::to_string(o.max_inflight) +
                          ", queue " + std::to_string(o.max_queue) + ", " +

@@ -105,7 +105,8 @@ status compress_one(compress_state& st, wire::decode_task& task) {
   }
   job.reset(); // the plan's inputs (library entries, embeddings) go now
   ctx->stages->held(id, static_cast<int>(out.blocks().size()));
-  ctx->sequences.put_at(id, std::make_shared<kv_sequence>(std::move(out)));
+  if (!ctx->sequences.put_at(id, std::make_shared<kv_sequence>(std::move(out))))
+    return make_error(errc::invalid_argument, id_in_use(id));
   return {};
 }
 

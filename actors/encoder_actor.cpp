@@ -8,6 +8,7 @@
 #include <caf/all.hpp>
 
 #include "actors/pipeline_messages.hpp"
+#include "engine/model/sha256.hpp"
 #include "messages/error_convert.hpp"
 #include "messages/readers.hpp"
 
@@ -68,8 +69,21 @@ struct encoded {
   uint64_t encode_us = 0;
 };
 
-/// Decodes, keys and encodes one inline image (or finds it in the cache).
-result<encoded> encode_image(encoder_state& st, const msg::ImageSegment* seg) {
+/// The cache's key for `tenant`'s image: tenants never share an entry,
+/// so no tenant can tell from a fast answer that another sent an image.
+digest tenant_cache_key(std::string_view tenant, const digest& image) {
+  sha256_hasher h;
+  h.update(std::string_view{"mosaic-encoder-cache-v1"});
+  h.update_u64(tenant.size());
+  h.update(tenant);
+  h.update(std::span<const uint8_t>{image.data(), image.size()});
+  return h.finish();
+}
+
+/// Decodes, keys and encodes one inline image for `tenant` (or finds it in
+/// that tenant's part of the cache).
+result<encoded> encode_image(encoder_state& st, const msg::ImageSegment* seg,
+                             std::string_view tenant) {
   if (seg == nullptr || seg->source_as_ImageData() == nullptr ||
       seg->source_as_ImageData()->encoded() == nullptr)
     return make_error(errc::invalid_argument,
@@ -81,7 +95,8 @@ result<encoded> encode_image(encoder_state& st, const msg::ImageSegment* seg) {
     return std::move(img).err();
   encoded out;
   out.key = image_key(*img, st.ctx->engine->config().vision);
-  if (auto hit = st.cache->find(out.key)) {
+  const digest cache_key = tenant_cache_key(tenant, out.key);
+  if (auto hit = st.cache->find(cache_key)) {
     st.ctx->counters.encoder_cache_hits++;
     out.embeddings = std::move(hit);
     out.cache_hit = true;
@@ -99,7 +114,7 @@ result<encoded> encode_image(encoder_state& st, const msg::ImageSegment* seg) {
   out.encode_us = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - t0).count());
   out.embeddings = std::make_shared<const std::vector<float>>(std::move(*emb));
-  st.cache->insert(out.key, out.embeddings);
+  st.cache->insert(cache_key, out.embeddings);
   return out;
 }
 
@@ -135,7 +150,8 @@ caf::result<encode_result_msg> on_encode(caf::stateful_actor<encoder_state>* sel
   auto& st = self->state;
   wire::encode_result res;
   res.request_id = m->request_id();
-  auto enc = encode_image(st, m->image());
+  auto enc = encode_image(st, m->image(),
+                          m->tenant() ? m->tenant()->string_view() : std::string_view{});
   if (!enc) {
     res.err = enc.err();
     return make_encode_result_msg(res);

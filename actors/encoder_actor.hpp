@@ -2,7 +2,8 @@
 
 // The encoder actor: decoded image → projector output (vision tower +
 // projector on the node's backend), with an LRU encoder-output cache keyed
-// by the image key (the key libraries derive their entry keys from), and
+// by tenant and image key (tenants never share an entry: a fast answer
+// must not tell one tenant that another sent the image), and
 // the "compile" of an image (its standalone KV) for the library. Detached:
 // every encode and compile is heavy compute on the node's backend.
 //

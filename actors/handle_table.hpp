@@ -12,9 +12,15 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 
 namespace mosaic::actors {
+
+/// The error message for a request id already in use on this node.
+inline std::string id_in_use(uint64_t id) {
+  return "request id " + std::to_string(id) + " is already in use on this node; refused";
+}
 
 template <class T>
 class handle_table {
@@ -27,10 +33,11 @@ public:
     return id;
   }
 
-  /// Stores `value` under `id` (e.g. a request id), replacing any old one.
-  void put_at(uint64_t id, std::shared_ptr<T> value) {
+  /// Stores `value` under `id` (a request id); false, storing nothing,
+  /// when `id` is taken: one request must never run another's entry.
+  [[nodiscard]] bool put_at(uint64_t id, std::shared_ptr<T> value) {
     std::lock_guard lock{mutex_};
-    items_[id] = std::move(value);
+    return items_.try_emplace(id, std::move(value)).second;
   }
 
   /// The object behind `id`, or null.

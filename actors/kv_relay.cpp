@@ -9,20 +9,38 @@
 #include "actors/pipeline_messages.hpp"
 #include "kv/transfer/receiver.hpp"
 #include "kv/transfer/sender.hpp"
+#include "engine/model/sha256.hpp"
 #include "messages/error_convert.hpp"
 
 namespace mosaic::actors {
 
 namespace {
 
-constexpr size_t meta_bytes = 8;
+constexpr size_t tenant_tag_bytes = 16;
+constexpr size_t meta_bytes = 8 + tenant_tag_bytes;
 
-std::array<std::byte, meta_bytes> encode_meta(uint32_t n_tokens, uint32_t kv_dim) {
+/// Whose KV a transfer carries: the receiving decode checks it against its
+/// DecodeTask's tenant, so that KV never lands in another tenant's request.
+std::array<uint8_t, tenant_tag_bytes> tenant_tag(std::string_view tenant) {
+  sha256_hasher h;
+  h.update(std::string_view{"mosaic-kv-transfer-tenant-v1"});
+  h.update(tenant);
+  const auto d = h.finish();
+  std::array<uint8_t, tenant_tag_bytes> tag{};
+  std::copy_n(d.begin(), tag.size(), tag.begin());
+  return tag;
+}
+
+std::array<std::byte, meta_bytes> encode_meta(uint32_t n_tokens, uint32_t kv_dim,
+                                              std::string_view tenant) {
   std::array<std::byte, meta_bytes> m{};
   for (int i = 0; i < 4; ++i) {
     m[size_t(i)] = std::byte((n_tokens >> (8 * i)) & 0xff);
     m[size_t(4 + i)] = std::byte((kv_dim >> (8 * i)) & 0xff);
   }
+  const auto tag = tenant_tag(tenant);
+  for (size_t i = 0; i < tag.size(); ++i)
+    m[8 + i] = std::byte(tag[i]);
   return m;
 }
 
@@ -81,8 +99,8 @@ error kv_outbox::failed(uint64_t request_id, error err) {
                     " to the decode ", peer_.describe(), " at ", endpoint_, ": ", err.message);
 }
 
-result<std::unique_ptr<kv_stream>> kv_outbox::open(uint64_t request_id, uint32_t n_tokens,
-                                                   node_context& ctx) {
+result<std::unique_ptr<kv_stream>> kv_outbox::open(uint64_t request_id, std::string_view tenant,
+                                                   uint32_t n_tokens, node_context& ctx) {
   if (health_ && !health_->up(peer_.node))
     return make_error(errc::unavailable, "the decode ", peer_.describe(),
                       " is down; KV of request ", std::to_string(request_id), " not sent");
@@ -97,7 +115,7 @@ result<std::unique_ptr<kv_stream>> kv_outbox::open(uint64_t request_id, uint32_t
   }
   const auto& pool = ctx.engine->pool();
   const auto kv_dim = static_cast<uint32_t>(pool.kv_dim());
-  const auto meta = encode_meta(n_tokens, kv_dim);
+  const auto meta = encode_meta(n_tokens, kv_dim, tenant);
   if (auto ok = sender_->begin(request_id, static_cast<uint32_t>(pool.n_layers()),
                                kv_layer_bytes(n_tokens, kv_dim), meta);
       !ok)
@@ -259,7 +277,8 @@ using intake_ptr = caf::stateful_actor<intake_state>*;
 
 /// Receives request `id`'s KV into a new sequence of this node's pool.
 result<kv_sequence> receive_kv(node_context& ctx, kv::transfer::kv_receiver& receiver, uint64_t id,
-                               uint32_t n_tokens, int64_t deadline_unix_ns) {
+                               std::string_view tenant, uint32_t n_tokens,
+                               int64_t deadline_unix_ns) {
   const auto wait = remaining(deadline_unix_ns, std::chrono::milliseconds{30000});
   auto in = receiver.take(id, wait);
   if (!in)
@@ -276,6 +295,10 @@ result<kv_sequence> receive_kv(node_context& ctx, kv::transfer::kv_receiver& rec
                       " does not fit this node's model: ", std::to_string((*in)->n_layers()),
                       " layers of ", std::to_string((*in)->layer_bytes()),
                       " bytes; check that every node runs the same model");
+  const auto tag = tenant_tag(tenant);
+  if (std::memcmp(meta.data() + 8, tag.data(), tag.size()) != 0)
+    return make_error(errc::permission_denied, "KV of request ", std::to_string(id),
+                      " belongs to another tenant than its decode task's; refused");
   kv_sequence seq = pool.new_sequence();
   MOSAIC_TRY(seq.reserve(int(n_tokens)));
   auto staging = make_staging(be, seq.slots(0, int(n_tokens)), int(kv_dim));
@@ -316,10 +339,13 @@ caf::behavior kv_intake(intake_ptr self, node_context* ctx, kv::transfer::kv_rec
                                          std::to_string(id), " names no KV transfer"));
         // First thing on the task: the receiver's `layers_early` then
         // counts the layers that arrived during the sender's pass.
-        auto seq = receive_kv(*st.ctx, *st.receiver, id, kvh->n_tokens(), m->deadline_unix_ns());
+        auto seq = receive_kv(*st.ctx, *st.receiver, id,
+                              m->tenant() ? m->tenant()->string_view() : std::string_view{},
+                              kvh->n_tokens(), m->deadline_unix_ns());
         if (!seq)
           return to_caf_error(seq.err());
-        st.ctx->sequences.put_at(id, std::make_shared<kv_sequence>(std::move(*seq)));
+        if (!st.ctx->sequences.put_at(id, std::make_shared<kv_sequence>(std::move(*seq))))
+          return to_caf_error(make_error(errc::invalid_argument, id_in_use(id)));
         return self->delegate(st.decode, decode_atom_v, m, sink);
       },
       [self](cancel_atom, const cancel_msg& m) {

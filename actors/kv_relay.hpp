@@ -110,7 +110,8 @@ public:
   /// Begins the transfer of request `request_id`'s KV (`n_tokens` tokens
   /// of this node's model) and waits until the decode node accepted it.
   /// errc::unavailable at once when the decode node is known to be down.
-  result<std::unique_ptr<kv_stream>> open(uint64_t request_id, uint32_t n_tokens,
+  result<std::unique_ptr<kv_stream>> open(uint64_t request_id, std::string_view tenant,
+                                          uint32_t n_tokens,
                                           node_context& ctx);
 
   const std::string& endpoint() const { return endpoint_; }

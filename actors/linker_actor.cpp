@@ -51,8 +51,9 @@ void hand_over(linker_actor_ptr self, const link_ptr& p) {
   const auto& job = *p->job;
   auto task = make_prefill_task_msg(job, st.ctx->engine->tokenizer().image_token_id());
   p->job->handed_over = std::chrono::steady_clock::now();
-  st.ctx->jobs.put_at(job.request_id, p->job);
   auto* ctx = st.ctx;
+  if (!ctx->jobs.put_at(job.request_id, p->job))
+    return fail(*ctx, p, make_error(errc::invalid_argument, id_in_use(job.request_id)));
   const uint64_t id = job.request_id;
   self->request(st.peers.prefill, until_deadline(job.deadline_unix_ns), prefill_atom_v,
                 std::move(task), p->sink)

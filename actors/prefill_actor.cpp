@@ -175,7 +175,7 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* 
       if (remote->stream) // a re-run: the layers sent so far came from the failed pass
         remote->stream->abort("the prefill pass is re-run after a failed library load");
       remote->stream.reset();
-      auto stream = remote->target->outbox->open(remote->request_id,
+      auto stream = remote->target->outbox->open(remote->request_id, job.tenant,
                                                  static_cast<uint32_t>(prompt_tokens), ctx);
       if (!stream)
         return std::move(stream).err();
@@ -365,7 +365,11 @@ void hand_on(caf::stateful_actor<prefill_state>* self, prefilled p,
   const uint64_t id = p.task.request_id;
   const int64_t deadline = p.job->deadline_unix_ns;
   if (p.compress) {
-    ctx->compress_jobs.put_at(id, std::move(p.compress));
+    if (!ctx->compress_jobs.put_at(id, std::move(p.compress))) {
+      cleanup();
+      rp.deliver(to_caf_error(make_error(errc::invalid_argument, id_in_use(id))));
+      return;
+    }
     forward_into(self, rp, st.peers.compress, deadline, compress_atom_v,
                  make_compress_task_msg(p.task, p.job->compression.to_string()), sink,
                  [ctx, id, cleanup] {
@@ -374,7 +378,11 @@ void hand_on(caf::stateful_actor<prefill_state>* self, prefilled p,
                  });
     return;
   }
-  ctx->sequences.put_at(id, std::move(p.sequence));
+  if (!ctx->sequences.put_at(id, std::move(p.sequence))) {
+    cleanup();
+    rp.deliver(to_caf_error(make_error(errc::invalid_argument, id_in_use(id))));
+    return;
+  }
   forward_into(self, rp, st.peers.decode, deadline, decode_atom_v, make_decode_task_msg(p.task),
                sink, [ctx, id, cleanup] {
                  ctx->sequences.take(id);

@@ -407,6 +407,7 @@ caf::behavior router_actor(router_ptr self, node_context* ctx, router_peers peer
   auto& st = self->state;
   st.ctx = ctx;
   st.peers = std::move(peers);
+  st.next_id = first_request_id(st.peers.index);
   if (st.peers.prefill.empty())
     st.peers.prefill.push_back(prefill_route{"local", st.peers.linker, st.peers.encoder, {}});
   for (const auto& route : st.peers.prefill) {

@@ -53,7 +53,16 @@ struct router_peers {
   /// Every prefill worker (see above); empty: {linker, encoder}.
   std::vector<prefill_route> prefill;
   std::shared_ptr<peer_health> health; ///< up/down of remote workers' nodes
+  /// Which router of the cluster this is (its node's index in the
+  /// topology): request ids are `(index + 1) << 40 | n`, unique cluster-
+  /// wide, so that two routers' requests never meet under one id.
+  uint32_t index = 0;
 };
+
+/// The first request id router `index` hands out.
+constexpr uint64_t first_request_id(uint32_t index) {
+  return (uint64_t(index) + 1) << 40 | 1;
+}
 
 caf::actor spawn_router(caf::actor_system& sys, node_context* ctx, router_peers peers);
 

@@ -192,13 +192,17 @@ struct kv_receiver::active_transfer {
 
 result<std::unique_ptr<kv_receiver>>
 kv_receiver::bind(zmq::context_t& context, const std::string& endpoint, receiver_options options) {
-  if (options.window_chunks < 2 || options.max_layers == 0)
-    return make_error(errc::invalid_argument, "KV receiver: window_chunks >= 2, max_layers >= 1");
+  if (options.window_chunks < 2 || options.max_layers == 0 ||
+      options.max_frame_bytes < options.max_meta_bytes + 64)
+    return make_error(errc::invalid_argument,
+                      "KV receiver: window_chunks >= 2, max_layers >= 1, max_frame_bytes above "
+                      "max_meta_bytes");
   try {
     zmq::socket_t socket(context, zmq::socket_type::router);
     socket.set(zmq::sockopt::linger, 0);
     socket.set(zmq::sockopt::router_mandatory, 1); // a reply to a vanished peer fails, never blocks
     socket.set(zmq::sockopt::sndtimeo, 0);
+    socket.set(zmq::sockopt::maxmsgsize, int64_t(options.max_frame_bytes));
     socket.bind(endpoint);
     auto bound = socket.get(zmq::sockopt::last_endpoint);
     return std::make_unique<kv_receiver>(private_tag{}, std::move(socket), bound, options);

@@ -38,6 +38,10 @@ struct receiver_options {
   uint64_t max_transfer_bytes = uint64_t(4) << 30; ///< one request's KV
   uint64_t budget_bytes = uint64_t(8) << 30;       ///< every unconsumed transfer together
   size_t max_meta_bytes = 64 << 10;
+  /// Largest message part a peer may send (a chunk's payload; the sender's
+  /// chunk_bytes is 1 MiB): libzmq drops a peer that sends a larger one
+  /// before allocating it (ZMQ_MAXMSGSIZE).
+  size_t max_frame_bytes = size_t(16) << 20;
   uint32_t window_chunks = 16; ///< chunks a sender may have unacknowledged
   /// A transfer whose sender sends nothing for this long fails (sender died).
   std::chrono::milliseconds idle_timeout{10000};

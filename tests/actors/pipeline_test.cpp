@@ -86,6 +86,25 @@ TEST_F(pipeline_test, a_repeated_request_reuses_the_prefix_cache_per_tenant) {
   EXPECT_GT(s.pool.blocks_cached, 0);
 }
 
+TEST_F(pipeline_test, the_encoder_cache_is_per_tenant) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  // Uploads go through the encoder every time (a request's image may be
+  // a library hit instead).
+  const auto png = random_png(rng_);
+  const auto before = cluster_->stats();
+  ASSERT_TRUE(cluster_->upload("alice", png));
+  ASSERT_TRUE(cluster_->upload("alice", png)); // her cached encoder output
+  const auto alice = cluster_->stats();
+  EXPECT_EQ(alice.encodes - before.encodes, 1u);
+  EXPECT_EQ(alice.encoder_cache_hits - before.encoder_cache_hits, 1u);
+  // Bob's identical image is encoded anew: a cache hit would tell him
+  // (by its speed) that another tenant sent it.
+  ASSERT_TRUE(cluster_->upload("bob", png));
+  const auto bob = cluster_->stats();
+  EXPECT_EQ(bob.encodes - alice.encodes, 1u);
+  EXPECT_EQ(bob.encoder_cache_hits, alice.encoder_cache_hits);
+}
+
 TEST_F(pipeline_test, a_stop_string_that_starts_inside_a_token_returns_none_of_it) {
   SCOPED_TRACE("seed " + std::to_string(seed_));
   const std::vector<std::vector<uint8_t>> images{random_png(rng_)};

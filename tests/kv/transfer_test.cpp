@@ -231,6 +231,20 @@ TEST_F(transfer_test, hostile_sizes_and_garbage_get_errors_and_reserve_nothing) 
   expect_still_serving(30);
 }
 
+TEST_F(transfer_test, an_oversized_frame_drops_its_peer_before_allocation) {
+  ropts.max_frame_bytes = 1 << 20;
+  start();
+  raw_peer peer(ctx, receiver->endpoint());
+  // One 4 MiB part: libzmq reads its length first and drops the peer
+  // (ZMQ_MAXMSGSIZE), so nothing answers and nothing is reserved.
+  std::vector<std::byte> big(4 << 20, std::byte{7});
+  peer.send({frame_kind::begin, 5}, big);
+  EXPECT_FALSE(peer.answer()) << "the receiver answered an oversized frame";
+  EXPECT_EQ(receiver->stats().budget_used_bytes, 0u);
+  EXPECT_EQ(receiver->stats().transfers, 0u);
+  expect_still_serving(31);
+}
+
 TEST_F(transfer_test, memory_budget_refuses_then_frees) {
   ropts.budget_bytes = 1000;
   start();

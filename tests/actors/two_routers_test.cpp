@@ -1,0 +1,126 @@
+// Two routers in one cluster (issue 20): four nodes of one topology
+// joined in this process (real CAF links and ZeroMQ data plane on
+// 127.0.0.1). r0 and r1 each run frontend, router and encoder; p runs
+// kv_loader, linker and prefill; d runs decode. Both routers send
+// requests of two tenants at once through the same prefill and decode
+// nodes: every answer equals that request's answer alone, none fails,
+// and request ids never meet (each router numbers its own range).
+
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized" // see pipeline_test.cpp
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <future>
+#include <sstream>
+
+#include "actors/peer_link.hpp"
+#include "actors/router_actor.hpp"
+#include "tests/actors/actor_test_util.hpp"
+#include "topology/loader.hpp"
+
+namespace mosaic::actors {
+namespace {
+
+using namespace test;
+
+static_assert(first_request_id(0) != first_request_id(1));
+static_assert((first_request_id(4000) >> 63) == 0, "clear of the embeddings relay's bit");
+
+class two_routers_test : public ::testing::Test {
+protected:
+  void SetUp() override {
+    test_home();
+    // Ports above the ephemeral range, per process (see router_nodes_test).
+    const int base = 61000 + int(getpid() % 80) * 48 + 40;
+    std::ostringstream y;
+    y << "model: builtin:tiny\ndefaults: { policy: \"full\", deadline_ms: 30000 }\nnodes:\n";
+    int port = base;
+    for (const char* r : {"r0", "r1"}) {
+      y << "  - { name: " << r << ", host: 127.0.0.1, control_port: " << port
+        << ", data_port: " << port + 1 << ", threads: 1, actors: [ { kind: frontend, http_port: "
+        << port + 2 << ", zmq_port: " << port + 3
+        << " }, { kind: router }, { kind: encoder } ] }\n";
+      port += 4;
+    }
+    y << "  - { name: p, host: 127.0.0.1, control_port: " << port << ", data_port: " << port + 1
+      << ", threads: 1, actors: [ { kind: kv_loader, library: " << (dir_.path() / "lib").string()
+      << ", io: pread, ram_gb: 0.05, disk_gb: 1 }, { kind: linker }, { kind: prefill } ] }\n";
+    y << "  - { name: d, host: 127.0.0.1, control_port: " << port + 2
+      << ", data_port: " << port + 3
+      << ", threads: 1, actors: [ { kind: decode, max_batch: 16, pool_gb: 0.05 } ] }\n";
+    auto topo = parse_topology(y.str(), "two_routers_test.yaml");
+    ASSERT_TRUE(topo) << topo.err().to_string();
+    topo_ = *topo;
+    join_options jo;
+    jo.quiet = true;
+    jo.connect_timeout = 30s;
+    std::vector<std::future<result<std::unique_ptr<local_cluster>>>> joins;
+    for (const char* name : {"r0", "r1", "p", "d"})
+      joins.push_back(std::async(
+          std::launch::async, [this, name, jo] { return local_cluster::join(topo_, name, jo); }));
+    std::unique_ptr<local_cluster>* slots[] = {&r_[0], &r_[1], &p_, &d_};
+    for (size_t i = 0; i < joins.size(); ++i) {
+      auto c = joins[i].get();
+      ASSERT_TRUE(c) << c.err().to_string();
+      *slots[i] = std::move(*c);
+    }
+  }
+
+  // Ends the process without tearing the joined nodes down (see
+  // router_nodes_test.cpp).
+  void TearDown() override {
+    std::fflush(stdout);
+    std::_Exit(::testing::Test::HasFailure() ? 1 : 0);
+  }
+
+  temp_dir dir_{"mosaic_two_routers"};
+  topology topo_;
+  std::unique_ptr<local_cluster> r_[2], p_, d_;
+};
+
+TEST_F(two_routers_test, concurrent_requests_of_two_tenants_through_two_routers_never_mix) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng{seed};
+  struct job {
+    wire::generate_request req;
+    std::vector<int32_t> alone;
+  };
+  std::vector<job> jobs;
+  for (int i = 0; i < 8; ++i) {
+    std::vector<std::vector<uint8_t>> imgs;
+    if (i % 2 == 0)
+      imgs.push_back(random_png(rng));
+    auto req = greedy_request(imgs, "full", 6 + uint32_t(i), i % 3 == 0 ? "bob" : "alice");
+    req.segments.push_back(wire::text_segment{" case " + std::to_string(i)});
+    jobs.push_back({req, {}});
+  }
+  // Each request alone, one at a time, through r0 and then r1 (so that,
+  // were both routers to count from the same place, the ids of the
+  // concurrent rounds below would meet).
+  for (auto& j : jobs) {
+    auto done = r_[0]->submit(j.req)->wait(30s);
+    ASSERT_TRUE(done) << done.err().to_string();
+    j.alone = done->tokens;
+    ASSERT_FALSE(j.alone.empty());
+    auto again = r_[1]->submit(j.req)->wait(30s);
+    ASSERT_TRUE(again) << again.err().to_string();
+    EXPECT_EQ(again->tokens, j.alone);
+  }
+  // All at once, twice over, half through each router.
+  std::vector<std::pair<size_t, std::shared_ptr<token_stream>>> running;
+  for (int round = 0; round < 2; ++round)
+    for (size_t i = 0; i < jobs.size(); ++i)
+      running.emplace_back(i, r_[(i + size_t(round)) % 2]->submit(jobs[i].req));
+  for (auto& [i, s] : running) {
+    auto done = s->wait(60s);
+    ASSERT_TRUE(done) << "request " << i << ": " << done.err().to_string();
+    EXPECT_EQ(done->tokens, jobs[i].alone) << "request " << i << " got another's answer";
+  }
+  EXPECT_EQ(r_[0]->stats().failed + r_[1]->stats().failed, 0u);
+}
+
+} // namespace
+} // namespace mosaic::actors

@@ -240,6 +240,12 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
       if (n.name != self->name && n.count(actor_kind::linker) != 0)
         workers.push_back(prefill_route{"node '" + n.name + "'", link_to(n, "linker"),
                                         link_to(n, "uploader"), n.name});
+    std::vector<caf::actor> libraries;
+    if (has(actor_kind::kv_loader))
+      libraries.push_back(local[actor_kind::kv_loader]);
+    for (const auto& n : topo.nodes)
+      if (n.name != self->name && n.count(actor_kind::kv_loader) != 0)
+        libraries.push_back(link_to(n, "kv_loader"));
     caf::actor uploader = storer;
     if (!uploader && !workers.empty())
       uploader = workers.front().uploader;
@@ -257,7 +263,8 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
     }
     const size_t n_workers = workers.size();
     c->router_ = spawn_router(sys, ctxp,
-                              router_peers{peer(actor_kind::linker), uploader, decode_peer,
+                              router_peers{peer(actor_kind::linker), uploader,
+                                           std::move(libraries), decode_peer,
                                            std::move(workers), net.health,
                                            uint32_t(self - topo.nodes.data())});
     keep(actor_kind::router, c->router_);

@@ -85,6 +85,20 @@ layer_ready_msg load(kv_loader_state& st, const load_request_msg& m) {
   return make_layer_ready_msg(out);
 }
 
+/// Deletes the tenant's own entries of `m`'s keys (DELETE
+/// /v1/mosaic/images/{id}); the first error, not_found when none was there.
+store_result_msg remove(kv_loader_state& st, const library_lookup_msg& m) {
+  const std::string tenant = m->tenant() ? m->tenant()->str() : std::string{};
+  error first{};
+  if (m->keys() == nullptr || m->keys()->size() == 0)
+    first = make_error(errc::invalid_argument, "remove names no key");
+  else
+    for (const auto* k : *m->keys())
+      if (auto ok = st.ctx->library->remove(tenant, from_key(k)); !ok && first.code == errc::none)
+        first = ok.err();
+  return make_store_result_msg(m->request_id(), {}, 0, first);
+}
+
 store_result_msg store(kv_loader_state& st, const store_request_msg& m) {
   const auto image_key = from_key(m->key());
   const uint64_t compiled_id = m->kv() ? m->kv()->sequence() : 0;
@@ -107,6 +121,7 @@ caf::behavior kv_loader_actor(caf::stateful_actor<kv_loader_state>* self, node_c
       [self](lookup_atom, const library_lookup_msg& m) { return lookup(self->state, m); },
       [self](load_atom, const load_request_msg& m) { return load(self->state, m); },
       [self](store_atom, const store_request_msg& m) { return store(self->state, m); },
+      [self](remove_atom, const library_lookup_msg& m) { return remove(self->state, m); },
   };
 }
 

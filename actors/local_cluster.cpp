@@ -306,7 +306,7 @@ result<std::unique_ptr<local_cluster>> local_cluster::start(node_options options
   auto decode = spawn_decode(sys, ctxp);
   auto compress = spawn_compress(sys, ctxp, decode);
   // One linker per prefill worker; the router picks among them.
-  router_peers rp{nullptr, encoder, decode, {}, nullptr};
+  router_peers rp{nullptr, encoder, {loader}, decode, {}, nullptr};
   const int n_workers = std::max(1, ctxp->options.prefill_workers);
   for (int i = 0; i < n_workers; ++i) {
     auto prefill = spawn_prefill(sys, ctxp, prefill_peers{storer, decode, compress, nullptr});
@@ -448,6 +448,23 @@ result<upload_result> local_cluster::upload(std::string_view tenant, std::span<c
             out = u;
           },
           [&](const caf::error& err) { out = from_caf_error(err); });
+  return out;
+}
+
+status local_cluster::remove(std::string_view tenant, const digest& image_key,
+                             std::chrono::milliseconds timeout) {
+  if (!router_)
+    return make_error(errc::unsupported, "this node runs no router; delete through the node with "
+                                         "the frontend");
+  wire::library_lookup req;
+  req.tenant = std::string{tenant};
+  req.keys = {image_key};
+  req.include_shared = false;
+  caf::scoped_actor self{*sys_};
+  status out = make_error(errc::internal, "no answer to the delete");
+  self->request(router_, timeout + hop_slack, remove_atom_v, make_library_lookup_msg(req))
+      .receive([&](const store_result_msg& r) { out = to_status(r->error()); },
+               [&](const caf::error& err) { out = from_caf_error(err); });
   return out;
 }
 

@@ -143,6 +143,10 @@ public:
   /// stores it in `tenant`'s static library; returns once stored.
   result<upload_result> upload(std::string_view tenant, std::span<const uint8_t> image,
                                std::chrono::milliseconds timeout = std::chrono::seconds{60});
+  /// Deletes `tenant`'s image from every library of the cluster (through
+  /// the router): not_found when none held it.
+  status remove(std::string_view tenant, const digest& image_key,
+                std::chrono::milliseconds timeout = std::chrono::seconds{30});
   node_stats stats() const { return ctx_->stats(); }
   node_context& context() { return *ctx_; }
   /// One line per spawned actor ("router  (cooperative)").

@@ -403,6 +403,56 @@ void on_upload_retry(router_ptr self, uint64_t id) {
   send_upload(self, std::move(job));
 }
 
+/// DELETE of a tenant's image: asks every library of the cluster. Done
+/// when one removed it and every library answered; not_found when none
+/// had it; unavailable when a library did not answer (a copy may remain).
+caf::result<store_result_msg> on_remove(router_ptr self, const library_lookup_msg& m) {
+  const auto& libs = self->state.peers.libraries;
+  const uint64_t id = m->request_id();
+  if (libs.empty())
+    return make_store_result_msg(id, {}, 0,
+                                 make_error(errc::not_found, "this cluster has no KV library"));
+  struct gather {
+    caf::typed_response_promise<store_result_msg> rp;
+    size_t left = 0;
+    bool removed = false;
+    error failed{};  ///< a library refused (not not_found)
+    error silent{};  ///< a library did not answer
+  };
+  auto g = std::make_shared<gather>();
+  g->rp = self->make_response_promise<store_result_msg>();
+  g->left = libs.size();
+  auto done = [g, id] {
+    if (--g->left != 0)
+      return;
+    error out{};
+    if (g->failed.code != errc::none)
+      out = g->failed;
+    else if (g->silent.code != errc::none)
+      out = make_error(errc::unavailable, g->removed ? "removed, but " : "",
+                       "a library did not answer (", g->silent.message,
+                       "); the image may remain there: retry the delete");
+    else if (!g->removed)
+      out = make_error(errc::not_found, "no library holds this image of the tenant");
+    g->rp.deliver(make_store_result_msg(id, {}, 0, out));
+  };
+  for (const auto& lib : libs)
+    self->request(lib, std::chrono::seconds{30}, remove_atom_v, m)
+        .then(
+            [g, done](const store_result_msg& r) {
+              if (auto st = to_status(r->error()); st)
+                g->removed = true;
+              else if (st.err().code != errc::not_found && g->failed.code == errc::none)
+                g->failed = st.err();
+              done();
+            },
+            [g, done](const caf::error& err) {
+              g->silent = from_caf_error(err);
+              done();
+            });
+  return g->rp;
+}
+
 caf::behavior router_actor(router_ptr self, node_context* ctx, router_peers peers) {
   auto& st = self->state;
   st.ctx = ctx;
@@ -431,6 +481,7 @@ caf::behavior router_actor(router_ptr self, node_context* ctx, router_peers peer
       [self](cancel_atom, const cancel_msg& m) { on_cancel(self, m); },
       [self](encode_atom, const encode_request_msg& m) { return on_upload(self, m); },
       [self](encode_atom, uint64_t id) { on_upload_retry(self, id); },
+      [self](remove_atom, const library_lookup_msg& m) { return on_remove(self, m); },
   };
 }
 

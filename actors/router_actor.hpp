@@ -49,6 +49,9 @@ struct prefill_route {
 struct router_peers {
   caf::actor linker;  ///< the only worker when `prefill` is empty
   caf::actor encoder; ///< the uploader when `prefill` is empty
+  /// Every kv_loader of the cluster (local, or links): a DELETE removes
+  /// the tenant's entry from whichever library holds it.
+  std::vector<caf::actor> libraries;
   caf::actor decode;  ///< receives cancels of running requests
   /// Every prefill worker (see above); empty: {linker, encoder}.
   std::vector<prefill_route> prefill;

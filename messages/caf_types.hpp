@@ -138,6 +138,7 @@ CAF_ADD_ATOM(mosaic, mosaic, heartbeat_atom, "heartbeat")
 CAF_ADD_ATOM(mosaic, mosaic, health_atom, "health")
 CAF_ADD_ATOM(mosaic, mosaic, shutdown_atom, "shutdown")
 CAF_ADD_ATOM(mosaic, mosaic, compress_atom, "compress")
+CAF_ADD_ATOM(mosaic, mosaic, remove_atom, "remove") // a tenant's library entry (DELETE)
 CAF_ADD_ATOM(mosaic, mosaic, wake_atom,
              "wake") // node-local: a stage may have work (actors/stage_admission)
 

@@ -77,10 +77,7 @@ result<stored_image> cluster_service::upload(std::string_view tenant,
 }
 
 status cluster_service::remove(std::string_view tenant, const library_key_bytes& key) {
-  auto& ctx = cluster_.context();
-  if (!ctx.library)
-    return make_error(errc::not_found, "this node has no library");
-  return ctx.library->remove(tenant, key);
+  return cluster_.remove(tenant, key);
 }
 
 service_stats cluster_service::stats() const {

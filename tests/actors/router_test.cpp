@@ -66,7 +66,7 @@ protected:
     ctx_->options.max_inflight = 1;
     ctx_->options.max_queue = 1;
     linker_ = sys_->spawn(held_linker, 0);
-    router_ = spawn_router(*sys_, ctx_.get(), router_peers{linker_, nullptr, nullptr, {}, nullptr});
+    router_ = spawn_router(*sys_, ctx_.get(), router_peers{linker_, nullptr, {}, nullptr, {}, nullptr});
   }
   ~router_test() override {
     caf::anon_send_exit(router_, caf::exit_reason::user_shutdown);

@@ -293,6 +293,25 @@ TEST_F(NodeCluster, ThreeNodesAnswerLikeOneProcessAndSurviveALostDecodeNode) {
     EXPECT_EQ(got.content, want.content);
   }
 
+  // An upload through front lands in the prefill node's library; DELETE
+  // through front removes it there (front has no library of its own).
+  {
+    httplib::Client cli{fh, http_port};
+    cli.set_read_timeout(30, 0);
+    const auto raw = read_file(fs::path{MOSAIC_SOURCE_DIR} / "tests/data/engine/red_square.png");
+    auto up = cli.Post("/v1/mosaic/images", raw, "image/png");
+    ASSERT_TRUE(up);
+    ASSERT_EQ(up->status, 200) << up->body;
+    const auto id = nlohmann::json::parse(up->body)["id"].get<std::string>();
+    auto del = cli.Delete(("/v1/mosaic/images/" + id).c_str());
+    ASSERT_TRUE(del);
+    EXPECT_EQ(del->status, 200) << del->body;
+    EXPECT_NE(del->body.find("\"deleted\":true"), std::string::npos) << del->body;
+    auto again = cli.Delete(("/v1/mosaic/images/" + id).c_str());
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->status, 404) << again->body;
+  }
+
   // Long streams; kill -9 the decode node once every stream has tokens.
   constexpr int n_streams = 3;
   std::atomic<int> with_tokens{0};

@@ -196,13 +196,16 @@ int current_socket() {
 
 // -- elastic_pool -----------------------------------------------------------------
 
-elastic_pool::elastic_pool(int max_threads) : max_threads_(std::max(max_threads, 1)) {}
+elastic_pool::elastic_pool(int max_threads, int keep_threads, std::chrono::milliseconds idle_exit)
+  : max_threads_(std::max(max_threads, 1)), keep_threads_(std::max(keep_threads, 0)),
+    idle_exit_(idle_exit) {}
 
 elastic_pool::~elastic_pool() {
   shutdown();
 }
 
 void elastic_pool::enqueue(std::function<void()> fn) {
+  join_retired();
   std::unique_lock lock{mutex_};
   if (stop_)
     return;
@@ -218,10 +221,22 @@ void elastic_pool::run() {
   std::unique_lock lock{mutex_};
   for (;;) {
     ++idle_;
-    cv_.wait(lock, [this] { return stop_ || !jobs_.empty(); });
+    const bool woken = cv_.wait_for(lock, idle_exit_, [this] { return stop_ || !jobs_.empty(); });
     --idle_;
-    if (jobs_.empty()) // stopping, nothing left to serve
+    if (!woken && !stop_ && int(threads_.size()) > keep_threads_) {
+      // Idle too long: this thread ends; the next enqueue joins it.
+      const auto me = std::this_thread::get_id();
+      auto it = std::find_if(threads_.begin(), threads_.end(),
+                             [me](const std::thread& t) { return t.get_id() == me; });
+      if (it != threads_.end())
+        retired_.splice(retired_.end(), threads_, it);
       return;
+    }
+    if (jobs_.empty()) {
+      if (stop_)
+        return;
+      continue;
+    }
     auto fn = std::move(jobs_.front());
     jobs_.pop_front();
     lock.unlock();
@@ -230,16 +245,28 @@ void elastic_pool::run() {
   }
 }
 
+void elastic_pool::join_retired() {
+  std::list<std::thread> done;
+  {
+    std::lock_guard lock{mutex_};
+    done.swap(retired_);
+  }
+  for (auto& t : done)
+    t.join();
+}
+
 void elastic_pool::shutdown() {
-  std::vector<std::thread> threads;
+  std::list<std::thread> threads;
   {
     std::lock_guard lock{mutex_};
     stop_ = true;
     threads.swap(threads_);
+    threads.splice(threads.end(), retired_);
   }
   cv_.notify_all();
   for (auto& t : threads)
-    t.join();
+    if (t.joinable())
+      t.join();
 }
 
 int elastic_pool::threads() const {

@@ -26,6 +26,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <list>
 #include <map>
 #include <mutex>
 #include <string>
@@ -41,9 +42,12 @@ namespace mosaic::server {
 
 /// cpp-httplib's task queue: one thread per running connection, started
 /// on demand up to `max_threads`; beyond that connections wait their turn.
+/// A thread idle for `idle_exit` ends, down to `keep_threads`, so that a
+/// burst's threads (and what each holds) go once it is over.
 class elastic_pool : public httplib::TaskQueue {
 public:
-  explicit elastic_pool(int max_threads);
+  explicit elastic_pool(int max_threads, int keep_threads = 8,
+                        std::chrono::milliseconds idle_exit = std::chrono::seconds{5});
   ~elastic_pool() override;
   void enqueue(std::function<void()> fn) override;
   void shutdown() override;
@@ -51,12 +55,17 @@ public:
 
 private:
   void run();
+  /// Joins the threads that ended idle (outside the lock: they are exiting).
+  void join_retired();
 
   const int max_threads_;
+  const int keep_threads_;
+  const std::chrono::milliseconds idle_exit_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> jobs_;
-  std::vector<std::thread> threads_;
+  std::list<std::thread> threads_;
+  std::list<std::thread> retired_; ///< ended idle, not joined yet
   int idle_ = 0;
   bool stop_ = false;
 };

@@ -88,8 +88,38 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
                            : is_ip_literal(self->host) ? self->host
                                                        : std::string{"0.0.0.0"};
 
+  // With keys in the topology the data plane is CURVE: this node's pair
+  // from its key file, the other nodes' public keys from the topology.
+  if (!self->public_key.empty()) {
+    const std::string file = !jo.key_file.empty() ? jo.key_file : self->key_file;
+    if (file.empty())
+      return make_error(errc::invalid_argument, "node '", self->name,
+                        "' has a public_key in the topology but no key file; pass --key-file or "
+                        "set key_file: on the node");
+    auto keys = kv::transfer::read_key_file(file);
+    if (!keys)
+      return make_error(keys.err().code, "node '", self->name, "': ", keys.err().message);
+    if (keys->public_key != self->public_key)
+      return make_error(errc::invalid_argument, "node '", self->name, "': the key file ", file,
+                        " holds another public key than the topology gives this node");
+    net.keys = std::move(*keys);
+  }
+  /// A data-plane sender's options towards `peer`.
+  auto sender_to = [&net](const node_spec& peer) {
+    kv::transfer::sender_options so;
+    if (net.keys)
+      so.curve = kv::transfer::sender_options::curve_keys{peer.public_key, net.keys->public_key,
+                                                          net.keys->secret_key};
+    return so;
+  };
+
   // Bulk into this node (KV for decode, embeddings for linkers).
   kv::transfer::receiver_options ro;
+  if (net.keys) {
+    ro.curve = kv::transfer::receiver_options::curve_keys{net.keys->secret_key, {}};
+    for (const auto& n : topo.nodes)
+      ro.curve->clients.push_back(n.public_key);
+  }
   ro.budget_bytes = std::max<uint64_t>(c->ctx_->options.pool_bytes, uint64_t(256) << 20);
   ro.max_transfer_bytes = ro.budget_bytes;
   // Between machines a credit round trip costs more than in one process:
@@ -206,7 +236,7 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
         if (d.name == self->name || d.count(actor_kind::decode) == 0)
           continue;
         auto outbox = std::make_shared<kv_outbox>(net.zmq, tcp_endpoint(d.host, d.data_port),
-                                                  address_of(d), net.health);
+                                                  address_of(d), net.health, sender_to(d));
         net.outboxes.push_back(outbox);
         decoders->add(link_to(d, "decode"), outbox);
         where += (where.empty() ? "KV to " : ", ") + outbox->endpoint();
@@ -292,8 +322,12 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
         const auto* n = topo_copy->find_node(from);
         if (n == nullptr)
           return nullptr;
+        kv::transfer::sender_options so;
+        if (netp->keys)
+          so.curve = kv::transfer::sender_options::curve_keys{
+              n->public_key, netp->keys->public_key, netp->keys->secret_key};
         g = spawn_embeddings_gateway(*sysp, ctxp, netp->zmq, tcp_endpoint(n->host, n->data_port),
-                                     self_name, local[actor_kind::encoder]);
+                                     self_name, local[actor_kind::encoder], std::move(so));
       }
       return g;
     }

@@ -42,6 +42,7 @@ struct gateway_state {
   std::string endpoint;
   std::string node;
   caf::actor encoder;
+  kv::transfer::sender_options options; ///< CURVE keys when the cluster has them
   uint64_t next = 1;
   static inline const char* name = "embeddings_gateway";
 };
@@ -51,7 +52,7 @@ using gateway_ptr = caf::stateful_actor<gateway_state>*;
 /// Pushes `emb` to the requesting node as transfer `id`.
 status push(gateway_state& st, uint64_t id, const std::vector<float>& emb) {
   if (!st.sender) {
-    kv::transfer::sender_options so;
+    kv::transfer::sender_options so = st.options;
     so.peer_timeout = std::chrono::milliseconds{3000};
     auto s = kv::transfer::kv_sender::connect(*st.zmq, st.endpoint, so);
     if (!s)
@@ -70,8 +71,10 @@ status push(gateway_state& st, uint64_t id, const std::vector<float>& emb) {
 }
 
 caf::behavior embeddings_gateway(gateway_ptr self, node_context* ctx, zmq::context_t* zmq,
-                                 std::string endpoint, std::string node, caf::actor encoder) {
+                                 std::string endpoint, std::string node, caf::actor encoder,
+                                 kv::transfer::sender_options options) {
   auto& st = self->state;
+  st.options = std::move(options);
   st.ctx = ctx;
   st.zmq = zmq;
   st.endpoint = std::move(endpoint);
@@ -195,9 +198,10 @@ caf::behavior embeddings_intake(intake_ptr self, node_context* ctx,
 } // namespace
 
 caf::actor spawn_embeddings_gateway(caf::actor_system& sys, node_context* ctx, zmq::context_t& zmq,
-                                    std::string endpoint, std::string node, caf::actor encoder) {
+                                    std::string endpoint, std::string node, caf::actor encoder,
+                                    kv::transfer::sender_options options) {
   return sys.spawn<caf::detached>(embeddings_gateway, ctx, &zmq, std::move(endpoint),
-                                  std::move(node), std::move(encoder));
+                                  std::move(node), std::move(encoder), std::move(options));
 }
 
 caf::actor spawn_embeddings_intake(caf::actor_system& sys, node_context* ctx,

@@ -26,6 +26,7 @@
 #include <caf/actor_system.hpp>
 
 #include "actors/node_context.hpp"
+#include "kv/transfer/sender.hpp"
 
 namespace zmq {
 class context_t;
@@ -40,7 +41,8 @@ namespace mosaic::actors {
 /// Encoder node: the gateway for one requesting node whose data plane is
 /// `endpoint`. `zmq` must outlive the actor.
 caf::actor spawn_embeddings_gateway(caf::actor_system& sys, node_context* ctx, zmq::context_t& zmq,
-                                    std::string endpoint, std::string node, caf::actor encoder);
+                                    std::string endpoint, std::string node, caf::actor encoder,
+                                    kv::transfer::sender_options options = {});
 
 /// Linker node: the intake in front of `encoder_link`. `receiver` must
 /// outlive the actor.

@@ -87,9 +87,9 @@ uint64_t kv_layer_bytes(uint32_t n_tokens, uint32_t kv_dim) {
 // -- prefill side -------------------------------------------------------------------
 
 kv_outbox::kv_outbox(zmq::context_t& context, std::string endpoint, peer_address decode_peer,
-                     std::shared_ptr<peer_health> health)
-  : context_(context), endpoint_(std::move(endpoint)), peer_(std::move(decode_peer)),
-    health_(std::move(health)) {}
+                     std::shared_ptr<peer_health> health, kv::transfer::sender_options options)
+  : context_(context), endpoint_(std::move(endpoint)), options_(std::move(options)),
+    peer_(std::move(decode_peer)), health_(std::move(health)) {}
 
 kv_outbox::~kv_outbox() = default;
 
@@ -106,7 +106,7 @@ result<std::unique_ptr<kv_stream>> kv_outbox::open(uint64_t request_id, std::str
                       " is down; KV of request ", std::to_string(request_id), " not sent");
   std::unique_lock lock{mutex_};
   if (!sender_) {
-    kv::transfer::sender_options so;
+    kv::transfer::sender_options so = options_;
     so.peer_timeout = std::chrono::milliseconds{3000};
     auto s = kv::transfer::kv_sender::connect(context_, endpoint_, so);
     if (!s)

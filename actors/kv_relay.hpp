@@ -45,6 +45,7 @@
 
 #include "actors/node_context.hpp"
 #include "actors/peer_link.hpp"
+#include "kv/transfer/sender.hpp"
 
 namespace zmq {
 class context_t;
@@ -103,8 +104,9 @@ private:
 class kv_outbox {
 public:
   /// `endpoint`: the decode node's data plane ("tcp://10.0.0.3:7502").
+  /// `options`: the sender's (CURVE keys when the cluster has them).
   kv_outbox(zmq::context_t& context, std::string endpoint, peer_address decode_peer,
-            std::shared_ptr<peer_health> health);
+            std::shared_ptr<peer_health> health, kv::transfer::sender_options options = {});
   ~kv_outbox();
 
   /// Begins the transfer of request `request_id`'s KV (`n_tokens` tokens
@@ -127,6 +129,7 @@ private:
 
   zmq::context_t& context_;
   std::string endpoint_;
+  kv::transfer::sender_options options_;
   peer_address peer_;
   std::shared_ptr<peer_health> health_;
   std::mutex mutex_; // one transfer at a time on the sender

@@ -114,6 +114,9 @@ struct join_options {
   /// when it is an IP address, else 0.0.0.0.
   std::string bind;
   bool quiet = false; ///< no peer up/down lines on stderr
+  /// This node's CURVE key file (`mosaic keys`); empty: the topology
+  /// node's key_file. Needed when the topology gives nodes public keys.
+  std::string key_file;
 };
 
 class local_cluster {

@@ -7,6 +7,7 @@
 // the actor system (every actor that uses it has stopped).
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 
 #include "actors/kv_relay.hpp"
 #include "actors/peer_link.hpp"
+#include "kv/transfer/curve_keys.hpp"
 #include "kv/transfer/receiver.hpp"
 
 namespace mosaic::actors {
@@ -25,6 +27,9 @@ struct node_network {
   std::vector<std::shared_ptr<kv_outbox>> outboxes;    ///< towards remote decode nodes
   std::vector<peer_address> peers;
   std::shared_ptr<peer_health> health = std::make_shared<peer_health>();
+  /// This node's CURVE pair when the topology gives nodes keys: the data
+  /// plane is then encrypted and admits only the topology's nodes.
+  std::optional<kv::transfer::curve_pair> keys;
 
   ~node_network() {
     outboxes.clear(); // sockets before the context

@@ -10,6 +10,8 @@ namespace mosaic::cli {
 
 /// `mosaic version`
 void add_version_command(CLI::App& app, int* exit_code);
+/// `mosaic keys`: a node's CURVE key pair (cli/keys_command.cpp).
+void add_keys_command(CLI::App& app, int* exit_code);
 // -- subcommand registrations --
 /// `mosaic serve [--topology FILE] [--node NAME] [--dry-run]`
 void add_serve_command(CLI::App& app, int* exit_code);

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   mosaic::cli::add_model_command(app, &exit_code);
   mosaic::cli::add_calibrate_command(app, &exit_code); // needs the `model` group
   mosaic::cli::add_topology_command(app, &exit_code);
+  mosaic::cli::add_keys_command(app, &exit_code);
   mosaic::cli::add_sim_command(app, &exit_code);
   mosaic::cli::add_bench_command(app, &exit_code);
   try {

@@ -32,6 +32,7 @@ struct node_command_options {
   int http_port = -1;
   int drain_s = -1; ///< -1: the topology frontend's drain_s
   std::string api_keys;
+  std::string key_file;
 };
 
 int run_node(const node_command_options& o) {
@@ -62,6 +63,7 @@ int run_node(const node_command_options& o) {
   std::fflush(stdout);
   actors::join_options jo;
   jo.bind = o.bind;
+  jo.key_file = o.key_file;
   jo.connect_timeout = std::chrono::seconds{o.connect_timeout_s};
   auto cluster = actors::local_cluster::join(*topo, o.node, jo);
   if (!cluster) {
@@ -124,6 +126,9 @@ void add_node_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--http-port", o->http_port, "HTTP port of the front door (0: any free)")
       ->check(CLI::Range(0, 65535));
   cmd->add_option("--api-keys", o->api_keys, "API key file (default: the topology's api_keys)");
+  cmd->add_option("--key-file", o->key_file,
+                  "this node's CURVE key file from `mosaic keys` (default: the topology node's "
+                  "key_file); needed when the topology gives nodes public keys");
   cmd->add_option("--drain-seconds", o->drain_s,
                   "on SIGTERM, how long the front door's running requests may finish (default: "
                   "the topology frontend's drain_s, 30)")

@@ -22,6 +22,15 @@ bool is_name_char(char c) {
          c == '-' || c == '.';
 }
 
+/// 40 characters of ZeroMQ's Z85 alphabet (a 32-byte CURVE key).
+bool is_z85_key(std::string_view key) {
+  static constexpr std::string_view alphabet =
+      "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+  return key.size() == 40 &&
+         std::all_of(key.begin(), key.end(),
+                     [](char c) { return alphabet.find(c) != std::string_view::npos; });
+}
+
 bool valid_node_name(std::string_view name) {
   return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), is_name_char);
 }
@@ -230,6 +239,18 @@ node_spec read_node(const YAML::Node& item, size_t index, parse_context& ctx) {
   }
   if (auto threads = m.read_int("threads", 0, 4096))
     node.threads = static_cast<int>(*threads);
+  if (auto key = m.read_string("public_key")) {
+    if (is_z85_key(*key))
+      node.public_key = *key;
+    else
+      ctx.sink.add(m.value_mark("public_key"),
+                   "public_key of " + m.what() + " is not a CURVE public key",
+                   "paste the 40-character Z85 key `mosaic keys --out FILE` printed");
+  }
+  if (auto file = read_path(m, "key_file", ctx)) {
+    check_file(*file, false, m.value_mark("key_file"), "key_file", ctx);
+    node.key_file = *file;
+  }
   bool devices_known = read_devices(m, node, ctx);
   read_actors(m, node, devices_known, ctx);
   m.finish();

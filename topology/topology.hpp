@@ -161,6 +161,14 @@ struct node_spec {
   std::vector<device_spec> devices{device_spec{}};
   int threads = 0; ///< CPU backend threads; 0 = every core
   std::vector<actor_spec> actors;
+  /// The node's CURVE public key (Z85, 40 characters; `mosaic keys`
+  /// makes a pair). Given for every node or none: with keys, the data
+  /// plane is encrypted and a node accepts transfers only from the
+  /// topology's nodes.
+  std::string public_key;
+  /// Where the node finds its secret key (on its own machine); `mosaic
+  /// node --key-file` overrides it.
+  std::string key_file;
   spec_origin origin;
 
   /// Number of actors of `kind` on this node.

@@ -63,6 +63,22 @@ void check_ports(parse_context& ctx) {
 
 void check_cluster(const topology& topo, spec_origin nodes_at, parse_context& ctx) {
   check_ports(ctx);
+  // Keys for every node or none: a node without one could not be admitted
+  // by the others' data planes, nor check theirs.
+  size_t keyed = 0;
+  for (const auto& n : topo.nodes)
+    keyed += n.public_key.empty() ? 0 : 1;
+  if (keyed != 0 && keyed != topo.nodes.size())
+    for (const auto& n : topo.nodes)
+      if (n.public_key.empty())
+        ctx.sink.add(n.origin,
+                     "node '" + n.name + "' has no public_key, but other nodes of the cluster do",
+                     "give every node a public_key (`mosaic keys --out FILE` makes a pair), or "
+                     "none");
+  for (const auto& n : topo.nodes)
+    if (!n.key_file.empty() && n.public_key.empty())
+      ctx.sink.add(n.origin, "node '" + n.name + "' names a key_file but no public_key",
+                   "add the public_key that `mosaic keys` printed for that file");
   if (!ctx.all_kinds_known)
     return;
   constexpr std::array required = {actor_kind::frontend, actor_kind::encoder, actor_kind::kv_loader,

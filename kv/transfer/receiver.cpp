@@ -197,26 +197,57 @@ kv_receiver::bind(zmq::context_t& context, const std::string& endpoint, receiver
     return make_error(errc::invalid_argument,
                       "KV receiver: window_chunks >= 2, max_layers >= 1, max_frame_bytes above "
                       "max_meta_bytes");
+  if (options.curve) {
+    if (options.curve->secret_key.size() != 40 || options.curve->clients.empty())
+      return make_error(errc::invalid_argument,
+                        "KV receiver: CURVE needs a 40-character Z85 secret key and at least one "
+                        "client public key");
+    for (const auto& k : options.curve->clients) {
+      uint8_t bin[32];
+      if (k.size() != 40 || zmq_z85_decode(bin, k.c_str()) == nullptr)
+        return make_error(errc::invalid_argument, "KV receiver: '", k,
+                          "' is not a Z85 CURVE public key (40 characters)");
+    }
+  }
   try {
+    // The ZAP handler first: a CURVE server with none bound accepts anyone.
+    std::optional<zmq::socket_t> zap;
+    if (options.curve) {
+      zap.emplace(context, zmq::socket_type::rep);
+      zap->set(zmq::sockopt::linger, 0);
+      zap->bind("inproc://zeromq.zap.01");
+    }
     zmq::socket_t socket(context, zmq::socket_type::router);
     socket.set(zmq::sockopt::linger, 0);
     socket.set(zmq::sockopt::router_mandatory, 1); // a reply to a vanished peer fails, never blocks
     socket.set(zmq::sockopt::sndtimeo, 0);
     socket.set(zmq::sockopt::maxmsgsize, int64_t(options.max_frame_bytes));
+    if (options.curve) {
+      socket.set(zmq::sockopt::curve_server, true);
+      socket.set(zmq::sockopt::curve_secretkey, options.curve->secret_key);
+      socket.set(zmq::sockopt::zap_domain, "mosaic-data");
+    }
     socket.bind(endpoint);
     auto bound = socket.get(zmq::sockopt::last_endpoint);
-    return std::make_unique<kv_receiver>(private_tag{}, std::move(socket), bound, options);
+    return std::make_unique<kv_receiver>(private_tag{}, std::move(socket), std::move(zap), bound,
+                                         options);
   } catch (const zmq::error_t& e) {
     return make_error(errc::unavailable, "KV receiver cannot bind '", endpoint, "': ", e.what(),
                       " (is the data_port in use, or the address not on this host?)");
   }
 }
 
-kv_receiver::kv_receiver(private_tag, zmq::socket_t socket, std::string endpoint,
-                         receiver_options options)
-  : socket_(std::move(socket)), endpoint_(std::move(endpoint)), options_(options),
-    budget_(std::make_shared<incoming_kv::budget>()) {
+kv_receiver::kv_receiver(private_tag, zmq::socket_t socket, std::optional<zmq::socket_t> zap,
+                         std::string endpoint, receiver_options options)
+  : socket_(std::move(socket)), zap_(std::move(zap)), endpoint_(std::move(endpoint)),
+    options_(options), budget_(std::make_shared<incoming_kv::budget>()) {
   budget_->limit = options_.budget_bytes;
+  if (options_.curve)
+    for (const auto& k : options_.curve->clients) {
+      uint8_t bin[32];
+      if (zmq_z85_decode(bin, k.c_str()) != nullptr)
+        allowed_.insert(std::string(reinterpret_cast<const char*>(bin), sizeof bin));
+    }
   thread_ = std::thread([this] { run(); });
 }
 
@@ -227,11 +258,42 @@ kv_receiver::~kv_receiver() {
     t->kv->end(make_error(errc::unavailable, "KV receiver stopped during the transfer"));
 }
 
+void kv_receiver::authenticate() {
+  // ZAP 1.0 (RFC 27): version, request id, domain, address, identity,
+  // mechanism, then the mechanism's credentials (CURVE: the client's key).
+  std::vector<zmq::message_t> req;
+  do {
+    zmq::message_t part;
+    if (!zap_->recv(part, zmq::recv_flags::dontwait))
+      return;
+    req.push_back(std::move(part));
+  } while (req.back().more() && req.size() < 16);
+  auto str = [&](size_t i) {
+    return i < req.size() ? std::string(static_cast<const char*>(req[i].data()), req[i].size())
+                          : std::string{};
+  };
+  const bool ok = str(0) == "1.0" && str(5) == "CURVE" && allowed_.count(str(6)) != 0;
+  if (!ok) {
+    std::lock_guard lock{mutex_};
+    ++stats_.peers_refused;
+  }
+  const std::string reply[] = {"1.0", str(1), ok ? "200" : "400",
+                               ok ? "OK" : "unknown public key", "", ""};
+  try {
+    for (size_t i = 0; i < 6; ++i)
+      zap_->send(zmq::buffer(reply[i]), i + 1 < 6 ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  } catch (const zmq::error_t&) {
+  }
+}
+
 void kv_receiver::run() {
   while (!stop_) {
-    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::pollitem_t items[2] = {{socket_.handle(), 0, ZMQ_POLLIN, 0},
+                                {zap_ ? zap_->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
     try {
-      if (zmq::poll(&item, 1, std::chrono::milliseconds{50}) > 0) {
+      if (zmq::poll(items, zap_ ? 2 : 1, std::chrono::milliseconds{50}) > 0) {
+        if (zap_ && (items[1].revents & ZMQ_POLLIN) != 0)
+          authenticate();
         // Drain what is there, bounded so that expiry still runs under load.
         for (int i = 0; i < 256; ++i) {
           std::vector<zmq::message_t> parts;

@@ -22,6 +22,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <thread>
@@ -42,6 +44,16 @@ struct receiver_options {
   /// chunk_bytes is 1 MiB): libzmq drops a peer that sends a larger one
   /// before allocating it (ZMQ_MAXMSGSIZE).
   size_t max_frame_bytes = size_t(16) << 20;
+  /// CURVE (libzmq's elliptic-curve encryption and authentication): set,
+  /// the socket is a CURVE server with `secret_key` and accepts only peers
+  /// whose public key is one of `clients` (a ZAP handler on the context's
+  /// inproc://zeromq.zap.01, served by the receiver thread). Keys in Z85
+  /// (40 characters), as `mosaic keys` writes them.
+  struct curve_keys {
+    std::string secret_key;
+    std::vector<std::string> clients;
+  };
+  std::optional<curve_keys> curve;
   uint32_t window_chunks = 16; ///< chunks a sender may have unacknowledged
   /// A transfer whose sender sends nothing for this long fails (sender died).
   std::chrono::milliseconds idle_timeout{10000};
@@ -62,6 +74,7 @@ struct receiver_stats {
   /// overlapped the sender's work).
   uint64_t layers_early = 0;
   uint64_t budget_used_bytes = 0;
+  uint64_t peers_refused = 0; ///< CURVE handshakes refused (unknown public key)
   /// Transfers that landed in a buffer an earlier one had faulted in.
   uint64_t landing_reused = 0;
   /// Bytes of landing buffers kept for reuse (with budget_used_bytes,
@@ -166,7 +179,8 @@ public:
   receiver_stats stats() const;
 
   struct private_tag {};
-  kv_receiver(private_tag, zmq::socket_t socket, std::string endpoint, receiver_options options);
+  kv_receiver(private_tag, zmq::socket_t socket, std::optional<zmq::socket_t> zap,
+              std::string endpoint, receiver_options options);
 
 private:
   struct active_transfer;
@@ -178,8 +192,12 @@ private:
   /// A failed transfer nobody took keeps its error for `take` but not its bytes.
   void release_if_unclaimed(const std::shared_ptr<incoming_kv>& kv);
   void expire();
+  /// Answers one ZAP request: 200 for a listed CURVE public key, else 400.
+  void authenticate();
 
   zmq::socket_t socket_;
+  std::optional<zmq::socket_t> zap_;
+  std::set<std::string> allowed_; ///< binary (32-byte) public keys
   std::string endpoint_;
   receiver_options options_;
   std::shared_ptr<incoming_kv::budget> budget_;

@@ -25,6 +25,14 @@ kv_sender::connect(zmq::context_t& context, const std::string& endpoint, sender_
     zmq::socket_t socket(context, zmq::socket_type::dealer);
     socket.set(zmq::sockopt::linger, 0);
     socket.set(zmq::sockopt::sndtimeo, static_cast<int>(options.peer_timeout.count()));
+    if (const auto& c = options.curve) {
+      if (c->server_key.size() != 40 || c->public_key.size() != 40 || c->secret_key.size() != 40)
+        return make_error(errc::invalid_argument,
+                          "KV sender: CURVE keys are 40-character Z85 strings");
+      socket.set(zmq::sockopt::curve_serverkey, c->server_key);
+      socket.set(zmq::sockopt::curve_publickey, c->public_key);
+      socket.set(zmq::sockopt::curve_secretkey, c->secret_key);
+    }
     socket.connect(endpoint);
     return std::make_unique<kv_sender>(private_tag{}, std::move(socket), endpoint, options);
   } catch (const zmq::error_t& e) {

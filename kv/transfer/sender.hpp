@@ -17,6 +17,8 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -35,6 +37,15 @@ struct sender_options {
   /// in flight end to end; this bounds the ones not yet sent at all).
   size_t max_queued_bytes = size_t(2) << 20;
   std::chrono::milliseconds peer_timeout{5000}; ///< longest wait for an answer or credit
+  /// CURVE: set, the connection is encrypted and authenticated: the
+  /// receiver must hold the secret of `server_key`, and it admits this
+  /// sender only if `public_key` is among its clients (Z85 keys).
+  struct curve_keys {
+    std::string server_key;
+    std::string public_key;
+    std::string secret_key;
+  };
+  std::optional<curve_keys> curve;
 };
 
 /// What a sender has done so far.

@@ -4,7 +4,9 @@
 // kv_loader, linker and prefill; d runs decode. Both routers send
 // requests of two tenants at once through the same prefill and decode
 // nodes: every answer equals that request's answer alone, none fails,
-// and request ids never meet (each router numbers its own range).
+// and request ids never meet (each router numbers its own range). Every
+// node has a CURVE key pair: KV and embeddings cross an encrypted data
+// plane that admits only the topology's nodes.
 
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized" // see pipeline_test.cpp
 
@@ -18,6 +20,7 @@
 #include "actors/peer_link.hpp"
 #include "actors/router_actor.hpp"
 #include "tests/actors/actor_test_util.hpp"
+#include "kv/transfer/curve_keys.hpp"
 #include "topology/loader.hpp"
 
 namespace mosaic::actors {
@@ -36,19 +39,28 @@ protected:
     const int base = 61000 + int(getpid() % 80) * 48 + 40;
     std::ostringstream y;
     y << "model: builtin:tiny\ndefaults: { policy: \"full\", deadline_ms: 30000 }\nnodes:\n";
+    // Each node's CURVE pair: public key in the topology, secret in a file.
+    auto keys = [&](const std::string& node) {
+      auto pair = kv::transfer::make_curve_pair();
+      EXPECT_TRUE(pair);
+      const auto file = dir_.path() / (node + ".key");
+      EXPECT_TRUE(kv::transfer::write_key_file(file, *pair));
+      return ", public_key: \"" + pair->public_key + "\", key_file: " + file.string();
+    };
     int port = base;
     for (const char* r : {"r0", "r1"}) {
       y << "  - { name: " << r << ", host: 127.0.0.1, control_port: " << port
-        << ", data_port: " << port + 1 << ", threads: 1, actors: [ { kind: frontend, http_port: "
-        << port + 2 << ", zmq_port: " << port + 3
-        << " }, { kind: router }, { kind: encoder } ] }\n";
+        << ", data_port: " << port + 1 << keys(r)
+        << ", threads: 1, actors: [ { kind: frontend, http_port: " << port + 2
+        << ", zmq_port: " << port + 3 << " }, { kind: router }, { kind: encoder } ] }\n";
       port += 4;
     }
     y << "  - { name: p, host: 127.0.0.1, control_port: " << port << ", data_port: " << port + 1
-      << ", threads: 1, actors: [ { kind: kv_loader, library: " << (dir_.path() / "lib").string()
+      << keys("p") << ", threads: 1, actors: [ { kind: kv_loader, library: "
+      << (dir_.path() / "lib").string()
       << ", io: pread, ram_gb: 0.05, disk_gb: 1 }, { kind: linker }, { kind: prefill } ] }\n";
     y << "  - { name: d, host: 127.0.0.1, control_port: " << port + 2
-      << ", data_port: " << port + 3
+      << ", data_port: " << port + 3 << keys("d")
       << ", threads: 1, actors: [ { kind: decode, max_batch: 16, pool_gb: 0.05 } ] }\n";
     auto topo = parse_topology(y.str(), "two_routers_test.yaml");
     ASSERT_TRUE(topo) << topo.err().to_string();

@@ -245,6 +245,47 @@ TEST_F(transfer_test, an_oversized_frame_drops_its_peer_before_allocation) {
   expect_still_serving(31);
 }
 
+/// A fresh CURVE key pair (Z85 public, secret).
+std::pair<std::string, std::string> curve_pair() {
+  char pub[41], sec[41];
+  EXPECT_EQ(zmq_curve_keypair(pub, sec), 0);
+  return {pub, sec};
+}
+
+TEST_F(transfer_test, with_curve_only_listed_peers_get_through) {
+  const auto server = curve_pair(), member = curve_pair(), stranger = curve_pair();
+  ropts.curve = receiver_options::curve_keys{server.second, {member.first}};
+  start();
+  sender_options o;
+  o.peer_timeout = 500ms;
+  // A member of the cluster: the transfer goes through, encrypted.
+  o.curve = sender_options::curve_keys{server.first, member.first, member.second};
+  {
+    auto s = sender(o);
+    auto data = random_bytes(4000, 3);
+    ASSERT_TRUE(s->begin(40, 1, 4000));
+    ASSERT_TRUE(s->send_layer(0, data));
+    ASSERT_TRUE(s->finish());
+    auto kv = receiver->take(40, 1s);
+    ASSERT_TRUE(kv);
+    ASSERT_TRUE((*kv)->wait_all(1s));
+    EXPECT_EQ(0, std::memcmp((*kv)->layer(0).data(), data.data(), 4000));
+  }
+  // A key pair the receiver does not list: refused at the handshake.
+  o.curve = sender_options::curve_keys{server.first, stranger.first, stranger.second};
+  EXPECT_FALSE(sender(o)->begin(41, 1, 100));
+  // No CURVE at all: nothing gets through either.
+  o.curve.reset();
+  EXPECT_FALSE(sender(o)->begin(42, 1, 100));
+  // The right server key but someone else's public key: CURVE makes the
+  // client prove it holds the secret, so this fails too.
+  o.curve = sender_options::curve_keys{server.first, member.first, stranger.second};
+  EXPECT_FALSE(sender(o)->begin(43, 1, 100));
+  EXPECT_GE(receiver->stats().peers_refused, 1u);
+  EXPECT_EQ(receiver->stats().budget_used_bytes, 0u);
+  EXPECT_FALSE(receiver->take(41, 10ms));
+}
+
 TEST_F(transfer_test, memory_budget_refuses_then_frees) {
   ropts.budget_bytes = 1000;
   start();

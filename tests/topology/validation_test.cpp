@@ -191,6 +191,25 @@ nodes:
   EXPECT_TRUE(loopback_duplicate) << dump(report);
 }
 
+TEST(topology_validation, curve_keys_are_checked_and_given_to_every_node_or_none) {
+  auto report = check_yaml(R"(model: builtin:tiny
+nodes:
+  - name: a
+    host: 10.0.0.1
+    public_key: "not a key"
+  - name: b
+    host: 10.0.0.2
+    public_key: "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+  - name: c
+    host: 10.0.0.3
+    key_file: /etc/hostname
+)");
+  EXPECT_DIAG(report, 5, 17, "public_key of node 'a' is not a CURVE public key", "mosaic keys");
+  EXPECT_DIAG(report, 9, 5, "node 'c' has no public_key, but other nodes of the cluster do",
+              "mosaic keys");
+  EXPECT_DIAG(report, 9, 5, "node 'c' names a key_file but no public_key", "public_key");
+}
+
 TEST(topology_validation, duplicate_node_names_and_duplicate_keys) {
   auto report = check_yaml(R"(model: builtin:tiny
 nodes:

@@ -1,6 +1,7 @@
 #include "actors/local_cluster.hpp"
 
 #include <cstdio>
+#include <thread>
 
 #include <caf/all.hpp>
 
@@ -449,6 +450,21 @@ result<upload_result> local_cluster::upload(std::string_view tenant, std::span<c
           },
           [&](const caf::error& err) { out = from_caf_error(err); });
   return out;
+}
+
+bool local_cluster::wait_idle(std::chrono::milliseconds grace) const {
+  const auto until = std::chrono::steady_clock::now() + grace;
+  auto idle = [this] {
+    return ctx_->jobs.size() == 0 && ctx_->sequences.size() == 0 &&
+           ctx_->compress_jobs.size() == 0 &&
+           (!ctx_->engine || ctx_->engine->pool().stats().sequences == 0);
+  };
+  while (!idle()) {
+    if (std::chrono::steady_clock::now() >= until)
+      return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  }
+  return true;
 }
 
 status local_cluster::remove(std::string_view tenant, const digest& image_key,

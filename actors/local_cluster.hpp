@@ -151,6 +151,10 @@ public:
   status remove(std::string_view tenant, const digest& image_key,
                 std::chrono::milliseconds timeout = std::chrono::seconds{30});
   node_stats stats() const { return ctx_->stats(); }
+  /// Waits up to `grace` until this node holds no request's work (no job,
+  /// no KV sequence in a pass, a hand-off or a decode): a node stopped by
+  /// SIGTERM lets what it runs finish. True when it got there.
+  bool wait_idle(std::chrono::milliseconds grace) const;
   node_context& context() { return *ctx_; }
   /// One line per spawned actor ("router  (cooperative)").
   const std::vector<std::string>& actors() const { return actors_; }

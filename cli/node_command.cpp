@@ -100,6 +100,12 @@ int run_node(const node_command_options& o) {
     const int cut = door->drain();
     std::printf("mosaic node: drained (%d request%s cut)\n", cut, cut == 1 ? "" : "s");
     std::fflush(stdout);
+  } else { // a prefill or decode node: the work it holds finishes first
+    const int grace = o.drain_s >= 0 ? o.drain_s : 30;
+    const bool idle = (*cluster)->wait_idle(std::chrono::seconds{grace});
+    std::printf("mosaic node: %s\n", idle ? "drained (its requests finished)"
+                                           : "drain grace over with requests still running");
+    std::fflush(stdout);
   }
   door.reset();
   cluster->reset();
@@ -130,8 +136,8 @@ void add_node_command(CLI::App& app, int* exit_code) {
                   "this node's CURVE key file from `mosaic keys` (default: the topology node's "
                   "key_file); needed when the topology gives nodes public keys");
   cmd->add_option("--drain-seconds", o->drain_s,
-                  "on SIGTERM, how long the front door's running requests may finish (default: "
-                  "the topology frontend's drain_s, 30)")
+                  "on SIGTERM, how long running requests may finish (default: the topology "
+                  "frontend's drain_s on a node with a frontend, else 30)")
       ->check(CLI::Range(0, 3600));
   cmd->callback([o, exit_code] { *exit_code = run_node(*o); });
 }

@@ -387,6 +387,42 @@ TEST_F(NodeCluster, ThreeNodesAnswerLikeOneProcessAndSurviveALostDecodeNode) {
   // counters are printed when it stops.
   for (int i = 0; i < 3; ++i)
     EXPECT_EQ(ask(fh, http_port, chat_body(png, 4, false)).status, 200);
+  // SIGTERM to the decode node while it streams: the stream it holds
+  // finishes before the node stops (a node without a frontend drains too).
+  {
+    auto j = nlohmann::json::parse(chat_body("", 1500, true));
+    j["ignore_eos"] = true;
+    std::string streamed;
+    std::atomic<bool> flowing{false};
+    std::thread stream([&] {
+      httplib::Client cli{fh, http_port};
+      cli.set_read_timeout(30, 0);
+      httplib::Request req;
+      req.method = "POST";
+      req.path = "/v1/chat/completions";
+      req.body = j.dump();
+      req.set_header("Content-Type", "application/json");
+      req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
+        streamed.append(d, n);
+        if (streamed.find("\"content\"") != std::string::npos)
+          flowing = true;
+        return true;
+      };
+      cli.send(req);
+    });
+    const auto until = clock_type::now() + 20s;
+    while (!flowing && clock_type::now() < until)
+      std::this_thread::sleep_for(1ms);
+    ASSERT_TRUE(flowing) << read_file(decode.log);
+    const auto term_at = clock_type::now();
+    ::kill(decode.pid, SIGTERM);
+    stream.join();
+    std::printf("SIGTERM to the streaming decode node: its stream finished %.2f s later\n",
+                std::chrono::duration<double>(clock_type::now() - term_at).count());
+    EXPECT_NE(streamed.find("\"finish_reason\":\"length\""), std::string::npos)
+        << "the stream was cut: " << streamed.substr(streamed.size() > 400 ? streamed.size() - 400 : 0);
+    EXPECT_TRUE(decode.wait_for("drained (its requests finished)", 10s)) << read_file(decode.log);
+  }
   decode.kill_now(SIGTERM);
   {
     const auto log = read_file(decode.log);

@@ -47,7 +47,8 @@ void stream_copy(std::byte* dst, const std::byte* src, size_t n) noexcept {
 uint64_t copy_and_xxh3(std::byte* dst, const std::byte* src, size_t n, bool stream) noexcept {
   constexpr size_t block = size_t(16) << 10;
   if (n <= block) {
-    std::memcpy(dst, src, n);
+    if (n != 0) // memcpy with a null pointer is undefined even for 0 bytes (UBSan)
+      std::memcpy(dst, src, n);
     return XXH3_64bits(dst, n);
   }
   XXH3_state_t state;

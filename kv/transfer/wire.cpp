@@ -125,7 +125,8 @@ uint64_t copy_and_checksum(std::byte* dst, std::span<const std::byte> src,
     return avx2::copy_and_xxh3(dst, src.data(), src.size(), stream);
   }
   if (src.size() <= block) {
-    std::memcpy(dst, src.data(), src.size());
+    if (!src.empty()) // memcpy with a null pointer is undefined even for 0 bytes
+      std::memcpy(dst, src.data(), src.size());
     return XXH3_64bits(dst, src.size());
   }
   XXH3_state_t state;

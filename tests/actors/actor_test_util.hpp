@@ -5,7 +5,9 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstdio>
 #include <filesystem>
+#include <future>
 #include <random>
 #include <string>
 #include <vector>
@@ -13,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "actors/local_cluster.hpp"
+#include "topology/topology.hpp"
 #include "engine/model/image.hpp"
 #include "engine/model/random_image.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -88,6 +91,41 @@ bool eventually(F&& cond, std::chrono::milliseconds timeout = 10s) {
     std::this_thread::sleep_for(5ms);
   }
   return cond();
+}
+
+/// Ends a multi-node test's process without tearing its joined nodes
+/// down: in one process a node's handles to its peers' actors can be the
+/// actors themselves, and tearing down one of several joined systems
+/// sometimes waits for the others (`mosaic node` runs one node per
+/// process). Such tests run one case per process (CMake CASES).
+inline void end_process_keeping_nodes() {
+  std::fflush(stdout);
+  std::_Exit(::testing::Test::HasFailure() ? 1 : 0);
+}
+
+/// Joins the nodes `names` of `topo` in this process, all at once (each
+/// join returns once every peer answers), into `slots` (one per name).
+/// Quiet, 30 s to connect. On an error the test fails and its process
+/// ends (end_process_keeping_nodes): nothing runs on half a cluster.
+inline void join_nodes(const topology& topo, const std::vector<std::string>& names,
+                       const std::vector<std::unique_ptr<local_cluster>*>& slots) {
+  join_options jo;
+  jo.quiet = true;
+  jo.connect_timeout = std::chrono::seconds{30};
+  std::vector<std::future<result<std::unique_ptr<local_cluster>>>> joins;
+  for (const auto& name : names)
+    joins.push_back(std::async(std::launch::async,
+                               [&topo, name, jo] { return local_cluster::join(topo, name, jo); }));
+  bool failed = false;
+  for (size_t i = 0; i < joins.size(); ++i) {
+    auto c = joins[i].get();
+    EXPECT_TRUE(c) << names[i] << ": " << c.err().to_string();
+    if (c)
+      *slots[i] = std::move(*c);
+    failed = failed || !c;
+  }
+  if (failed)
+    end_process_keeping_nodes();
 }
 
 } // namespace mosaic::actors::test

@@ -51,31 +51,11 @@ protected:
     auto topo = parse_topology(y.str(), "router_nodes_test.yaml");
     ASSERT_TRUE(topo) << topo.err().to_string();
     topo_ = *topo;
-    join_options jo;
-    jo.quiet = true;
-    jo.connect_timeout = 30s;
-    // join returns once every peer answers: the three start together.
-    std::vector<std::future<result<std::unique_ptr<local_cluster>>>> joins;
-    for (const char* name : {"front", "p0", "p1"})
-      joins.push_back(std::async(
-          std::launch::async, [this, name, jo] { return local_cluster::join(topo_, name, jo); }));
-    std::vector<std::unique_ptr<local_cluster>*> slots = {&front_, &p_[0], &p_[1]};
-    for (size_t i = 0; i < joins.size(); ++i) {
-      auto c = joins[i].get();
-      ASSERT_TRUE(c) << c.err().to_string();
-      *slots[i] = std::move(*c);
-    }
+    join_nodes(topo_, {"front", "p0", "p1"}, {&front_, &p_[0], &p_[1]});
   }
 
-  // Each case runs in its own process (tests/actors/CMakeLists.txt) and
-  // ends it here, without tearing the three nodes down: in one process a
-  // node's handles to its peers' actors can be the actors themselves, and
-  // tearing down one of several joined systems sometimes waits for the
-  // others (`mosaic node` runs one node per process and exits).
-  void TearDown() override {
-    std::fflush(stdout);
-    std::_Exit(::testing::Test::HasFailure() ? 1 : 0);
-  }
+  // Each case runs in its own process (tests/actors/CMakeLists.txt).
+  void TearDown() override { end_process_keeping_nodes(); }
 
   /// Runs `req` from the front node; the prefill node it went to.
   int run_on(const wire::generate_request& req) {
@@ -146,7 +126,7 @@ TEST_F(router_nodes_test, a_node_that_goes_down_is_skipped) {
   // The node that holds x stops. Its teardown runs beside the test: in
   // one process the last step of an actor system's teardown (waiting for
   // its detached actors' threads) can wait on handles the other joined
-  // systems still hold (see TearDown); by then its middleman and data
+  // systems still hold (end_process_keeping_nodes); by then its middleman and data
   // plane are closed, so its peers see it go down all the same.
   std::thread([node = std::move(p_[nx])]() mutable { node.reset(); }).detach();
   ASSERT_TRUE(eventually([&] { return !front_->health()->up(gone); }, 10s))

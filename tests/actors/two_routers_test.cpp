@@ -35,8 +35,9 @@ class two_routers_test : public ::testing::Test {
 protected:
   void SetUp() override {
     test_home();
-    // Ports above the ephemeral range, per process (see router_nodes_test).
-    const int base = 61000 + int(getpid() % 80) * 48 + 40;
+    // Ports above the ephemeral range and above router_nodes_test's
+    // (61000-64839), per process: the two may run at the same time.
+    const int base = 64840 + int(getpid() % 57) * 12;
     std::ostringstream y;
     y << "model: builtin:tiny\ndefaults: { policy: \"full\", deadline_ms: 30000 }\nnodes:\n";
     // Each node's CURVE pair: public key in the topology, secret in a file.
@@ -65,27 +66,10 @@ protected:
     auto topo = parse_topology(y.str(), "two_routers_test.yaml");
     ASSERT_TRUE(topo) << topo.err().to_string();
     topo_ = *topo;
-    join_options jo;
-    jo.quiet = true;
-    jo.connect_timeout = 30s;
-    std::vector<std::future<result<std::unique_ptr<local_cluster>>>> joins;
-    for (const char* name : {"r0", "r1", "p", "d"})
-      joins.push_back(std::async(
-          std::launch::async, [this, name, jo] { return local_cluster::join(topo_, name, jo); }));
-    std::unique_ptr<local_cluster>* slots[] = {&r_[0], &r_[1], &p_, &d_};
-    for (size_t i = 0; i < joins.size(); ++i) {
-      auto c = joins[i].get();
-      ASSERT_TRUE(c) << c.err().to_string();
-      *slots[i] = std::move(*c);
-    }
+    join_nodes(topo_, {"r0", "r1", "p", "d"}, {&r_[0], &r_[1], &p_, &d_});
   }
 
-  // Ends the process without tearing the joined nodes down (see
-  // router_nodes_test.cpp).
-  void TearDown() override {
-    std::fflush(stdout);
-    std::_Exit(::testing::Test::HasFailure() ? 1 : 0);
-  }
+  void TearDown() override { end_process_keeping_nodes(); }
 
   temp_dir dir_{"mosaic_two_routers"};
   topology topo_;

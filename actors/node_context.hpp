@@ -100,6 +100,7 @@ struct loaded_entry {
   const compiled_image& entry() const { return ram ? *ram : image; }
   status wait_embeddings() const { return ram ? status{} : handle.wait_embeddings(); }
   status wait_layer(int layer) const { return ram ? status{} : handle.wait_layer(layer); }
+  bool layer_ready(int layer) const { return ram || handle.layer_ready(layer); }
 };
 
 /// One image of a request as the linker resolved it.

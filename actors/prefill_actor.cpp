@@ -194,18 +194,30 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* 
             static_cast<size_t>(src.index) < read.size())
           read[static_cast<size_t>(src.index)] = true;
     };
+    // A layer still on its way from the library is waited for without
+    // the compute lock: decode steps run meanwhile. The pass's buffers are
+    // its own, so another holder between layers changes nothing of it.
     opt.wait_layer = [&](int layer) -> status {
+      bool released = false;
       for (size_t i = 0; i < n; ++i) {
         if (!im.use_entry[i] || !read[i])
           continue;
+        if (!released && !im.entries[i]->layer_ready(layer)) {
+          lock.unlock();
+          released = true;
+        }
         const auto tw = steady::now();
         auto ok = im.entries[i]->wait_layer(layer);
         wait_us += micros_since(tw);
         if (!ok) {
           failed = static_cast<int>(i);
+          if (released)
+            lock.lock();
           return ok;
         }
       }
+      if (released)
+        lock.lock();
       return {};
     };
     const prefix_scope scope{job.tenant, ctx.model_fingerprint};

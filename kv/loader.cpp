@@ -60,6 +60,15 @@ status load_handle::wait_layer(int layer) const {
   return {};
 }
 
+bool load_handle::layer_ready(int layer) const {
+  if (!state_)
+    return true; // wait_layer answers at once (with an error)
+  std::lock_guard lock{state_->mutex};
+  const auto& s = *state_;
+  return s.finished || (s.embeddings_done && layer >= 0 && size_t(layer) < s.layer_done.size() &&
+                        s.layer_done[size_t(layer)]);
+}
+
 status load_handle::wait_all() const {
   if (!state_)
     return make_error(errc::invalid_argument, "wait on an empty load_handle");

@@ -75,6 +75,8 @@ public:
   status wait_all() const;
   /// True once the entry is completely loaded or failed (non-blocking).
   bool done() const;
+  /// True once wait_layer(layer) would return at once (non-blocking).
+  bool layer_ready(int layer) const;
   bool valid() const { return state_ != nullptr; }
 
 private:

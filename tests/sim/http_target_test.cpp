@@ -152,7 +152,9 @@ TEST_F(http_target_test, refused_requests_are_recorded_not_fatal) {
 }
 
 TEST(http_target, an_unreachable_target_is_a_clear_error_at_once) {
-  // A port nobody listens on: bind an ephemeral one and close it.
+  // A port nobody listens on: an ephemeral one, bound but not listening
+  // (connections are refused) and held until the end, so that no other
+  // process's server can take it meanwhile.
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_GE(fd, 0);
   sockaddr_in addr{};
@@ -162,7 +164,10 @@ TEST(http_target, an_unreachable_target_is_a_clear_error_at_once) {
   socklen_t len = sizeof addr;
   ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
   const int port = ntohs(addr.sin_port);
-  ::close(fd);
+  struct closer {
+    int fd;
+    ~closer() { ::close(fd); }
+  } hold{fd};
 
   const auto t0 = std::chrono::steady_clock::now();
   auto s = connect_front_door({"127.0.0.1", port}, "", 2s);

@@ -104,15 +104,6 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
                         " holds another public key than the topology gives this node");
     net.keys = std::move(*keys);
   }
-  /// A data-plane sender's options towards `peer`.
-  auto sender_to = [&net](const node_spec& peer) {
-    kv::transfer::sender_options so;
-    if (net.keys)
-      so.curve = kv::transfer::sender_options::curve_keys{peer.public_key, net.keys->public_key,
-                                                          net.keys->secret_key};
-    return so;
-  };
-
   // Bulk into this node (KV for decode, embeddings for linkers).
   kv::transfer::receiver_options ro;
   if (net.keys) {
@@ -236,7 +227,8 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
         if (d.name == self->name || d.count(actor_kind::decode) == 0)
           continue;
         auto outbox = std::make_shared<kv_outbox>(net.zmq, tcp_endpoint(d.host, d.data_port),
-                                                  address_of(d), net.health, sender_to(d));
+                                                  address_of(d), net.health,
+                                                  net.sender_to(d.public_key));
         net.outboxes.push_back(outbox);
         decoders->add(link_to(d, "decode"), outbox);
         where += (where.empty() ? "KV to " : ", ") + outbox->endpoint();
@@ -322,12 +314,9 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
         const auto* n = topo_copy->find_node(from);
         if (n == nullptr)
           return nullptr;
-        kv::transfer::sender_options so;
-        if (netp->keys)
-          so.curve = kv::transfer::sender_options::curve_keys{
-              n->public_key, netp->keys->public_key, netp->keys->secret_key};
         g = spawn_embeddings_gateway(*sysp, ctxp, netp->zmq, tcp_endpoint(n->host, n->data_port),
-                                     self_name, local[actor_kind::encoder], std::move(so));
+                                     self_name, local[actor_kind::encoder],
+                                     netp->sender_to(n->public_key));
       }
       return g;
     }

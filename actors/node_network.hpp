@@ -31,6 +31,16 @@ struct node_network {
   /// plane is then encrypted and admits only the topology's nodes.
   std::optional<kv::transfer::curve_pair> keys;
 
+  /// A data-plane sender's options towards the node whose CURVE public
+  /// key is `peer_key` (CURVE when this node has keys).
+  kv::transfer::sender_options sender_to(const std::string& peer_key) const {
+    kv::transfer::sender_options so;
+    if (keys)
+      so.curve = kv::transfer::sender_options::curve_keys{peer_key, keys->public_key,
+                                                          keys->secret_key};
+    return so;
+  }
+
   ~node_network() {
     outboxes.clear(); // sockets before the context
     receiver.reset();

@@ -101,7 +101,7 @@ void flight::record_success(const wire::token_event& last) {
         compress_s, c->kv_bytes_before() - std::min(c->kv_bytes_before(), c->kv_bytes_after()));
 }
 
-void flight::record_cut(int http_status) {
+void flight::record_error(int http_status) {
   fd_.metrics.request_failed(http_status, n_tokens_);
 }
 

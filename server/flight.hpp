@@ -48,16 +48,14 @@ public:
   bool expired() const;
   /// Counts a request that ended with "stop" or "length".
   void record_success(const wire::token_event& last);
-  /// Counts a request cut off after tokens were sent (the client left:
-  /// 499; the server stopped: 503), and the tokens it was sent.
-  void record_cut(int http_status);
+  /// Counts a request that failed after it began (an error event, the
+  /// client left: 499, the server stopped: 503) with the tokens it was sent.
+  void record_error(int http_status);
   void cancel() { stream_->cancel(); }
   bool done() const { return done_; }
   front_door& door() { return fd_; }
   /// Arrival → first token (0 before it).
   double ttft_seconds() const { return ttft_seconds_; }
-  /// Tokens received so far.
-  uint32_t tokens() const { return n_tokens_; }
 
 private:
   front_door& fd_;

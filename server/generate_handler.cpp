@@ -90,7 +90,6 @@ void answer_whole(http_flight& h, wire::token_event first, httplib::Response& re
 
 /// Writes the stream's next piece; false when the stream is over.
 bool stream_step(http_flight& h, httplib::DataSink& sink) {
-  auto& fd = h.f->door();
   auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
   auto finish_stream = [&](const std::string& last) {
     write(last);
@@ -110,13 +109,13 @@ bool stream_step(http_flight& h, httplib::DataSink& sink) {
       return false; // counted by the stream's end (a cut)
     const auto e = no_event_error(h);
     h.counted = true;
-    fd.metrics.request_failed(e.http_status, h.f->tokens());
+    h.f->record_error(e.http_status);
     return finish_stream(sse_event(e.to_json()));
   }
   if (is_error_finish(ev->finish)) {
     auto e = api_error_from(event_error(*ev));
     h.counted = true;
-    fd.metrics.request_failed(e.http_status, h.f->tokens());
+    h.f->record_error(e.http_status);
     return finish_stream(sse_event(e.to_json()));
   }
   chunk_fields c;
@@ -216,7 +215,7 @@ void handle_generate(front_door& fd, const httplib::Request& req, httplib::Respo
           h->f->cancel();
         if (!h->counted) { // cut: the client left mid-stream
           h->counted = true;
-          h->f->record_cut(h->f->door().stopping ? 503 : 499);
+          h->f->record_error(h->f->door().stopping ? 503 : 499);
         }
       });
 }

@@ -144,7 +144,8 @@ error kv_stream::fail(error err) {
   return outbox_.failed(request_id_, std::move(err));
 }
 
-status kv_stream::send_layer(int layer, const kv_sequence& seq) {
+status kv_stream::send_layer(int layer, const kv_sequence& seq,
+                             std::unique_lock<compute_lock>* compute) {
   if (!open_)
     return make_error(errc::invalid_argument, "KV stream of request ", std::to_string(request_id_),
                       " is closed");
@@ -175,7 +176,18 @@ status kv_stream::send_layer(int layer, const kv_sequence& seq) {
   if (auto ok = be.download(host.get() + half, rows, half); !ok)
     return fail(std::move(ok).err());
   std::span<const std::byte> view{host.get(), bytes};
-  if (auto ok = outbox_.sender_->send_layer(uint32_t(layer), view, std::move(host)); !ok)
+  // The bytes are this stream's own now: wait for the wire without the
+  // compute lock (the pass resumes once it has it back).
+  const bool release = compute != nullptr && compute->owns_lock() &&
+                       !outbox_.sender_->ready_for(bytes);
+  if (release) {
+    compute->unlock();
+    ctx_.counters.kv_send_unlocked_waits++;
+  }
+  auto ok = outbox_.sender_->send_layer(uint32_t(layer), view, std::move(host));
+  if (release)
+    compute->lock();
+  if (!ok)
     return fail(std::move(ok).err());
   ++next_layer_;
   return {};

@@ -74,9 +74,13 @@ public:
 
   /// Gathers layer `layer` of `seq`'s first n_tokens tokens from the pool
   /// and sends it (zero-copy; blocks only while the decode node grants
-  /// no credit). Called from prefill_options::layer_done: the caller
-  /// holds the node's compute mutex. An error aborts the transfer.
-  status send_layer(int layer, const kv_sequence& seq);
+  /// no credit or the socket's queue is full). Called from
+  /// prefill_options::layer_done, holding the node's compute mutex in
+  /// `compute`: the gather needs it, the wait for the network does not, so
+  /// when the send would wait the mutex is released around it (decode
+  /// steps on this node run meanwhile). An error aborts the transfer.
+  status send_layer(int layer, const kv_sequence& seq,
+                    std::unique_lock<compute_lock>* compute = nullptr);
   /// Ends the transfer; waits until the decode node verified every byte.
   status finish();
   /// Gives the transfer up; the decode node fails it for its consumer.

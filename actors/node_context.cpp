@@ -114,6 +114,7 @@ node_stats node_context::stats() const {
   s.encoder_cache_hits = c.encoder_cache_hits.load();
   s.encodes = c.encodes.load();
   s.load_fallbacks = c.load_fallbacks.load();
+  s.kv_send_unlocked_waits = c.kv_send_unlocked_waits.load();
   s.stores = c.stores.load();
   s.prefills = c.prefills.load();
   s.prefill_us = c.prefill_us.load();

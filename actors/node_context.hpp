@@ -161,6 +161,9 @@ struct node_stats {
   uint64_t prefills = 0;
   uint64_t prefill_us = 0;   ///< prefill passes, summed
   uint64_t load_wait_us = 0; ///< of which waiting for library layers
+  /// Layers sent to a remote decode node with the compute lock released
+  /// because the wire was not ready (credits or a full send queue).
+  uint64_t kv_send_unlocked_waits = 0;
   uint64_t decode_steps = 0;
   uint64_t compressions = 0;         ///< requests through the compress stage
   uint64_t compress_us = 0;          ///< compress stage time, summed
@@ -183,7 +186,7 @@ struct node_counters {
       library_hits{0}, library_misses{0}, encoder_cache_hits{0}, encodes{0}, load_fallbacks{0},
       stores{0}, prefills{0}, prefill_us{0}, load_wait_us{0}, decode_steps{0}, compressions{0},
       compress_us{0}, compress_saved_bytes{0}, compress_fallbacks{0}, routed_by_affinity{0},
-      routed_images_held{0};
+      routed_images_held{0}, kv_send_unlocked_waits{0};
   std::atomic<uint64_t> admission_queue{0}; ///< gauge: requests in the router's queue
 };
 

@@ -180,8 +180,8 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* 
       if (!stream)
         return std::move(stream).err();
       remote->stream = std::move(*stream);
-      opt.layer_done = [remote](int layer, const kv_sequence& seq) {
-        return remote->stream->send_layer(layer, seq);
+      opt.layer_done = [remote, &lock](int layer, const kv_sequence& seq) {
+        return remote->stream->send_layer(layer, seq, &lock);
       };
     }
     // Images the plan reads from their entry: one inside the adopted

@@ -15,10 +15,20 @@ if(NOT MOSAIC_CUDA STREQUAL "OFF")
     set(CMAKE_CUDA_STANDARD 17)
     set(CMAKE_CUDA_STANDARD_REQUIRED ON)
     find_package(CUDAToolkit REQUIRED)
-    find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib64 REQUIRED)
-    find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include REQUIRED)
+    # NCCL (GPU-to-GPU KV transfer) is required only with MOSAIC_CUDA=ON;
+    # under AUTO a toolkit without it still builds the CUDA code.
+    find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib64)
+    find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include)
+    set(MOSAIC_HAVE_NCCL OFF)
+    if(NCCL_LIBRARY AND NCCL_INCLUDE_DIR)
+      set(MOSAIC_HAVE_NCCL ON)
+    elseif(MOSAIC_CUDA STREQUAL "ON")
+      message(FATAL_ERROR "MOSAIC_CUDA=ON but NCCL (libnccl, nccl.h) was not found next to "
+                          "CUDA; install it or use -DMOSAIC_CUDA=AUTO")
+    endif()
     set(MOSAIC_HAVE_CUDA ON)
-    message(STATUS "mosaic: CUDA backend ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, sm_80 sm_90)")
+    message(STATUS "mosaic: CUDA backend ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, sm_80 sm_90; "
+                   "NCCL ${MOSAIC_HAVE_NCCL})")
   elseif(MOSAIC_CUDA STREQUAL "ON")
     message(FATAL_ERROR "MOSAIC_CUDA=ON but no CUDA compiler was found; install the CUDA toolkit or use -DMOSAIC_CUDA=AUTO")
   else()

@@ -15,11 +15,13 @@ error cuda_error(int status, const char* what, const char* file, int line) {
 result<int> device_count() {
   int n = 0;
   cudaError_t st = cudaGetDeviceCount(&n);
-  // No driver or no device is the normal state of a CPU-only machine.
+  // No driver or no device is the normal state of a CPU-only machine;
+  // anything else (a driver that fails to start, devices not ready, ...)
+  // is an error the operator must see, not "no GPU".
   if (st == cudaErrorNoDevice || st == cudaErrorInsufficientDriver)
     return 0;
   if (st != cudaSuccess)
-    return 0;
+    return cuda_error(st, "cudaGetDeviceCount", __FILE__, __LINE__);
   return n;
 }
 

@@ -20,7 +20,8 @@ struct device_info {
 };
 
 /// Number of visible CUDA devices; 0 (not an error) when the driver is
-/// missing or no device is present, so that callers can fall back.
+/// missing or no device is present, so that callers can fall back. Any
+/// other CUDA failure is an error naming the call, file and line.
 result<int> device_count();
 
 /// Properties of every visible device.

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "engine/cpu/attention_ops.hpp"
+#include "engine/cpu/blas_threads.hpp"
 #include "engine/cpu/elementwise_ops.hpp"
 #include "engine/cpu/thread_pool.hpp"
 
@@ -19,7 +20,7 @@ constexpr size_t alignment = 64;
 
 class cpu_backend final : public backend {
 public:
-  explicit cpu_backend(int threads) : pool_(threads) { openblas_set_num_threads(pool_.size()); }
+  explicit cpu_backend(int threads) : pool_(threads) { cpu::blas_register_pool(pool_.size()); }
 
   std::string_view name() const noexcept override { return "cpu"; }
   bool supports_op(op_kind) const noexcept override { return true; }
@@ -111,10 +112,10 @@ public:
   void attention(const attention_args& args) override {
     std::lock_guard guard{scratch_mtx_};
     // Pool threads call sgemm on their own tiles: OpenBLAS must not fan
-    // out as well, or 2 x threads would fight for the cores.
-    openblas_set_num_threads(1);
+    // out as well, or 2 x threads would fight for the cores. The setting
+    // is process-wide; blas_threads.hpp arbitrates between backends.
+    cpu::blas_single_threaded single;
     cpu::attention(pool_, workspace_, args);
-    openblas_set_num_threads(pool_.size());
   }
   void paged_attention(const paged_attention_args& args) override {
     cpu::paged_attention(pool_, args);

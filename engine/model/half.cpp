@@ -4,6 +4,7 @@
 #include <bit>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -86,9 +87,22 @@ __attribute__((target("avx,f16c"))) void f16_to_f32_f16c(const uint16_t* src, fl
 }
 #endif
 
+#if defined(__x86_64__)
+namespace {
+// CPUID leaf 1, ECX bit 29 (Clang 14's __builtin_cpu_supports has no "f16c").
+bool cpu_has_f16c() noexcept {
+  static const bool yes = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0;
+  }();
+  return yes;
+}
+} // namespace
+#endif
+
 void f16_to_f32(const uint16_t* src, float* dst, size_t n) noexcept {
 #if defined(__x86_64__)
-  if (__builtin_cpu_supports("f16c")) {
+  if (cpu_has_f16c()) {
     f16_to_f32_f16c(src, dst, n);
     return;
   }

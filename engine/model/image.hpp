@@ -1,6 +1,6 @@
 #pragma once
 
-// Image decoding (PNG/JPEG via stb_image, with size limits checked before
+// Image decoding (PNG via stb_image, JPEG via libjpeg-turbo, with size limits checked before
 // any pixel is decoded), HF CLIPImageProcessor preprocessing, the image's
 // cache key, and a PNG encoder.
 

@@ -194,6 +194,14 @@ std::byte* kv_sender::take_buffer() {
   return static_cast<std::byte*>(std::malloc(options_.chunk_bytes));
 }
 
+bool kv_sender::ready_for(size_t bytes) const {
+  const size_t chunks = (bytes + options_.chunk_bytes - 1) / options_.chunk_bytes;
+  if (!active_ || credits_ < chunks)
+    return false;
+  std::lock_guard lock{queue_->mutex};
+  return queue_->bytes + bytes <= options_.max_queued_bytes;
+}
+
 status kv_sender::wait_for_queue(size_t next) {
   auto& q = *queue_;
   std::unique_lock lock{q.mutex};

@@ -81,6 +81,11 @@ public:
   /// transfer that fails with chunks still queued frees nothing early.
   status send_layer(uint32_t layer, std::span<const std::byte> bytes,
                     std::shared_ptr<const void> owner);
+  /// Whether send_layer of `bytes` bytes would go out without waiting:
+  /// enough credits already granted and room in the send queue. False is
+  /// conservative (credits granted but not yet read count as none), so a
+  /// caller that releases a lock on false at worst releases it needlessly.
+  bool ready_for(size_t bytes) const;
   /// Ends the transfer and waits until the receiver has verified every
   /// byte (`done`) or reports why not.
   status finish();

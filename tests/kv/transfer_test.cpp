@@ -157,8 +157,14 @@ TEST_F(transfer_test, sender_never_exceeds_granted_credit) {
     fake.send(zmq::buffer(h.data(), h.size()), zmq::send_flags::sndmore);
     fake.send(zmq::message_t{}, zmq::send_flags::none);
   });
+  EXPECT_FALSE((*s)->ready_for(1)) << "no transfer begun";
   ASSERT_TRUE((*s)->begin(1, 1, 10'000));
   fake_receiver.join();
+  // ready_for says whether a send would wait: 2 chunks fit the credit, 3 do
+  // not (the prefill worker releases the compute lock on false).
+  EXPECT_TRUE((*s)->ready_for(2'000));
+  EXPECT_FALSE((*s)->ready_for(2'001));
+  EXPECT_FALSE((*s)->ready_for(10'000));
   auto data = random_bytes(10'000, 2);
   auto t0 = std::chrono::steady_clock::now();
   auto st = (*s)->send_layer(0, data);

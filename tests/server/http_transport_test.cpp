@@ -195,16 +195,18 @@ TEST_F(http_transport_test, connections_over_the_per_client_limit_get_429_and_ar
   for (int fd : raw_)
     ::close(fd);
   raw_.clear();
-  // Slots free up as the connections end.
+  // Slots free up as the connections end; the refusal is counted after
+  // its answer went out.
+  const std::string want = "mosaic:request_failure_total{status=\"429\"} 1";
   std::string m;
   const auto until = clock_type::now() + 5s;
   while (clock_type::now() < until) {
     m = metrics();
-    if (!m.empty())
+    if (m.find(want) != std::string::npos)
       break;
     std::this_thread::sleep_for(50ms);
   }
-  EXPECT_NE(m.find("mosaic:request_failure_total{status=\"429\"} 1"), std::string::npos) << m;
+  EXPECT_NE(m.find(want), std::string::npos) << m;
 }
 
 TEST_F(http_transport_test, a_form_encoded_body_over_8_kib_is_read_whole) {
@@ -268,7 +270,11 @@ TEST_F(http_transport_test, drain_past_its_grace_ends_streams_with_an_error_even
   while (service_.requests().size() < 4 && clock_type::now() < until)
     std::this_thread::sleep_for(5ms);
   ASSERT_EQ(service_.requests().size(), 4u);
-  std::this_thread::sleep_for(100ms); // tokens are flowing
+  // Tokens are flowing: every stream's answer has begun (a stream stopped
+  // before its first token gets a plain 503, not an event).
+  while (service_.events_taken < 4 * 3 && clock_type::now() < until)
+    std::this_thread::sleep_for(5ms);
+  ASSERT_GE(service_.events_taken, 4 * 3);
   const auto t0 = clock_type::now();
   EXPECT_EQ(server_->drain(300ms), 4);
   EXPECT_LT(clock_type::now() - t0, 5s);

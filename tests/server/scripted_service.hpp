@@ -20,8 +20,8 @@ namespace mosaic::server::test {
 class scripted_stream final : public generation_stream {
 public:
   scripted_stream(std::deque<wire::token_event> events, std::chrono::milliseconds gap,
-                  std::atomic<int>& cancels)
-    : events_(std::move(events)), gap_(gap), cancels_(cancels) {}
+                  std::atomic<int>& cancels, std::atomic<int>& taken)
+    : events_(std::move(events)), gap_(gap), cancels_(cancels), taken_(taken) {}
 
   /// Each event is due `gap` after the previous one was taken; a caller
   /// that polls (timeout 0) sees it once it is due.
@@ -45,6 +45,7 @@ public:
     auto ev = events_.front();
     events_.pop_front();
     due_ = std::chrono::steady_clock::now() + gap_;
+    ++taken_;
     if (ev.finish != msg::FinishReason::none)
       ended_ = true;
     return ev;
@@ -59,6 +60,7 @@ private:
   std::chrono::milliseconds gap_;
   std::chrono::steady_clock::time_point due_ = std::chrono::steady_clock::now() + gap_;
   std::atomic<int>& cancels_;
+  std::atomic<int>& taken_;
   std::atomic<bool> cancelled_{false};
   std::atomic<bool> ended_{false};
 };
@@ -71,6 +73,7 @@ public:
   std::chrono::milliseconds gap{0}; ///< between events
   bool never_finish = false;        ///< tokens forever (until cancelled)
   std::atomic<int> cancels{0};
+  std::atomic<int> events_taken{0}; ///< by the front door, every stream together
 
   service_info info() const override { return {"builtin:tiny", 512, 16, 1700000000}; }
 
@@ -85,7 +88,7 @@ public:
       last.finish = msg::FinishReason::error;
       last.err = fail_with;
       evs.push_back(last);
-      return std::make_shared<scripted_stream>(evs, gap, cancels);
+      return std::make_shared<scripted_stream>(evs, gap, cancels, events_taken);
     }
     for (auto* seg = r.segments.data(); seg != r.segments.data() + r.segments.size(); ++seg)
       if (auto* k = std::get_if<wire::image_key_segment>(seg)) {
@@ -94,7 +97,7 @@ public:
           last.finish = msg::FinishReason::error;
           last.err = make_error(errc::not_found, "image not in the library");
           evs.push_back(last);
-          return std::make_shared<scripted_stream>(evs, gap, cancels);
+          return std::make_shared<scripted_stream>(evs, gap, cancels, events_taken);
         }
       }
     const size_t n = never_finish ? 100000 : pieces.size();
@@ -108,7 +111,7 @@ public:
     last.finish = finish;
     last.usage = msg::Usage{7, uint32_t(pieces.size()), 3, 1, 2};
     evs.push_back(last);
-    return std::make_shared<scripted_stream>(evs, gap, cancels);
+    return std::make_shared<scripted_stream>(evs, gap, cancels, events_taken);
   }
 
   result<stored_image> upload(std::string_view tenant, std::span<const uint8_t> image,

@@ -1,6 +1,10 @@
 #include "engine/model/image.hpp"
 
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 
 #include <gtest/gtest.h>
@@ -77,6 +81,64 @@ TEST(image, corrupt_and_foreign_data_is_refused) {
   auto j = decode_image(jpeg_garbage, {});
   ASSERT_FALSE(j);
   EXPECT_NE(j.err().message.find("JPEG"), std::string::npos);
+}
+
+std::vector<uint8_t> read_bytes(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Found by tests/fuzz image: Debian 12's stb_image writes past its Huffman
+// tables when a DHT segment declares more than 256 codes, reads outside
+// them when a scan decodes with a table that was never defined, and
+// allocates whatever a PNG chunk's length claims. JPEG is decoded by
+// libjpeg-turbo now and PNG chunks are checked against the file first; the
+// inputs, and a constructed DHT segment of 272 codes, are refused with a
+// clear error, and real images still decode.
+TEST(image, hostile_images_found_by_the_fuzzer_are_refused) {
+  const char* dir = std::getenv("MOSAIC_TEST_DATA");
+  ASSERT_NE(dir, nullptr) << "MOSAIC_TEST_DATA (ctest sets it)";
+  const auto corpus = std::filesystem::path{dir} / "../fuzz/corpus/image";
+  for (const char* name : {"regress-stb-dht-over-256-codes.jpg",
+                           "regress-stb-huff-decode-symbol-out-of-range.jpg"}) {
+    auto bytes = read_bytes(corpus / name);
+    ASSERT_GT(bytes.size(), 100u) << name;
+    auto r = decode_image(bytes, {});
+    ASSERT_FALSE(r) << name;
+    EXPECT_EQ(r.err().code, errc::invalid_argument) << name;
+    EXPECT_NE(r.err().message.find("corrupt JPEG image"), std::string::npos) << r.err().message;
+  }
+
+  std::vector<uint8_t> bad = {0xff, 0xd8, 0xff, 0xc4, 0x00, 0x00, 0x00}; // DHT: class 0, table 0
+  for (int i = 0; i < 16; ++i)
+    bad.push_back(17); // 16 x 17 = 272 codes
+  bad.resize(bad.size() + 272, 0);
+  const size_t len = bad.size() - 4;
+  bad[4] = static_cast<uint8_t>(len >> 8);
+  bad[5] = static_cast<uint8_t>(len & 0xff);
+  bad.insert(bad.end(), {0xff, 0xd9});
+  auto r = decode_image(bad, {});
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.err().message.find("Huffman table"), std::string::npos) << r.err().message;
+
+  // A 271-byte PNG whose IDAT claims 2 GiB: refused before anything is
+  // allocated for it (stb_image would realloc 2 GiB first).
+  auto bomb = read_bytes(corpus / "regress-stb-png-idat-length-bomb.png");
+  ASSERT_EQ(bomb.size(), 271u);
+  auto b = decode_image(bomb, {});
+  ASSERT_FALSE(b);
+  EXPECT_NE(b.err().message.find("past the end of the file"), std::string::npos) << b.err().message;
+  // A PNG whose first IDAT chunk is empty still decodes or is refused
+  // cleanly (stb's memcpy(NULL, src, 0) on it is benign; see CMakeLists).
+  (void)decode_image(read_bytes(corpus / "regress-stb-png-empty-idat.png"), {});
+
+  // Truncated scan data is an error, not an image padded with grey.
+  auto good = encode_jpeg(gradient_image(32, 32), 90);
+  ASSERT_TRUE(decode_image(good, {}));
+  std::vector<uint8_t> cut(good.begin(), good.begin() + static_cast<long>(good.size() * 3 / 4));
+  auto c = decode_image(cut, {});
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.err().code, errc::invalid_argument);
 }
 
 TEST(image, oversized_images_are_refused_before_decoding) {

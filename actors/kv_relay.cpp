@@ -7,9 +7,9 @@
 #include <zmq.hpp>
 
 #include "actors/pipeline_messages.hpp"
+#include "engine/model/sha256.hpp"
 #include "kv/transfer/receiver.hpp"
 #include "kv/transfer/sender.hpp"
-#include "engine/model/sha256.hpp"
 #include "messages/error_convert.hpp"
 
 namespace mosaic::actors {
@@ -178,8 +178,8 @@ status kv_stream::send_layer(int layer, const kv_sequence& seq,
   std::span<const std::byte> view{host.get(), bytes};
   // The bytes are this stream's own now: wait for the wire without the
   // compute lock (the pass resumes once it has it back).
-  const bool release = compute != nullptr && compute->owns_lock() &&
-                       !outbox_.sender_->ready_for(bytes);
+  const bool release =
+      compute != nullptr && compute->owns_lock() && !outbox_.sender_->ready_for(bytes);
   if (release) {
     compute->unlock();
     ctx_.counters.kv_send_unlocked_waits++;

@@ -55,8 +55,8 @@ struct options {
 const std::vector<std::string> default_policies = {"full_reuse", "mpic:8", "mpic:32",
                                                    "cacheblend:0.15", "vlcache:0.05"};
 const std::vector<std::string> vqa_policies = {
-    "prefix",  "full_reuse",      "mpic:4",          "mpic:8",       "mpic:16",     "mpic:32",
-    "mpic:64", "cacheblend:0.05", "cacheblend:0.15", "vlcache:0.02", "vlcache:0.05"};
+    "prefix",  "full_reuse",      "mpic:4",          "mpic:8",       "mpic:16",      "mpic:32",
+    "mpic:64", "cacheblend:0.05", "cacheblend:0.15", "vlcache:0.02", "vlcache:0.05", "vlcache:0.1"};
 
 struct policy_row {
   std::string name;

@@ -11,8 +11,8 @@ namespace {
 
 struct blas_state {
   std::mutex mtx;
-  int width = 1;     // widest registered pool
-  int sections = 0;  // open single-threaded sections, all backends
+  int width = 1;    // widest registered pool
+  int sections = 0; // open single-threaded sections, all backends
 };
 
 blas_state& state() {

@@ -74,14 +74,12 @@ status check_png_chunks(std::span<const uint8_t> b) {
                         std::to_string(b.size()), " inside a chunk header (no IEND chunk)");
     const uint64_t length = be32(at);
     std::string type(reinterpret_cast<const char*>(b.data() + at + 4), 4);
-    if (!std::all_of(type.begin(), type.end(), [](char c) {
-          return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
-        }))
+    if (!std::all_of(type.begin(), type.end(),
+                     [](char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'); }))
       type = "(not a chunk name)";
     if (length > 0x7fffffffu || length > b.size() - at - 12)
-      return make_error(errc::invalid_argument, "corrupt PNG image: chunk ",
-                        type,
-                        " at byte ", std::to_string(at), " declares ", std::to_string(length),
+      return make_error(errc::invalid_argument, "corrupt PNG image: chunk ", type, " at byte ",
+                        std::to_string(at), " declares ", std::to_string(length),
                         " bytes, past the end of the file (", std::to_string(b.size()), " bytes)");
     at += 12 + length;
     if (type == "IEND")
@@ -118,7 +116,8 @@ result<decoded_image> decode_png(std::span<const uint8_t> encoded, const image_l
   if (px.p == nullptr)
     return make_error(errc::invalid_argument, "corrupt PNG image: ", stbi_failure_reason());
   if (dw != w || dh != h)
-    return make_error(errc::invalid_argument, "corrupt PNG image: header and data disagree on its size");
+    return make_error(errc::invalid_argument,
+                      "corrupt PNG image: header and data disagree on its size");
   decoded_image img;
   img.width = w;
   img.height = h;

@@ -1,10 +1,13 @@
-// Fidelity against HF transformers, on two checkpoints saved by
+// Fidelity against HF transformers, on three checkpoints saved by
 // transformers, each with the outputs that transformers (PyTorch, CPU,
 // float32) computes on it: tests/data/hf_tiny_llava/, a tiny random LLaVA
 // (four prompts with one or two images; tools/golden/make_goldens.py), and
 // tests/data/hf_trained_llava/, a small LLaVA trained on a multi-image
 // visual QA task (f16 weights; seven held-out questions with one to three
-// images; tools/train/train.py, then make_goldens.py --trained). Mosaic
+// images; tools/train/train.py, then make_goldens.py --trained), and
+// tests/data/hf_trained_llava_144/, its continuation at 96 px with 8 px
+// patches (144 tokens an image, up to 3 images in a prompt of ~500
+// tokens). Mosaic
 // must load the same directory and reproduce, stage by stage: the
 // tokenizer's ids, the image preprocessing, the vision tower's features at
 // vision_feature_layer, the projector output, the last position's logits of
@@ -323,7 +326,8 @@ TEST_P(hf_fidelity, greedy_continuation_equals_hf_generate) {
 }
 
 INSTANTIATE_TEST_SUITE_P(checkpoints, hf_fidelity,
-                         ::testing::Values("hf_tiny_llava", "hf_trained_llava"),
+                         ::testing::Values("hf_tiny_llava", "hf_trained_llava",
+                                           "hf_trained_llava_144"),
                          [](const auto& info) { return info.param; });
 
 } // namespace

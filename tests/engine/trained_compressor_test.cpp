@@ -107,7 +107,7 @@ TEST(trained_compressor, shipped_weights_load_and_keep_most_answers) {
   }
   EXPECT_EQ((*eng)->pool().stats().blocks_used, 0);
   // Over the 200 held-out questions the merged KV gave the uncompressed answer
-  // on 84.5% (docs/quality.md), here 19 of 24; a compressor that had learned nothing
+  // on 84.5% (docs/quality-16.md), here 19 of 24; a compressor that had learned nothing
   // (its untrained initialisation, one step) agreed on 10 of these 24.
   std::printf("%d of 24 answers as without compression\n", same);
   EXPECT_GE(same, 17);

@@ -19,7 +19,9 @@ using namespace mosaic::kv;
 // The header checksum is the page's last 8 bytes (entry_format.cpp).
 constexpr size_t header_checksum_at = page_bytes - 8;
 
-void put_u64(std::vector<uint8_t>& b, size_t at, uint64_t v) { std::memcpy(b.data() + at, &v, 8); }
+void put_u64(std::vector<uint8_t>& b, size_t at, uint64_t v) {
+  std::memcpy(b.data() + at, &v, 8);
+}
 uint64_t get_u64(const std::vector<uint8_t>& b, size_t at) {
   uint64_t v;
   std::memcpy(&v, b.data() + at, 8);

@@ -37,13 +37,18 @@ void write(const fs::path& file, const Bytes& bytes) {
 }
 
 wire::kv_handle kv_handle() {
-  return {.node = "p0", .endpoint = "tcp://10.0.0.2:7001", .sequence = 7, .n_tokens = 40,
-          .n_layers = 2, .kv_dim = 64, .dtype = msg::DType::f16};
+  return {.node = "p0",
+          .endpoint = "tcp://10.0.0.2:7001",
+          .sequence = 7,
+          .n_tokens = 40,
+          .n_layers = 2,
+          .kv_dim = 64,
+          .dtype = msg::DType::f16};
 }
 
 void messages(const fs::path& dir) {
-  wire::generate_request req{.request_id = (uint64_t{1} << 40) + 3, .tenant = "tenant-a",
-                             .model = "builtin:small"};
+  wire::generate_request req{
+      .request_id = (uint64_t{1} << 40) + 3, .tenant = "tenant-a", .model = "builtin:small"};
   req.segments = {wire::text_segment{"USER: What is in "},
                   wire::image_key_segment{library_key_bytes{1, 2, 3}},
                   wire::image_data_segment{{0x89, 'P', 'N', 'G', 13, 10, 26, 10}, "image/png"},
@@ -52,19 +57,24 @@ void messages(const fs::path& dir) {
   req.sampling.seed = 42;
   req.reuse_policy = "mpic:32";
   write(dir / "generate_request", make_generate_request_msg(req).bytes());
-  write(dir / "token_event",
-        make_token_event_msg({.request_id = 9, .index = 3, .token_id = 77, .text = " cat"}).bytes());
+  write(
+      dir / "token_event",
+      make_token_event_msg({.request_id = 9, .index = 3, .token_id = 77, .text = " cat"}).bytes());
   write(dir / "cancel", make_cancel_msg(9, "client went away").bytes());
   wire::library_lookup_result lr{.request_id = 4};
   lr.entries = {{.key = {9}, .tier = msg::Tier::ram, .entry_id = 5, .n_tokens = 576},
                 {.key = {8}, .tier = msg::Tier::miss}};
   write(dir / "library_lookup_result", make_library_lookup_result_msg(lr).bytes());
   write(dir / "prefill_done",
-        make_prefill_done_msg({.request_id = 4, .kv = kv_handle(), .first_token = 12,
-                               .prompt_tokens = 40})
+        make_prefill_done_msg(
+            {.request_id = 4, .kv = kv_handle(), .first_token = 12, .prompt_tokens = 40})
             .bytes());
-  wire::decode_task task{.request_id = 4, .tenant = "tenant-a", .kv = kv_handle(),
-                         .first_token = 12, .prompt_tokens = 40, .stream = true};
+  wire::decode_task task{.request_id = 4,
+                         .tenant = "tenant-a",
+                         .kv = kv_handle(),
+                         .first_token = 12,
+                         .prompt_tokens = 40,
+                         .stream = true};
   write(dir / "decode_task", make_decode_task_msg(task).bytes());
 }
 
@@ -72,10 +82,11 @@ void api_frames(const fs::path& dir) {
   api::chat_request chat;
   chat.api_key = "sk-test";
   chat.model = "builtin:small";
-  chat.messages = {{.role = "system", .content = {std::string{"Be brief."}}},
-                   {.role = "user",
-                    .content = {std::string{"Compare "}, api::image_bytes{{1, 2, 3, 4}, "image/png"},
-                                api::image_ref{"0123abcd"}}}};
+  chat.messages = {
+      {.role = "system", .content = {std::string{"Be brief."}}},
+      {.role = "user",
+       .content = {std::string{"Compare "}, api::image_bytes{{1, 2, 3, 4}, "image/png"},
+                   api::image_ref{"0123abcd"}}}};
   chat.seed = 5;
   chat.stop = {"END"};
   chat.policy = "vlcache:0.05";
@@ -84,9 +95,8 @@ void api_frames(const fs::path& dir) {
         api::encode(api::client_frame{.request_id = 1, .body = api::cancel_request{}}));
   write(dir / "server_token",
         api::encode(api::server_frame{.request_id = 1, .body = api::token_frame{0, 42, " hi"}}));
-  write(dir / "server_finish",
-        api::encode(api::server_frame{.request_id = 1,
-                                      .body = api::finish_frame{"stop", 40, 3, 24}}));
+  write(dir / "server_finish", api::encode(api::server_frame{
+                                   .request_id = 1, .body = api::finish_frame{"stop", 40, 3, 24}}));
   write(dir / "server_error",
         api::encode(api::server_frame{
             .request_id = 1,
@@ -100,9 +110,12 @@ void transfer_frames(const fs::path& dir) {
   std::vector<std::byte> frame(begin.begin(), begin.end());
   frame.insert(frame.end(), payload.begin(), payload.end());
   write(dir / "begin", frame);
-  write(dir / "chunk",
-        encode(frame_header{.kind = frame_kind::chunk, .request_id = 77, .layer = 2,
-                            .offset = 4096, .size = 4096, .checksum = 0x1234}));
+  write(dir / "chunk", encode(frame_header{.kind = frame_kind::chunk,
+                                           .request_id = 77,
+                                           .layer = 2,
+                                           .offset = 4096,
+                                           .size = 4096,
+                                           .checksum = 0x1234}));
   write(dir / "credit", encode(frame_header{.kind = frame_kind::credit, .size = 8}));
   write(dir / "error_payload", encode_error(error{errc::no_space, "disk full"}));
 }
@@ -129,7 +142,8 @@ void kv_entries(const fs::path& dir) {
     return;
   }
   std::ifstream in(kv::entry_path(tmp, h.key), std::ios::binary);
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
   fs::remove_all(tmp);
   // The first byte picks the mode (kv_entry_fuzz.cpp): 0 as is, 1 repaired.
   for (uint8_t mode : {0, 1}) {

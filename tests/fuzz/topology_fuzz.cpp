@@ -1,8 +1,8 @@
 // Topology YAML (topology/loader.hpp): the document check that guards
 // yaml-cpp, then parsing and validation.
 
-#include "topology/loader.hpp"
 #include "tests/fuzz/fuzz_util.hpp"
+#include "topology/loader.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto text = mosaic::fuzz::as_text(data, size);

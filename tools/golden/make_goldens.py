@@ -314,6 +314,7 @@ def trained_goldens(out):
     model = LlavaForConditionalGeneration.from_pretrained(
         out, torch_dtype=torch.float32, attn_implementation="eager").eval()
     vc = model.config.vision_config
+    vqa_data.set_image_size(vc.image_size)
     processor = clip_processor(tok, vc.image_size, vc.patch_size)
     # The checkpoint's own preprocessor_config.json must be what we rebuild.
     saved = CLIPImageProcessor.from_pretrained(out)

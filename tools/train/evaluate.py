@@ -5,6 +5,7 @@ the first --count held-out questions of vqa_data.py, overall and per kind.
 
 Usage: tools/train/.venv/bin/python tools/train/evaluate.py \
            [--model tests/data/hf_trained_llava] [--count 1000] [--seed 20261129]
+(the images are drawn at the size the checkpoint was trained on)
 """
 
 import argparse
@@ -29,6 +30,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    train.set_geometry_of(args.model)
     enc = train.Encoder(load_llama_tokenizer(args.model / "tokenizer.model"))
     model = train.LlavaForConditionalGeneration.from_pretrained(
         args.model, torch_dtype=torch.float32).eval()

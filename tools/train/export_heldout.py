@@ -7,7 +7,9 @@ but numpy and Pillow is needed; the same --seed as train.py gives the
 questions train.py reports its held-out accuracy on (the first --count).
 
 Usage: tools/train/.venv/bin/python tools/train/export_heldout.py \
-           [--out tests/data/vqa_heldout] [--count 300] [--seed 20261129]
+           [--out tests/data/vqa_heldout] [--count 300] [--seed 20261129] \
+           [--model tests/data/hf_trained_llava]
+(--model: draw the images at the size that checkpoint was trained on)
 """
 
 import argparse
@@ -28,7 +30,10 @@ def main():
     ap.add_argument("--out", type=Path, default=HERE.parents[1] / "tests/data/vqa_heldout")
     ap.add_argument("--count", type=int, default=300)
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    ap.add_argument("--model", type=Path, default=HERE.parents[1] / "tests/data/hf_trained_llava")
     args = ap.parse_args()
+    vision = json.loads((args.model / "config.json").read_text())["vision_config"]
+    vqa_data.set_image_size(vision["image_size"])
     if args.out.exists():
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)

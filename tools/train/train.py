@@ -56,6 +56,61 @@ from transformers import (  # noqa: E402
 
 PATCH = 16
 N_PATCHES = (vqa_data.IMAGE_SIZE // PATCH) ** 2
+
+
+def set_geometry(image_size: int, patch: int) -> None:
+    """Images of image_size px cut into patch px patches: N_PATCHES image
+    tokens each (16 at 64/16, the first checkpoint; 144 at 96/8)."""
+    global PATCH, N_PATCHES
+    if patch <= 0 or image_size % patch:
+        raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch}")
+    vqa_data.set_image_size(image_size)
+    PATCH = patch
+    N_PATCHES = (image_size // patch) ** 2
+
+
+def set_geometry_of(model_dir: Path) -> None:
+    """The geometry a checkpoint was trained on (its vision_config)."""
+    vc = json.loads((model_dir / "config.json").read_text())["vision_config"]
+    set_geometry(vc["image_size"], vc["patch_size"])
+
+
+def resized_model(old_dir: Path) -> "LlavaForConditionalGeneration":
+    """A warm start at the current (larger) geometry from a checkpoint
+    trained at another: every weight is copied but the vision tower's patch
+    embedding (its kernel resampled to the new patch size, scaled so a patch
+    of the same colour gives the same response) and its position embedding
+    (the patch grid interpolated bicubically, as ViTs are fine-tuned at a
+    new resolution; the class position kept). The decoder, projector and
+    vision layers start from what the old checkpoint learned."""
+    old = LlavaForConditionalGeneration.from_pretrained(old_dir, torch_dtype=torch.float32)
+    cfg = LlavaConfig.from_dict(old.config.to_dict())
+    cfg.vision_config.image_size = vqa_data.IMAGE_SIZE
+    cfg.vision_config.patch_size = PATCH
+    cfg.image_seq_length = N_PATCHES
+    # 3 images of N_PATCHES tokens plus the question must fit.
+    cfg.text_config.max_position_embeddings = max(
+        cfg.text_config.max_position_embeddings, 1 << (3 * N_PATCHES + 128).bit_length())
+    model = LlavaForConditionalGeneration(cfg).to(torch.float32)
+    state = old.state_dict()
+    emb = "vision_tower.vision_model.embeddings."
+    w = state[emb + "patch_embedding.weight"]
+    old_patch = w.shape[-1]
+    state[emb + "patch_embedding.weight"] = torch.nn.functional.interpolate(
+        w, size=(PATCH, PATCH), mode="bilinear", antialias=True,
+        align_corners=False) * (old_patch / PATCH) ** 2
+    pos = state[emb + "position_embedding.weight"]
+    side = int(round((pos.shape[0] - 1) ** 0.5))
+    new_side = vqa_data.IMAGE_SIZE // PATCH
+    grid = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    grid = torch.nn.functional.interpolate(grid, size=(new_side, new_side), mode="bicubic",
+                                           align_corners=False)
+    state[emb + "position_embedding.weight"] = torch.cat(
+        [pos[:1], grid.permute(0, 2, 3, 1).reshape(new_side * new_side, -1)])
+    state.pop(emb + "position_ids", None)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all("position_ids" in k for k in missing), (missing, unexpected)
+    return model
 # CLIPImageProcessor's defaults (OpenAI CLIP), as clip_processor writes them.
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
@@ -290,6 +345,11 @@ def main():
     ap.add_argument("--init-from", type=Path,
                     help="continue from this checkpoint (a previous train.py --out) instead of "
                          "a fresh initialisation; its train_log.json is kept in the new log")
+    ap.add_argument("--image-size", type=int,
+                    help="image side in px (default 64, or --init-from's); with --init-from "
+                         "at another geometry, a warm start at the new one (resized_model)")
+    ap.add_argument("--patch", type=int,
+                    help="vision patch side in px (default 16, or --init-from's)")
     ap.add_argument("--start-sample", type=int, default=0,
                     help="index of the first training question (continue after a previous run's "
                          "steps * batch so that no question is seen twice)")
@@ -310,6 +370,11 @@ def main():
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
+    if args.init_from:
+        set_geometry_of(args.init_from)
+        init_geometry = (vqa_data.IMAGE_SIZE, PATCH)
+    set_geometry(args.image_size or vqa_data.IMAGE_SIZE, args.patch or PATCH)
+    resize = bool(args.init_from) and (vqa_data.IMAGE_SIZE, PATCH) != init_geometry
     out = args.out
     if out.exists():
         shutil.rmtree(out)
@@ -324,7 +389,13 @@ def main():
     ref = processor.image_processor(probe, return_tensors="np")["pixel_values"]
     assert np.abs(ref - pixel_values(probe)).max() < 1e-5, np.abs(ref - pixel_values(probe)).max()
 
-    if args.init_from:
+    if resize:
+        model = resized_model(args.init_from)
+        cfg = model.config
+        previous = json.loads((args.init_from / "train_log.json").read_text())
+        print(f"warm start at {vqa_data.IMAGE_SIZE} px / {PATCH} px patches "
+              f"({N_PATCHES} image tokens) from {args.init_from}", flush=True)
+    elif args.init_from:
         model = LlavaForConditionalGeneration.from_pretrained(args.init_from,
                                                               torch_dtype=torch.float32)
         cfg = model.config
@@ -370,7 +441,7 @@ def main():
     kind_ema: dict = {}
     # The probes are not saved: a continued run first fits fresh ones to
     # the features it starts from, before they pull on those features.
-    aux_head_steps = args.warmup if args.init_from else 0
+    aux_head_steps = args.warmup if args.init_from and not resize else 0
     for step in range(args.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)

@@ -2,8 +2,9 @@
 
 Each image is IMAGE_SIZE x IMAGE_SIZE pixels on a grey, slightly noisy
 background and holds 1-4 copies of one shape (circle, square, triangle) in
-one colour, each copy inside its own cell of a 4 x 4 grid (the cells are the
-vision tower's 16 px patches at 64 px), jittered inside the cell. A sample is
+one colour, each copy inside its own cell of a 4 x 4 grid (at 64 px the cells
+are the vision tower's 16 px patches; at 96 px with 8 px patches each cell is
+3 x 3 patches), jittered inside the cell. A sample is
 1-3 images and one question about one or two of them; the answer is a
 single word:
 
@@ -34,7 +35,7 @@ from typing import List
 import numpy as np
 from PIL import Image, ImageDraw
 
-IMAGE_SIZE = 64
+IMAGE_SIZE = 64  # set_image_size() changes it (the 144-token checkpoint uses 96)
 GRID = 4  # shapes sit in cells of a GRID x GRID grid
 MAX_IMAGES = 3
 
@@ -52,6 +53,16 @@ ORDINALS = ["first", "second", "third"]
 KINDS = ["colour", "shape", "count", "more", "which", "same", "side"]
 
 SPLITS = {"train": 0, "heldout": 1}
+
+
+def set_image_size(size: int) -> None:
+    """Draws every later image at size x size px (a multiple of GRID): the
+    shapes, their jitter and the noise scale with the cells. A checkpoint's
+    vision_config.image_size says which size it was trained on."""
+    global IMAGE_SIZE
+    if size <= 0 or size % GRID:
+        raise ValueError(f"image size {size} is not a positive multiple of {GRID}")
+    IMAGE_SIZE = size
 
 
 @dataclasses.dataclass

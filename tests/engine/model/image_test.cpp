@@ -99,8 +99,8 @@ TEST(image, hostile_images_found_by_the_fuzzer_are_refused) {
   const char* dir = std::getenv("MOSAIC_TEST_DATA");
   ASSERT_NE(dir, nullptr) << "MOSAIC_TEST_DATA (ctest sets it)";
   const auto corpus = std::filesystem::path{dir} / "../fuzz/corpus/image";
-  for (const char* name : {"regress-stb-dht-over-256-codes.jpg",
-                           "regress-stb-huff-decode-symbol-out-of-range.jpg"}) {
+  for (const char* name :
+       {"regress-stb-dht-over-256-codes.jpg", "regress-stb-huff-decode-symbol-out-of-range.jpg"}) {
     auto bytes = read_bytes(corpus / name);
     ASSERT_GT(bytes.size(), 100u) << name;
     auto r = decode_image(bytes, {});

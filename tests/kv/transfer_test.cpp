@@ -119,16 +119,20 @@ TEST_F(transfer_test, layers_arrive_whole_in_place_and_in_any_order) {
     ASSERT_TRUE(kv) << kv.err().to_string();
     EXPECT_EQ((*kv)->meta(), meta);
     for (uint32_t l : {4u, 0u, 2u, 1u, 3u}) { // waits in another order than sent
-      ASSERT_TRUE((*kv)->wait_layer(l, 5s));
+      auto ready = (*kv)->wait_layer(l, 5s);
+      ASSERT_TRUE(ready) << "layer " << l << ": " << ready.err().to_string();
       EXPECT_EQ(0, std::memcmp((*kv)->layer(l).data(), data.data() + l * layer_bytes, layer_bytes))
           << "layer " << l;
       seen[l] = true;
     }
     EXPECT_TRUE((*kv)->wait_all(5s));
   });
-  for (uint32_t l : {0u, 2u, 1u, 4u, 3u})
-    ASSERT_TRUE(s->send_layer(l, std::span{data}.subspan(l * layer_bytes, layer_bytes)));
-  ASSERT_TRUE(s->finish());
+  for (uint32_t l : {0u, 2u, 1u, 4u, 3u}) {
+    auto sent = s->send_layer(l, std::span{data}.subspan(l * layer_bytes, layer_bytes));
+    EXPECT_TRUE(sent) << "layer " << l << ": " << sent.err().to_string();
+  }
+  auto finished = s->finish();
+  EXPECT_TRUE(finished) << finished.err().to_string();
   consumer_thread.join();
   EXPECT_EQ(seen, std::vector<bool>(layers, true));
   EXPECT_EQ(s->stats().bytes, layers * layer_bytes);

@@ -19,6 +19,13 @@ namespace mosaic::actors {
 
 namespace {
 
+/// A sampled token not sent yet.
+struct held_token {
+  int32_t token = 0;
+  std::string text;
+  std::vector<wire::token_logprob> logprobs; ///< when asked for
+};
+
 /// One sequence being generated.
 struct active_sequence {
   uint64_t id = 0;
@@ -34,11 +41,14 @@ struct active_sequence {
   uint32_t generated = 0; ///< tokens sampled (emitted or held back)
   /// Tokens sampled but not sent yet because their text may be the start
   /// of a stop string (OpenAI and vLLM never return any part of one):
-  /// (token, its text), in order; their text is the tail of `text`.
-  std::deque<std::pair<int32_t, std::string>> held;
+  /// in order; their text is the tail of `text`.
+  std::deque<held_token> held;
   size_t held_from = 0;      ///< where the held tokens' text starts in `text`
   bool ignore_eos = false;   ///< end-of-sequence does not end the answer
   bool include_stop = false; ///< a matched stop string is returned
+  int32_t logprobs = -1;     ///< sampling.logprobs: alternatives per token; -1: none
+  /// return_token_ids: the prompt's ids, sent with the first event.
+  std::vector<int32_t> prompt_ids_out;
   int32_t next = 0;          ///< token to feed to the next step
   uint32_t prompt_tokens = 0;
   uint32_t reused_tokens = 0;     ///< usage (from the prefill)
@@ -91,6 +101,7 @@ void finish(decode_actor_ptr self, active_sequence& a, msg::FinishReason reason,
         msg::Usage{a.prompt_tokens, a.index, a.reused_tokens, a.recomputed_tokens, a.cached_tokens};
     ev.queue_us = a.queue_us;
     ev.compression = a.compression;
+    ev.prompt_token_ids = std::move(a.prompt_ids_out); // no token came before
     last = make_token_event_msg(ev);
   }
   if (a.sink)
@@ -98,13 +109,17 @@ void finish(decode_actor_ptr self, active_sequence& a, msg::FinishReason reason,
   a.rp.deliver(std::move(last));
 }
 
-/// Sends one token event of `a`.
-void emit(decode_actor_ptr self, active_sequence& a, int32_t token, std::string text) {
+/// Sends one token event of `a` (`text`: the token's, or the part of it
+/// before a stop string).
+void emit(decode_actor_ptr self, active_sequence& a, held_token& t, std::string text) {
   wire::token_event ev;
   ev.request_id = a.id;
   ev.index = a.index++;
-  ev.token_id = token;
+  ev.token_id = t.token;
   ev.text = std::move(text);
+  ev.logprobs = std::move(t.logprobs);
+  ev.prompt_token_ids = std::move(a.prompt_ids_out);
+  a.prompt_ids_out.clear();
   if (a.sink)
     self->send(a.sink, token_atom_v, make_token_event_msg(ev));
 }
@@ -114,15 +129,15 @@ void emit(decode_actor_ptr self, active_sequence& a, int32_t token, std::string 
 /// starts at `upto`: nothing of it is returned).
 void release_held(decode_actor_ptr self, active_sequence& a, size_t upto, bool cut) {
   while (!a.held.empty()) {
-    auto& [token, piece] = a.held.front();
-    const size_t end = a.held_from + piece.size();
+    auto& t = a.held.front();
+    const size_t end = a.held_from + t.text.size();
     if (end > upto) {
       if (cut && a.held_from < upto)
-        emit(self, a, token, piece.substr(0, upto - a.held_from));
+        emit(self, a, t, t.text.substr(0, upto - a.held_from));
       return;
     }
     a.held_from = end;
-    emit(self, a, token, std::move(piece));
+    emit(self, a, t, std::move(t.text));
     a.held.pop_front();
   }
 }
@@ -142,8 +157,10 @@ size_t stop_prefix_at_end(const active_sequence& a) {
 }
 
 /// Emits `token` for `a` (holding back text that may start a stop
-/// string) or ends it on a stop condition.
-void accept(decode_actor_ptr self, active_sequence& a, int32_t token) {
+/// string) or ends it on a stop condition. `logprobs`: its step's, when
+/// the request asked for them.
+void accept(decode_actor_ptr self, active_sequence& a, int32_t token,
+            std::vector<wire::token_logprob> logprobs = {}) {
   const auto& tok = self->state.ctx->engine->tokenizer();
   if (token < 0)
     return finish(self, a, msg::FinishReason::error,
@@ -155,7 +172,7 @@ void accept(decode_actor_ptr self, active_sequence& a, int32_t token) {
   }
   std::string piece = tok.decode_piece(token);
   a.text += piece;
-  a.held.emplace_back(token, std::move(piece));
+  a.held.push_back(held_token{token, std::move(piece), std::move(logprobs)});
   ++a.generated;
   // A stop string cannot start in text already sent: that text was
   // released only once no stop string could begin in it.
@@ -230,9 +247,12 @@ void step(decode_actor_ptr self) {
     return schedule_step(self);
   }
   const size_t vocab = logits->size() / n;
+  const auto& tok = st.ctx->engine->tokenizer();
   for (size_t i = 0; i < n; ++i) {
     auto& a = st.active[i];
-    accept(self, a, a.pick->sample(std::span<const float>{logits->data() + i * vocab, vocab}));
+    const std::span<const float> row{logits->data() + i * vocab, vocab};
+    const int32_t token = a.pick->sample(row);
+    accept(self, a, token, wire_logprobs(row, token, a.logprobs, tok));
   }
   for (size_t i = 0; i < n; ++i)
     if (!st.active[i].done)
@@ -287,11 +307,17 @@ caf::result<token_event_msg> on_task(decode_actor_ptr self, const decode_task_ms
   if (auto ok = sp.validate(); !ok)
     return to_caf_error(ok.err());
   a.pick = std::make_unique<sampler>(sp);
-  if (m->prompt_ids() != nullptr)
-    a.pick->set_prompt(std::vector<int32_t>(m->prompt_ids()->begin(), m->prompt_ids()->end()));
+  if (m->prompt_ids() != nullptr) {
+    std::vector<int32_t> ids(m->prompt_ids()->begin(), m->prompt_ids()->end());
+    if (s.repetition_penalty != 1.0f)
+      a.pick->set_prompt(ids);
+    if (s.return_token_ids)
+      a.prompt_ids_out = std::move(ids);
+  }
   a.pick->observe(m->first_token());
   a.ignore_eos = s.ignore_eos;
   a.include_stop = s.include_stop_str_in_output;
+  a.logprobs = std::min(s.logprobs, max_top_logprobs);
   a.sink = sink;
   a.deadline_unix_ns = m->deadline_unix_ns();
   a.max_tokens = s.max_tokens == 0 ? uint32_t(st.ctx->options.default_max_tokens) : s.max_tokens;
@@ -316,7 +342,7 @@ caf::result<token_event_msg> on_task(decode_actor_ptr self, const decode_task_ms
   }
   const bool scheduled = st.ctx->stages->tracks(id);
   a.joined = !scheduled || st.pre_joined.erase(id) != 0;
-  accept(self, a, m->first_token());
+  accept(self, a, m->first_token(), read_token_logprobs(m->first_logprobs()));
   if (!a.done)
     st.active.push_back(std::move(a));
   if (scheduled)

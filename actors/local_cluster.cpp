@@ -122,6 +122,10 @@ void token_stream::push(const wire::token_event& ev) {
   }
   result_.tokens.push_back(ev.token_id);
   result_.text += ev.text;
+  if (!ev.logprobs.empty())
+    result_.logprobs.push_back(ev.logprobs);
+  if (!ev.prompt_token_ids.empty())
+    result_.prompt_token_ids = ev.prompt_token_ids;
   unread_.push_back(ev);
   cv_.notify_all();
 }
@@ -138,6 +142,8 @@ void token_stream::finish(const wire::token_event& last) {
   }
   finished_ = true;
   result_.finish = last.finish;
+  if (!last.prompt_token_ids.empty()) // no token came
+    result_.prompt_token_ids = last.prompt_token_ids;
   result_.usage = last.usage;
   result_.compression = last.compression;
   result_.total_seconds = seconds_since(submitted_);

@@ -44,6 +44,9 @@ struct completion {
   double total_seconds = 0.0; ///< submit → last event
   /// What the compress stage did (requests whose compression was not none).
   std::optional<msg::CompressionUsage> compression;
+  /// sampling.logprobs >= 0: per token, its entry then the alternatives.
+  std::vector<std::vector<wire::token_logprob>> logprobs;
+  std::vector<int32_t> prompt_token_ids; ///< sampling.return_token_ids
 };
 
 /// The token events of one request, in order; filled by CAF, read by any

@@ -7,6 +7,31 @@
 
 namespace mosaic::actors {
 
+std::vector<wire::token_logprob> wire_logprobs(std::span<const float> logits, int32_t chosen,
+                                               int32_t top, const tokenizer& tok) {
+  std::vector<wire::token_logprob> out;
+  if (top < 0)
+    return out;
+  for (const auto& lp : logprobs_of(logits, chosen, std::min(top, max_top_logprobs)))
+    out.push_back({lp.token, lp.logprob, tok.decode_piece(lp.token)});
+  return out;
+}
+
+std::vector<int32_t> expanded_prompt_ids(std::span<const int32_t> ids, int32_t image_token_id,
+                                         std::span<const int> image_tokens) {
+  std::vector<int32_t> out;
+  out.reserve(ids.size());
+  size_t image = 0;
+  for (int32_t id : ids) {
+    if (id != image_token_id || image >= image_tokens.size()) {
+      out.push_back(id);
+      continue;
+    }
+    out.insert(out.end(), size_t(std::max(image_tokens[image++], 0)), id);
+  }
+  return out;
+}
+
 sampling_params engine_sampling(const wire::sampling& s, uint64_t seed, int32_t eos_id) {
   sampling_params sp;
   sp.temperature = s.temperature;

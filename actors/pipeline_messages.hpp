@@ -15,6 +15,7 @@
 
 #include "actors/node_context.hpp"
 #include "engine/model/sha256.hpp"
+#include "engine/model/tokenizer.hpp"
 #include "engine/sampler.hpp"
 #include "messages/builders.hpp"
 #include "messages/caf_types.hpp"
@@ -32,6 +33,20 @@ inline constexpr std::chrono::milliseconds hop_slack{2000};
 /// min_tokens, end-of-sequence (`eos_id`, unless ignore_eos) and the stop
 /// tokens cannot be sampled before that many tokens.
 sampling_params engine_sampling(const wire::sampling& s, uint64_t seed, int32_t eos_id);
+
+/// Most alternatives a token event carries (OpenAI's top_logprobs limit).
+inline constexpr int32_t max_top_logprobs = 20;
+
+/// A step's log-probabilities as token events carry them (sampling.logprobs
+/// = `top`; none when it is negative): `chosen`'s, then the `top` most
+/// likely (at most max_top_logprobs), each with its piece's text.
+std::vector<wire::token_logprob> wire_logprobs(std::span<const float> logits, int32_t chosen,
+                                               int32_t top, const tokenizer& tok);
+
+/// The prompt's ids as the model reads them: each image_token_id of `ids`
+/// (one per image) repeated as many times as that image has tokens.
+std::vector<int32_t> expanded_prompt_ids(std::span<const int32_t> ids, int32_t image_token_id,
+                                         std::span<const int> image_tokens);
 
 /// Time left until `deadline_unix_ns` plus `slack`, at least 1 ms.
 caf::timespan until_deadline(int64_t deadline_unix_ns, std::chrono::milliseconds slack = hop_slack);

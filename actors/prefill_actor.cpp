@@ -53,6 +53,7 @@ struct pass_outcome {
   int prompt_tokens = 0;
   prefill_stats stats;
   int prefix_cached_tokens = 0; ///< adopted from the prefix cache
+  std::vector<wire::token_logprob> first_logprobs; ///< sampling.logprobs >= 0
   /// Requests with a compress stage: the plan the pass ran and what keeps
   /// its image embeddings alive (compress_job).
   link_plan plan;
@@ -241,6 +242,7 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* 
     out.first_token = pick.sample(r->logits);
     if (out.first_token < 0)
       return make_error(errc::internal, "the model produced no finite logits");
+    out.first_logprobs = wire_logprobs(r->logits, out.first_token, job.sampling.logprobs, tok);
     out.prompt_tokens = plan->n_tokens();
     out.stats = r->stats;
     out.prefix_cached_tokens = ran->cache_hit_tokens;
@@ -342,8 +344,15 @@ result<prefilled> prefill_one(caf::stateful_actor<prefill_state>* self, uint64_t
   task.first_token = out->first_token;
   task.prompt_tokens = static_cast<uint32_t>(out->prompt_tokens);
   task.sampling = job.sampling;
-  if (job.sampling.repetition_penalty != 1.0f) // the decode sampler penalises the prompt too
-    task.prompt_ids = job.ids;
+  // The decode sampler penalises the prompt too; the client may ask for it.
+  if (job.sampling.repetition_penalty != 1.0f || job.sampling.return_token_ids) {
+    std::vector<int> image_tokens;
+    for (const auto& img : job.images)
+      image_tokens.push_back(img.n_tokens);
+    task.prompt_ids =
+        expanded_prompt_ids(job.ids, ctx->engine->tokenizer().image_token_id(), image_tokens);
+  }
+  task.first_logprobs = std::move(out->first_logprobs);
   task.stream = job.stream;
   task.queue_us = queue_us;
   task.reused_tokens = static_cast<uint32_t>(out->stats.reused_image_tokens);

@@ -83,6 +83,47 @@ int32_t argmax(std::span<const float> logits) {
   return best;
 }
 
+std::vector<token_logprob> logprobs_of(std::span<const float> logits, int32_t chosen, int top) {
+  const auto n = static_cast<int32_t>(logits.size());
+  const int32_t best = argmax(logits);
+  // log_softmax(v) = (v - max) - log(sum exp(x - max)): exact for large logits.
+  double max = 0.0, log_sum = std::numeric_limits<double>::infinity();
+  if (best >= 0 && std::isfinite(logits[size_t(best)])) {
+    max = logits[size_t(best)];
+    double sum = 0.0;
+    for (float v : logits)
+      if (!std::isnan(v))
+        sum += std::exp(double(v) - max);
+    log_sum = std::log(sum);
+  } // else all NaN, or +inf logits: every finite one gets -inf
+  auto logprob = [&](int32_t t) -> float {
+    if (t < 0 || t >= n || std::isnan(logits[size_t(t)]) || !std::isfinite(log_sum))
+      return -std::numeric_limits<float>::infinity();
+    return static_cast<float>((double(logits[size_t(t)]) - max) - log_sum);
+  };
+  std::vector<token_logprob> out;
+  const auto k = static_cast<size_t>(std::clamp(top, 0, n));
+  out.reserve(k + 1);
+  out.push_back({chosen, logprob(chosen)});
+  if (k == 0)
+    return out;
+  auto key = [&](int32_t t) {
+    const float v = logits[size_t(t)];
+    return std::isnan(v) ? -std::numeric_limits<float>::infinity() : v;
+  };
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; ++i)
+    ids[size_t(i)] = i;
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
+                    [&](int32_t a, int32_t b) {
+                      const float ka = key(a), kb = key(b);
+                      return ka > kb || (ka == kb && a < b);
+                    });
+  for (size_t i = 0; i < k; ++i)
+    out.push_back({ids[i], logprob(ids[i])});
+  return out;
+}
+
 std::vector<double> softmax(std::span<const float> logits, double temperature) {
   std::vector<double> p(logits.size(), 0.0);
   const int32_t top = argmax(logits);

@@ -61,6 +61,20 @@ int32_t argmax(std::span<const float> logits);
 /// temperature must be > 0.
 std::vector<double> softmax(std::span<const float> logits, double temperature = 1.0);
 
+/// A token and its log-probability.
+struct token_logprob {
+  int32_t token = 0;
+  float logprob = 0.0f;
+  bool operator==(const token_logprob&) const = default;
+};
+
+/// Log-probabilities from the model's own distribution, log_softmax(logits)
+/// in double precision before temperature, penalties or bans (vLLM's raw
+/// logprobs): `chosen`'s first, then the `top` most likely tokens (ties: the
+/// lower id first). NaN counts as -inf; logits without a finite maximum
+/// (all NaN, or a +inf) give -inf for every entry. `top` is clamped to [0, logits.size()].
+std::vector<token_logprob> logprobs_of(std::span<const float> logits, int32_t chosen, int top);
+
 /// KL(P || Q) in nats, P = softmax(p_logits), Q = softmax(q_logits), the
 /// reference distribution first. Sizes must match (else NaN).
 double kl_divergence(std::span<const float> p_logits, std::span<const float> q_logits);

@@ -20,6 +20,18 @@ Offset<msg::Error> opt_error(FlatBufferBuilder& fbb, const error& err, uint64_t 
   return err.code == errc::none ? Offset<msg::Error>{} : add_error(fbb, err, request_id);
 }
 
+/// Left out when empty (none asked for).
+Offset<flatbuffers::Vector<Offset<msg::TokenLogprob>>>
+add_logprobs(FlatBufferBuilder& fbb, const std::vector<wire::token_logprob>& lps) {
+  if (lps.empty())
+    return 0;
+  std::vector<Offset<msg::TokenLogprob>> items;
+  items.reserve(lps.size());
+  for (const auto& lp : lps)
+    items.push_back(msg::CreateTokenLogprob(fbb, lp.token_id, lp.logprob, fbb.CreateString(lp.text)));
+  return fbb.CreateVector(items);
+}
+
 template <class... Fs>
 struct overloaded : Fs... {
   using Fs::operator()...;
@@ -54,8 +66,9 @@ Offset<msg::SamplingParams> add_sampling(FlatBufferBuilder& fbb, const wire::sam
   return msg::CreateSamplingParams(fbb, s.max_tokens, s.temperature, s.top_p, seed, stop, s.top_k,
                                    s.min_p, s.repetition_penalty, s.presence_penalty,
                                    s.frequency_penalty, stop_ids, s.ignore_eos, s.min_tokens,
-                                   s.include_stop_str_in_output);
+                                   s.include_stop_str_in_output, s.logprobs, s.return_token_ids);
 }
+
 
 Offset<msg::ImageSegment> add_image_segment(FlatBufferBuilder& fbb,
                                             const wire::image_source& image) {
@@ -134,10 +147,12 @@ token_event_msg make_token_event_msg(const wire::token_event& ev) {
   FlatBufferBuilder fbb{128};
   auto text = opt_string(fbb, ev.text);
   auto err = opt_error(fbb, ev.err, ev.request_id);
+  auto logprobs = add_logprobs(fbb, ev.logprobs);
+  auto prompt_ids = ev.prompt_token_ids.empty() ? 0 : fbb.CreateVector(ev.prompt_token_ids);
   return token_event_msg::finish(
-      fbb,
-      msg::CreateTokenEvent(fbb, ev.request_id, ev.index, ev.token_id, text, ev.finish, &ev.usage,
-                            err, ev.queue_us, ev.compression ? &*ev.compression : nullptr));
+      fbb, msg::CreateTokenEvent(fbb, ev.request_id, ev.index, ev.token_id, text, ev.finish,
+                                 &ev.usage, err, ev.queue_us,
+                                 ev.compression ? &*ev.compression : nullptr, logprobs, prompt_ids));
 }
 
 cancel_msg make_cancel_msg(uint64_t request_id, std::string_view reason) {
@@ -212,11 +227,12 @@ Offset<msg::DecodeTask> add_decode_task(FlatBufferBuilder& fbb, const wire::deco
   auto kv = add_kv_handle(fbb, task.kv);
   auto sampling = add_sampling(fbb, task.sampling);
   auto prompt_ids = task.prompt_ids.empty() ? 0 : fbb.CreateVector(task.prompt_ids);
+  auto first_logprobs = add_logprobs(fbb, task.first_logprobs);
   return msg::CreateDecodeTask(
       fbb, task.request_id, tenant, task.deadline_unix_ns, kv, task.first_token, task.prompt_tokens,
       sampling, task.stream, task.queue_us, task.position,
       task.compression ? &*task.compression : nullptr, task.reused_tokens, task.recomputed_tokens,
-      task.cached_tokens, task.prefix_cached_tokens, prompt_ids);
+      task.cached_tokens, task.prefix_cached_tokens, prompt_ids, first_logprobs);
 }
 
 } // namespace

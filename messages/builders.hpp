@@ -59,7 +59,17 @@ struct sampling {
   bool ignore_eos = false;
   uint32_t min_tokens = 0;
   bool include_stop_str_in_output = false;
+  int32_t logprobs = -1; ///< -1: none; N: the chosen token's and the N most likely
+  bool return_token_ids = false;
   bool operator==(const sampling&) const = default;
+};
+
+/// msg::TokenLogprob.
+struct token_logprob {
+  int32_t token_id = 0;
+  float logprob = 0.0f;
+  std::string text{};
+  bool operator==(const token_logprob&) const = default;
 };
 
 struct text_segment {
@@ -129,6 +139,8 @@ struct token_event {
   error err{};           ///< set with finish == error
   uint64_t queue_us = 0; ///< last event: time waited before work started
   std::optional<msg::CompressionUsage> compression{}; ///< last event of a compressed request
+  std::vector<token_logprob> logprobs{};  ///< this token's, then the top N (sampling.logprobs)
+  std::vector<int32_t> prompt_token_ids{}; ///< first event, with sampling.return_token_ids
 };
 
 // -- library ------------------------------------------------------------------
@@ -206,7 +218,8 @@ struct decode_task {
   uint32_t recomputed_tokens = 0;    ///< of those, computed at one layer or more
   uint32_t cached_tokens = 0;        ///< not computed at every layer (usage.cached_tokens)
   uint32_t prefix_cached_tokens = 0; ///< of those, prefix-cache hits
-  std::vector<int32_t> prompt_ids{}; ///< only with a repetition_penalty (the decode sampler's)
+  std::vector<int32_t> prompt_ids{}; ///< with a repetition_penalty or return_token_ids
+  std::vector<token_logprob> first_logprobs{}; ///< the first token's (sampling.logprobs >= 0)
 };
 
 struct kv_chunk {

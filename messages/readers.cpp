@@ -16,6 +16,7 @@ error err_of(const msg::Error* e) {
   return e == nullptr ? error{} : to_error(*e);
 }
 
+
 } // namespace
 
 wire::tensor_handle read_tensor_handle(const msg::TensorHandle* h) {
@@ -67,6 +68,8 @@ wire::sampling read_sampling(const msg::SamplingParams* s) {
   out.ignore_eos = s->ignore_eos();
   out.min_tokens = s->min_tokens();
   out.include_stop_str_in_output = s->include_stop_str_in_output();
+  out.logprobs = s->logprobs();
+  out.return_token_ids = s->return_token_ids();
   return out;
 }
 
@@ -117,6 +120,19 @@ result<wire::generate_request> read_generate_request(const generate_request_msg&
   return out;
 }
 
+std::vector<wire::token_logprob>
+read_token_logprobs(const flatbuffers::Vector<flatbuffers::Offset<msg::TokenLogprob>>* v) {
+  std::vector<wire::token_logprob> out;
+  if (v == nullptr)
+    return out;
+  // A request asks for at most 20 alternatives: more is a hostile peer's.
+  constexpr size_t max_logprobs = 21;
+  for (size_t i = 0; i < v->size() && i < max_logprobs; ++i)
+    if (const auto* lp = v->Get(static_cast<flatbuffers::uoffset_t>(i)))
+      out.push_back({lp->token_id(), lp->logprob(), str(lp->text())});
+  return out;
+}
+
 wire::token_event read_token_event(const token_event_msg& m) {
   wire::token_event out;
   const auto* r = m.root();
@@ -133,6 +149,9 @@ wire::token_event read_token_event(const token_event_msg& m) {
   out.queue_us = r->queue_us();
   if (r->compression() != nullptr)
     out.compression = *r->compression();
+  out.logprobs = read_token_logprobs(r->logprobs());
+  if (r->prompt_token_ids() != nullptr)
+    out.prompt_token_ids.assign(r->prompt_token_ids()->begin(), r->prompt_token_ids()->end());
   return out;
 }
 
@@ -158,6 +177,7 @@ wire::decode_task read_decode_task(const msg::DecodeTask* t) {
   out.prefix_cached_tokens = t->prefix_cached_tokens();
   if (t->prompt_ids() != nullptr)
     out.prompt_ids.assign(t->prompt_ids()->begin(), t->prompt_ids()->end());
+  out.first_logprobs = read_token_logprobs(t->first_logprobs());
   return out;
 }
 

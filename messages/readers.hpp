@@ -19,6 +19,10 @@ result<wire::segment> read_segment(const msg::Segment& seg);
 
 result<wire::generate_request> read_generate_request(const generate_request_msg& m);
 wire::token_event read_token_event(const token_event_msg& m);
+/// A TokenLogprob vector (null: empty), at most 21 entries (the chosen
+/// token and 20 alternatives) whatever the sender put in.
+std::vector<wire::token_logprob>
+read_token_logprobs(const flatbuffers::Vector<flatbuffers::Offset<msg::TokenLogprob>>* v);
 /// A missing table reads as a default-constructed task.
 wire::decode_task read_decode_task(const msg::DecodeTask* t);
 wire::library_lookup_result read_library_lookup_result(const library_lookup_result_msg& m);

@@ -28,6 +28,8 @@ struct http_flight {
   response_header header;
   connection_watch watch;
   bool include_usage = false;
+  answer_detail detail;  ///< logprobs / token ids asked for
+  size_t text_sent = 0;  ///< bytes of answer text streamed so far
   bool role_sent = false;
   bool client_gone = false;
   bool counted = false; ///< the outcome is in the metrics
@@ -73,9 +75,11 @@ void fail_without_event(http_flight& h, httplib::Response& res) {
 
 void answer_whole(http_flight& h, wire::token_event first, httplib::Response& res) {
   std::string text;
+  answer_tokens tokens;
   std::optional<wire::token_event> ev = std::move(first);
   while (ev && ev->finish == msg::FinishReason::none) {
     text += ev->text;
+    tokens.add(*ev);
     ev = h.next();
   }
   if (!ev)
@@ -83,9 +87,11 @@ void answer_whole(http_flight& h, wire::token_event first, httplib::Response& re
   if (is_error_finish(ev->finish))
     return fail(h.f->door(), res, api_error_from(event_error(*ev)));
   h.f->record_success(*ev);
-  res.set_content(
-      full_response_json(h.header, text, ev->finish, usage_of(*ev, h.f->ttft_seconds())),
-      "application/json");
+  if (!ev->prompt_token_ids.empty()) // no token came
+    tokens.prompt_ids = ev->prompt_token_ids;
+  res.set_content(full_response_json(h.header, text, ev->finish,
+                                     usage_of(*ev, h.f->ttft_seconds()), h.detail, tokens),
+                  "application/json");
 }
 
 /// Writes the stream's next piece; false when the stream is over.
@@ -128,13 +134,23 @@ bool stream_step(http_flight& h, httplib::DataSink& sink) {
     if (!write(sse_event(chunk_json(h.header, role))))
       return false;
   }
+  answer_tokens tokens;
+  if (h.detail.logprobs || h.detail.token_ids) {
+    c.detail = h.detail;
+    c.tokens = &tokens;
+  }
   if (ev->finish == msg::FinishReason::none) {
+    tokens.text_offset = h.text_sent;
+    tokens.add(*ev);
+    h.text_sent += ev->text.size();
     c.content = ev->text;
     return write(sse_event(chunk_json(h.header, c)));
   }
   h.counted = true;
   h.f->record_success(*ev);
   c.finish = ev->finish;
+  tokens.prompt_ids = ev->prompt_token_ids; // none unless no token came
+  c.detail.logprobs = false;
   if (h.header.kind == api_kind::chat)
     c.content.reset();
   else
@@ -157,6 +173,7 @@ void handle_generate(front_door& fd, const httplib::Request& req, httplib::Respo
     return;
   parse_result<wire::generate_request> built;
   bool include_usage = false;
+  answer_detail detail;
   flight_request who;
   who.tenant = std::move(*tenant);
   if (kind == api_kind::chat) {
@@ -164,6 +181,7 @@ void handle_generate(front_door& fd, const httplib::Request& req, httplib::Respo
     if (!parsed)
       return fail(fd, res, parsed.error);
     include_usage = parsed.value->include_usage;
+    detail = {parsed.value->sampling.logprobs >= 0, parsed.value->sampling.return_token_ids};
     who.n_images = parsed.value->image_count();
     who.model = parsed.value->model;
     built = to_generate_request(*parsed.value, fd.info, fd.options.admission);
@@ -172,6 +190,7 @@ void handle_generate(front_door& fd, const httplib::Request& req, httplib::Respo
     if (!parsed)
       return fail(fd, res, parsed.error);
     include_usage = parsed.value->include_usage;
+    detail = {parsed.value->sampling.logprobs >= 0, parsed.value->sampling.return_token_ids};
     who.model = parsed.value->model;
     built = to_generate_request(*parsed.value, fd.info);
   }
@@ -190,6 +209,7 @@ void handle_generate(front_door& fd, const httplib::Request& req, httplib::Respo
                           std::chrono::system_clock::now().time_since_epoch())
                           .count()});
   h->include_usage = include_usage;
+  h->detail = detail;
 
   auto first = h->next();
   if (!first)

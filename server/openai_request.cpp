@@ -75,10 +75,8 @@ std::optional<api_error> read_common(const json& body, const request_limits& lim
   // refuse them rather than silently ignore them.
   if (auto it = body.find("n"); it != body.end() && !it->is_null() && *it != 1)
     return invalid_request("n", "'n' must be 1: Mosaic returns one choice per request");
-  for (const char* key : {"logprobs", "echo"})
-    if (auto it = body.find(key);
-        it != body.end() && !it->is_null() && *it != false && !(it->is_number() && *it == 0))
-      return invalid_request(key, std::string{"'"} + key + "' is not supported");
+  if (auto it = body.find("echo"); it != body.end() && !it->is_null() && *it != false)
+    return invalid_request("echo", "'echo' is not supported");
   // Plain text is what Mosaic answers; structured output it cannot promise.
   if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) {
     const auto type = it->is_object() ? it->find("type") : it->end();
@@ -134,6 +132,8 @@ std::optional<api_error> read_common(const json& body, const request_limits& lim
   if (auto e = read_bool(body, "ignore_eos", s.ignore_eos))
     return e;
   if (auto e = read_bool(body, "include_stop_str_in_output", s.include_stop_str_in_output))
+    return e;
+  if (auto e = read_bool(body, "return_token_ids", s.return_token_ids))
     return e;
   if (auto it = body.find("stop_token_ids"); it != body.end() && !it->is_null()) {
     if (!it->is_array())
@@ -207,6 +207,8 @@ constexpr std::string_view common_fields[] = {"model",
                                               "presence_penalty",
                                               "frequency_penalty",
                                               "logprobs",
+                                              "top_logprobs",
+                                              "return_token_ids",
                                               "echo",
                                               "response_format",
                                               "top_k",
@@ -503,6 +505,17 @@ parse_result<chat_request> parse_chat_request(std::string_view body, const reque
   req.model = j["model"].get<std::string>();
   if (auto e = read_common(j, limits, req.sampling, req.stream, req.include_usage, req.mosaic))
     return fail<chat_request>(std::move(*e));
+  // Chat: "logprobs": true, and "top_logprobs": N alternatives with it.
+  bool logprobs = false;
+  if (auto e = read_bool(j, "logprobs", logprobs))
+    return fail<chat_request>(std::move(*e));
+  int top = 0;
+  if (auto e = read_int(j, "top_logprobs", 0, max_top_logprobs, top))
+    return fail<chat_request>(std::move(*e));
+  if (auto it = j.find("top_logprobs"); it != j.end() && !it->is_null() && !logprobs)
+    return fail<chat_request>(
+        invalid_request("top_logprobs", "'top_logprobs' needs 'logprobs': true"));
+  req.sampling.logprobs = logprobs ? top : -1;
   // The chat prompt starts with BOS either way: vLLM's default (false)
   // leaves it to the template, which is what Mosaic's does.
   bool add_special = false;
@@ -555,6 +568,17 @@ parse_result<completion_request> parse_completion_request(std::string_view body,
   req.model = j["model"].get<std::string>();
   if (auto e = read_common(j, limits, req.sampling, req.stream, req.include_usage, req.mosaic))
     return fail<completion_request>(std::move(*e));
+  // Completions: "logprobs": N, the chosen token's and N alternatives
+  // (false reads as absent).
+  if (auto it = j.find("logprobs"); it != j.end() && !it->is_null() && *it != false) {
+    int n = 0;
+    if (auto e = read_int(j, "logprobs", 0, max_top_logprobs, n))
+      return fail<completion_request>(std::move(*e));
+    req.sampling.logprobs = n;
+  }
+  if (auto it = j.find("top_logprobs"); it != j.end() && !it->is_null())
+    return fail<completion_request>(invalid_request(
+        "top_logprobs", "'top_logprobs' is a chat field; /v1/completions takes 'logprobs': N"));
   bool add_special = true;
   if (auto e = read_bool(j, "add_special_tokens", add_special))
     return fail<completion_request>(std::move(*e));

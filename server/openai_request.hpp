@@ -76,7 +76,14 @@ struct sampling_params {
   bool ignore_eos = false;
   int min_tokens = 0;
   bool include_stop_str_in_output = false;
+  /// -1: none; N: each token's log-probability and the N most likely
+  /// (chat: logprobs + top_logprobs; completions: logprobs = N).
+  int logprobs = -1;
+  bool return_token_ids = false; ///< vLLM's: prompt_token_ids and token_ids in the answer
 };
+
+/// Most alternatives per token a request may ask for (OpenAI's limit).
+inline constexpr int max_top_logprobs = 20;
 
 /// Mosaic's per-request extension object
 /// `"mosaic": {"policy": "mpic:32", "compression": "snapkv:img=0.25"}`.

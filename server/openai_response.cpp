@@ -1,6 +1,7 @@
 #include "server/openai_response.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -40,6 +41,77 @@ json envelope(const response_header& h, std::string_view object) {
   return {{"id", h.id}, {"object", object}, {"created", h.created}, {"model", h.model}};
 }
 
+/// -inf (a token the model rules out) as vLLM writes it: JSON has no infinity.
+float finite_logprob(float v) {
+  return std::isfinite(v) ? v : -9999.0f;
+}
+
+json bytes_of(std::string_view text) {
+  json b = json::array();
+  for (unsigned char c : text)
+    b.push_back(int(c));
+  return b;
+}
+
+/// Chat: {"content": [{token, token_id, logprob, bytes, top_logprobs}]}.
+json chat_logprobs(const answer_tokens& t) {
+  json content = json::array();
+  for (const auto& lps : t.logprobs) {
+    if (lps.empty())
+      continue;
+    auto entry = [](const wire::token_logprob& lp) {
+      return json{{"token", lp.text},
+                  {"token_id", lp.token_id},
+                  {"logprob", finite_logprob(lp.logprob)},
+                  {"bytes", bytes_of(lp.text)}};
+    };
+    json e = entry(lps[0]);
+    json top = json::array();
+    for (size_t i = 1; i < lps.size(); ++i)
+      top.push_back(entry(lps[i]));
+    e["top_logprobs"] = std::move(top);
+    content.push_back(std::move(e));
+  }
+  return {{"content", std::move(content)}};
+}
+
+/// Completions: {tokens, token_logprobs, top_logprobs: [{text: logprob}],
+/// text_offset}.
+json completion_logprobs(const answer_tokens& t) {
+  json tokens = json::array(), values = json::array(), tops = json::array(),
+       offsets = json::array();
+  size_t at = t.text_offset;
+  for (size_t i = 0; i < t.logprobs.size(); ++i) {
+    const auto& lps = t.logprobs[i];
+    if (lps.empty())
+      continue;
+    tokens.push_back(lps[0].text);
+    values.push_back(finite_logprob(lps[0].logprob));
+    json top = json::object();
+    for (size_t k = 1; k < lps.size(); ++k)
+      if (!top.contains(lps[k].text)) // two ids with one text: the likelier
+        top[lps[k].text] = finite_logprob(lps[k].logprob);
+    tops.push_back(std::move(top));
+    offsets.push_back(at);
+    at += i < t.texts.size() ? t.texts[i].size() : 0;
+  }
+  return {{"tokens", std::move(tokens)},
+          {"token_logprobs", std::move(values)},
+          {"top_logprobs", std::move(tops)},
+          {"text_offset", std::move(offsets)}};
+}
+
+/// Fills choice["logprobs"] / ["token_ids"] and j["prompt_token_ids"] as asked.
+void add_detail(json& j, json& choice, bool chat, const answer_detail& d, const answer_tokens& t) {
+  if (d.logprobs)
+    choice["logprobs"] = chat ? chat_logprobs(t) : completion_logprobs(t);
+  if (d.token_ids) {
+    choice["token_ids"] = t.ids;
+    if (!t.prompt_ids.empty())
+      j["prompt_token_ids"] = t.prompt_ids;
+  }
+}
+
 } // namespace
 
 std::string_view finish_reason_name(msg::FinishReason finish) {
@@ -53,8 +125,17 @@ std::string_view finish_reason_name(msg::FinishReason finish) {
   }
 }
 
+void answer_tokens::add(const wire::token_event& ev) {
+  ids.push_back(ev.token_id);
+  texts.push_back(ev.text);
+  logprobs.push_back(ev.logprobs);
+  if (!ev.prompt_token_ids.empty())
+    prompt_ids = ev.prompt_token_ids;
+}
+
 std::string full_response_json(const response_header& h, std::string_view text,
-                               msg::FinishReason finish, const usage_counts& usage) {
+                               msg::FinishReason finish, const usage_counts& usage,
+                               const answer_detail& detail, const answer_tokens& tokens) {
   const bool chat = h.kind == api_kind::chat;
   json j = envelope(h, chat ? "chat.completion" : "text_completion");
   json choice = {{"index", 0}, {"finish_reason", finish_json(finish)}};
@@ -64,6 +145,7 @@ std::string full_response_json(const response_header& h, std::string_view text,
     choice["text"] = text;
     choice["logprobs"] = nullptr;
   }
+  add_detail(j, choice, chat, detail, tokens);
   j["choices"] = json::array({std::move(choice)});
   j["usage"] = usage_json(usage);
   // Invalid UTF-8 from a partial byte-fallback token must not throw.
@@ -89,6 +171,8 @@ std::string chunk_json(const response_header& h, const chunk_fields& f) {
       choice["text"] = f.content.value_or("");
       choice["logprobs"] = nullptr;
     }
+    if (f.tokens != nullptr)
+      add_detail(j, choice, chat, f.detail, *f.tokens);
     j["choices"] = json::array({std::move(choice)});
   }
   return j.dump(-1, ' ', false, json::error_handler_t::replace);

@@ -46,6 +46,26 @@ struct usage_counts {
   std::optional<compression_report> compression{}; ///< compressed requests only
 };
 
+/// What a request asked to see besides the text: log-probabilities
+/// (sampling.logprobs >= 0) and token ids (vLLM's return_token_ids).
+struct answer_detail {
+  bool logprobs = false;
+  bool token_ids = false;
+};
+
+/// The generated tokens behind an answer or a stream chunk.
+struct answer_tokens {
+  std::vector<int32_t> ids;
+  std::vector<std::string> texts; ///< what each token added to the answer's text
+  /// Per token: its log-probability entry first, then the alternatives.
+  std::vector<std::vector<wire::token_logprob>> logprobs;
+  std::vector<int32_t> prompt_ids; ///< return_token_ids: the prompt's (first chunk / whole answer)
+  size_t text_offset = 0;          ///< completions: where texts[0] starts in the answer
+
+  /// Appends `ev`'s token (a token event, not the last).
+  void add(const wire::token_event& ev);
+};
+
 /// "stop", "length", or "" (cancelled / error / timeout have no OpenAI
 /// equivalent and never reach a successful response).
 std::string_view finish_reason_name(msg::FinishReason finish);
@@ -54,8 +74,13 @@ std::string_view finish_reason_name(msg::FinishReason finish);
 /// "choices":[{"index":0,"message":{"role":"assistant","content":…},
 /// "finish_reason":…}],"usage":{prompt_tokens,completion_tokens,total_tokens}}
 /// (or "text_completion" with choices[].text).
+/// With `detail`, choices[0].logprobs (chat: {"content": [{token, logprob,
+/// bytes, top_logprobs}]}; completions: {tokens, token_logprobs,
+/// top_logprobs, text_offset}), choices[0].token_ids and prompt_token_ids
+/// as asked. Each chat entry also names its "token_id" (Mosaic's extension).
 std::string full_response_json(const response_header& h, std::string_view text,
-                               msg::FinishReason finish, const usage_counts& usage);
+                               msg::FinishReason finish, const usage_counts& usage,
+                               const answer_detail& detail = {}, const answer_tokens& tokens = {});
 
 /// One stream chunk. Chat: `role` puts {"role":"assistant"} in the delta,
 /// `content` the text; `finish` (not none) sets finish_reason. With `usage`
@@ -65,6 +90,8 @@ struct chunk_fields {
   std::optional<std::string> content;
   msg::FinishReason finish = msg::FinishReason::none;
   std::optional<usage_counts> usage;
+  answer_detail detail{};
+  const answer_tokens* tokens = nullptr; ///< the chunk's token (with detail)
 };
 std::string chunk_json(const response_header& h, const chunk_fields& f);
 

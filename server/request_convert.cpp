@@ -24,6 +24,8 @@ wire::sampling to_wire(const sampling_params& s) {
   w.ignore_eos = s.ignore_eos;
   w.min_tokens = static_cast<uint32_t>(s.min_tokens);
   w.include_stop_str_in_output = s.include_stop_str_in_output;
+  w.logprobs = s.logprobs;
+  w.return_token_ids = s.return_token_ids;
   return w;
 }
 

@@ -110,7 +110,9 @@ TEST_F(pipeline_test, a_stop_string_that_starts_inside_a_token_returns_none_of_i
   const std::vector<std::vector<uint8_t>> images{random_png(rng_)};
   auto req = greedy_request(images, "full", 24);
   req.tenant = "stops"; // its own prefix cache: nothing shared with other cases
+  req.sampling.logprobs = 2; // held-back tokens keep theirs
   const auto free_run = run(req);
+  ASSERT_EQ(free_run.logprobs.size(), free_run.tokens.size());
   // Token texts and where each ends in the answer.
   std::vector<size_t> ends;
   {
@@ -140,6 +142,53 @@ TEST_F(pipeline_test, a_stop_string_that_starts_inside_a_token_returns_none_of_i
   const auto stopped = run(req);
   EXPECT_EQ(stopped.finish, msg::FinishReason::stop);
   EXPECT_EQ(stopped.text, free_run.text.substr(0, begin)) << "stop '" << stop << "'";
+  ASSERT_EQ(stopped.logprobs.size(), stopped.tokens.size());
+  ASSERT_LE(stopped.tokens.size(), free_run.tokens.size());
+  for (size_t i = 0; i < stopped.tokens.size(); ++i) {
+    ASSERT_EQ(stopped.logprobs[i].size(), 3u);
+    EXPECT_EQ(stopped.logprobs[i][0].token_id, free_run.tokens[i]);
+    EXPECT_NEAR(stopped.logprobs[i][0].logprob, free_run.logprobs[i][0].logprob, 1e-4);
+  }
+}
+
+TEST_F(pipeline_test, logprobs_and_prompt_ids_come_with_the_tokens_when_asked) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  const std::vector<std::vector<uint8_t>> images{random_png(rng_), random_png(rng_)};
+  const auto& engine = *cluster_->context().engine;
+  auto req = greedy_request(images, "full", 8);
+  req.tenant = "logprobs";
+  const auto plain = run(req);
+  EXPECT_TRUE(plain.logprobs.empty());
+  EXPECT_TRUE(plain.prompt_token_ids.empty());
+  req.sampling.logprobs = 5;
+  req.sampling.return_token_ids = true;
+  const auto c = run(req);
+  EXPECT_EQ(c.tokens, plain.tokens); // asking changes nothing sampled
+  ASSERT_EQ(c.logprobs.size(), c.tokens.size());
+  for (size_t i = 0; i < c.tokens.size(); ++i) {
+    const auto& lp = c.logprobs[i];
+    ASSERT_EQ(lp.size(), 6u) << "token " << i;
+    EXPECT_EQ(lp[0].token_id, c.tokens[i]);
+    EXPECT_EQ(lp[0].text, engine.tokenizer().decode_piece(c.tokens[i]));
+    // Greedy: the chosen token is the most likely one.
+    EXPECT_EQ(lp[1].token_id, c.tokens[i]);
+    EXPECT_EQ(lp[1].logprob, lp[0].logprob);
+    double mass = 0.0;
+    for (size_t k = 1; k < lp.size(); ++k) {
+      EXPECT_LE(lp[k].logprob, 0.0f);
+      if (k > 1) {
+        EXPECT_LE(lp[k].logprob, lp[k - 1].logprob);
+      }
+      mass += std::exp(double(lp[k].logprob));
+    }
+    EXPECT_LE(mass, 1.0 + 1e-5);
+  }
+  // The prompt as the model read it: every image as its image tokens.
+  ASSERT_EQ(c.prompt_token_ids.size(), size_t(c.usage.prompt_tokens()));
+  const int32_t image_id = engine.tokenizer().image_token_id();
+  EXPECT_EQ(std::count(c.prompt_token_ids.begin(), c.prompt_token_ids.end(), image_id),
+            std::ptrdiff_t(images.size()) * engine.config().image_tokens());
+  EXPECT_EQ(c.prompt_token_ids.front(), engine.tokenizer().bos_id());
 }
 
 TEST_F(pipeline_test, ignore_eos_and_min_tokens_fix_the_answer_length) {

@@ -30,6 +30,29 @@ TEST(sampler, greedy_is_argmax) {
   }
 }
 
+TEST(sampler, logprobs_are_the_raw_log_softmax_chosen_first_then_the_top) {
+  const std::vector<float> logits{1.0f, 3.0f, std::nanf(""), 3.0f, -2.0f};
+  const double lse = std::log(std::exp(1.0) + 2 * std::exp(3.0) + std::exp(-2.0));
+  const auto lp = logprobs_of(logits, 4, 3);
+  ASSERT_EQ(lp.size(), 4u);
+  EXPECT_EQ(lp[0].token, 4);
+  EXPECT_NEAR(lp[0].logprob, -2.0 - lse, 1e-6);
+  // Ties by the lower id; NaN ranks last and is -inf.
+  EXPECT_EQ(lp[1].token, 1);
+  EXPECT_EQ(lp[2].token, 3);
+  EXPECT_EQ(lp[3].token, 0);
+  EXPECT_NEAR(lp[1].logprob, 3.0 - lse, 1e-6);
+  EXPECT_EQ(lp[1].logprob, lp[2].logprob);
+  EXPECT_EQ(logprobs_of(logits, 2, 0)[0].logprob, -std::numeric_limits<float>::infinity());
+  EXPECT_EQ(logprobs_of(logits, 0, 99).size(), 6u); // clamped to the vocabulary
+  EXPECT_EQ(logprobs_of(logits, 0, -3).size(), 1u);
+  // Large logits do not overflow.
+  const std::vector<float> big{1e30f, 1e30f};
+  EXPECT_NEAR(logprobs_of(big, 0, 1)[1].logprob, -std::log(2.0), 1e-6);
+  const std::vector<float> none{std::nanf(""), std::nanf("")};
+  EXPECT_EQ(logprobs_of(none, 0, 1)[1].logprob, -std::numeric_limits<float>::infinity());
+}
+
 TEST(sampler, same_seed_same_tokens_different_seed_different_tokens) {
   std::mt19937 rng(std::random_device{}());
   const auto l = random_logits(rng, 64, 0.5f); // flat-ish: many plausible tokens

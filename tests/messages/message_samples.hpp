@@ -80,7 +80,17 @@ inline wire::sampling random_sampling(rng_t& rng) {
     s.seed = rng();
   for (size_t i = rng() % 3; i > 0; --i)
     s.stop.push_back(random_string(rng, 6));
+  s.logprobs = static_cast<int32_t>(rng() % 22) - 1;
+  s.return_token_ids = rng() % 2 == 0;
   return s;
+}
+
+inline std::vector<wire::token_logprob> random_logprobs(rng_t& rng, size_t n) {
+  std::vector<wire::token_logprob> out;
+  for (size_t i = 0; i < n; ++i)
+    out.push_back({static_cast<int32_t>(rng() % 32000), -static_cast<float>(rng() % 1000) / 100.0f,
+                   random_string(rng, 1 + rng() % 6)});
+  return out;
 }
 
 inline wire::generate_request random_generate_request(rng_t& rng) {
@@ -155,13 +165,18 @@ void for_each_sample(rng_t& rng, F&& f) {
                             .n_tokens = 576,
                             .embeddings = random_tensor_handle(rng),
                             .encode_us = rng() % 100000}));
-  f(make_token_event_msg({.request_id = rng(),
-                          .index = 3,
-                          .token_id = static_cast<int32_t>(rng() % 32000),
-                          .text = random_string(rng, 8),
-                          .finish = msg::FinishReason::length,
-                          .usage = msg::Usage{10, 3, 5, 1, 4},
-                          .err = {}}));
+  {
+    wire::token_event ev;
+    ev.request_id = rng();
+    ev.index = 3;
+    ev.token_id = static_cast<int32_t>(rng() % 32000);
+    ev.text = random_string(rng, 8);
+    ev.finish = msg::FinishReason::length;
+    ev.usage = msg::Usage{10, 3, 5, 1, 4};
+    ev.logprobs = random_logprobs(rng, 4);
+    ev.prompt_token_ids = {1, 32000, 32000, 5};
+    f(make_token_event_msg(ev));
+  }
   f(make_library_lookup_msg({.request_id = rng(),
                              .tenant = random_string(rng),
                              .keys = {random_key(rng), random_key(rng)},
@@ -230,7 +245,9 @@ void for_each_sample(rng_t& rng, F&& f) {
                           .first_token = 1,
                           .prompt_tokens = 600,
                           .sampling = random_sampling(rng),
-                          .stream = true}));
+                          .stream = true,
+                          .prompt_ids = {1, 2, 3},
+                          .first_logprobs = random_logprobs(rng, 3)}));
   f(make_kv_transfer_begin_msg(rng(), rng(), random_kv_handle(rng), rng() % (1u << 30), 17));
   f(make_kv_chunk_msg({rng(), 3, 5, msg::KvPart::v, 4096, 65536, rng()}));
   f(make_kv_transfer_end_msg(rng(), rng(), 17, 1 << 20, random_error(rng)));

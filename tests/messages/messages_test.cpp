@@ -91,6 +91,17 @@ TEST_F(messages_test, token_event_round_trips) {
   EXPECT_EQ(back.usage.recomputed_tokens(), 32u);
   EXPECT_EQ(back.err.code, errc::timeout);
   EXPECT_EQ(back.err.message, "deadline passed after 7 tokens");
+  EXPECT_TRUE(back.logprobs.empty());
+  EXPECT_TRUE(back.prompt_token_ids.empty());
+
+  ev.logprobs = test::random_logprobs(rng_, 21);
+  ev.prompt_token_ids = {1, 32000, 32000, 7};
+  auto with = read_token_event(reparse(make_token_event_msg(ev)));
+  EXPECT_EQ(with.logprobs, ev.logprobs);
+  EXPECT_EQ(with.prompt_token_ids, ev.prompt_token_ids);
+  // More than the chosen token and 20 alternatives is a hostile sender's.
+  ev.logprobs = test::random_logprobs(rng_, 30);
+  EXPECT_EQ(read_token_event(reparse(make_token_event_msg(ev))).logprobs.size(), 21u);
 }
 
 TEST_F(messages_test, encode_messages_round_trip) {
@@ -283,8 +294,13 @@ TEST_F(messages_test, prefill_done_and_decode_task_round_trip) {
                                             .first_token = 1234,
                                             .prompt_tokens = 700,
                                             .sampling = sampling,
-                                            .stream = true}));
+                                            .stream = true,
+                                            .prompt_ids = {1, 9, 9},
+                                            .first_logprobs = test::random_logprobs(rng_, 3)}));
   EXPECT_EQ(read_kv_handle(task->kv()), done.kv);
+  const auto read = read_decode_task(task.root());
+  EXPECT_EQ(read.prompt_ids, (std::vector<int32_t>{1, 9, 9}));
+  EXPECT_EQ(read.first_logprobs.size(), 3u);
   EXPECT_EQ(read_sampling(task->sampling()), sampling);
   EXPECT_EQ(task->first_token(), 1234);
   EXPECT_TRUE(task->stream());

@@ -146,6 +146,55 @@ TEST(openai_request, vllm_sampling_extras_are_accepted_with_their_meaning) {
   EXPECT_FALSE(parse_chat_request(chat.dump(), limits));
 }
 
+TEST(openai_request, logprobs_and_token_ids_are_read_per_endpoint) {
+  const request_limits limits;
+  json chat = {{"model", "m"}, {"messages", json::array({{{"role", "user"}, {"content", "hi"}}})}};
+  auto off = parse_chat_request(chat.dump(), limits);
+  ASSERT_TRUE(off);
+  EXPECT_EQ(off.value->sampling.logprobs, -1);
+  EXPECT_FALSE(off.value->sampling.return_token_ids);
+  chat["logprobs"] = true;
+  auto chosen_only = parse_chat_request(chat.dump(), limits);
+  ASSERT_TRUE(chosen_only) << chosen_only.error.message;
+  EXPECT_EQ(chosen_only.value->sampling.logprobs, 0);
+  chat["top_logprobs"] = 20;
+  chat["return_token_ids"] = true;
+  auto top = parse_chat_request(chat.dump(), limits);
+  ASSERT_TRUE(top) << top.error.message;
+  EXPECT_EQ(top.value->sampling.logprobs, 20);
+  EXPECT_TRUE(top.value->sampling.return_token_ids);
+  for (auto [field, value] : {std::pair{"top_logprobs", json(21)},
+                              std::pair{"top_logprobs", json(-1)},
+                              std::pair{"logprobs", json(3)},
+                              std::pair{"return_token_ids", json("yes")}}) {
+    json bad = chat;
+    bad[field] = value;
+    auto r = parse_chat_request(bad.dump(), limits);
+    ASSERT_FALSE(r) << field << " = " << value.dump();
+    EXPECT_EQ(r.error.param, field);
+  }
+  json without = chat;
+  without["logprobs"] = false; // top_logprobs needs logprobs
+  auto needs = parse_chat_request(without.dump(), limits);
+  ASSERT_FALSE(needs);
+  EXPECT_EQ(needs.error.param, "top_logprobs");
+
+  // Completions: logprobs is the count; false reads as absent.
+  json comp = {{"model", "m"}, {"prompt", "x"}, {"logprobs", 5}};
+  auto five = parse_completion_request(comp.dump(), limits);
+  ASSERT_TRUE(five) << five.error.message;
+  EXPECT_EQ(five.value->sampling.logprobs, 5);
+  comp["logprobs"] = false;
+  EXPECT_EQ(parse_completion_request(comp.dump(), limits).value->sampling.logprobs, -1);
+  for (auto [field, value] : {std::pair{"logprobs", json(21)}, std::pair{"logprobs", json(true)},
+                              std::pair{"top_logprobs", json(2)}}) {
+    json bad = {{"model", "m"}, {"prompt", "x"}, {field, value}};
+    auto r = parse_completion_request(bad.dump(), limits);
+    ASSERT_FALSE(r) << field << " = " << value.dump();
+    EXPECT_EQ(r.error.param, field);
+  }
+}
+
 TEST(openai_request, library_references_and_completions) {
   request_limits limits;
   auto id = std::string(64, 'a');

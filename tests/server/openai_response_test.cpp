@@ -1,5 +1,6 @@
 // Response bodies and SSE framing as OpenAI clients parse them.
 
+#include <limits>
 #include <random>
 
 #include <gtest/gtest.h>
@@ -46,6 +47,79 @@ TEST(openai_response, compressed_requests_report_memory_saved_and_ttft_without_c
   // Uncompressed requests keep the plain OpenAI usage object.
   auto plain = json::parse(full_response_json(h, "ok", msg::FinishReason::stop, {600, 4}));
   EXPECT_FALSE(plain["usage"].contains("mosaic"));
+}
+
+answer_tokens two_tokens() {
+  answer_tokens t;
+  wire::token_event a;
+  a.token_id = 7;
+  a.text = "a";
+  a.logprobs = {{7, -0.25f, "a"}, {7, -0.25f, "a"}, {9, -1.5f, " b"}};
+  a.prompt_token_ids = {1, 5, 5, 3};
+  t.add(a);
+  wire::token_event b;
+  b.token_id = 9;
+  b.text = " b";
+  b.logprobs = {{9, -std::numeric_limits<float>::infinity(), " b"},
+                {4, -0.5f, "\xe2"},
+                {5, -0.75f, "\xe2"}};
+  t.add(b);
+  return t;
+}
+
+TEST(openai_response, chat_logprobs_and_token_ids_in_openai_and_vllm_shape) {
+  response_header h{api_kind::chat, "chatcmpl-1", "builtin:tiny", 42};
+  const auto t = two_tokens();
+  auto j = json::parse(full_response_json(h, "a b", msg::FinishReason::length, {4, 2}, {true, true}, t));
+  const auto& content = j["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 2u);
+  EXPECT_EQ(content[0]["token"], "a");
+  EXPECT_EQ(content[0]["token_id"], 7);
+  EXPECT_FLOAT_EQ(content[0]["logprob"].get<float>(), -0.25f);
+  EXPECT_EQ(content[0]["bytes"], json::array({97}));
+  ASSERT_EQ(content[0]["top_logprobs"].size(), 2u);
+  EXPECT_EQ(content[0]["top_logprobs"][1]["token"], " b");
+  EXPECT_EQ(content[0]["top_logprobs"][1]["bytes"], json::array({32, 98}));
+  EXPECT_FLOAT_EQ(content[1]["logprob"].get<float>(), -9999.0f); // -inf is not JSON
+  EXPECT_EQ(content[1]["top_logprobs"][0]["bytes"], json::array({0xe2}));
+  EXPECT_EQ(j["choices"][0]["token_ids"], json::array({7, 9}));
+  EXPECT_EQ(j["prompt_token_ids"], json::array({1, 5, 5, 3}));
+  // Not asked: no such fields.
+  auto plain = json::parse(full_response_json(h, "a b", msg::FinishReason::length, {4, 2}, {}, t));
+  EXPECT_FALSE(plain["choices"][0].contains("logprobs"));
+  EXPECT_FALSE(plain.contains("prompt_token_ids"));
+}
+
+TEST(openai_response, completion_logprobs_have_offsets_and_top_maps) {
+  response_header h{api_kind::completion, "cmpl-1", "builtin:tiny", 42};
+  auto t = two_tokens();
+  auto j = json::parse(full_response_json(h, "a b", msg::FinishReason::length, {4, 2}, {true, false}, t));
+  const auto& lp = j["choices"][0]["logprobs"];
+  EXPECT_EQ(lp["tokens"], json::array({"a", " b"}));
+  EXPECT_EQ(lp["text_offset"], json::array({0, 1}));
+  EXPECT_FLOAT_EQ(lp["token_logprobs"][0].get<float>(), -0.25f);
+  EXPECT_FLOAT_EQ(lp["top_logprobs"][0][" b"].get<float>(), -1.5f);
+  // Two alternatives with one text: the likelier one's value.
+  EXPECT_EQ(lp["top_logprobs"][1].size(), 1u);
+  // (A piece ending inside a UTF-8 character is written with U+FFFD.)
+  EXPECT_FLOAT_EQ(lp["top_logprobs"][1]["\xef\xbf\xbd"].get<float>(), -0.5f);
+  EXPECT_FALSE(j.contains("prompt_token_ids"));
+  EXPECT_FALSE(j["choices"][0].contains("token_ids"));
+  // A stream chunk: its own token, its offset in the answer.
+  answer_tokens one;
+  one.text_offset = 1;
+  wire::token_event b;
+  b.token_id = 9;
+  b.text = " b";
+  b.logprobs = {{9, -0.5f, " b"}};
+  one.add(b);
+  chunk_fields c;
+  c.content = " b";
+  c.detail = {true, true};
+  c.tokens = &one;
+  auto chunk = json::parse(chunk_json(h, c));
+  EXPECT_EQ(chunk["choices"][0]["logprobs"]["text_offset"], json::array({1}));
+  EXPECT_EQ(chunk["choices"][0]["token_ids"], json::array({9}));
 }
 
 TEST(openai_response, text_completion_has_text_and_length_finish) {

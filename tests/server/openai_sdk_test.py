@@ -112,6 +112,29 @@ def main():
 
     completion = client.completions.create(model=MODEL, prompt="Hello", max_tokens=3)
     assert completion.choices[0].finish_reason in ("stop", "length")
+
+    # -- log-probabilities as the SDK reads them, whole and streamed ------------------
+    lp = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4,
+                                        temperature=0, logprobs=True, top_logprobs=3)
+    content = lp.choices[0].logprobs.content
+    assert len(content) == lp.usage.completion_tokens, lp
+    assert "".join(c.token for c in content) == lp.choices[0].message.content, content
+    for c in content:
+        assert c.logprob <= 0 and len(c.top_logprobs) == 3, c
+        assert c.top_logprobs[0].logprob == c.logprob, c  # greedy: the chosen is the likeliest
+        assert bytes(c.bytes) == c.token.encode(), c
+    streamed = [choice.logprobs.content[0]
+                for chunk in client.chat.completions.create(
+                    model=MODEL, messages=messages, max_tokens=4, temperature=0,
+                    logprobs=True, top_logprobs=3, stream=True)
+                for choice in chunk.choices if choice.logprobs and choice.logprobs.content]
+    assert [c.token for c in streamed] == [c.token for c in content], (streamed, content)
+    assert all(abs(a.logprob - b.logprob) < 1e-4 for a, b in zip(streamed, content))
+    legacy = client.completions.create(model=MODEL, prompt="Hello", max_tokens=3, temperature=0,
+                                       logprobs=2)
+    assert len(legacy.choices[0].logprobs.tokens) == legacy.usage.completion_tokens, legacy
+    assert legacy.choices[0].logprobs.text_offset[0] == 0, legacy
+    assert all(len(t) <= 2 for t in legacy.choices[0].logprobs.top_logprobs), legacy
     long_prompt = "Tell me about the harbour at dawn. " * 12
     cold = client.completions.create(model=MODEL, prompt=long_prompt, max_tokens=2)
     warm = client.completions.create(model=MODEL, prompt=long_prompt, max_tokens=2)

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs hf_export_test.py: exports builtin:tiny as an HF LLaVA directory with
+# `mosaic model init --preset tiny`, serves that directory with `mosaic serve`
+# on 127.0.0.1, and checks that transformers 5 (AutoProcessor,
+# LlavaForConditionalGeneration) loads the export and gets the same prompt ids
+# as Mosaic for a chat with text and images in mixed order, and the same
+# top-20 logprobs within 1e-4. torch and transformers (pinned) come from PyPI
+# into a venv under the build directory (about 3 GB with torch's CUDA wheels,
+# 1.5 min here); when that venv cannot be made (no network, no ensurepip) the
+# test is skipped (exit 77).
+#
+#   hf_export_test.sh <mosaic binary> <venv dir>
+set -u
+mosaic="$1"
+venv="$2"
+here="$(cd "$(dirname "$0")" && pwd)"
+
+have_packages() {
+  "$venv/bin/python" -c "
+import numpy, PIL, torch, transformers
+assert transformers.__version__ == '5.19.0', transformers.__version__
+assert torch.__version__.split('+')[0] == '2.13.0', torch.__version__" 2>/dev/null
+}
+if [ ! -x "$venv/bin/python" ] || ! have_packages; then
+  python3 -m venv "$venv" >/dev/null 2>&1 || { echo "SKIP: cannot create a venv"; exit 77; }
+  echo "installing torch 2.13.0 and transformers 5.19.0 into $venv"
+  timeout 900 "$venv/bin/pip" install --quiet --progress-bar off \
+    torch==2.13.0 transformers==5.19.0 pillow numpy >"$venv.pip.log" 2>&1 ||
+    { echo "SKIP: cannot install torch / transformers from PyPI (see $venv.pip.log)"; exit 77; }
+  have_packages || { echo "the venv lacks the pinned packages after pip install (see $venv.pip.log)"; exit 1; }
+fi
+
+# shellcheck source=../support/mosaic_serve.sh
+. "$here/../support/mosaic_serve.sh"
+
+"$mosaic" model init --preset tiny --out "$work/model" || { echo "mosaic model init failed"; exit 1; }
+key="sk-hf-export-test-1"
+printf '%s hf\n' "$key" > "$work/keys"
+start_mosaic_serve "$mosaic" "$work/keys" "$work/model"
+
+MOSAIC_MODEL_DIR="$work/model" MOSAIC_BASE_URL="http://127.0.0.1:$port/v1" MOSAIC_API_KEY="$key" \
+  HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false \
+  timeout 300 "$venv/bin/python" "$here/hf_export_test.py"
+rc=$?
+if [ "$rc" != 0 ]; then
+  echo "hf_export_test.py exited $rc; mosaic serve's log:"
+  tail -n 30 "$work/serve.log"
+  exit 1
+fi

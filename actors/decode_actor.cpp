@@ -72,6 +72,7 @@ struct decode_state {
   std::unordered_set<uint64_t> pre_joined; ///< admitted by the scheduler before their task came
   bool step_pending = false;
   bool timer_armed = false; ///< a wake for the scheduler's decode wait threshold is due
+  int64_t counted = 0;      ///< this worker's share of node_counters::decoding
   static inline const char* name = "decode";
 };
 
@@ -200,6 +201,9 @@ void accept(decode_actor_ptr self, active_sequence& a, int32_t token,
 void schedule_step(decode_actor_ptr self) {
   auto& st = self->state;
   std::erase_if(st.active, [](const active_sequence& a) { return a.done; });
+  const auto n = static_cast<int64_t>(st.active.size());
+  st.ctx->counters.decoding += n - st.counted;
+  st.counted = n;
   const bool any =
       std::any_of(st.active.begin(), st.active.end(), [](const auto& a) { return a.joined; });
   if (any && !st.step_pending) {

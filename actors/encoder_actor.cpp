@@ -118,12 +118,19 @@ result<encoded> encode_image(encoder_state& st, const msg::ImageSegment* seg,
   return out;
 }
 
+/// Tokens per step of a compile: between steps (each layer of each chunk)
+/// a waiting decode step may run, so a running stream waits at most one
+/// step (a quarter of a 576-token image through one layer, not all of it).
+constexpr int compile_chunk_tokens = 64;
+
 /// Compiles `emb` and registers the result in node_context::compiled.
-/// Between layers it lets a waiting decode step run (a running stream
+/// Between steps it lets a waiting decode step run (a running stream
 /// would otherwise stall for the whole compile), but not a waiting
 /// prefill: yielding to every waiter starved store after use under
 /// back-to-back traffic, and repeats then missed the library.
-result<uint64_t> compile(encoder_state& st, const std::vector<float>& emb) {
+/// `after_use`: the request that sent the image streams its answer now
+/// (its decode task may not have reached the decode worker yet).
+result<uint64_t> compile(encoder_state& st, const std::vector<float>& emb, bool after_use) {
   result<compiled_image> img = make_error(errc::internal, "not compiled");
   {
     auto* ctx = st.ctx;
@@ -134,7 +141,7 @@ result<uint64_t> compile(encoder_state& st, const std::vector<float>& emb) {
         lock.lock();
       }
       return {};
-    });
+    }, after_use || ctx->counters.decoding > 0 ? compile_chunk_tokens : 0);
   }
   if (!img)
     return std::move(img).err();
@@ -172,7 +179,7 @@ caf::result<encode_result_msg> on_encode(caf::stateful_actor<encoder_state>* sel
                          "with `mosaic cache build`");
     return make_encode_result_msg(res);
   }
-  auto compiled = compile(st, *enc->embeddings);
+  auto compiled = compile(st, *enc->embeddings, false);
   if (!compiled) {
     res.err = compiled.err();
     return make_encode_result_msg(res);
@@ -200,7 +207,7 @@ void on_store_after_use(caf::stateful_actor<encoder_state>* self, const store_re
   auto emb = st.ctx->embeddings.take(emb_id);
   if (!emb)
     return;
-  auto compiled = compile(st, *emb);
+  auto compiled = compile(st, *emb, true);
   if (!compiled)
     return; // the image stays a miss; the next request computes it again
   const std::string tenant = m->tenant() ? m->tenant()->str() : std::string{};

@@ -188,6 +188,9 @@ struct node_counters {
       compress_us{0}, compress_saved_bytes{0}, compress_fallbacks{0}, routed_by_affinity{0},
       routed_images_held{0}, kv_send_unlocked_waits{0};
   std::atomic<uint64_t> admission_queue{0}; ///< gauge: requests in the router's queue
+  /// gauge: sequences the node's decode workers generate now (a
+  /// background compile takes short steps while any stream runs).
+  std::atomic<int64_t> decoding{0};
 };
 
 /// The shared state of one node's actors.

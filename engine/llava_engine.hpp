@@ -72,9 +72,11 @@ public:
   result<prompt_prefill> prefill_prompt(const prompt& p, const policy_spec& policy,
                                         const prefix_scope* scope, prefill_options options = {});
   /// Compiles an image's standalone KV from its projector output
-  /// [n_tokens, hidden] (host).
+  /// [n_tokens, hidden] (host); `between_steps` and `chunk_tokens` as in
+  /// mosaic::compile_image.
   result<compiled_image> compile_image(std::span<const float> embeddings,
-                                       const std::function<status(int layer)>& after_layer = {});
+                                       const std::function<status(int layer)>& between_steps = {},
+                                       int chunk_tokens = 0);
   /// One batched decode step; logits [inputs.size(), vocab].
   result<std::vector<float>> decode_step(std::span<const decode_input> inputs);
 

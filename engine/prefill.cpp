@@ -307,9 +307,8 @@ result<prefill_result> run_prefill(backend& be, const decoder_weights& w, kv_poo
   if (shared_prefix)
     plan.prefix.sequence = n_prefix > 0 ? &out.sequence : nullptr;
   MOSAIC_TRY(out.sequence.reserve(n));
-  const int chunk = options.chunk_tokens > 0 && options.capture == nullptr
-                        ? std::min(options.chunk_tokens, n - n_prefix)
-                        : n - n_prefix;
+  const int chunk = options.chunk_tokens > 0 ? std::min(options.chunk_tokens, n - n_prefix)
+                                            : n - n_prefix;
   auto buffers = allocate_buffers(be, cfg, plan, chunk);
   if (!buffers)
     return std::move(buffers).err();
@@ -345,11 +344,12 @@ result<prefill_result> run_prefill(backend& be, const decoder_weights& w, kv_poo
 
         be.gather_rows(b.hidden.f32(), b.idx.i32(), b.hc.f32(), n_c, h);
         project_qkv(be, cfg, lw, b.hc.f32(), n_c, b.scratch);
-        if (options.capture != nullptr) {
+        if (options.capture != nullptr) { // every token computed: s is rows c0..c1
           MOSAIC_TRY(be.synchronize());
-          const size_t bytes = static_cast<size_t>(n) * kv * sizeof(float);
-          MOSAIC_TRY(be.download(options.capture->k_layer(l), b.scratch.k.data(), bytes));
-          MOSAIC_TRY(be.download(options.capture->v_layer(l), b.scratch.v.data(), bytes));
+          const size_t bytes = static_cast<size_t>(n_c) * kv * sizeof(float);
+          const size_t at = static_cast<size_t>(c0) * kv;
+          MOSAIC_TRY(be.download(options.capture->k_layer(l) + at, b.scratch.k.data(), bytes));
+          MOSAIC_TRY(be.download(options.capture->v_layer(l) + at, b.scratch.v.data(), bytes));
         }
         if (plan.completion.layer == l)
           MOSAIC_TRY(complete_plan(be, cfg, plan, cached, l, n_c, c0, c1, b));
@@ -457,7 +457,8 @@ link_plan plain_text_plan(const text_config& cfg, const std::vector<int32_t>& id
 
 result<compiled_image> compile_image(backend& be, const decoder_weights& w, kv_pool& pool,
                                      const float* embeddings, int n_tokens,
-                                     const std::function<status(int layer)>& after_layer) {
+                                     const std::function<status(int layer)>& between_steps,
+                                     int chunk_tokens) {
   const auto& cfg = w.config;
   if (embeddings == nullptr || n_tokens <= 0)
     return make_error(errc::invalid_argument,
@@ -479,10 +480,11 @@ result<compiled_image> compile_image(backend& be, const decoder_weights& w, kv_p
   std::copy_n(embeddings, img.embeddings.size(), img.embeddings.begin());
   prefill_options options;
   options.capture = &img;
-  if (after_layer)
-    options.layer_done = [&after_layer](int layer, const kv_sequence&) {
-      return after_layer(layer);
-    };
+  options.chunk_tokens = chunk_tokens;
+  // Before each layer of each chunk the backend is idle (the previous
+  // step ended with a synchronize): the caller may lend the device there.
+  if (between_steps)
+    options.wait_layer = between_steps;
   auto r = run_prefill(be, w, pool, p, options);
   if (!r)
     return std::move(r).err();

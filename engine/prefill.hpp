@@ -62,7 +62,7 @@ struct prefill_options {
   /// Chunked prefill: compute at most this many tokens per chunk (0: all
   /// in one). Each chunk runs every layer for its tokens against the KV of
   /// all earlier ones, so the result equals one pass; a linked image may
-  /// fall inside one chunk or across two. Ignored with `capture`.
+  /// fall inside one chunk or across two.
   int chunk_tokens = 0;
   /// Called between chunks (with the tokens done so far) on the pass's
   /// thread: the caller may let other work use the device here (the
@@ -105,11 +105,14 @@ link_plan plain_text_plan(const text_config& cfg, const std::vector<int32_t>& id
 /// Compiles an image: the standalone prefill of its `n_tokens` input
 /// embeddings at positions 0..n-1 (no BOS, nothing before it). Returns
 /// the embeddings plus every layer's pre-RoPE K and V. Uses `pool` for
-/// the duration of the call only. `after_layer` (optional) runs on the
-/// calling thread after each layer with the backend idle: a background
-/// compile may let a decode step use the device there.
+/// the duration of the call only. `between_steps` (optional) runs on the
+/// calling thread before each layer of each chunk, with the backend idle:
+/// a background compile may let a decode step use the device there.
+/// `chunk_tokens` > 0 computes the image in chunks of that many tokens
+/// (the same result; each step is shorter, so a decode step waits less).
 result<compiled_image> compile_image(backend& be, const decoder_weights& weights, kv_pool& pool,
                                      const float* embeddings, int n_tokens,
-                                     const std::function<status(int layer)>& after_layer = {});
+                                     const std::function<status(int layer)>& between_steps = {},
+                                     int chunk_tokens = 0);
 
 } // namespace mosaic

@@ -191,6 +191,37 @@ TEST_F(prefill_test, compile_image_keeps_pre_rope_keys_of_the_standalone_prefill
   }
 }
 
+TEST_F(prefill_test, a_compile_in_chunks_equals_one_pass_and_yields_between_its_steps) {
+  SCOPED_TRACE(trace());
+  auto emb = model_->random_embeddings(7);
+  auto whole = compile(emb);
+  std::vector<int> steps;
+  auto chunked = compile_image(*be_, weights_, *pool_, emb.data(), 7,
+                               [&](int layer) -> status {
+                                 steps.push_back(layer);
+                                 return {};
+                               },
+                               3);
+  ASSERT_TRUE(chunked) << chunked.err().to_string();
+  // Chunks of 3, 3 and 1 tokens, every layer of each.
+  ASSERT_EQ(steps.size(), size_t(3 * cfg_.num_layers));
+  for (size_t i = 0; i < steps.size(); ++i)
+    EXPECT_EQ(steps[i], int(i % size_t(cfg_.num_layers)));
+  EXPECT_EQ(chunked->embeddings, whole.embeddings);
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    const size_t n = size_t(7) * cfg_.kv_dim();
+    EXPECT_LE(max_rel_error(std::vector<float>(chunked->k_layer(l), chunked->k_layer(l) + n),
+                            std::vector<float>(whole.k_layer(l), whole.k_layer(l) + n)),
+              1e-5)
+        << "layer " << l;
+    EXPECT_LE(max_rel_error(std::vector<float>(chunked->v_layer(l), chunked->v_layer(l) + n),
+                            std::vector<float>(whole.v_layer(l), whole.v_layer(l) + n)),
+              1e-5)
+        << "layer " << l;
+  }
+  EXPECT_EQ(pool_->stats().blocks_used, 0);
+}
+
 TEST_F(prefill_test, wait_layer_runs_before_each_layer_and_its_error_aborts) {
   SCOPED_TRACE(trace());
   auto entry = compile(model_->random_embeddings(4));

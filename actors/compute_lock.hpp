@@ -32,6 +32,11 @@ public:
     std::lock_guard guard{mutex_};
     return decode_waiting_ > 0;
   }
+  /// Whether anyone (decode step or not) waits for the lock now.
+  bool others_waiting() const {
+    std::lock_guard guard{mutex_};
+    return next_ - serving_ > 1;
+  }
   void unlock() {
     {
       std::lock_guard guard{mutex_};

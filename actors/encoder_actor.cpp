@@ -123,11 +123,19 @@ result<encoded> encode_image(encoder_state& st, const msg::ImageSegment* seg,
 /// step (a quarter of a 576-token image through one layer, not all of it).
 constexpr int compile_chunk_tokens = 64;
 
+/// How long a background compile lets other work go first: past it, it
+/// yields to decode steps only, so that back-to-back traffic cannot starve
+/// store after use (repeats would then keep missing the library).
+constexpr auto compile_max_deferral = std::chrono::seconds{2};
+
 /// Compiles `emb` and registers the result in node_context::compiled.
-/// Between steps it lets a waiting decode step run (a running stream
-/// would otherwise stall for the whole compile), but not a waiting
-/// prefill: yielding to every waiter starved store after use under
-/// back-to-back traffic, and repeats then missed the library.
+/// Between steps it lets a waiting decode step run (a running stream would
+/// otherwise stall for the whole compile) and, while no other image waits
+/// for store after use and for up to compile_max_deferral in all, any other
+/// waiter too: the next request's encode and prefill need not wait for the
+/// previous request's store after use (a chat's next turn came ~150 ms
+/// later on builtin:small). With a backlog it yields to decode only, so
+/// that the backlog drains and repeats find their entries.
 /// `after_use`: the request that sent the image streams its answer now
 /// (its decode task may not have reached the decode worker yet).
 result<uint64_t> compile(encoder_state& st, const std::vector<float>& emb, bool after_use) {
@@ -135,13 +143,21 @@ result<uint64_t> compile(encoder_state& st, const std::vector<float>& emb, bool 
   {
     auto* ctx = st.ctx;
     std::unique_lock lock{ctx->compute_mutex};
-    img = ctx->engine->compile_image(emb, [&lock, ctx](int) -> status {
-      if (ctx->compute_mutex.decode_waiting()) {
-        lock.unlock();
-        lock.lock();
-      }
-      return {};
-    }, after_use || ctx->counters.decoding > 0 ? compile_chunk_tokens : 0);
+    std::chrono::steady_clock::duration deferred{};
+    img = ctx->engine->compile_image(
+        emb,
+        [&](int) -> status {
+          auto& cl = ctx->compute_mutex;
+          if (cl.decode_waiting() || (deferred < compile_max_deferral &&
+                                      ctx->compiling.queued() == 0 && cl.others_waiting())) {
+            const auto t0 = std::chrono::steady_clock::now();
+            lock.unlock();
+            lock.lock();
+            deferred += std::chrono::steady_clock::now() - t0;
+          }
+          return {};
+        },
+        after_use || ctx->counters.decoding > 0 ? compile_chunk_tokens : 0);
   }
   if (!img)
     return std::move(img).err();
@@ -203,18 +219,25 @@ caf::result<encode_result_msg> on_encode(caf::stateful_actor<encoder_state>* sel
 
 void on_store_after_use(caf::stateful_actor<encoder_state>* self, const store_request_msg& m) {
   auto& st = self->state;
+  auto* ctx = st.ctx;
+  const std::string tenant = m->tenant() ? m->tenant()->str() : std::string{};
+  const digest image_key = from_key(m->key());
+  // Registered by the prefill worker when it sent this; requests that
+  // miss the image wait until the entry is stored or this gives up.
+  auto done = [ctx, tenant, image_key] { ctx->compiling.remove(tenant, image_key); };
   const uint64_t emb_id = m->embeddings() ? m->embeddings()->id() : 0;
-  auto emb = st.ctx->embeddings.take(emb_id);
+  auto emb = ctx->embeddings.take(emb_id);
   if (!emb)
-    return;
+    return done();
+  ctx->compiling.start(tenant, image_key);
   auto compiled = compile(st, *emb, true);
   if (!compiled)
-    return; // the image stays a miss; the next request computes it again
-  const std::string tenant = m->tenant() ? m->tenant()->str() : std::string{};
+    return done(); // the image stays a miss; the next request computes it again
   self->request(st.loader, std::chrono::seconds{60}, store_atom_v,
-                make_store_request_msg(m->request_id(), tenant, from_key(m->key()), m->n_tokens(),
+                make_store_request_msg(m->request_id(), tenant, image_key, m->n_tokens(),
                                        *compiled))
-      .then([](const store_result_msg&) {}, [](const caf::error&) {});
+      .then([done](const store_result_msg&) { done(); },
+            [done](const caf::error&) { done(); });
 }
 
 caf::behavior encoder_actor(caf::stateful_actor<encoder_state>* self, node_context* ctx,

@@ -1,12 +1,17 @@
 #include "actors/linker_actor.hpp"
 
+#include <chrono>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <variant>
 
 #include <caf/all.hpp>
 
 #include "actors/pipeline_messages.hpp"
 #include "engine/generation.hpp"
+#include "engine/policies.hpp"
+#include "engine/prefix_cache.hpp"
 #include "messages/error_convert.hpp"
 #include "messages/readers.hpp"
 
@@ -14,15 +19,19 @@ namespace mosaic::actors {
 
 namespace {
 
+/// One request while its images are looked up, loaded and encoded.
+struct pending_link;
+
 struct linker_state {
   node_context* ctx = nullptr;
   linker_peers peers;
+  /// Requests waiting for an image that store after use is compiling, by id.
+  std::unordered_map<uint64_t, std::shared_ptr<pending_link>> waiting;
   static inline const char* name = "linker";
 };
 
 using linker_actor_ptr = caf::stateful_actor<linker_state>*;
 
-/// One request while its images are looked up, loaded and encoded.
 struct pending_link {
   std::shared_ptr<prefill_job> job = std::make_shared<prefill_job>();
   std::vector<wire::image_source> sources; ///< per image, in prompt order
@@ -30,6 +39,9 @@ struct pending_link {
   caf::response_promise rp;
   int outstanding = 0;
   bool failed = false;
+  /// When the first lookup answered: how long the request has waited for
+  /// images in store after use.
+  std::optional<std::chrono::steady_clock::time_point> first_lookup;
 };
 
 using link_ptr = std::shared_ptr<pending_link>;
@@ -188,24 +200,52 @@ status prepare(node_context& ctx, const wire::generate_request& req, pending_lin
   return {};
 }
 
-caf::result<token_event_msg> on_generate(linker_actor_ptr self, const generate_request_msg& m,
-                                         const caf::actor& sink) {
+/// How long a request waits for images that an earlier request's store
+/// after use is compiling (then it computes them itself), and how often it
+/// looks again meanwhile.
+constexpr auto compile_wait = std::chrono::seconds{3};
+constexpr auto compile_poll = std::chrono::milliseconds{10};
+
+/// Per image of `job`: whether all its tokens lie in the prefix that the
+/// node's prefix cache holds for the request now (its entry is not read:
+/// a chat's earlier turns), as far as a look-ahead can tell.
+std::vector<bool> in_cached_prefix(node_context& ctx, const prefill_job& job) {
+  std::vector<bool> out(job.images.size(), false);
+  if (!ctx.options.prefix_caching || !uses_prefix_cache(job.policy))
+    return out;
+  auto& engine = *ctx.engine;
+  std::vector<prompt_image> images(job.images.size());
+  for (size_t i = 0; i < images.size(); ++i) {
+    images[i].key = to_hex(job.images[i].image_key);
+    images[i].n_tokens = job.images[i].n_tokens;
+  }
+  auto p = split_prompt(job.ids, engine.tokenizer().image_token_id(), std::move(images));
+  if (!p)
+    return out;
+  const prompt_blocks blocks{*p, prefix_scope{job.tenant, ctx.model_fingerprint},
+                             engine.pool().block_size()};
+  const int covered = cached_prefix_tokens(engine.pool(), blocks, prefix_tag(job.policy));
+  int at = 0;
+  for (const auto& part : p->parts) {
+    if (part.kind == segment_kind::text) {
+      at += static_cast<int>(part.text_ids.size());
+      continue;
+    }
+    at += p->images[static_cast<size_t>(part.image)].n_tokens;
+    out[static_cast<size_t>(part.image)] = at <= covered;
+  }
+  return out;
+}
+
+/// Looks the request's images up in the library: hits are loaded, misses
+/// encoded, unless store after use is compiling a miss outside the cached
+/// prefix right now (not merely queued: a backlog would hold the request
+/// up); then the whole lookup is repeated after compile_poll, up to
+/// compile_wait.
+void lookup(linker_actor_ptr self, const link_ptr& p) {
   auto& st = self->state;
   auto* ctx = st.ctx;
-  auto req = read_generate_request(m);
-  if (!req)
-    return to_caf_error(req.err());
-  auto p = std::make_shared<pending_link>();
-  p->sink = sink;
-  if (auto ok = prepare(*ctx, *req, *p); !ok)
-    return to_caf_error(ok.err());
-  p->rp = self->make_response_promise();
   const auto& job = *p->job;
-  if (job.images.empty()) {
-    p->outstanding = 1;
-    one_done(self, p);
-    return p->rp;
-  }
   wire::library_lookup lk;
   lk.request_id = job.request_id;
   lk.tenant = job.tenant;
@@ -224,12 +264,37 @@ caf::result<token_event_msg> on_generate(linker_actor_ptr self, const generate_r
                           make_error(errc::internal, "library lookup answered ",
                                      std::to_string(res.entries.size()), " of ", std::to_string(n),
                                      " images"));
+            auto hit = [&](size_t i) {
+              const auto& e = res.entries[i];
+              return e.tier != msg::Tier::miss &&
+                     e.n_tokens == uint32_t(p->job->images[i].n_tokens);
+            };
+            const auto now = std::chrono::steady_clock::now();
+            if (!p->first_lookup)
+              p->first_lookup = now;
+            auto compiling = [&](size_t i) {
+              return !hit(i) && ctx->compiling.running(p->job->tenant, p->job->images[i].image_key);
+            };
+            bool wait = false;
+            if (now - *p->first_lookup < compile_wait && !deadline_passed(p->job->deadline_unix_ns))
+              for (size_t i = 0; i < n && !wait; ++i)
+                wait = compiling(i);
+            if (wait) { // unless those images are inside the cached prefix
+              const auto in_prefix = in_cached_prefix(*ctx, *p->job);
+              wait = false;
+              for (size_t i = 0; i < n && !wait; ++i)
+                wait = compiling(i) && !in_prefix[i];
+            }
+            if (wait) {
+              self->state.waiting[p->job->request_id] = p;
+              self->delayed_send(self, compile_poll, wake_atom_v, p->job->request_id);
+              return;
+            }
             p->outstanding = static_cast<int>(n);
             for (size_t i = 0; i < n; ++i) {
-              const auto& e = res.entries[i];
-              if (e.tier != msg::Tier::miss && e.n_tokens == uint32_t(p->job->images[i].n_tokens)) {
+              if (hit(i)) {
                 ctx->counters.library_hits++;
-                start_load(self, p, i, e.entry_id);
+                start_load(self, p, i, res.entries[i].entry_id);
               } else {
                 ctx->counters.library_misses++;
                 start_encode(self, p, i);
@@ -237,9 +302,29 @@ caf::result<token_event_msg> on_generate(linker_actor_ptr self, const generate_r
             }
           },
           [p, ctx](const caf::error& err) { fail(*ctx, p, from_caf_error(err)); });
-  return p->rp;
 }
 
+caf::result<token_event_msg> on_generate(linker_actor_ptr self, const generate_request_msg& m,
+                                         const caf::actor& sink) {
+  auto& st = self->state;
+  auto* ctx = st.ctx;
+  auto req = read_generate_request(m);
+  if (!req)
+    return to_caf_error(req.err());
+  auto p = std::make_shared<pending_link>();
+  p->sink = sink;
+  if (auto ok = prepare(*ctx, *req, *p); !ok)
+    return to_caf_error(ok.err());
+  p->rp = self->make_response_promise();
+  const auto& job = *p->job;
+  if (job.images.empty()) {
+    p->outstanding = 1;
+    one_done(self, p);
+    return p->rp;
+  }
+  lookup(self, p);
+  return p->rp;
+}
 caf::behavior linker_actor(caf::stateful_actor<linker_state>* self, node_context* ctx,
                            linker_peers peers) {
   self->state.ctx = ctx;
@@ -247,6 +332,15 @@ caf::behavior linker_actor(caf::stateful_actor<linker_state>* self, node_context
   return {
       [self](generate_atom, const generate_request_msg& m, const caf::actor& sink) {
         return on_generate(self, m, sink);
+      },
+      [self](wake_atom, uint64_t request_id) {
+        auto it = self->state.waiting.find(request_id);
+        if (it == self->state.waiting.end())
+          return;
+        auto p = std::move(it->second);
+        self->state.waiting.erase(it);
+        if (!p->failed)
+          lookup(self, p);
       },
   };
 }

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -180,6 +181,47 @@ struct node_stats {
   stage_admission_stats stages; ///< the stage scheduler's batches and KV reservations
 };
 
+/// Images whose store after use is queued or running, by tenant and image
+/// key: an image is queued once only, and a request that misses an image
+/// whose compile is running waits for its entry (actors/linker_actor.cpp)
+/// instead of computing it again. Thread-safe.
+class compile_registry {
+public:
+  /// Queues the image; false when it is queued or running already.
+  bool add(const std::string& tenant, const digest& key) {
+    std::lock_guard guard{mutex_};
+    return keys_.emplace(std::pair{tenant, key}, false).second;
+  }
+  /// Its compile starts.
+  void start(const std::string& tenant, const digest& key) {
+    std::lock_guard guard{mutex_};
+    keys_[{tenant, key}] = true;
+  }
+  /// Stored, or given up.
+  void remove(const std::string& tenant, const digest& key) {
+    std::lock_guard guard{mutex_};
+    keys_.erase({tenant, key});
+  }
+  /// Images queued whose compile has not started.
+  size_t queued() const {
+    std::lock_guard guard{mutex_};
+    size_t n = 0;
+    for (const auto& [key, running] : keys_)
+      n += running ? 0 : 1;
+    return n;
+  }
+  /// Whether its compile (or the store after it) is running now.
+  bool running(const std::string& tenant, const digest& key) const {
+    std::lock_guard guard{mutex_};
+    auto it = keys_.find({tenant, key});
+    return it != keys_.end() && it->second;
+  }
+
+private:
+  mutable std::mutex mutex_;
+  std::map<std::pair<std::string, digest>, bool> keys_; ///< true: running
+};
+
 /// Atomically updated counters behind node_stats.
 struct node_counters {
   std::atomic<uint64_t> requests{0}, completed{0}, failed{0}, overloaded{0}, cancelled{0},
@@ -214,6 +256,7 @@ struct node_context {
   // -- handle tables ------------------------------------------------------------
   handle_table<const std::vector<float>> embeddings; // [n_tokens, hidden] each
   handle_table<const compiled_image> compiled;       ///< compiled images awaiting a store
+  compile_registry compiling;                         ///< images in store after use
   handle_table<loaded_entry> loads;                  ///< library hits of running requests
   handle_table<kv_sequence> sequences;               ///< prefilled KV awaiting decode
   handle_table<prefill_job> jobs;                    ///< keyed by request id

@@ -328,6 +328,8 @@ result<prefilled> prefill_one(caf::stateful_actor<prefill_state>* self, uint64_t
   for (auto& img : job.images) {
     if (!img.fresh || !img.embeddings)
       continue;
+    if (!ctx->compiling.add(job.tenant, img.image_key))
+      continue; // an earlier request's store after use compiles it already
     const uint64_t emb_id = ctx->embeddings.put(img.embeddings);
     self->send(st.peers.encoder, store_atom_v,
                make_store_request_msg(id, job.tenant, img.image_key,

@@ -3,8 +3,10 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.hpp"
+#include "engine/cpu/blas_threads.hpp"
 
 int main(int argc, char** argv) {
+  mosaic::cpu::blas_exec_with_short_spin(argv); // returns in the re-executed process
   CLI::App app{"Mosaic: serve multimodal LLMs, re-using image KV caches at any position"};
   app.require_subcommand(1);
   int exit_code = 0;

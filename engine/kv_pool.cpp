@@ -198,6 +198,11 @@ int32_t kv_pool::acquire_cached(const digest& hash) {
   return b;
 }
 
+bool kv_pool::is_cached(const digest& hash) const {
+  std::lock_guard guard{mutex_};
+  return by_hash_.count(hash) != 0;
+}
+
 kv_sequence kv_pool::adopt(std::vector<int32_t> blocks, int n_tokens) {
   kv_sequence s = new_sequence();
   s.blocks_ = std::move(blocks);

@@ -138,6 +138,9 @@ public:
   /// The block published under `hash`, with a reference taken for the
   /// caller (who must hand it to `adopt` or `release_blocks`), or -1.
   int32_t acquire_cached(const digest& hash);
+  /// Whether a block is published under `hash` now (takes no reference:
+  /// it may be evicted right after).
+  bool is_cached(const digest& hash) const;
   /// A sequence whose first blocks are `blocks` (references the caller
   /// holds, e.g. from acquire_cached, passed to the sequence) and whose
   /// length is `n_tokens` (<= blocks.size() * block_size).

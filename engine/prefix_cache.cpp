@@ -52,6 +52,30 @@ digest prompt_blocks::hash(int block, const digest& parent, std::string_view tag
   return h.finish();
 }
 
+int cached_prefix_tokens(const kv_pool& pool, const prompt_blocks& blocks, std::string_view tag) {
+  digest parent = blocks.root();
+  bool exact = true;
+  int n = 0;
+  for (int i = 0; i < blocks.n_full_blocks(); ++i) {
+    digest h{};
+    bool found = false;
+    if (exact) {
+      h = blocks.hash(i, parent, {});
+      found = pool.is_cached(h);
+    }
+    if (!found && !tag.empty()) {
+      h = blocks.hash(i, parent, tag);
+      found = pool.is_cached(h);
+      exact = exact && !found;
+    }
+    if (!found)
+      break;
+    parent = h;
+    n += blocks.block_size();
+  }
+  return n;
+}
+
 prefix_match match_prefix(kv_pool& pool, const prompt_blocks& blocks, std::string_view tag,
                           int limit_tokens) {
   prefix_match m;

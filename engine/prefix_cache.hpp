@@ -83,6 +83,11 @@ struct prefix_match {
 prefix_match match_prefix(kv_pool& pool, const prompt_blocks& blocks, std::string_view tag,
                           int limit_tokens);
 
+/// How many leading tokens of `blocks` the cache holds now (whole blocks,
+/// exact or under `tag`, as match_prefix would take them), without taking
+/// or counting anything: a look-ahead for planning (actors/linker_actor).
+int cached_prefix_tokens(const kv_pool& pool, const prompt_blocks& blocks, std::string_view tag);
+
 /// The first token whose KV in a run of `plan` is not exact: the end of
 /// the adopted exact blocks when approximate ones follow, else the first
 /// token after the prefix not computed at every layer; n when none.

@@ -2,8 +2,12 @@
 
 #include <cblas.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <mutex>
+#include <string>
 
 namespace mosaic::cpu {
 
@@ -21,6 +25,17 @@ blas_state& state() {
 }
 
 } // namespace
+
+void blas_exec_with_short_spin(char** argv) {
+  if (argv == nullptr || argv[0] == nullptr || std::getenv("OPENBLAS_THREAD_TIMEOUT") != nullptr ||
+      std::getenv("GOTO_THREAD_TIMEOUT") != nullptr)
+    return;
+  const std::string value = std::to_string(blas_spin_log2_cycles);
+  if (setenv("OPENBLAS_THREAD_TIMEOUT", value.c_str(), 1) != 0)
+    return;
+  execv("/proc/self/exe", argv);
+  // Still here: the process goes on with OpenBLAS's default spin.
+}
 
 void blas_register_pool(int threads) {
   auto& s = state();

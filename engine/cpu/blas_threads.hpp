@@ -11,6 +11,22 @@
 
 namespace mosaic::cpu {
 
+/// The spin, in log2 cycles, of OpenBLAS's idle worker threads that a
+/// program sets with blas_exec_with_short_spin (OpenBLAS's default is 28).
+inline constexpr int blas_spin_log2_cycles = 16;
+
+/// OpenBLAS's worker threads spin on sched_yield for 2^28 cycles (~0.1 s)
+/// after each sgemm before they sleep, so between sgemm calls (attention on
+/// the pool's threads, image decode, HTTP) they take a core from the work
+/// that is running: on 2 cores, chat turns' TTFT was 1.3x what it is with a
+/// 2^16-cycle spin (bench/vllm_side_by_side.sh). OpenBLAS reads the
+/// timeout only when it loads, before main, so a program re-executes
+/// itself (/proc/self/exe, same pid and arguments) with
+/// OPENBLAS_THREAD_TIMEOUT=blas_spin_log2_cycles. Returns at once when the
+/// variable (or GOTO_THREAD_TIMEOUT) is set already, e.g. by the operator,
+/// and when the re-exec fails (the program then runs with the default).
+void blas_exec_with_short_spin(char** argv);
+
 /// Raises the process's OpenBLAS width to `threads` (the widest pool
 /// registered wins) unless a single-threaded section is open.
 void blas_register_pool(int threads);

@@ -112,6 +112,29 @@ TEST_F(prefix_cache_test, a_repeated_prompt_computes_at_most_one_block_and_answe
   EXPECT_EQ(s.prefix_queries, 3u * n);
 }
 
+TEST_F(prefix_cache_test, the_look_ahead_sees_what_a_match_would_take_and_takes_nothing) {
+  SCOPED_TRACE(trace());
+  auto emb = model_->random_embeddings(7);
+  const auto p = text_image_text(model_->random_ids(5), {"img-x", 7, nullptr, emb.data()},
+                                 model_->random_ids(40));
+  const prompt_blocks blocks{p, tenant_a_, pool_->block_size()};
+  EXPECT_EQ(cached_prefix_tokens(*pool_, blocks, {}), 0);
+  run(p, "prefix", &tenant_a_).result.sequence.release();
+  const auto before = pool_->stats();
+  // 13 full blocks of 52 tokens, all published; match_prefix keeps the
+  // last token out, the look-ahead reports what is cached.
+  EXPECT_EQ(cached_prefix_tokens(*pool_, blocks, {}), 52);
+  EXPECT_EQ(cached_prefix_tokens(*pool_, prompt_blocks{p, tenant_b_, pool_->block_size()}, {}), 0);
+  const auto after = pool_->stats();
+  EXPECT_EQ(after.prefix_queries, before.prefix_queries); // not counted
+  EXPECT_EQ(after.blocks_used, before.blocks_used);       // no reference taken
+  // Another image at the same place: only the blocks before it.
+  auto other = p;
+  other.images[0].key = "img-y";
+  EXPECT_EQ(cached_prefix_tokens(*pool_, prompt_blocks{other, tenant_a_, pool_->block_size()}, {}),
+            4);
+}
+
 TEST_F(prefix_cache_test, two_tenants_with_the_same_prompt_never_share_a_block) {
   SCOPED_TRACE(trace());
   const auto p = text_only(model_->random_ids(33));

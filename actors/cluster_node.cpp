@@ -241,7 +241,8 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
                          std::to_string(o.prefill_max_tokens) +
                          " (0: the model's context), chunks of " +
                          std::to_string(o.prefill_chunk_tokens) + ", prefix cache " +
-                         (o.prefix_caching ? "on" : "off") + "; " + where);
+                         (o.prefix_caching ? "on" : "off") + ", store after use " +
+                         o.store_after_use + "; " + where);
   }
   if (has(actor_kind::linker)) {
     keep(actor_kind::linker,

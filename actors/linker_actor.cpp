@@ -139,6 +139,7 @@ void start_encode(linker_actor_ptr self, const link_ptr& p, size_t i) {
             auto& img = p->job->images[i];
             img.embeddings = std::move(emb);
             img.fresh = true;
+            img.seen_before = r->encoder_cache_hit();
             one_done(self, p);
           },
           [p, ctx](const caf::error& err) { fail(*ctx, p, from_caf_error(err)); });

@@ -256,6 +256,7 @@ result<node_options> options_of(const topology& topo, std::string_view node, boo
       o.prefill_max_tokens = p->max_tokens;
       o.prefill_chunk_tokens = p->chunk_tokens;
       o.prefix_caching = p->prefix_cache;
+      o.store_after_use = p->store_after_use;
       o.default_compression = p->compression;
       o.schedule = p->schedule;
     }
@@ -342,7 +343,7 @@ result<std::unique_ptr<local_cluster>> local_cluster::start(node_options options
                : std::to_string(ctxp->engine->config().text.max_position_embeddings) +
                      " (the model's context)") +
           ", chunks of " + std::to_string(o.prefill_chunk_tokens) + ", prefix cache " +
-          (o.prefix_caching ? "on" : "off") +
+          (o.prefix_caching ? "on" : "off") + ", store after use " + o.store_after_use +
           (n_workers > 1 ? ", " + std::to_string(n_workers) + " workers (strategy " +
                                to_string(o.route_strategy) + ")"
                          : std::string{}),

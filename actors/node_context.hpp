@@ -68,6 +68,10 @@ struct node_options {
   int prefill_chunk_tokens = 2048;
   /// Automatic prefix caching in the pool (engine/prefix_cache.hpp).
   bool prefix_caching = true;
+  /// Which library misses are compiled and stored after use (topology
+  /// `store_after_use`): "first", "repeat" (images the encoder saw before)
+  /// or "off". Never images inside the cached prefix the request adopted.
+  std::string store_after_use = "first";
   /// KV compression of requests that name none (FastCache compress stage);
   /// none: requests go from prefill straight to decode.
   compression_spec default_compression{};
@@ -112,6 +116,7 @@ struct job_image {
   std::shared_ptr<const std::vector<float>> embeddings; // [n_tokens, hidden] miss
   std::optional<decoded_image> pixels; ///< inline images: for a load-failure fallback
   bool fresh = false;                  ///< encoded now: store to the library after use
+  bool seen_before = false;            ///< the encoder had it cached (an earlier sighting)
 };
 
 /// What the prefill worker needs to run one request (linker → prefill).

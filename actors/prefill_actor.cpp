@@ -324,9 +324,22 @@ result<prefilled> prefill_one(caf::stateful_actor<prefill_state>* self, uint64_t
       p.remote->stream->abort(out.err().message);
     return std::move(out).err();
   }
-  // Store after use: images first seen in this request.
-  for (auto& img : job.images) {
-    if (!img.fresh || !img.embeddings)
+  // Store after use: images this request computed (library misses) that
+  // lie outside the prefix it adopted, per the node's store_after_use.
+  const auto& store = ctx->options.store_after_use;
+  const int32_t image_id = ctx->engine->tokenizer().image_token_id();
+  int image_end = 0; // where the current image's tokens end in the prompt
+  size_t image = 0;
+  std::vector<bool> in_prefix(job.images.size(), false);
+  for (int32_t t : job.ids) {
+    image_end += t == image_id && image < job.images.size() ? job.images[image].n_tokens : 1;
+    if (t == image_id && image < job.images.size())
+      in_prefix[image++] = image_end <= out->prefix_cached_tokens;
+  }
+  for (size_t i = 0; i < job.images.size(); ++i) {
+    auto& img = job.images[i];
+    if (!img.fresh || !img.embeddings || in_prefix[i] || store == "off" ||
+        (store == "repeat" && !img.seen_before))
       continue;
     if (!ctx->compiling.add(job.tenant, img.image_key))
       continue; // an earlier request's store after use compiles it already

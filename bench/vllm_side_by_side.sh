@@ -18,6 +18,7 @@
 #   VLLM_PORT=8100  MOSAIC_PORT=8200  MOSAIC_ZMQ_PORT=8201
 #   VLLM_MAX_MODEL_LEN=8192  VLLM_CPU_KVCACHE_SPACE=4  VLLM_CPU_OMP_THREADS_BIND=0-1
 #   VLLM_EXTRA_ARGS=""          more api_server flags
+#   MOSAIC_TOPOLOGY=FILE        `mosaic serve --topology FILE` (e.g. store_after_use: repeat)
 #   STARTUP_TIMEOUT=1200        seconds to wait for a server to answer
 #   SKIP_INSTALL=1              do not touch the venv
 #   TOKCHECK=1                  compare vLLM's /tokenize with Mosaic's ids (on
@@ -145,7 +146,9 @@ start_vllm() { # prefix|noprefix
 
 start_mosaic() { # label
   local logf=$OUT/logs/$1.log
-  "$MOSAIC" serve --model "$MODEL_DIR" --http-port "$MOSAIC_PORT" --zmq-port "$MOSAIC_ZMQ_PORT" \
+  local topo=()
+  [[ -n ${MOSAIC_TOPOLOGY:-} ]] && topo=(--topology "$MOSAIC_TOPOLOGY")
+  "$MOSAIC" serve "${topo[@]}" --model "$MODEL_DIR" --http-port "$MOSAIC_PORT" --zmq-port "$MOSAIC_ZMQ_PORT" \
     --library "$OUT/library-$1" >"$logf" 2>&1 &
   server_pid=$!
   wait_ready "http://127.0.0.1:$MOSAIC_PORT/v1" "$logf"

@@ -171,6 +171,9 @@ prefill_spec read_prefill(map_reader& m, const node_spec& node, bool devices_kno
   static constexpr std::string_view on_off[] = {"on", "off"};
   if (auto c = m.read_choice("prefix_cache", on_off))
     s.prefix_cache = *c == 0;
+  static constexpr std::string_view store_choices[] = {"first", "repeat", "off"};
+  if (auto c = m.read_choice("store_after_use", store_choices))
+    s.store_after_use = std::string{store_choices[*c]};
   if (auto text = m.read_string("compression")) {
     auto spec = parse_compression(*text);
     if (spec)

@@ -110,6 +110,11 @@ struct prefill_spec {
   int chunk_tokens = 2048;
   /// Automatic prefix caching in the node's KV pool (engine/prefix_cache.hpp).
   bool prefix_cache = true;
+  /// Which library misses are compiled and stored after use: "first" (every
+  /// image the first time it misses), "repeat" (an image the encoder saw
+  /// before, i.e. from its second sighting outside the cached prefix on) or
+  /// "off".
+  std::string store_after_use = "first";
   /// KV compression of requests that name none (engine/compression_spec.hpp
   /// grammar); `none` (the default) skips the compress stage.
   compression_spec compression;

@@ -249,6 +249,33 @@ TEST_F(pipeline_test, a_new_image_is_stored_after_use_and_hits_next_time) {
   EXPECT_FALSE(second.tokens.empty());
 }
 
+TEST(pipeline_store_after_use, repeat_stores_an_image_from_its_second_sighting_on) {
+  temp_dir library{"mosaic_actors_lib"};
+  auto o = tiny_options(library.path());
+  o.store_after_use = "repeat";
+  auto c = local_cluster::start(o);
+  ASSERT_TRUE(c) << c.err().to_string();
+  auto& cluster = **c;
+  std::mt19937_64 rng{fresh_seed()};
+  const auto png = random_png(rng);
+  auto run = [&](const wire::generate_request& req) {
+    auto done = cluster.submit(req)->wait(30s);
+    EXPECT_TRUE(done) << done.err().to_string();
+  };
+  auto at = [&](const char* text) {
+    auto req = greedy_request({png}, "full", 4);
+    req.segments.insert(req.segments.begin(), wire::text_segment{text});
+    return req;
+  };
+  run(at("first"));
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(cluster.stats().stores, 0u) << "a first sighting was stored";
+  run(at("second, elsewhere")); // the encoder saw it: stored now
+  ASSERT_TRUE(eventually([&] { return cluster.stats().stores == 1; }));
+  run(at("third, elsewhere again"));
+  EXPECT_EQ(cluster.stats().library_hits, 1u);
+}
+
 TEST_F(pipeline_test, a_corrupt_library_entry_falls_back_to_the_full_answer) {
   SCOPED_TRACE("seed " + std::to_string(seed_));
   const auto png = random_png(rng_);

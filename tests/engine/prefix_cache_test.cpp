@@ -184,7 +184,8 @@ TEST_F(prefix_cache_test, approximate_blocks_serve_only_their_policy_and_keep_st
   const auto entry = compile(emb);
   const prompt_image img{"img-y", 29, &entry, nullptr};
   const auto head = model_->random_ids(6);
-  const auto p1 = text_image_text(head, img, model_->random_ids(5));
+  const auto tail1 = model_->random_ids(5);
+  const auto p1 = text_image_text(head, img, tail1);
   // Tokens 0..7 are exact (6 text + 2 recomputed image tokens): two
   // blocks; the rest went through the link and carry the policy's tag.
   run(p1, "mpic:2", &tenant_a_);
@@ -196,7 +197,10 @@ TEST_F(prefix_cache_test, approximate_blocks_serve_only_their_policy_and_keep_st
   // the image (rows 6..31 adopted, 32..34 linked from the entry).
   const prefix_scope tenant_c{"tenant-c", {}};
   run(p1, "mpic:2", &tenant_c);
-  const auto p2 = text_image_text(head, img, model_->random_ids(7));
+  auto tail2 = model_->random_ids(7);
+  if (tail2[0] == tail1[0]) // else block 8 (image rows 32..34 + this token) is a hit too
+    tail2[0] = tail1[0] == 3 ? 4 : 3;
+  const auto p2 = text_image_text(head, img, tail2);
   auto cached = run(p2, "mpic:2", &tenant_c);
   EXPECT_EQ(cached.cache_hit_tokens, 32);
   auto fresh = run(p2, "mpic:2", nullptr);

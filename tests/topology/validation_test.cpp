@@ -163,6 +163,27 @@ nodes:
     EXPECT_EQ(d.message.find("prefill"), std::string::npos) << dump(ok);
 }
 
+TEST(topology_validation, store_after_use_takes_first_repeat_or_off) {
+  auto report = check_yaml(R"(model: builtin:tiny
+nodes:
+  - name: local
+    host: 127.0.0.1
+    actors:
+      - { kind: prefill, store_after_use: always }
+)");
+  EXPECT_DIAG(report, 6, 43, "unknown store_after_use 'always'", "first");
+  for (const char* choice : {"first", "repeat", "off"}) {
+    auto ok = check_yaml(std::string{R"(model: builtin:tiny
+nodes:
+  - name: local
+    host: 127.0.0.1
+    actors:
+      - { kind: prefill, store_after_use: )"} + choice + " }\n");
+    for (const auto& d : ok.diagnostics)
+      EXPECT_EQ(d.message.find("store_after_use"), std::string::npos) << dump(ok);
+  }
+}
+
 TEST(topology_validation, values_that_cannot_work_are_rejected_with_a_position) {
   auto report = check_yaml(R"(model: builtin:tiny
 nodes:

@@ -147,7 +147,9 @@ TEST_F(pipeline_test, a_stop_string_that_starts_inside_a_token_returns_none_of_i
   for (size_t i = 0; i < stopped.tokens.size(); ++i) {
     ASSERT_EQ(stopped.logprobs[i].size(), 3u);
     EXPECT_EQ(stopped.logprobs[i][0].token_id, free_run.tokens[i]);
-    EXPECT_NEAR(stopped.logprobs[i][0].logprob, free_run.logprobs[i][0].logprob, 1e-4);
+    // The second run reads the image from the library entry its first run
+    // stored (embeddings kept in 16 bits): close, not equal.
+    EXPECT_NEAR(stopped.logprobs[i][0].logprob, free_run.logprobs[i][0].logprob, 2e-3);
   }
 }
 

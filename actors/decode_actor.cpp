@@ -321,7 +321,7 @@ caf::result<token_event_msg> on_task(decode_actor_ptr self, const decode_task_ms
   a.pick->observe(m->first_token());
   a.ignore_eos = s.ignore_eos;
   a.include_stop = s.include_stop_str_in_output;
-  a.logprobs = std::min(s.logprobs, max_top_logprobs);
+  a.logprobs = std::min(s.logprobs, wire::max_top_logprobs);
   a.sink = sink;
   a.deadline_unix_ns = m->deadline_unix_ns();
   a.max_tokens = s.max_tokens == 0 ? uint32_t(st.ctx->options.default_max_tokens) : s.max_tokens;

@@ -226,15 +226,10 @@ std::vector<bool> in_cached_prefix(node_context& ctx, const prefill_job& job) {
   const prompt_blocks blocks{*p, prefix_scope{job.tenant, ctx.model_fingerprint},
                              engine.pool().block_size()};
   const int covered = cached_prefix_tokens(engine.pool(), blocks, prefix_tag(job.policy));
-  int at = 0;
-  for (const auto& part : p->parts) {
-    if (part.kind == segment_kind::text) {
-      at += static_cast<int>(part.text_ids.size());
-      continue;
-    }
-    at += p->images[static_cast<size_t>(part.image)].n_tokens;
-    out[static_cast<size_t>(part.image)] = at <= covered;
-  }
+  const auto ends = image_end_offsets(job.ids, engine.tokenizer().image_token_id(),
+                                      image_token_counts(job));
+  for (size_t i = 0; i < ends.size() && i < out.size(); ++i)
+    out[i] = ends[i] <= covered;
   return out;
 }
 

@@ -195,25 +195,32 @@ public:
   /// Queues the image; false when it is queued or running already.
   bool add(const std::string& tenant, const digest& key) {
     std::lock_guard guard{mutex_};
-    return keys_.emplace(std::pair{tenant, key}, false).second;
+    const bool added = keys_.emplace(std::pair{tenant, key}, false).second;
+    queued_ += added ? 1 : 0;
+    return added;
   }
   /// Its compile starts.
   void start(const std::string& tenant, const digest& key) {
     std::lock_guard guard{mutex_};
-    keys_[{tenant, key}] = true;
+    auto [it, added] = keys_.emplace(std::pair{tenant, key}, true);
+    if (!added && !it->second) {
+      it->second = true;
+      --queued_;
+    }
   }
   /// Stored, or given up.
   void remove(const std::string& tenant, const digest& key) {
     std::lock_guard guard{mutex_};
-    keys_.erase({tenant, key});
+    auto it = keys_.find({tenant, key});
+    if (it == keys_.end())
+      return;
+    queued_ -= it->second ? 0 : 1;
+    keys_.erase(it);
   }
   /// Images queued whose compile has not started.
   size_t queued() const {
     std::lock_guard guard{mutex_};
-    size_t n = 0;
-    for (const auto& [key, running] : keys_)
-      n += running ? 0 : 1;
-    return n;
+    return queued_;
   }
   /// Whether its compile (or the store after it) is running now.
   bool running(const std::string& tenant, const digest& key) const {
@@ -225,6 +232,7 @@ public:
 private:
   mutable std::mutex mutex_;
   std::map<std::pair<std::string, digest>, bool> keys_; ///< true: running
+  size_t queued_ = 0;                                   ///< keys_ entries not running
 };
 
 /// Atomically updated counters behind node_stats.

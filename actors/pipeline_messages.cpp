@@ -12,7 +12,7 @@ std::vector<wire::token_logprob> wire_logprobs(std::span<const float> logits, in
   std::vector<wire::token_logprob> out;
   if (top < 0)
     return out;
-  for (const auto& lp : logprobs_of(logits, chosen, std::min(top, max_top_logprobs)))
+  for (const auto& lp : logprobs_of(logits, chosen, std::min(top, wire::max_top_logprobs)))
     out.push_back({lp.token, lp.logprob, tok.decode_piece(lp.token)});
   return out;
 }
@@ -29,6 +29,27 @@ std::vector<int32_t> expanded_prompt_ids(std::span<const int32_t> ids, int32_t i
     }
     out.insert(out.end(), size_t(std::max(image_tokens[image++], 0)), id);
   }
+  return out;
+}
+
+std::vector<int> image_end_offsets(std::span<const int32_t> ids, int32_t image_token_id,
+                                   std::span<const int> image_tokens) {
+  std::vector<int> ends;
+  int at = 0;
+  for (int32_t id : ids) {
+    const bool image = id == image_token_id && ends.size() < image_tokens.size();
+    at += image ? std::max(image_tokens[ends.size()], 0) : 1;
+    if (image)
+      ends.push_back(at);
+  }
+  return ends;
+}
+
+std::vector<int> image_token_counts(const prefill_job& job) {
+  std::vector<int> out;
+  out.reserve(job.images.size());
+  for (const auto& img : job.images)
+    out.push_back(img.n_tokens);
   return out;
 }
 

@@ -34,12 +34,9 @@ inline constexpr std::chrono::milliseconds hop_slack{2000};
 /// tokens cannot be sampled before that many tokens.
 sampling_params engine_sampling(const wire::sampling& s, uint64_t seed, int32_t eos_id);
 
-/// Most alternatives a token event carries (OpenAI's top_logprobs limit).
-inline constexpr int32_t max_top_logprobs = 20;
-
 /// A step's log-probabilities as token events carry them (sampling.logprobs
 /// = `top`; none when it is negative): `chosen`'s, then the `top` most
-/// likely (at most max_top_logprobs), each with its piece's text.
+/// likely (at most wire::max_top_logprobs), each with its piece's text.
 std::vector<wire::token_logprob> wire_logprobs(std::span<const float> logits, int32_t chosen,
                                                int32_t top, const tokenizer& tok);
 
@@ -47,6 +44,14 @@ std::vector<wire::token_logprob> wire_logprobs(std::span<const float> logits, in
 /// (one per image) repeated as many times as that image has tokens.
 std::vector<int32_t> expanded_prompt_ids(std::span<const int32_t> ids, int32_t image_token_id,
                                          std::span<const int> image_tokens);
+
+/// Where each image's tokens end in the prompt as the model reads it
+/// (`ids` as expanded_prompt_ids expands them), in prompt order.
+std::vector<int> image_end_offsets(std::span<const int32_t> ids, int32_t image_token_id,
+                                   std::span<const int> image_tokens);
+
+/// The image token counts of `job`'s images, in prompt order.
+std::vector<int> image_token_counts(const prefill_job& job);
 
 /// Time left until `deadline_unix_ns` plus `slack`, at least 1 ms.
 caf::timespan until_deadline(int64_t deadline_unix_ns, std::chrono::milliseconds slack = hop_slack);

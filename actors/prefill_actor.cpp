@@ -328,17 +328,12 @@ result<prefilled> prefill_one(caf::stateful_actor<prefill_state>* self, uint64_t
   // lie outside the prefix it adopted, per the node's store_after_use.
   const auto& store = ctx->options.store_after_use;
   const int32_t image_id = ctx->engine->tokenizer().image_token_id();
-  int image_end = 0; // where the current image's tokens end in the prompt
-  size_t image = 0;
-  std::vector<bool> in_prefix(job.images.size(), false);
-  for (int32_t t : job.ids) {
-    image_end += t == image_id && image < job.images.size() ? job.images[image].n_tokens : 1;
-    if (t == image_id && image < job.images.size())
-      in_prefix[image++] = image_end <= out->prefix_cached_tokens;
-  }
+  const std::vector<int> image_tokens = image_token_counts(job);
+  const std::vector<int> image_ends = image_end_offsets(job.ids, image_id, image_tokens);
   for (size_t i = 0; i < job.images.size(); ++i) {
     auto& img = job.images[i];
-    if (!img.fresh || !img.embeddings || in_prefix[i] || store == "off" ||
+    const bool in_prefix = i < image_ends.size() && image_ends[i] <= out->prefix_cached_tokens;
+    if (!img.fresh || !img.embeddings || in_prefix || store == "off" ||
         (store == "repeat" && !img.seen_before))
       continue;
     if (!ctx->compiling.add(job.tenant, img.image_key))
@@ -360,13 +355,8 @@ result<prefilled> prefill_one(caf::stateful_actor<prefill_state>* self, uint64_t
   task.prompt_tokens = static_cast<uint32_t>(out->prompt_tokens);
   task.sampling = job.sampling;
   // The decode sampler penalises the prompt too; the client may ask for it.
-  if (job.sampling.repetition_penalty != 1.0f || job.sampling.return_token_ids) {
-    std::vector<int> image_tokens;
-    for (const auto& img : job.images)
-      image_tokens.push_back(img.n_tokens);
-    task.prompt_ids =
-        expanded_prompt_ids(job.ids, ctx->engine->tokenizer().image_token_id(), image_tokens);
-  }
+  if (job.sampling.repetition_penalty != 1.0f || job.sampling.return_token_ids)
+    task.prompt_ids = expanded_prompt_ids(job.ids, image_id, image_tokens);
   task.first_logprobs = std::move(out->first_logprobs);
   task.stream = job.stream;
   task.queue_us = queue_us;

@@ -64,6 +64,10 @@ struct sampling {
   bool operator==(const sampling&) const = default;
 };
 
+/// Most alternatives a token may carry (OpenAI's top_logprobs limit): the
+/// front door's bound, the workers' clamp, the readers' (plus the chosen).
+inline constexpr int32_t max_top_logprobs = 20;
+
 /// msg::TokenLogprob.
 struct token_logprob {
   int32_t token_id = 0;

@@ -125,9 +125,10 @@ read_token_logprobs(const flatbuffers::Vector<flatbuffers::Offset<msg::TokenLogp
   std::vector<wire::token_logprob> out;
   if (v == nullptr)
     return out;
-  // A request asks for at most 20 alternatives: more is a hostile peer's.
-  constexpr size_t max_logprobs = 21;
-  for (size_t i = 0; i < v->size() && i < max_logprobs; ++i)
+  // The chosen token and at most max_top_logprobs alternatives: more is a
+  // hostile peer's.
+  const size_t keep = size_t(wire::max_top_logprobs) + 1;
+  for (size_t i = 0; i < v->size() && i < keep; ++i)
     if (const auto* lp = v->Get(static_cast<flatbuffers::uoffset_t>(i)))
       out.push_back({lp->token_id(), lp->logprob(), str(lp->text())});
   return out;

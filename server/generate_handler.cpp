@@ -77,9 +77,11 @@ void answer_whole(http_flight& h, wire::token_event first, httplib::Response& re
   std::string text;
   answer_tokens tokens;
   std::optional<wire::token_event> ev = std::move(first);
+  const bool detail = h.detail.logprobs || h.detail.token_ids;
   while (ev && ev->finish == msg::FinishReason::none) {
     text += ev->text;
-    tokens.add(*ev);
+    if (detail)
+      tokens.add(*ev);
     ev = h.next();
   }
   if (!ev)
@@ -135,14 +137,17 @@ bool stream_step(http_flight& h, httplib::DataSink& sink) {
       return false;
   }
   answer_tokens tokens;
-  if (h.detail.logprobs || h.detail.token_ids) {
+  const bool detail = h.detail.logprobs || h.detail.token_ids;
+  if (detail) {
     c.detail = h.detail;
     c.tokens = &tokens;
   }
   if (ev->finish == msg::FinishReason::none) {
-    tokens.text_offset = h.text_sent;
-    tokens.add(*ev);
-    h.text_sent += ev->text.size();
+    if (detail) {
+      tokens.text_offset = h.text_sent;
+      tokens.add(*ev);
+      h.text_sent += ev->text.size();
+    }
     c.content = ev->text;
     return write(sse_event(chunk_json(h.header, c)));
   }

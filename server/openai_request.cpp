@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/compression_spec.hpp"
+#include "messages/builders.hpp"
 
 namespace mosaic::server {
 
@@ -510,7 +511,7 @@ parse_result<chat_request> parse_chat_request(std::string_view body, const reque
   if (auto e = read_bool(j, "logprobs", logprobs))
     return fail<chat_request>(std::move(*e));
   int top = 0;
-  if (auto e = read_int(j, "top_logprobs", 0, max_top_logprobs, top))
+  if (auto e = read_int(j, "top_logprobs", 0, wire::max_top_logprobs, top))
     return fail<chat_request>(std::move(*e));
   if (auto it = j.find("top_logprobs"); it != j.end() && !it->is_null() && !logprobs)
     return fail<chat_request>(
@@ -572,7 +573,7 @@ parse_result<completion_request> parse_completion_request(std::string_view body,
   // (false reads as absent).
   if (auto it = j.find("logprobs"); it != j.end() && !it->is_null() && *it != false) {
     int n = 0;
-    if (auto e = read_int(j, "logprobs", 0, max_top_logprobs, n))
+    if (auto e = read_int(j, "logprobs", 0, wire::max_top_logprobs, n))
       return fail<completion_request>(std::move(*e));
     req.sampling.logprobs = n;
   }

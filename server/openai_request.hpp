@@ -82,9 +82,6 @@ struct sampling_params {
   bool return_token_ids = false; ///< vLLM's: prompt_token_ids and token_ids in the answer
 };
 
-/// Most alternatives per token a request may ask for (OpenAI's limit).
-inline constexpr int max_top_logprobs = 20;
-
 /// Mosaic's per-request extension object
 /// `"mosaic": {"policy": "mpic:32", "compression": "snapkv:img=0.25"}`.
 struct mosaic_options {

@@ -18,8 +18,9 @@ inline constexpr int blas_spin_log2_cycles = 16;
 /// OpenBLAS's worker threads spin on sched_yield for 2^28 cycles (~0.1 s)
 /// after each sgemm before they sleep, so between sgemm calls (attention on
 /// the pool's threads, image decode, HTTP) they take a core from the work
-/// that is running: on 2 cores, chat turns' TTFT was 1.3x what it is with a
-/// 2^16-cycle spin (bench/vllm_side_by_side.sh). OpenBLAS reads the
+/// that is running: on 2 cores, chat turns' TTFT was ~1.3x what it is with
+/// a short spin (back-to-back runs of bench/vllm_side_by_side.sh,
+/// docs/deploy.md "CPU threads"). OpenBLAS reads the
 /// timeout only when it loads, before main, so a program re-executes
 /// itself (/proc/self/exe, same pid and arguments) with
 /// OPENBLAS_THREAD_TIMEOUT=blas_spin_log2_cycles. Returns at once when the

@@ -150,6 +150,7 @@ status prepare(node_context& ctx, const wire::generate_request& req, pending_lin
   auto& job = *p.job;
   job.request_id = req.request_id;
   job.tenant = req.tenant;
+  job.cache_salt = req.cache_salt;
   job.deadline_unix_ns = req.deadline_unix_ns;
   job.sampling = req.sampling;
   job.stream = req.stream;
@@ -223,11 +224,11 @@ std::vector<bool> in_cached_prefix(node_context& ctx, const prefill_job& job) {
   auto p = split_prompt(job.ids, engine.tokenizer().image_token_id(), std::move(images));
   if (!p)
     return out;
-  const prompt_blocks blocks{*p, prefix_scope{job.tenant, ctx.model_fingerprint},
+  const prompt_blocks blocks{*p, prefix_scope{job.tenant, ctx.model_fingerprint, job.cache_salt},
                              engine.pool().block_size()};
   const int covered = cached_prefix_tokens(engine.pool(), blocks, prefix_tag(job.policy));
-  const auto ends = image_end_offsets(job.ids, engine.tokenizer().image_token_id(),
-                                      image_token_counts(job));
+  const auto ends =
+      image_end_offsets(job.ids, engine.tokenizer().image_token_id(), image_token_counts(job));
   for (size_t i = 0; i < ends.size() && i < out.size(); ++i)
     out[i] = ends[i] <= covered;
   return out;

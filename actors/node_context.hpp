@@ -16,8 +16,8 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
-#include <memory>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -123,6 +123,7 @@ struct job_image {
 struct prefill_job {
   uint64_t request_id = 0;
   std::string tenant;
+  std::string cache_salt; ///< the request's prefix-cache salt (prefix_scope::salt)
   int64_t deadline_unix_ns = 0;
   policy_spec policy;
   std::vector<int32_t> ids;      ///< prompt ids, one image_token_id per image
@@ -269,7 +270,7 @@ struct node_context {
   // -- handle tables ------------------------------------------------------------
   handle_table<const std::vector<float>> embeddings; // [n_tokens, hidden] each
   handle_table<const compiled_image> compiled;       ///< compiled images awaiting a store
-  compile_registry compiling;                         ///< images in store after use
+  compile_registry compiling;                        ///< images in store after use
   handle_table<loaded_entry> loads;                  ///< library hits of running requests
   handle_table<kv_sequence> sequences;               ///< prefilled KV awaiting decode
   handle_table<prefill_job> jobs;                    ///< keyed by request id

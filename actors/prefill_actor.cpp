@@ -52,7 +52,7 @@ struct pass_outcome {
   int32_t first_token = 0;
   int prompt_tokens = 0;
   prefill_stats stats;
-  int prefix_cached_tokens = 0; ///< adopted from the prefix cache
+  int prefix_cached_tokens = 0;                    ///< adopted from the prefix cache
   std::vector<wire::token_logprob> first_logprobs; ///< sampling.logprobs >= 0
   /// Requests with a compress stage: the plan the pass ran and what keeps
   /// its image embeddings alive (compress_job).
@@ -221,7 +221,7 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* 
         lock.lock();
       return {};
     };
-    const prefix_scope scope{job.tenant, ctx.model_fingerprint};
+    const prefix_scope scope{job.tenant, ctx.model_fingerprint, job.cache_salt};
     auto ran =
         engine.prefill_prompt(*p, job.policy, ctx.options.prefix_caching ? &scope : nullptr, opt);
     if (!ran) {

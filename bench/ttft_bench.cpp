@@ -83,7 +83,7 @@ result<timed> measure(bench_model& m, const prompt& p, const policy_spec& policy
 /// A cache namespace no run has used before.
 prefix_scope fresh_scope(int) {
   static int next = 0;
-  return {"bench-fresh-" + std::to_string(next++), {}};
+  return {"bench-fresh-" + std::to_string(next++), {}, ""};
 }
 
 /// Inter-token gaps of one stream decoding while `long_prompt` prefills
@@ -236,7 +236,7 @@ int run(const options& opt) {
     return fail(prefix.err());
   // Exact repeat: every run after the warm-up finds the whole prompt cached.
   auto repeat = measure(m, p, *parse_policy("prefix"), opt.runs,
-                        [](int) { return prefix_scope{"bench-repeat", {}}; });
+                        [](int) { return prefix_scope{"bench-repeat", {}, ""}; });
   if (!repeat)
     return fail(repeat.err());
 

@@ -195,7 +195,7 @@ int run_generate(const generate_options& o) {
     return fail(p.err());
 
   // The process's prefix cache: one scope (this model, no tenant).
-  const prefix_scope cache{"", eng.weights().fingerprint()};
+  const prefix_scope cache{"", eng.weights().fingerprint(), ""};
   auto gen = generate(eng, *p, *policy, sampling, o.max_tokens, {}, &cache);
   if (!gen)
     return fail(gen.err());

@@ -31,17 +31,30 @@ int fail(const error& e) {
   return 1;
 }
 
-sim::report_header header(const sim_options& o, const std::string& mode, const live_backend& b) {
-  return {mode, o.workload, o.seed, b.describe(), b.model(), o.objectives};
+sim::report_header header(const sim_options& o, const std::string& mode,
+                          const std::vector<std::unique_ptr<live_backend>>& backends) {
+  std::string target, model;
+  for (const auto& b : backends) {
+    target += (target.empty() ? "" : "; ") + b->describe();
+    if (model.find(b->model()) == std::string::npos)
+      model += (model.empty() ? "" : "; ") + b->model();
+  }
+  return {mode, o.workload, o.seed, target, model, o.objectives};
 }
 
 int run_live(sim_options o) {
   auto spec = o.load_spec();
   if (!spec)
     return fail(spec.err());
-  auto backend = make_live_backend(o);
-  if (!backend)
-    return fail(backend.err());
+  if (o.targets.size() > 1)
+    return fail(make_error(errc::invalid_argument,
+                           "sim run drives one --target; `mosaic sim compare` takes several"));
+  auto backends = make_live_backends(o);
+  if (!backends)
+    return fail(backends.err());
+  auto& backend = backends->front();
+  // A peer has no reuse policies: its runs carry its own name.
+  const auto label = backend->is_mosaic() ? o.policy : backend->server();
   std::vector<double> rates = o.rates.empty() ? std::vector<double>{o.rate} : o.rates;
   std::vector<sim::run_result> runs;
   for (double rate : rates) {
@@ -49,15 +62,15 @@ int run_live(sim_options o) {
     if (!w)
       return fail(w.err());
     // Each rate's workload may use more images.
-    if (auto st = (*backend)->prepare(*w); !st)
+    if (auto st = backend->prepare(*w); !st)
       return fail(st.err());
-    auto r = (*backend)->run(*w, o.policy, rate);
+    auto r = backend->run(*w, o.policy, label, rate);
     if (!r)
       return fail(r.err());
     sim::print_run(*r);
     runs.push_back(std::move(*r));
   }
-  if (auto st = sim::write_report(o.out, header(o, "live", **backend), runs); !st)
+  if (auto st = sim::write_report(o.out, header(o, "live", *backends), runs); !st)
     return fail(st.err());
   std::printf("report: %s/{summary.json,requests.csv,plot.svg}\n", o.out.c_str());
   return 0;
@@ -105,21 +118,42 @@ int run_compare(sim_options o) {
   if (w->requests.empty())
     return fail(make_error(errc::invalid_argument, "the workload has no request; raise --rate or "
                                                    "--duration"));
-  auto backend = make_live_backend(o);
-  if (!backend)
-    return fail(backend.err());
-  if (auto st = (*backend)->prepare(*w); !st)
-    return fail(st.err());
+  auto backends = make_live_backends(o);
+  if (!backends)
+    return fail(backends.err());
+  if (!o.des_profile.empty() && (backends->size() > 1 || !backends->front()->is_mosaic()))
+    return fail(make_error(errc::invalid_argument, "--des-profile validates the DES against one "
+                                                   "Mosaic cluster; drop it when comparing "
+                                                   "servers"));
+  for (auto& b : *backends)
+    if (auto st = b->prepare(*w); !st)
+      return fail(st.err());
+  const auto plan = plan_runs(*backends, *policies);
+  // Ratios are to `prefix` (a real prefix cache) among Mosaic's runs, or
+  // to the first peer when one is driven: the server Mosaic is measured
+  // against.
+  std::string baseline = o.baseline;
+  for (const auto& r : plan)
+    if (baseline.empty() && !r.backend->is_mosaic())
+      baseline = r.label;
+  if (baseline.empty())
+    baseline = "prefix";
+  bool known = false;
+  for (const auto& r : plan)
+    known = known || r.label == baseline;
+  if (!known)
+    return fail(make_error(errc::invalid_argument, "--baseline '", baseline,
+                           "' is none of the runs' labels"));
   std::vector<sim::run_result> runs;
-  for (const auto& p : *policies) {
-    auto r = (*backend)->run(*w, p, o.rate);
+  for (const auto& p : plan) {
+    auto r = p.backend->run(*w, p.policy, p.label, o.rate);
     if (!r)
       return fail(r.err());
     runs.push_back(std::move(*r));
   }
-  const auto table = sim::compare_runs(runs, "prefix", "full");
-  std::fputs(sim::format_compare_table(table).c_str(), stdout);
-  nlohmann::json extra = {{"compare", sim::compare_json(table)}};
+  const auto table = sim::compare_runs(runs, baseline, "full");
+  std::fputs(sim::format_compare_table(table, baseline).c_str(), stdout);
+  nlohmann::json extra = {{"compare", sim::compare_json(table)}, {"compare_baseline", baseline}};
   std::vector<sim::run_result> des_runs;
   if (!o.des_profile.empty()) {
     auto v = validate_against_des(o, *w, runs, des_runs);
@@ -127,7 +161,7 @@ int run_compare(sim_options o) {
       return fail(v.err());
     extra["des_validation"] = std::move(*v);
   }
-  if (auto st = sim::write_report(o.out, header(o, "compare", **backend), runs, &extra); !st)
+  if (auto st = sim::write_report(o.out, header(o, "compare", *backends), runs, &extra); !st)
     return fail(st.err());
   if (des_runs.empty()) {
     std::printf("report: %s/{summary.json,requests.csv,plot.svg}\n", o.out.c_str());
@@ -136,8 +170,7 @@ int run_compare(sim_options o) {
   const auto csv = std::filesystem::path{o.out} / "des_requests.csv";
   if (auto st = sim::write_text(csv, sim::requests_csv(des_runs)); !st)
     return fail(st.err());
-  std::printf("report: %s/{summary.json,requests.csv,des_requests.csv,plot.svg}\n",
-              o.out.c_str());
+  std::printf("report: %s/{summary.json,requests.csv,des_requests.csv,plot.svg}\n", o.out.c_str());
   return 0;
 }
 
@@ -179,13 +212,16 @@ void add_sim_command(CLI::App& app, int* exit_code) {
 
   auto cmp_o = std::make_shared<sim_options>();
   auto* cmp = sim->add_subcommand(
-      "compare", "Same workload and seed against several policies; one table of TTFT and "
-                 "throughput ratios to prefix and output agreement with full");
+      "compare", "Same workload and seed against several policies and servers; one table of "
+                 "TTFT and throughput ratios to a baseline and output agreement with full");
   add_workload_options(*cmp, *cmp_o);
   add_live_options(*cmp, *cmp_o);
   cmp->add_option("--policies", cmp_o->policies,
                   "comma-separated policies (full is added as the agreement reference)")
       ->capture_default_str();
+  cmp->add_option("--baseline", cmp_o->baseline,
+                  "the run TTFT and throughput are given as ratios to (default: the first "
+                  "peer --target, else prefix)");
   cmp->add_option("--replay", cmp_o->replay,
                   "with --des-profile: validate the DES against this recorded requests.csv of "
                   "an earlier compare (same workload options) instead of running live");

@@ -8,7 +8,7 @@
 
 namespace mosaic::cli {
 
-result<target_kind> sim_options::target_scheme() const {
+result<target_kind> sim_options::target_scheme(const std::string& target) {
   if (target.empty())
     return target_kind::in_process;
   const auto sep = target.find("://");
@@ -21,9 +21,9 @@ result<target_kind> sim_options::target_scheme() const {
     return make_error(errc::invalid_argument, "--target ", target,
                       ": https is not supported; give the front door's plain http://HOST:PORT");
   return make_error(errc::invalid_argument, "--target '", target,
-                    "': unknown scheme; use http://HOST:PORT (a `mosaic serve` front door) or "
-                    "zmq://HOST:PORT (its ZeroMQ API), or omit --target for the in-process "
-                    "cluster");
+                    "': unknown scheme; use http://HOST:PORT (a `mosaic serve` front door or "
+                    "any OpenAI-compatible server) or zmq://HOST:PORT (Mosaic's ZeroMQ API), "
+                    "or omit --target for the in-process cluster");
 }
 
 result<sim::workload_spec> sim_options::load_spec() const {
@@ -122,10 +122,22 @@ void add_live_options(CLI::App& cmd, sim_options& o) {
                  "(default: OUT/library)");
   cmd.add_flag("--inline-images", o.inline_images,
                "send images as PNG bytes instead of library references (no library)");
-  cmd.add_option("--target", o.target,
-                 "drive a running cluster instead of an in-process one: http://HOST:PORT "
-                 "(`mosaic serve`'s HTTP front door) or zmq://HOST:PORT (its ZeroMQ API)");
-  cmd.add_option("--api-key", o.api_key, "API key of the --target front door (if it has keys)");
+  cmd.add_option("--target", o.targets,
+                 "drive a running server instead of an in-process cluster: http://HOST:PORT "
+                 "(`mosaic serve`'s HTTP front door, or any OpenAI-compatible server such as "
+                 "vLLM or SGLang) or zmq://HOST:PORT (Mosaic's ZeroMQ API); `compare` takes "
+                 "several")
+      ->allow_extra_args(false);
+  cmd.add_option("--api-key", o.api_key, "API key of the --target servers (if they have keys)");
+  cmd.add_option("--images", o.images,
+                 "how http targets get images: upload (Mosaic's library references), data-url "
+                 "(the PNG in every request, as a peer needs), auto (data-url when any target "
+                 "is not Mosaic)")
+      ->check(CLI::IsMember({"auto", "upload", "data-url"}))
+      ->capture_default_str();
+  cmd.add_flag("--no-cache-salt", o.no_cache_salt,
+               "send no cache_salt (by default each run on an http target has its own, so it "
+               "starts from a cold prefix cache)");
   cmd.add_option("--connect-timeout", o.connect_timeout_s,
                  "seconds to wait for the --target to answer")
       ->capture_default_str()

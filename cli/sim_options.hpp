@@ -39,8 +39,13 @@ struct sim_options {
   double pool_mb = 1024.0;       ///< the live node's KV pool (MiB)
   std::string library;           ///< dynamic library directory (prebuilt or filled here)
   bool inline_images = false;
-  std::string target;  ///< remote cluster: http://HOST:PORT or zmq://HOST:PORT (empty: in-process)
-  std::string api_key; ///< Bearer key for a remote front door with keys
+  /// Servers to drive: http://HOST:PORT (a Mosaic front door or any
+  /// OpenAI-compatible server) or zmq://HOST:PORT; none: in-process.
+  std::vector<std::string> targets;
+  std::string api_key;         ///< Bearer key for remote servers with keys
+  std::string images = "auto"; ///< http targets: upload | data-url | auto
+  bool no_cache_salt = false;  ///< http targets: send no cache_salt
+  std::string baseline;        ///< compare: the label ratios are to (empty: the default)
   double connect_timeout_s = 3.0;
   bool no_progress = false; ///< no progress bar
   std::string des_profile;  ///< compare: also replay in the DES with this profile
@@ -54,10 +59,10 @@ struct sim_options {
   sim::slo objectives;
   std::string out = "sim-out";
 
-  /// The kind of target --target names: empty → in-process; http:// →
-  /// a front door over HTTP; zmq:// → the ZeroMQ API. Any other scheme
+  /// The kind of target `target` names: empty → in-process; http:// →
+  /// a server over HTTP; zmq:// → Mosaic's ZeroMQ API. Any other scheme
   /// is invalid_argument, listing the known ones.
-  result<target_kind> target_scheme() const;
+  static result<target_kind> target_scheme(const std::string& target);
   /// The workload spec named by `workload`.
   result<sim::workload_spec> load_spec() const;
   /// The arrival process: the spec's, with the command line's overrides.

@@ -11,6 +11,8 @@ prompt_blocks::prompt_blocks(const prompt& p, const prefix_scope& scope, int blo
   h.update_u64(scope.tenant.size());
   h.update(scope.tenant);
   h.update(std::span<const uint8_t>{scope.model});
+  h.update_u64(scope.salt.size());
+  h.update(scope.salt);
   root_ = h.finish();
   for (const auto& img : p.images)
     keys_.push_back(img.key);

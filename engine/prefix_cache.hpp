@@ -4,7 +4,7 @@
 // as vLLM's and SGLang's: a prompt's full blocks are keyed by a SHA-256
 // chained over
 //
-//   root   = H("mosaic-prefix-v1", tenant, model fingerprint)
+//   root   = H("mosaic-prefix-v1", tenant, model fingerprint, salt)
 //   h_i    = H(h_{i-1}, tag_i, the block's tokens)
 //
 // where a text token is its id and an image token its image key and its
@@ -39,10 +39,14 @@
 
 namespace mosaic {
 
-/// Whose prefix cache a request uses: one tenant of one model.
+/// Whose prefix cache a request uses: one tenant of one model, and within
+/// it the requests that give the same salt (vLLM's `cache_salt`; empty for
+/// none), so that a client can keep its prompts from being probed through
+/// cache timing or start a benchmark run from a cold cache.
 struct prefix_scope {
   std::string tenant;
   digest model{};
+  std::string salt;
 };
 
 /// A prompt's tokens as prefix-cache keys, block by block.

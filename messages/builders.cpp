@@ -28,7 +28,8 @@ add_logprobs(FlatBufferBuilder& fbb, const std::vector<wire::token_logprob>& lps
   std::vector<Offset<msg::TokenLogprob>> items;
   items.reserve(lps.size());
   for (const auto& lp : lps)
-    items.push_back(msg::CreateTokenLogprob(fbb, lp.token_id, lp.logprob, fbb.CreateString(lp.text)));
+    items.push_back(
+        msg::CreateTokenLogprob(fbb, lp.token_id, lp.logprob, fbb.CreateString(lp.text)));
   return fbb.CreateVector(items);
 }
 
@@ -68,7 +69,6 @@ Offset<msg::SamplingParams> add_sampling(FlatBufferBuilder& fbb, const wire::sam
                                    s.frequency_penalty, stop_ids, s.ignore_eos, s.min_tokens,
                                    s.include_stop_str_in_output, s.logprobs, s.return_token_ids);
 }
-
 
 Offset<msg::ImageSegment> add_image_segment(FlatBufferBuilder& fbb,
                                             const wire::image_source& image) {
@@ -118,10 +118,11 @@ generate_request_msg make_generate_request_msg(const wire::generate_request& req
   auto sampling = add_sampling(fbb, req.sampling);
   auto policy = opt_string(fbb, req.reuse_policy);
   auto compression = opt_string(fbb, req.kv_compression);
+  auto salt = opt_string(fbb, req.cache_salt);
   return generate_request_msg::finish(
-      fbb,
-      msg::CreateGenerateRequest(fbb, req.request_id, tenant, req.deadline_unix_ns, model, segs,
-                                 sampling, req.stream, policy, req.admission_wait_us, compression));
+      fbb, msg::CreateGenerateRequest(fbb, req.request_id, tenant, req.deadline_unix_ns, model,
+                                      segs, sampling, req.stream, policy, req.admission_wait_us,
+                                      compression, salt));
 }
 
 encode_request_msg make_encode_request_msg(const wire::encode_request& req) {
@@ -150,9 +151,9 @@ token_event_msg make_token_event_msg(const wire::token_event& ev) {
   auto logprobs = add_logprobs(fbb, ev.logprobs);
   auto prompt_ids = ev.prompt_token_ids.empty() ? 0 : fbb.CreateVector(ev.prompt_token_ids);
   return token_event_msg::finish(
-      fbb, msg::CreateTokenEvent(fbb, ev.request_id, ev.index, ev.token_id, text, ev.finish,
-                                 &ev.usage, err, ev.queue_us,
-                                 ev.compression ? &*ev.compression : nullptr, logprobs, prompt_ids));
+      fbb, msg::CreateTokenEvent(
+               fbb, ev.request_id, ev.index, ev.token_id, text, ev.finish, &ev.usage, err,
+               ev.queue_us, ev.compression ? &*ev.compression : nullptr, logprobs, prompt_ids));
 }
 
 cancel_msg make_cancel_msg(uint64_t request_id, std::string_view reason) {

@@ -110,6 +110,7 @@ struct generate_request {
   std::string reuse_policy{};     ///< empty: node default
   uint64_t admission_wait_us = 0; ///< set by the router on admission
   std::string kv_compression{};   ///< empty: node default
+  std::string cache_salt{};       ///< prefix-cache salt (vLLM's cache_salt); empty: none
   bool operator==(const generate_request&) const = default;
 };
 
@@ -143,7 +144,7 @@ struct token_event {
   error err{};           ///< set with finish == error
   uint64_t queue_us = 0; ///< last event: time waited before work started
   std::optional<msg::CompressionUsage> compression{}; ///< last event of a compressed request
-  std::vector<token_logprob> logprobs{};  ///< this token's, then the top N (sampling.logprobs)
+  std::vector<token_logprob> logprobs{};   ///< this token's, then the top N (sampling.logprobs)
   std::vector<int32_t> prompt_token_ids{}; ///< first event, with sampling.return_token_ids
 };
 

@@ -16,7 +16,6 @@ error err_of(const msg::Error* e) {
   return e == nullptr ? error{} : to_error(*e);
 }
 
-
 } // namespace
 
 wire::tensor_handle read_tensor_handle(const msg::TensorHandle* h) {
@@ -117,6 +116,7 @@ result<wire::generate_request> read_generate_request(const generate_request_msg&
   out.reuse_policy = str(r->reuse_policy());
   out.admission_wait_us = r->admission_wait_us();
   out.kv_compression = str(r->kv_compression());
+  out.cache_salt = str(r->cache_salt());
   return out;
 }
 

@@ -167,6 +167,13 @@ std::optional<api_error> read_common(const json& body, const request_limits& lim
     if (auto e = read_bool(*it, "include_usage", include_usage))
       return e;
   }
+  if (auto it = body.find("cache_salt"); it != body.end() && !it->is_null()) {
+    if (!it->is_string() || it->get_ref<const std::string&>().empty() ||
+        it->get_ref<const std::string&>().size() > max_cache_salt_bytes)
+      return invalid_request("cache_salt", "'cache_salt' must be a non-empty string of at most " +
+                                               std::to_string(max_cache_salt_bytes) + " bytes");
+    mosaic.cache_salt = it->get<std::string>();
+  }
   if (auto it = body.find("mosaic"); it != body.end() && !it->is_null()) {
     if (!it->is_object())
       return invalid_request("mosaic",
@@ -222,6 +229,7 @@ constexpr std::string_view common_fields[] = {"model",
                                               "skip_special_tokens",
                                               "chat_template_kwargs",
                                               "add_special_tokens",
+                                              "cache_salt",
                                               "mosaic"};
 
 /// Rejects fields that neither endpoint knows, like OpenAI's API does;

@@ -83,11 +83,18 @@ struct sampling_params {
 };
 
 /// Mosaic's per-request extension object
-/// `"mosaic": {"policy": "mpic:32", "compression": "snapkv:img=0.25"}`.
+/// `"mosaic": {"policy": "mpic:32", "compression": "snapkv:img=0.25"}`, and
+/// the request's other serving options beyond sampling.
 struct mosaic_options {
   std::optional<std::string> policy;      ///< validated by engine/policy_spec
   std::optional<std::string> compression; ///< KV compression; validated by engine/compression_spec
+  /// vLLM's top-level `cache_salt`: only requests of the tenant with the
+  /// same salt share prefix-cache blocks; "" = none.
+  std::string cache_salt;
 };
+
+/// The longest `cache_salt` accepted (vLLM suggests 43 characters).
+inline constexpr size_t max_cache_salt_bytes = 1024;
 
 struct chat_request {
   std::string model;

@@ -76,6 +76,7 @@ parse_result<wire::generate_request> to_generate_request(const chat_request& req
   out.stream = req.stream;
   out.reuse_policy = req.mosaic.policy.value_or("");
   out.kv_compression = req.mosaic.compression.value_or("");
+  out.cache_salt = req.mosaic.cache_salt;
   if (auto e = check_context(req.sampling.max_tokens, req.image_count(), info))
     return {std::nullopt, *e};
   // The last user turn is the one the cluster's template wraps; earlier
@@ -130,6 +131,7 @@ parse_result<wire::generate_request> to_generate_request(const completion_reques
   out.stream = req.stream;
   out.reuse_policy = req.mosaic.policy.value_or("");
   out.kv_compression = req.mosaic.compression.value_or("");
+  out.cache_salt = req.mosaic.cache_salt;
   if (auto e = check_context(req.sampling.max_tokens, 0, info))
     return {std::nullopt, *e};
   append_text(out, req.prompt);

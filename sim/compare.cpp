@@ -49,11 +49,14 @@ std::vector<compare_row> compare_runs(const std::vector<run_result>& runs,
     compare_row row;
     row.policy = r.summary.label;
     row.ttft_mean_s = r.summary.ttft.mean;
+    row.ttft_p90_s = r.summary.ttft.p90;
     row.output_throughput = r.summary.output_token_throughput;
     row.completed = r.summary.completed;
     row.failed = r.summary.failed;
     if (base != nullptr && base->summary.ttft.mean > 0)
       row.ttft_ratio = r.summary.ttft.mean / base->summary.ttft.mean;
+    if (base != nullptr && base->summary.ttft.p90 > 0)
+      row.ttft_p90_ratio = r.summary.ttft.p90 / base->summary.ttft.p90;
     if (base != nullptr && base->summary.output_token_throughput > 0)
       row.throughput_ratio =
           r.summary.output_token_throughput / base->summary.output_token_throughput;
@@ -83,11 +86,12 @@ std::vector<compare_row> compare_runs(const std::vector<run_result>& runs,
   return rows;
 }
 
-std::string format_compare_table(const std::vector<compare_row>& rows) {
-  std::string out;
-  char line[256];
-  std::snprintf(line, sizeof line, "%-16s %6s %6s %11s %10s %11s %10s %12s %12s\n", "policy",
-                "done", "failed", "TTFT mean s", "TTFT/pref", "out tok/s", "tput/pref",
+std::string format_compare_table(const std::vector<compare_row>& rows,
+                                 const std::string& baseline) {
+  std::string out = "ratios (x) are to " + baseline + "\n";
+  char line[320];
+  std::snprintf(line, sizeof line, "%-22s %5s %6s %11s %7s %10s %7s %10s %7s %12s %12s\n", "run",
+                "done", "failed", "TTFT mean s", "x", "TTFT p90 s", "x", "out tok/s", "x",
                 "=full exact", "=full tokens");
   out += line;
   for (const auto& r : rows) {
@@ -107,11 +111,12 @@ std::string format_compare_table(const std::vector<compare_row>& rows) {
         std::snprintf(b, sizeof b, "-");
       return std::string{b};
     };
-    std::snprintf(line, sizeof line, "%-16s %6lld %6lld %11.3f %10s %11.2f %10s %12s %12s\n",
+    std::snprintf(line, sizeof line,
+                  "%-22s %5lld %6lld %11.3f %7s %10.3f %7s %10.2f %7s %12s %12s\n",
                   r.policy.c_str(), (long long)r.completed, (long long)r.failed, r.ttft_mean_s,
-                  ratio(r.ttft_ratio).c_str(), r.output_throughput,
-                  ratio(r.throughput_ratio).c_str(), pct(r.agreement_exact).c_str(),
-                  pct(r.agreement_tokens).c_str());
+                  ratio(r.ttft_ratio).c_str(), r.ttft_p90_s, ratio(r.ttft_p90_ratio).c_str(),
+                  r.output_throughput, ratio(r.throughput_ratio).c_str(),
+                  pct(r.agreement_exact).c_str(), pct(r.agreement_tokens).c_str());
     out += line;
   }
   return out;
@@ -124,9 +129,11 @@ nlohmann::json compare_json(const std::vector<compare_row>& rows) {
                  {"completed_requests", r.completed},
                  {"failed_requests", r.failed},
                  {"ttft_mean_s", r.ttft_mean_s},
-                 {"ttft_ratio_to_prefix", r.ttft_ratio},
+                 {"ttft_ratio_to_baseline", r.ttft_ratio},
+                 {"ttft_p90_s", r.ttft_p90_s},
+                 {"ttft_p90_ratio_to_baseline", r.ttft_p90_ratio},
                  {"output_token_throughput_tok_per_s", r.output_throughput},
-                 {"throughput_ratio_to_prefix", r.throughput_ratio},
+                 {"throughput_ratio_to_baseline", r.throughput_ratio},
                  {"agreement_with_full_exact_frac", r.agreement_exact},
                  {"agreement_with_full_tokens_frac", r.agreement_tokens}});
   return a;

@@ -1,9 +1,10 @@
 #pragma once
 
-// Compare mode's table: the same workload against several policies, each
-// run's mean TTFT and output throughput as ratios to a baseline policy
-// (prefix), and how often its output matches a reference policy (full)
-// token for token (greedy decoding, same requests).
+// Compare mode's table: the same workload against several policies (and
+// servers), each run's mean and p90 TTFT and output throughput as ratios
+// to a baseline run (prefix, or a peer server such as vLLM), and how often
+// its output matches a reference policy (full) token for token (greedy
+// decoding, same requests).
 
 #include <string>
 #include <vector>
@@ -20,9 +21,11 @@ namespace mosaic::sim {
 result<std::vector<std::string>> parse_policy_list(const std::string& list);
 
 struct compare_row {
-  std::string policy;
+  std::string policy; ///< the run's label
   double ttft_mean_s = 0.0;
   double ttft_ratio = 0.0; ///< to the baseline; 0 when there is none
+  double ttft_p90_s = 0.0;
+  double ttft_p90_ratio = 0.0;
   double output_throughput = 0.0;
   double throughput_ratio = 0.0;
   int64_t completed = 0;
@@ -37,8 +40,8 @@ struct compare_row {
 
 std::vector<compare_row> compare_runs(const std::vector<run_result>& runs,
                                       const std::string& baseline, const std::string& reference);
-/// A fixed-width table, one line per policy.
-std::string format_compare_table(const std::vector<compare_row>& rows);
+/// A fixed-width table, one line per run; ratio columns name `baseline`.
+std::string format_compare_table(const std::vector<compare_row>& rows, const std::string& baseline);
 nlohmann::json compare_json(const std::vector<compare_row>& rows);
 /// One run's main metrics, a few lines on stdout.
 void print_run(const run_result& run);

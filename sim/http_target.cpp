@@ -39,22 +39,32 @@ std::string error_message(int status, const std::string& body) {
 }
 
 error transport_error(const front_door_session& s, httplib::Error e, std::string_view what) {
-  return make_error(errc::unavailable, what, " at ", s.endpoint.url(),
-                    " failed: ", httplib::to_string(e),
-                    e == httplib::Error::Connection
-                        ? " (is `mosaic serve` running there? check the host and port)"
-                        : "");
+  return make_error(
+      errc::unavailable, what, " at ", s.endpoint.url(), " failed: ", httplib::to_string(e),
+      e == httplib::Error::Connection ? " (is the server running there? check the host and port)"
+                                      : "");
 }
 
+/// The URL a request names image `idx` by; "" when it is not available.
+std::string image_url(const front_door_session& s, int idx) {
+  const auto i = size_t(idx);
+  if (s.data_urls)
+    return i < s.image_urls.size() ? s.image_urls[i] : std::string{};
+  return i < s.image_ids.size() && !s.image_ids[i].empty() ? "mosaic://library/" + s.image_ids[i]
+                                                           : std::string{};
+}
+
+/// The request body; null when an image of `req` is not available.
 json chat_body(const front_door_session& s, const sim_request& req, const std::string& policy,
-               int max_tokens, uint64_t seed) {
+               int max_tokens, uint64_t seed, const std::string& cache_salt) {
   json content = json::array();
   for (const auto& p : req.pieces) {
-    if (p.is_image)
-      content.push_back(
-          {{"type", "image_url"},
-           {"image_url", {{"url", "mosaic://library/" + s.image_ids[size_t(p.image)]}}}});
-    else if (!p.text.empty())
+    if (p.is_image) {
+      auto url = image_url(s, p.image);
+      if (url.empty())
+        return nullptr;
+      content.push_back({{"type", "image_url"}, {"image_url", {{"url", std::move(url)}}}});
+    } else if (!p.text.empty())
       content.push_back({{"type", "text"}, {"text", p.text}});
   }
   json body = {{"model", s.model},
@@ -64,8 +74,14 @@ json chat_body(const front_door_session& s, const sim_request& req, const std::s
                {"max_tokens", max_tokens},
                {"temperature", 0},
                {"seed", seed}};
-  if (!policy.empty())
+  if (!policy.empty() && s.is_mosaic())
     body["mosaic"] = {{"policy", policy}};
+  if (!cache_salt.empty())
+    body["cache_salt"] = cache_salt;
+  // vLLM renders a chat template without BOS unless asked; Mosaic always
+  // starts the prompt with BOS: this makes their prompt ids the same.
+  if (s.server == "vllm")
+    body["add_special_tokens"] = true;
   return body;
 }
 
@@ -111,22 +127,59 @@ result<front_door_session> connect_front_door(const http_endpoint& endpoint, std
                       error_message(res->status, res->body));
   auto j = json::parse(res->body, nullptr, false);
   if (!j.is_object() || !j.contains("data") || !j["data"].is_array() || j["data"].empty() ||
-      !j["data"][0].contains("id") || !j["data"][0]["id"].is_string())
+      !j["data"][0].is_object() || !j["data"][0].contains("id") || !j["data"][0]["id"].is_string())
     return make_error(errc::unavailable, endpoint.url(),
-                      " answered GET /v1/models without a model; is it a Mosaic front door?");
-  s.model = j["data"][0]["id"].get<std::string>();
+                      " answered GET /v1/models without a model; is it an OpenAI-compatible "
+                      "server?");
+  const auto& m = j["data"][0];
+  s.model = m["id"].get<std::string>();
+  s.server = m.contains("owned_by") && m["owned_by"].is_string() &&
+                     !m["owned_by"].get<std::string>().empty()
+                 ? m["owned_by"].get<std::string>().substr(0, 64)
+                 : "openai-compatible";
   return s;
 }
 
+std::string base64(std::span<const uint8_t> bytes) {
+  static constexpr char alphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 3 <= bytes.size(); i += 3) {
+    const uint32_t v = uint32_t(bytes[i]) << 16 | uint32_t(bytes[i + 1]) << 8 | bytes[i + 2];
+    for (int shift : {18, 12, 6, 0})
+      out += alphabet[(v >> shift) & 63];
+  }
+  if (const size_t rest = bytes.size() - i; rest > 0) {
+    const uint32_t v = uint32_t(bytes[i]) << 16 | (rest == 2 ? uint32_t(bytes[i + 1]) << 8 : 0u);
+    out += alphabet[(v >> 18) & 63];
+    out += alphabet[(v >> 12) & 63];
+    out += rest == 2 ? alphabet[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
 result<int> upload_images(front_door_session& s, const workload& w) {
+  if (!s.is_mosaic() && !s.data_urls)
+    return make_error(errc::invalid_argument, s.endpoint.url(), " is served by ", s.server,
+                      ", not Mosaic: it takes images as data URLs only");
   s.image_ids.resize(size_t(w.spec.image_pool));
   s.image_tokens.resize(size_t(w.spec.image_pool));
+  s.image_urls.resize(size_t(w.spec.image_pool));
   auto cli = make_client(s, std::chrono::seconds{120});
   int uploaded = 0;
   for (int idx : w.used_images()) {
-    if (!s.image_ids[size_t(idx)].empty())
+    const bool have_url = !s.data_urls || !s.image_urls[size_t(idx)].empty();
+    const bool have_id = !s.is_mosaic() || !s.image_ids[size_t(idx)].empty();
+    if (have_url && have_id)
       continue;
     const auto png = procedural_png(w.seed, idx, w.spec.image_size);
+    if (!have_url)
+      s.image_urls[size_t(idx)] = "data:image/png;base64," + base64(png);
+    if (have_id)
+      continue;
     auto res = cli->Post("/v1/mosaic/images", auth_headers(s),
                          reinterpret_cast<const char*>(png.data()), png.size(), "image/png");
     if (!res)
@@ -146,16 +199,16 @@ result<int> upload_images(front_door_session& s, const workload& w) {
   return uploaded;
 }
 
-status warm_images(const front_door_session& s, const workload& w) {
+status warm_images(const front_door_session& s, const workload& w, const std::string& cache_salt) {
   auto cli = make_client(s, std::chrono::seconds{120});
   for (int idx : w.used_images()) {
-    if (s.image_ids.size() <= size_t(idx) || s.image_ids[size_t(idx)].empty())
-      return make_error(errc::invalid_argument, "image ", std::to_string(idx),
-                        " was not uploaded; call upload_images first");
     sim_request r;
     r.pieces.push_back({true, {}, idx});
     r.pieces.push_back({false, "Describe the image.", -1});
-    auto body = chat_body(s, r, "full_reuse", 1, 0);
+    auto body = chat_body(s, r, "full_reuse", 1, 0, cache_salt);
+    if (body.is_null())
+      return make_error(errc::invalid_argument, "image ", std::to_string(idx),
+                        " was not uploaded; call upload_images first");
     body["stream"] = false;
     body.erase("stream_options");
     auto res = cli->Post("/v1/chat/completions", auth_headers(s), body.dump(), "application/json");
@@ -240,12 +293,10 @@ void http_target::submit(const sim_request& req, on_token token, on_done done) {
     if (p.is_image && size_t(p.image) < session_->image_tokens.size())
       image_tokens += session_->image_tokens[size_t(p.image)];
   std::string body;
-  bool uploaded = true;
-  for (const auto& p : req.pieces)
-    uploaded = uploaded && (!p.is_image || (size_t(p.image) < session_->image_ids.size() &&
-                                            !session_->image_ids[size_t(p.image)].empty()));
-  if (uploaded)
-    body = chat_body(*session_, req, options_.policy, req.max_tokens, options_.seed).dump();
+  if (auto j = chat_body(*session_, req, options_.policy, req.max_tokens, options_.seed,
+                         options_.cache_salt);
+      !j.is_null())
+    body = j.dump();
   std::lock_guard lock{mutex_};
   flights_.push_back(f);
   threads_.emplace_back([this, f, body = std::move(body), image_tokens, token = std::move(token),
@@ -369,7 +420,7 @@ void http_target::drain(std::chrono::milliseconds timeout) {
 }
 
 std::string http_target::describe() const {
-  return "front door " + session_->endpoint.url() + " (" + session_->model + ")";
+  return session_->server + " at " + session_->endpoint.url() + " (" + session_->model + ")";
 }
 
 } // namespace mosaic::sim

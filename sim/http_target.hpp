@@ -1,18 +1,24 @@
 #pragma once
 
-// The remote target: a running `mosaic serve` front door driven over its
-// OpenAI-compatible HTTP API (docs/server.md), open loop. Each request is
+// The remote target: an OpenAI-compatible HTTP server driven open loop,
+// either a running `mosaic serve` front door (docs/server.md) or a peer
+// (vLLM, SGLang, any server of the chat completions API). Each request is
 // POST /v1/chat/completions with "stream": true on its own connection (so
-// a slow request never holds back the next one), its reuse policy in the
-// `"mosaic": {"policy": ...}` object, greedy decoding; every SSE chunk's
-// arrival time is recorded as a token time.
+// a slow request never holds back the next one), greedy decoding; every
+// SSE chunk's arrival time is recorded as a token time. Only a Mosaic
+// front door gets the reuse policy (`"mosaic": {"policy": ...}`): a peer
+// is sent nothing it does not know. Every run may carry its own
+// `cache_salt` (vLLM's field, which Mosaic shares), so that it starts
+// from a cold prefix cache whatever ran before it on the server.
 //
-// Images are uploaded once before any run (POST /v1/mosaic/images, into
-// the sim tenant's static library) and referenced as
-// mosaic://library/<id>, then `warm_images` touches each of them with a
-// one-token request before every policy's run: every policy starts with
-// the images compiled, in the library and in the same RAM-tier order
-// (docs/sim.md, "Remote targets").
+// A Mosaic front door is told apart by `owned_by: "mosaic"` in its
+// GET /v1/models answer. Its images are uploaded once before any run
+// (POST /v1/mosaic/images, into the sim tenant's static library), so that
+// every policy starts with them compiled. Requests then refer to them as
+// mosaic://library/<id> or, with data URLs, send the same PNG bytes as to
+// a peer (the server finds the compiled entry by content). Before every
+// run `warm_images` sends each image once in a one-token request (with
+// the run's salt), the same requests to every server.
 //
 // The SSE stream carries text, not token ids: a token's id in
 // `request_outcome::tokens` is a 31-bit FNV-1a hash of its text piece,
@@ -23,6 +29,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -43,14 +50,21 @@ struct http_endpoint {
 /// Parses an http:// URL (no path, no https). invalid_argument otherwise.
 result<http_endpoint> parse_http_url(std::string_view url);
 
-/// One front door and what every run against it shares.
+/// One server and what every run against it shares.
 struct front_door_session {
   http_endpoint endpoint;
-  std::string api_key;                ///< "" = no Authorization header
-  std::string model;                  ///< as /v1/models lists it
-  std::vector<std::string> image_ids; ///< [pool] library id; "" = not uploaded
-  std::vector<int> image_tokens;      ///< [pool] prompt tokens of the image
+  std::string api_key; ///< "" = no Authorization header
+  std::string model;   ///< as /v1/models lists it
+  /// Who serves it: /v1/models' `owned_by` ("mosaic", "vllm", "sglang",
+  /// ...; "openai-compatible" when it says nothing).
+  std::string server;
+  /// Images go as data URLs (image_urls) rather than library references.
+  bool data_urls = false;
+  std::vector<std::string> image_ids;  ///< [pool] library id; "" = not uploaded
+  std::vector<int> image_tokens;       ///< [pool] prompt tokens of the image (Mosaic)
+  std::vector<std::string> image_urls; ///< [pool] data:image/png;base64,... ("" = not made)
   std::chrono::seconds connect_timeout{3};
+  bool is_mosaic() const { return server == "mosaic"; }
 };
 
 /// Connects: GET /v1/models must answer 200 with a model. `unavailable`
@@ -59,19 +73,25 @@ struct front_door_session {
 result<front_door_session> connect_front_door(const http_endpoint& endpoint, std::string api_key,
                                               std::chrono::seconds connect_timeout);
 
-/// Uploads every image `w` uses (POST /v1/mosaic/images, PNG bytes) and
-/// records its library id. Returns how many were uploaded.
+/// Makes every image `w` uses available to requests: on a Mosaic front
+/// door uploads it (POST /v1/mosaic/images, PNG bytes) and records its
+/// library id; with `data_urls`, also writes its data URL. A peer cannot
+/// be given images in advance: `data_urls` is required there. Returns how
+/// many images were uploaded.
 result<int> upload_images(front_door_session& s, const workload& w);
 
-/// One `max_tokens: 1` request per uploaded image, one after another,
-/// with policy full_reuse (no recompute): loads every entry so the RAM
-/// tier holds the workload's images in pool order before a run.
-status warm_images(const front_door_session& s, const workload& w);
+/// One `max_tokens: 1` request per image of `w`, one after another, each
+/// the image and "Describe the image.", with `cache_salt` when not empty.
+/// On Mosaic with policy full_reuse (no recompute): loads every entry so
+/// the RAM tier holds the workload's images in pool order before a run.
+/// Every server gets the same requests, so each has seen every image once.
+status warm_images(const front_door_session& s, const workload& w, const std::string& cache_salt);
 
 struct http_target_options {
-  std::string policy; ///< reuse policy of every request ("" = the server's default)
+  std::string policy; ///< reuse policy of every request ("" = the server's default; Mosaic only)
   uint64_t seed = 0;  ///< sampling seed (greedy decoding; only used with temperature > 0)
   std::chrono::seconds request_timeout{300}; ///< per request, first byte to last
+  std::string cache_salt{};                  ///< every request's `cache_salt` ("" = none sent)
 };
 
 class http_target final : public target {
@@ -95,6 +115,9 @@ private:
 
 /// The 31-bit FNV-1a hash standing for a token's id (see above).
 int32_t token_piece_id(std::string_view piece);
+
+/// Standard base64 (RFC 4648, with padding) of `bytes`.
+std::string base64(std::span<const uint8_t> bytes);
 
 /// Splits `buffer`'s complete server-sent events off its front and returns
 /// their `data:` payloads in order (the rest stays for the next read).

@@ -34,7 +34,7 @@ for p in full prefix mpic:4; do
   # policy, done > 0, failed 0, a TTFT
   grep -Eq "^$p +[1-9][0-9]* +0 +[0-9]+\.[0-9]+" "$work/cmp.log" || fail "no row for $p"
 done
-grep -q '"target": "front door http://127.0.0.1:' "$work/cmp/summary.json" ||
+grep -q '"target": "mosaic at http://127.0.0.1:' "$work/cmp/summary.json" ||
   fail "summary.json does not name the front door"
 [ "$(wc -l < "$work/cmp/requests.csv")" -gt 3 ] || fail "requests.csv has too few lines"
 echo "PASS"

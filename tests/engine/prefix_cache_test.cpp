@@ -75,8 +75,8 @@ protected:
     return out;
   }
 
-  prefix_scope tenant_a_{"tenant-a", {}};
-  prefix_scope tenant_b_{"tenant-b", {}};
+  prefix_scope tenant_a_{"tenant-a", {}, ""};
+  prefix_scope tenant_b_{"tenant-b", {}, ""};
   std::unique_ptr<kv_pool> pool_;
 };
 
@@ -153,6 +153,27 @@ TEST_F(prefix_cache_test, two_tenants_with_the_same_prompt_never_share_a_block) 
   EXPECT_EQ(run(p, "prefix", &other_model).cache_hit_tokens, 0);
 }
 
+TEST_F(prefix_cache_test, a_cache_salt_shares_blocks_only_with_the_same_salt) {
+  SCOPED_TRACE(trace());
+  const auto p = text_only(model_->random_ids(33));
+  EXPECT_EQ(run(p, "prefix", &tenant_a_).cache_hit_tokens, 0);
+  prefix_scope salted = tenant_a_;
+  salted.salt = "run-1";
+  auto s1 = run(p, "prefix", &salted);
+  EXPECT_EQ(s1.cache_hit_tokens, 0); // the unsalted prompt's blocks are not its
+  auto s2 = run(p, "prefix", &salted);
+  EXPECT_EQ(s2.cache_hit_tokens, 32);
+  EXPECT_EQ(s2.result.sequence.blocks()[0], s1.result.sequence.blocks()[0]);
+  prefix_scope other = salted;
+  other.salt = "run-2";
+  EXPECT_EQ(run(p, "prefix", &other).cache_hit_tokens, 0);
+  // The salt is its own field: tenant "a" + salt "bc" is not tenant "ab" + salt "c".
+  const prompt_blocks x{p, prefix_scope{"a", {}, "bc"}, 16};
+  const prompt_blocks y{p, prefix_scope{"ab", {}, "c"}, 16};
+  EXPECT_NE(x.root(), y.root());
+  EXPECT_EQ(run(p, "prefix", &tenant_a_).cache_hit_tokens, 32);
+}
+
 TEST_F(prefix_cache_test, eviction_reclaims_only_unreferenced_blocks_tail_first) {
   SCOPED_TRACE(trace());
   pool_ = make_pool(24, 4);
@@ -195,7 +216,7 @@ TEST_F(prefix_cache_test, approximate_blocks_serve_only_their_policy_and_keep_st
 
   // Another question about the same image: the cached blocks end inside
   // the image (rows 6..31 adopted, 32..34 linked from the entry).
-  const prefix_scope tenant_c{"tenant-c", {}};
+  const prefix_scope tenant_c{"tenant-c", {}, ""};
   run(p1, "mpic:2", &tenant_c);
   auto tail2 = model_->random_ids(7);
   if (tail2[0] == tail1[0]) // else block 8 (image rows 32..34 + this token) is a hit too

@@ -114,6 +114,8 @@ inline wire::generate_request random_generate_request(rng_t& rng) {
   r.sampling = random_sampling(rng);
   r.stream = rng() % 2 == 1;
   r.reuse_policy = "mpic:" + std::to_string(rng() % 64);
+  if (rng() % 2 == 0)
+    r.cache_salt = "salt-" + std::to_string(rng());
   return r;
 }
 

@@ -156,10 +156,14 @@ TEST_F(http_server_test, streaming_without_usage_ends_with_finish_then_done) {
 }
 
 TEST_F(http_server_test, completions_endpoint_streams_and_answers) {
-  json body = {{"model", "builtin:tiny"}, {"prompt", "Once upon"}, {"max_tokens", 4}};
+  json body = {{"model", "builtin:tiny"},
+               {"prompt", "Once upon"},
+               {"max_tokens", 4},
+               {"cache_salt", "salt-1"}};
   auto r = post("/v1/completions", body);
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(service_.requests().at(0).cache_salt, "salt-1"); // on to the prefix cache
   auto j = json::parse(r->body);
   EXPECT_EQ(j["object"], "text_completion");
   EXPECT_EQ(j["choices"][0]["text"], "Hello there!");

@@ -163,10 +163,9 @@ TEST(openai_request, logprobs_and_token_ids_are_read_per_endpoint) {
   ASSERT_TRUE(top) << top.error.message;
   EXPECT_EQ(top.value->sampling.logprobs, 20);
   EXPECT_TRUE(top.value->sampling.return_token_ids);
-  for (auto [field, value] : {std::pair{"top_logprobs", json(21)},
-                              std::pair{"top_logprobs", json(-1)},
-                              std::pair{"logprobs", json(3)},
-                              std::pair{"return_token_ids", json("yes")}}) {
+  for (auto [field, value] :
+       {std::pair{"top_logprobs", json(21)}, std::pair{"top_logprobs", json(-1)},
+        std::pair{"logprobs", json(3)}, std::pair{"return_token_ids", json("yes")}}) {
     json bad = chat;
     bad[field] = value;
     auto r = parse_chat_request(bad.dump(), limits);
@@ -193,6 +192,33 @@ TEST(openai_request, logprobs_and_token_ids_are_read_per_endpoint) {
     ASSERT_FALSE(r) << field << " = " << value.dump();
     EXPECT_EQ(r.error.param, field);
   }
+}
+
+TEST(openai_request, cache_salt_is_read_on_both_endpoints_and_checked) {
+  const request_limits limits;
+  json chat = {{"model", "m"}, {"messages", json::array({{{"role", "user"}, {"content", "hi"}}})}};
+  json completion = {{"model", "m"}, {"prompt", "hi"}};
+  EXPECT_EQ(parse_chat_request(chat.dump(), limits).value->mosaic.cache_salt, "");
+  chat["cache_salt"] = "run-a";
+  completion["cache_salt"] = "run-b";
+  auto c = parse_chat_request(chat.dump(), limits);
+  ASSERT_TRUE(c) << c.error.message;
+  EXPECT_EQ(c.value->mosaic.cache_salt, "run-a");
+  auto p = parse_completion_request(completion.dump(), limits);
+  ASSERT_TRUE(p) << p.error.message;
+  EXPECT_EQ(p.value->mosaic.cache_salt, "run-b");
+  chat["cache_salt"] = nullptr; // JSON null: none, as an omitted field
+  EXPECT_EQ(parse_chat_request(chat.dump(), limits).value->mosaic.cache_salt, "");
+  for (const json& bad :
+       {json(""), json(7), json::array({"a"}), json(std::string(max_cache_salt_bytes + 1, 's'))}) {
+    chat["cache_salt"] = bad;
+    auto r = parse_chat_request(chat.dump(), limits);
+    ASSERT_FALSE(r) << bad.dump().substr(0, 20);
+    EXPECT_EQ(r.error.param, "cache_salt");
+    EXPECT_EQ(r.error.http_status, 400);
+  }
+  chat["cache_salt"] = std::string(max_cache_salt_bytes, 's');
+  EXPECT_TRUE(parse_chat_request(chat.dump(), limits));
 }
 
 TEST(openai_request, library_references_and_completions) {

@@ -140,6 +140,21 @@ def main():
     warm = client.completions.create(model=MODEL, prompt=long_prompt, max_tokens=2)
     assert cold.usage.prompt_tokens_details.cached_tokens == 0, cold.usage
     assert warm.usage.prompt_tokens_details.cached_tokens >= warm.usage.prompt_tokens - 16, warm.usage
+    # vLLM's cache_salt: the same prompt under a salt starts from a cold cache;
+    # only the same salt hits it again.
+    salted = [client.completions.create(model=MODEL, prompt=long_prompt, max_tokens=2,
+                                        extra_body={"cache_salt": salt})
+              for salt in ("run-a", "run-a", "run-b")]
+    assert salted[0].usage.prompt_tokens_details.cached_tokens == 0, salted[0].usage
+    assert (salted[1].usage.prompt_tokens_details.cached_tokens
+            >= salted[1].usage.prompt_tokens - 16), salted[1].usage
+    assert salted[2].usage.prompt_tokens_details.cached_tokens == 0, salted[2].usage
+    try:
+        client.completions.create(model=MODEL, prompt="Hi", max_tokens=1,
+                                  extra_body={"cache_salt": ""})
+        raise AssertionError("an empty cache_salt was accepted")
+    except openai.BadRequestError as e:
+        assert "cache_salt" in str(e), e
 
     # -- upload, then reference; another tenant's reference is refused ----------------
     image = png()

@@ -1,6 +1,8 @@
 // The HTTP target against a real front door: a builtin:tiny cluster and
 // `mosaic serve`'s HTTP server on 127.0.0.1 with an ephemeral port, driven
-// open loop with streaming; an unreachable target; URL and SSE parsing.
+// open loop with streaming, with library references and with data URLs;
+// against a peer (a stand-in vLLM that records what it is sent); an
+// unreachable target; URL, SSE and base64.
 
 // GCC 12 at -O3 reports a false maybe-uninitialized inside std::variant's
 // copy of wire::segment (see tests/actors/pipeline_test.cpp).
@@ -12,11 +14,14 @@
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
 
 #include "server/cluster_service.hpp"
 #include "server/http_server.hpp"
 #include "sim/driver.hpp"
 #include "sim/http_target.hpp"
+#include "sim/procedural_image.hpp"
 #include "tests/actors/actor_test_util.hpp"
 
 namespace mosaic::sim {
@@ -85,7 +90,7 @@ TEST_F(http_target_test, live_run_records_every_token_of_every_request) {
   auto uploaded = upload_images(*s, w);
   ASSERT_TRUE(uploaded) << uploaded.err().to_string();
   EXPECT_EQ(size_t(*uploaded), w.used_images().size());
-  ASSERT_TRUE(warm_images(*s, w));
+  ASSERT_TRUE(warm_images(*s, w, ""));
 
   auto run = [&](const std::string& policy) {
     http_target t{*s, {.policy = policy}};
@@ -133,6 +138,27 @@ TEST_F(http_target_test, live_run_records_every_token_of_every_request) {
   EXPECT_EQ(mpic.summary.failed, 0);
 }
 
+TEST_F(http_target_test, a_mosaic_front_door_takes_data_urls_and_salted_runs) {
+  const auto w = small_mmdu(actors::test::fresh_seed());
+  auto s = connect_front_door(endpoint(), "", 3s);
+  ASSERT_TRUE(s) << s.err().to_string();
+  EXPECT_EQ(s->server, "mosaic");
+  EXPECT_TRUE(s->is_mosaic());
+  s->data_urls = true;
+  ASSERT_TRUE(upload_images(*s, w)); // compiled in the library, sent as bytes
+  for (int idx : w.used_images()) {
+    EXPECT_EQ(s->image_urls[size_t(idx)].rfind("data:image/png;base64,", 0), 0u);
+    EXPECT_FALSE(s->image_ids[size_t(idx)].empty());
+  }
+  ASSERT_TRUE(warm_images(*s, w, "salt-a"));
+  http_target t{*s, {.policy = "mpic:32", .cache_salt = "salt-a"}};
+  const auto r = drive(t, w, quiet("mpic:32"));
+  EXPECT_EQ(r.summary.failed, 0) << r.records[0].error;
+  EXPECT_EQ(r.summary.completed, int64_t(w.requests.size()));
+  for (size_t i = 0; i < r.records.size(); ++i)
+    EXPECT_EQ(r.records[i].image_tokens, w.requests[i].n_images() * service_->info().image_tokens);
+}
+
 TEST_F(http_target_test, refused_requests_are_recorded_not_fatal) {
   auto w = small_mmdu(actors::test::fresh_seed());
   auto s = connect_front_door(endpoint(), "", 3s);
@@ -149,6 +175,135 @@ TEST_F(http_target_test, refused_requests_are_recorded_not_fatal) {
     EXPECT_FALSE(rec.ok);
     EXPECT_NE(rec.error.find("HTTP 400"), std::string::npos) << rec.error;
   }
+}
+
+/// A stand-in OpenAI-compatible peer on 127.0.0.1: /v1/models says
+/// `owned_by: vllm`; every chat completion streams "a", "b", "c", then
+/// usage and [DONE]. It keeps every request body it was sent.
+class fake_peer {
+public:
+  fake_peer() {
+    server_.Get("/v1/models", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(
+          R"({"object":"list","data":[{"id":"/models/small","object":"model","owned_by":"vllm"}]})",
+          "application/json");
+    });
+    server_.Post("/v1/chat/completions", [this](const httplib::Request& req,
+                                                httplib::Response& res) {
+      auto body = nlohmann::json::parse(req.body, nullptr, false);
+      {
+        std::lock_guard lock{mutex_};
+        bodies_.push_back(body);
+      }
+      if (!body.value("stream", false)) {
+        res.set_content(R"({"choices":[{"message":{"content":"a"}}]})", "application/json");
+        return;
+      }
+      std::string sse = "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\","
+                        "\"content\":\"\"}}]}\n\n";
+      for (const char* piece : {"a", "b", "c"})
+        sse += std::string{"data: {\"choices\":[{\"delta\":{\"content\":\""} + piece + "\"}}]}\n\n";
+      sse += "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":42}}\n\ndata: [DONE]\n\n";
+      res.set_content(sse, "text/event-stream");
+    });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread{[this] { server_.listen_after_bind(); }};
+  }
+  ~fake_peer() {
+    server_.stop();
+    thread_.join();
+  }
+  int port() const { return port_; }
+  std::vector<nlohmann::json> bodies() {
+    std::lock_guard lock{mutex_};
+    return bodies_;
+  }
+
+private:
+  httplib::Server server_;
+  int port_ = 0;
+  std::thread thread_;
+  std::mutex mutex_;
+  std::vector<nlohmann::json> bodies_;
+};
+
+TEST(http_target, a_peer_gets_data_urls_its_salt_and_nothing_mosaic_only) {
+  fake_peer peer;
+  auto s = connect_front_door({"127.0.0.1", peer.port()}, "", 3s);
+  ASSERT_TRUE(s) << s.err().to_string();
+  EXPECT_EQ(s->server, "vllm");
+  EXPECT_FALSE(s->is_mosaic());
+  EXPECT_EQ(s->model, "/models/small");
+
+  auto spec = load_workload_spec("mmdu", builtin_workload_dir());
+  ASSERT_TRUE(spec);
+  arrival_spec a = spec->arrivals;
+  a.rate = 8.0;
+  a.ramp.clear();
+  a.duration_s = 1.0;
+  a.max_requests = 4;
+  auto w = generate_workload(*spec, a, 5, {2, 2, 4});
+  ASSERT_TRUE(w);
+  // No library on a peer: images go as data URLs or not at all.
+  auto refused = upload_images(*s, *w);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.err().message.find("data URLs"), std::string::npos) << refused.err().message;
+  s->data_urls = true;
+  auto made = upload_images(*s, *w);
+  ASSERT_TRUE(made) << made.err().to_string();
+  EXPECT_EQ(*made, 0); // nothing uploaded
+
+  ASSERT_TRUE(warm_images(*s, *w, "salt-1"));
+  http_target t{*s, {.policy = "mpic:32", .cache_salt = "salt-1"}};
+  EXPECT_NE(t.describe().find("vllm"), std::string::npos) << t.describe();
+  drive_options d;
+  d.label = "vllm";
+  d.progress_bar = false;
+  d.drain_timeout = 30s;
+  const auto r = drive(t, *w, d);
+  EXPECT_EQ(r.summary.failed, 0) << r.records[0].error;
+  EXPECT_EQ(r.summary.completed, int64_t(w->requests.size()));
+  for (const auto& rec : r.records) {
+    EXPECT_EQ(rec.output_tokens, 3); // the role chunk is not a token
+    EXPECT_EQ(rec.prompt_tokens, 42);
+    EXPECT_EQ(rec.image_tokens, 0); // a peer does not say
+  }
+
+  const auto bodies = peer.bodies();
+  ASSERT_EQ(bodies.size(), w->used_images().size() + w->requests.size());
+  size_t images_seen = 0;
+  for (const auto& b : bodies) {
+    EXPECT_FALSE(b.contains("mosaic")) << b.dump().substr(0, 200);
+    EXPECT_EQ(b.value("cache_salt", ""), "salt-1");
+    EXPECT_EQ(b.value("add_special_tokens", false), true); // vLLM: BOS as Mosaic has it
+    for (const auto& part : b["messages"][0]["content"]) {
+      if (part["type"] != "image_url")
+        continue;
+      const auto url = part["image_url"]["url"].get<std::string>();
+      ASSERT_EQ(url.rfind("data:image/png;base64,", 0), 0u) << url.substr(0, 40);
+      ++images_seen;
+    }
+  }
+  EXPECT_GE(images_seen, w->used_images().size());
+  // The data URL is the workload's own PNG.
+  const int first = w->used_images().front();
+  EXPECT_EQ(s->image_urls[size_t(first)],
+            "data:image/png;base64," + base64(procedural_png(w->seed, first, w->spec.image_size)));
+}
+
+TEST(http_target, base64_matches_rfc4648_vectors) {
+  auto b64 = [](std::string_view text) {
+    return base64({reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+  };
+  EXPECT_EQ(b64(""), "");
+  EXPECT_EQ(b64("f"), "Zg==");
+  EXPECT_EQ(b64("fo"), "Zm8=");
+  EXPECT_EQ(b64("foo"), "Zm9v");
+  EXPECT_EQ(b64("foob"), "Zm9vYg==");
+  EXPECT_EQ(b64("fooba"), "Zm9vYmE=");
+  EXPECT_EQ(b64("foobar"), "Zm9vYmFy");
+  const uint8_t high[] = {0xff, 0xfe, 0x00};
+  EXPECT_EQ(base64(high), "//4A");
 }
 
 TEST(http_target, an_unreachable_target_is_a_clear_error_at_once) {
@@ -176,7 +331,7 @@ TEST(http_target, an_unreachable_target_is_a_clear_error_at_once) {
   EXPECT_EQ(s.err().code, errc::unavailable);
   EXPECT_NE(s.err().message.find("http://127.0.0.1:" + std::to_string(port)), std::string::npos)
       << s.err().message;
-  EXPECT_NE(s.err().message.find("mosaic serve"), std::string::npos) << s.err().message;
+  EXPECT_NE(s.err().message.find("server running"), std::string::npos) << s.err().message;
   EXPECT_LT(took, 3s);
 }
 

@@ -90,11 +90,13 @@ result<encoded> encode_image(encoder_state& st, const msg::ImageSegment* seg,
                       "the encoder needs the image's bytes (an image given by key is encoded "
                       "already: it is in a library)");
   const auto* bytes = seg->source_as_ImageData()->encoded();
+  const auto t_decode = steady::now();
   auto img = decode_image(std::span<const uint8_t>{bytes->data(), bytes->size()}, image_limits{});
   if (!img)
     return std::move(img).err();
   encoded out;
   out.key = image_key(*img, st.ctx->engine->config().vision);
+  st.ctx->counters.add_stage_since(request_stage::image_decode, t_decode);
   const digest cache_key = tenant_cache_key(tenant, out.key);
   if (auto hit = st.cache->find(cache_key)) {
     st.ctx->counters.encoder_cache_hits++;
@@ -106,7 +108,10 @@ result<encoded> encode_image(encoder_state& st, const msg::ImageSegment* seg,
   result<std::vector<float>> emb = make_error(errc::internal, "not encoded");
   {
     std::lock_guard lock{st.ctx->compute_mutex};
+    st.ctx->counters.add_stage_since(request_stage::encode_lock_wait, t0);
+    const auto t1 = steady::now();
     emb = st.ctx->encoder->encode(*img);
+    st.ctx->counters.add_stage_since(request_stage::vision_encode, t1);
   }
   if (!emb)
     return std::move(emb).err();
@@ -144,6 +149,7 @@ result<uint64_t> compile(encoder_state& st, const std::vector<float>& emb, bool 
     auto* ctx = st.ctx;
     std::unique_lock lock{ctx->compute_mutex};
     std::chrono::steady_clock::duration deferred{};
+    const auto started = std::chrono::steady_clock::now();
     img = ctx->engine->compile_image(
         emb,
         [&](int) -> status {
@@ -158,6 +164,11 @@ result<uint64_t> compile(encoder_state& st, const std::vector<float>& emb, bool 
           return {};
         },
         after_use || ctx->counters.decoding > 0 ? compile_chunk_tokens : 0);
+    // Its own compute: without the time it let other work go first.
+    ctx->counters.add_stage(request_stage::compile,
+                            uint64_t(std::chrono::duration_cast<std::chrono::microseconds>(
+                                         std::chrono::steady_clock::now() - started - deferred)
+                                         .count()));
   }
   if (!img)
     return std::move(img).err();
@@ -173,8 +184,8 @@ caf::result<encode_result_msg> on_encode(caf::stateful_actor<encoder_state>* sel
   auto& st = self->state;
   wire::encode_result res;
   res.request_id = m->request_id();
-  auto enc = encode_image(st, m->image(),
-                          m->tenant() ? m->tenant()->string_view() : std::string_view{});
+  auto enc =
+      encode_image(st, m->image(), m->tenant() ? m->tenant()->string_view() : std::string_view{});
   if (!enc) {
     res.err = enc.err();
     return make_encode_result_msg(res);
@@ -233,11 +244,10 @@ void on_store_after_use(caf::stateful_actor<encoder_state>* self, const store_re
   auto compiled = compile(st, *emb, true);
   if (!compiled)
     return done(); // the image stays a miss; the next request computes it again
-  self->request(st.loader, std::chrono::seconds{60}, store_atom_v,
-                make_store_request_msg(m->request_id(), tenant, image_key, m->n_tokens(),
-                                       *compiled))
-      .then([done](const store_result_msg&) { done(); },
-            [done](const caf::error&) { done(); });
+  self->request(
+          st.loader, std::chrono::seconds{60}, store_atom_v,
+          make_store_request_msg(m->request_id(), tenant, image_key, m->n_tokens(), *compiled))
+      .then([done](const store_result_msg&) { done(); }, [done](const caf::error&) { done(); });
 }
 
 caf::behavior encoder_actor(caf::stateful_actor<encoder_state>* self, node_context* ctx,

@@ -42,6 +42,9 @@ struct pending_link {
   /// When the first lookup answered: how long the request has waited for
   /// images in store after use.
   std::optional<std::chrono::steady_clock::time_point> first_lookup;
+  /// When the last lookup answered and its images were sent for
+  /// (request_stage::resolve_images).
+  std::optional<std::chrono::steady_clock::time_point> resolving;
 };
 
 using link_ptr = std::shared_ptr<pending_link>;
@@ -63,6 +66,8 @@ void hand_over(linker_actor_ptr self, const link_ptr& p) {
   const auto& job = *p->job;
   auto task = make_prefill_task_msg(job, st.ctx->engine->tokenizer().image_token_id());
   p->job->handed_over = std::chrono::steady_clock::now();
+  if (p->resolving)
+    st.ctx->counters.add_stage_since(request_stage::resolve_images, *p->resolving);
   auto* ctx = st.ctx;
   if (!ctx->jobs.put_at(job.request_id, p->job))
     return fail(*ctx, p, make_error(errc::invalid_argument, id_in_use(job.request_id)));
@@ -248,10 +253,12 @@ void lookup(linker_actor_ptr self, const link_ptr& p) {
   lk.tenant = job.tenant;
   for (const auto& img : job.images)
     lk.keys.push_back(img.image_key);
+  const auto sent = std::chrono::steady_clock::now();
   self->request(st.peers.kv_loader, until_deadline(job.deadline_unix_ns), lookup_atom_v,
                 make_library_lookup_msg(lk))
       .then(
-          [self, p, ctx](const library_lookup_result_msg& r) {
+          [self, p, ctx, sent](const library_lookup_result_msg& r) {
+            ctx->counters.add_stage_since(request_stage::library_lookup, sent);
             auto res = read_library_lookup_result(r);
             if (res.err.code != errc::none)
               return fail(*ctx, p, res.err);
@@ -288,6 +295,7 @@ void lookup(linker_actor_ptr self, const link_ptr& p) {
               return;
             }
             p->outstanding = static_cast<int>(n);
+            p->resolving = std::chrono::steady_clock::now();
             for (size_t i = 0; i < n; ++i) {
               if (hit(i)) {
                 ctx->counters.library_hits++;
@@ -310,8 +318,10 @@ caf::result<token_event_msg> on_generate(linker_actor_ptr self, const generate_r
     return to_caf_error(req.err());
   auto p = std::make_shared<pending_link>();
   p->sink = sink;
+  const auto t0 = std::chrono::steady_clock::now();
   if (auto ok = prepare(*ctx, *req, *p); !ok)
     return to_caf_error(ok.err());
+  ctx->counters.add_stage_since(request_stage::prepare, t0);
   p->rp = self->make_response_promise();
   const auto& job = *p->job;
   if (job.images.empty()) {

@@ -100,9 +100,20 @@ result<std::unique_ptr<node_context>> node_context::create(node_options options)
   return ctx;
 }
 
+const char* stage_name(request_stage s) {
+  static constexpr const char* names[n_request_stages] = {
+      "prepare",       "library_lookup", "resolve_images",    "image_decode",    "encode_lock_wait",
+      "vision_encode", "prefill_queue",  "prefill_load_wait", "prefill_compute", "compile"};
+  return size_t(s) < n_request_stages ? names[size_t(s)] : "unknown";
+}
+
 node_stats node_context::stats() const {
   node_stats s;
   const auto& c = counters;
+  for (size_t i = 0; i < n_request_stages; ++i) {
+    s.stage_us[i] = c.stage_us[i].load();
+    s.stage_count[i] = c.stage_count[i].load();
+  }
   s.requests = c.requests.load();
   s.completed = c.completed.load();
   s.failed = c.failed.load();

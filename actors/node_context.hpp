@@ -12,6 +12,7 @@
 // sequence is put by the prefill worker and taken by the decode worker,
 // which frees its blocks the moment the sequence finishes.
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -149,6 +150,31 @@ struct compress_job {
   compression_spec compression;
 };
 
+/// Where requests' time goes on a node, summed over requests in
+/// node_stats::stage_us (on /metrics: mosaic:request_stage_seconds_total)
+/// and printed for one request by bench/stage_profile. Stages nest: the
+/// linker's `resolve_images` is its wall time until every image is encoded
+/// or its load started, and holds the encoder's decode, lock wait and
+/// encode of the request's misses; `prefill_compute` excludes
+/// `prefill_load_wait` and includes waiting for the compute lock. `compile`
+/// (store after use) is off the request's path, after its first token,
+/// and counts its own compute only (not the steps it let others go first).
+enum class request_stage : uint8_t {
+  prepare,           ///< linker: tokenize; decode and key inline images
+  library_lookup,    ///< linker ↔ kv_loader: which images a library holds
+  resolve_images,    ///< linker: lookup answered → every miss encoded, every hit loading
+  image_decode,      ///< encoder: PNG/JPEG decode and key of a miss (again)
+  encode_lock_wait,  ///< encoder: waiting for the compute lock
+  vision_encode,     ///< encoder: vision tower + projector
+  prefill_queue,     ///< linker hand-off → the prefill pass starts
+  prefill_load_wait, ///< in the pass: waiting for library layers
+  prefill_compute,   ///< the pass (plan, link, recompute, first token), less load waits
+  compile,           ///< a new image's library entry (store after use, uploads); not its write
+};
+inline constexpr size_t n_request_stages = 10;
+/// "prepare", "library_lookup", ... (the metric's `stage` label).
+const char* stage_name(request_stage s);
+
 /// Counters a user or operator notices (stats()).
 struct node_stats {
   uint64_t requests = 0;   ///< admitted by the router
@@ -185,6 +211,8 @@ struct node_stats {
   std::vector<uint64_t> routed_per_worker;
   kv_pool_stats pool;
   stage_admission_stats stages; ///< the stage scheduler's batches and KV reservations
+  std::array<uint64_t, n_request_stages> stage_us{};    ///< per request_stage, summed
+  std::array<uint64_t, n_request_stages> stage_count{}; ///< times each was timed
 };
 
 /// Images whose store after use is queued or running, by tenant and image
@@ -247,6 +275,18 @@ struct node_counters {
   /// gauge: sequences the node's decode workers generate now (a
   /// background compile takes short steps while any stream runs).
   std::atomic<int64_t> decoding{0};
+  std::array<std::atomic<uint64_t>, n_request_stages> stage_us{}, stage_count{};
+  /// Adds `us` to `stage`.
+  void add_stage(request_stage stage, uint64_t us) {
+    stage_us[size_t(stage)] += us;
+    stage_count[size_t(stage)]++;
+  }
+  /// Adds the time since `since` to `stage`.
+  void add_stage_since(request_stage stage, std::chrono::steady_clock::time_point since) {
+    add_stage(stage, uint64_t(std::chrono::duration_cast<std::chrono::microseconds>(
+                                  std::chrono::steady_clock::now() - since)
+                                  .count()));
+  }
 };
 
 /// The shared state of one node's actors.

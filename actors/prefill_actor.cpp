@@ -260,8 +260,11 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* 
             out.inputs.push_back(std::move(keep));
     }
     ctx.counters.prefills++;
-    ctx.counters.prefill_us += micros_since(t0);
+    const uint64_t pass_us = micros_since(t0);
+    ctx.counters.prefill_us += pass_us;
     ctx.counters.load_wait_us += wait_us;
+    ctx.counters.add_stage(request_stage::prefill_load_wait, wait_us);
+    ctx.counters.add_stage(request_stage::prefill_compute, pass_us - std::min(wait_us, pass_us));
     return out;
   }
   return make_error(errc::internal, "prefill did not converge");
@@ -296,6 +299,7 @@ result<prefilled> prefill_one(caf::stateful_actor<prefill_state>* self, uint64_t
   auto& job = *p.job;
   // Queue time ends here: work on the request starts (vLLM's "scheduled").
   const uint64_t queue_us = job.admission_wait_us + micros_since(job.handed_over);
+  ctx->counters.add_stage_since(request_stage::prefill_queue, job.handed_over);
   if (deadline_passed(job.deadline_unix_ns)) {
     drop_loads(*ctx, job);
     return make_error(errc::timeout, "request ", std::to_string(id),

@@ -93,6 +93,9 @@ service_stats cluster_service::stats() const {
   s.library_queries = n.library_hits + n.library_misses;
   s.library_hits = n.library_hits;
   s.load_seconds = double(n.load_wait_us) / 1e6;
+  for (size_t i = 0; i < actors::n_request_stages; ++i)
+    s.stage_seconds.emplace_back(actors::stage_name(actors::request_stage(i)),
+                                 double(n.stage_us[i]) / 1e6);
   s.encodes = n.encodes;
   s.load_fallbacks = n.load_fallbacks;
   s.routed_by_affinity = n.routed_by_affinity;

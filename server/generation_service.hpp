@@ -60,6 +60,9 @@ struct service_stats {
   /// one of their images, and those images (actors/prefill_routing.hpp).
   uint64_t routed_by_affinity = 0;
   uint64_t routed_images_held = 0;
+  /// Where requests' time went, per stage (actors' request_stage names),
+  /// cumulative seconds; mosaic:request_stage_seconds_total{stage}.
+  std::vector<std::pair<std::string, double>> stage_seconds;
 };
 
 /// An image stored in a tenant's static library.

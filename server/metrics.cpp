@@ -121,7 +121,11 @@ struct front_door_metrics::families {
       failure_f(prometheus::BuildCounter()
                     .Name("mosaic:request_failure_total")
                     .Help("Requests answered with an HTTP error, by status.")
-                    .Register(r)) {}
+                    .Register(r)),
+      stage_f(prometheus::BuildCounter()
+                  .Name("mosaic:request_stage_seconds_total")
+                  .Help("Where requests' time went on the node, by stage (docs/server.md).")
+                  .Register(r)) {}
 
   static prometheus::Counter& counter(prometheus::Registry& r, const char* name, const char* help) {
     return prometheus::BuildCounter().Name(name).Help(help).Register(r).Add({});
@@ -173,6 +177,7 @@ struct front_door_metrics::families {
   prometheus::Gauge& recomputed_fraction;
   prometheus::Family<prometheus::Counter>& success_f;
   prometheus::Family<prometheus::Counter>& failure_f;
+  prometheus::Family<prometheus::Counter>& stage_f;
 };
 
 front_door_metrics::front_door_metrics()
@@ -257,6 +262,15 @@ void front_door_metrics::update_cluster(const service_stats& s) {
   advance(f_->routed_images_held, s.routed_images_held, last_.routed_images_held);
   if (s.load_seconds > last_.load_seconds)
     f_->load_seconds.Increment(s.load_seconds - last_.load_seconds);
+  for (size_t i = 0; i < s.stage_seconds.size(); ++i) {
+    const auto& [stage, seconds] = s.stage_seconds[i];
+    const double before = i < last_.stage_seconds.size() && last_.stage_seconds[i].first == stage
+                              ? last_.stage_seconds[i].second
+                              : 0.0;
+    auto& c = f_->stage_f.Add({{"stage", stage}}); // the series, created at its first sight
+    if (seconds > before)
+      c.Increment(seconds - before);
+  }
   f_->ram_bytes.Set(double(s.library_ram_bytes));
   f_->disk_bytes.Set(double(s.library_disk_bytes));
   f_->kv_usage.Set(s.kv_cache_usage);

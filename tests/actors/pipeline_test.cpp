@@ -8,6 +8,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "tests/actors/actor_test_util.hpp"
@@ -109,7 +110,7 @@ TEST_F(pipeline_test, a_stop_string_that_starts_inside_a_token_returns_none_of_i
   SCOPED_TRACE("seed " + std::to_string(seed_));
   const std::vector<std::vector<uint8_t>> images{random_png(rng_)};
   auto req = greedy_request(images, "full", 24);
-  req.tenant = "stops"; // its own prefix cache: nothing shared with other cases
+  req.tenant = "stops";      // its own prefix cache: nothing shared with other cases
   req.sampling.logprobs = 2; // held-back tokens keep theirs
   const auto free_run = run(req);
   ASSERT_EQ(free_run.logprobs.size(), free_run.tokens.size());
@@ -212,6 +213,45 @@ TEST_F(pipeline_test, ignore_eos_and_min_tokens_fix_the_answer_length) {
     const auto c = run(hot);
     EXPECT_EQ(c.tokens.size(), 12u) << "seed " << seed;
   }
+}
+
+TEST_F(pipeline_test, every_stage_of_a_request_is_timed) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  using actors::request_stage;
+  const auto before = cluster_->stats();
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = run(greedy_request({random_png(rng_)}, "mpic:4", 2)); // a miss: encoded
+  const double wall_us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+  // Store after use compiles the new image after the first token.
+  const size_t compile = size_t(request_stage::compile);
+  for (int i = 0; i < 500 && cluster_->stats().stage_count[compile] == before.stage_count[compile];
+       ++i)
+    std::this_thread::sleep_for(10ms);
+  const auto after = cluster_->stats();
+  auto us = [&](request_stage s) { return after.stage_us[size_t(s)] - before.stage_us[size_t(s)]; };
+  auto count = [&](request_stage s) {
+    return after.stage_count[size_t(s)] - before.stage_count[size_t(s)];
+  };
+  std::set<std::string> names;
+  for (size_t i = 0; i < actors::n_request_stages; ++i) {
+    const auto s = request_stage(i);
+    names.insert(actors::stage_name(s));
+    EXPECT_GE(count(s), 1u) << actors::stage_name(s) << " was not timed";
+  }
+  EXPECT_EQ(names.size(), actors::n_request_stages);
+  EXPECT_EQ(names.count("unknown"), 0u);
+  EXPECT_GT(us(request_stage::vision_encode), 0u);
+  EXPECT_GT(us(request_stage::prefill_compute), 0u);
+  EXPECT_GT(us(request_stage::compile), 0u);
+  // The stages on the request's path happen one after another within it.
+  const double path =
+      double(us(request_stage::prepare) + us(request_stage::library_lookup) +
+             us(request_stage::resolve_images) + us(request_stage::prefill_queue) +
+             us(request_stage::prefill_load_wait) + us(request_stage::prefill_compute));
+  EXPECT_LE(path, wall_us);
+  EXPECT_LE(us(request_stage::vision_encode), us(request_stage::resolve_images));
+  EXPECT_FALSE(r.tokens.empty());
 }
 
 TEST_F(pipeline_test, an_uploaded_image_is_a_hit_by_bytes_and_by_key) {

@@ -235,6 +235,12 @@ def main():
         assert value(after, "mosaic:request_failure_total", status=status) > \
             value(before, "mosaic:request_failure_total", status=status), status
     assert "mosaic:num_requests_waiting" in after and "mosaic:num_requests_running" in after
+    # Where requests' time went, per stage: the image requests above were
+    # prepared, looked up, encoded and prefilled.
+    for stage in ("prepare", "library_lookup", "resolve_images", "vision_encode",
+                  "prefill_compute"):
+        assert value(after, "mosaic:request_stage_seconds_total", stage=stage) > \
+            value(before, "mosaic:request_stage_seconds_total", stage=stage), stage
     # vLLM's names carry the same counts (dashboards built for vLLM).
     for ours, theirs in (("mosaic:prompt_tokens_total", "vllm:prompt_tokens_total"),
                          ("mosaic:generation_tokens_total", "vllm:generation_tokens_total"),

@@ -33,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "actors/local_cluster.hpp"
@@ -174,8 +175,8 @@ void print(const std::vector<profile>& ps, double vision_gflop, double peak) {
   };
   auto stage = [](request_stage s) { return [s](const profile& p) { return p.stage_ms(s); }; };
   row(
-      "front door: JSON + base64 (before submit)",
-      [](const profile& p) { return p.parse_s * 1e3; }, true);
+      "front door: JSON + base64 (before submit)", [](const profile& p) { return p.parse_s * 1e3; },
+      true);
   row("linker: tokenize, decode + key images", stage(request_stage::prepare), true);
   row("linker: library lookup", stage(request_stage::library_lookup), true);
   row("linker: images resolved (wall), of which", stage(request_stage::resolve_images), true);
@@ -264,21 +265,16 @@ int run(const options& o) {
 
 int main(int argc, char** argv) {
   mosaic::bench::options o;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    const char* v = argv[i + 1];
-    if (flag == "--model")
-      o.model = v;
-    else if (flag == "--images")
-      o.images = std::max(1, std::atoi(v));
-    else if (flag == "--threads")
-      o.threads = std::atoi(v);
-    else if (flag == "--words")
-      o.words = std::max(2, std::atoi(v));
-    else {
-      std::fprintf(stderr, "unknown option %s\n", flag.c_str());
-      return 2;
-    }
-  }
+  CLI::App app{"Where one request's time goes, stage by stage, through a node's actors"};
+  app.add_option("--model", o.model, "builtin:tiny, builtin:small or an HF LLaVA directory")
+      ->capture_default_str();
+  app.add_option("--images", o.images, "images per request")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--words", o.words, "words of text around them")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU backend threads (0 = every core)");
+  CLI11_PARSE(app, argc, argv);
   return mosaic::bench::run(o);
 }

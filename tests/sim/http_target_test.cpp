@@ -227,7 +227,7 @@ private:
   std::vector<nlohmann::json> bodies_;
 };
 
-TEST(http_target, a_peer_gets_data_urls_its_salt_and_nothing_mosaic_only) {
+TEST_F(http_target_test, a_peer_gets_data_urls_its_salt_and_nothing_mosaic_only) {
   fake_peer peer;
   auto s = connect_front_door({"127.0.0.1", peer.port()}, "", 3s);
   ASSERT_TRUE(s) << s.err().to_string();
@@ -235,34 +235,26 @@ TEST(http_target, a_peer_gets_data_urls_its_salt_and_nothing_mosaic_only) {
   EXPECT_FALSE(s->is_mosaic());
   EXPECT_EQ(s->model, "/models/small");
 
-  auto spec = load_workload_spec("mmdu", builtin_workload_dir());
-  ASSERT_TRUE(spec);
-  arrival_spec a = spec->arrivals;
-  a.rate = 8.0;
-  a.ramp.clear();
-  a.duration_s = 1.0;
-  a.max_requests = 4;
-  auto w = generate_workload(*spec, a, 5, {2, 2, 4});
-  ASSERT_TRUE(w);
+  const auto w = small_mmdu(5);
   // No library on a peer: images go as data URLs or not at all.
-  auto refused = upload_images(*s, *w);
+  auto refused = upload_images(*s, w);
   ASSERT_FALSE(refused);
   EXPECT_NE(refused.err().message.find("data URLs"), std::string::npos) << refused.err().message;
   s->data_urls = true;
-  auto made = upload_images(*s, *w);
+  auto made = upload_images(*s, w);
   ASSERT_TRUE(made) << made.err().to_string();
   EXPECT_EQ(*made, 0); // nothing uploaded
 
-  ASSERT_TRUE(warm_images(*s, *w, "salt-1"));
+  ASSERT_TRUE(warm_images(*s, w, "salt-1"));
   http_target t{*s, {.policy = "mpic:32", .cache_salt = "salt-1"}};
   EXPECT_NE(t.describe().find("vllm"), std::string::npos) << t.describe();
   drive_options d;
   d.label = "vllm";
   d.progress_bar = false;
   d.drain_timeout = 30s;
-  const auto r = drive(t, *w, d);
+  const auto r = drive(t, w, d);
   EXPECT_EQ(r.summary.failed, 0) << r.records[0].error;
-  EXPECT_EQ(r.summary.completed, int64_t(w->requests.size()));
+  EXPECT_EQ(r.summary.completed, int64_t(w.requests.size()));
   for (const auto& rec : r.records) {
     EXPECT_EQ(rec.output_tokens, 3); // the role chunk is not a token
     EXPECT_EQ(rec.prompt_tokens, 42);
@@ -270,7 +262,7 @@ TEST(http_target, a_peer_gets_data_urls_its_salt_and_nothing_mosaic_only) {
   }
 
   const auto bodies = peer.bodies();
-  ASSERT_EQ(bodies.size(), w->used_images().size() + w->requests.size());
+  ASSERT_EQ(bodies.size(), w.used_images().size() + w.requests.size());
   size_t images_seen = 0;
   for (const auto& b : bodies) {
     EXPECT_FALSE(b.contains("mosaic")) << b.dump().substr(0, 200);
@@ -284,11 +276,11 @@ TEST(http_target, a_peer_gets_data_urls_its_salt_and_nothing_mosaic_only) {
       ++images_seen;
     }
   }
-  EXPECT_GE(images_seen, w->used_images().size());
+  EXPECT_GE(images_seen, w.used_images().size());
   // The data URL is the workload's own PNG.
-  const int first = w->used_images().front();
+  const int first = w.used_images().front();
   EXPECT_EQ(s->image_urls[size_t(first)],
-            "data:image/png;base64," + base64(procedural_png(w->seed, first, w->spec.image_size)));
+            "data:image/png;base64," + base64(procedural_png(w.seed, first, w.spec.image_size)));
 }
 
 TEST(http_target, base64_matches_rfc4648_vectors) {

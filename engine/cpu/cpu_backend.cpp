@@ -10,6 +10,7 @@
 #include "engine/cpu/attention_ops.hpp"
 #include "engine/cpu/blas_threads.hpp"
 #include "engine/cpu/elementwise_ops.hpp"
+#include "engine/cpu/small_gemm.hpp"
 #include "engine/cpu/thread_pool.hpp"
 
 namespace mosaic {
@@ -70,6 +71,10 @@ public:
     }
     lda = lda > 0 ? lda : k;
     ldb = ldb > 0 ? ldb : (trans_b ? k : n);
+    if (trans_b && m <= small_m_rows_) { // a decode step's linear layers
+      cpu::small_gemm_nt(pool_, a, lda, b, ldb, c, ldc, m, n, k, alpha, beta);
+      return;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a,
                 lda, b, ldb, beta, c, ldc);
   }
@@ -152,6 +157,12 @@ private:
   }
 
   cpu::thread_pool pool_;
+  /// Rows up to which matmul takes cpu::small_gemm_nt (MOSAIC_SMALL_GEMM_ROWS
+  /// overrides it, 0 = never, for benchmarks against OpenBLAS).
+  const int small_m_rows_ = [] {
+    const char* env = std::getenv("MOSAIC_SMALL_GEMM_ROWS");
+    return env != nullptr ? std::atoi(env) : cpu::small_gemm_max_rows;
+  }();
   std::mutex scratch_mtx_; ///< guards the two below should two threads share a backend
   cpu::attention_workspace workspace_;
   cpu::rope_table rope_table_;

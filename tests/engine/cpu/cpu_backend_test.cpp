@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <vector>
 #include <numeric>
 
 #include "tests/engine/backend_ops_check.hpp"
@@ -94,6 +96,28 @@ TEST(cpu_backend, copies_with_a_null_pointer_are_errors) {
 }
 
 // -- conventions of the CPU backend beyond the interface ------------------------------
+
+TEST(cpu_backend, few_row_matmul_with_beta_zero_never_reads_c) {
+  // BLAS semantics: with beta = 0, C is output only (a NaN there must not
+  // leak into the product), on the few-row kernel as on OpenBLAS.
+  auto be = make_cpu_backend(2);
+  for (int m : {1, 3, 24, 40}) {
+    const int n = 37, k = 19;
+    std::vector<float> a(static_cast<size_t>(m) * k, 0.5f), b(static_cast<size_t>(n) * k, 2.0f);
+    std::vector<float> c(static_cast<size_t>(m) * n, std::numeric_limits<float>::quiet_NaN());
+    auto da = be->allocate(a.size() * 4), db = be->allocate(b.size() * 4),
+         dc = be->allocate(c.size() * 4);
+    ASSERT_TRUE(da && db && dc);
+    ASSERT_TRUE(be->upload(da->data(), a.data(), a.size() * 4));
+    ASSERT_TRUE(be->upload(db->data(), b.data(), b.size() * 4));
+    ASSERT_TRUE(be->upload(dc->data(), c.data(), c.size() * 4));
+    be->matmul(da->f32(), db->f32(), dc->f32(), m, n, k, true);
+    ASSERT_TRUE(be->download(c.data(), dc->data(), c.size() * 4));
+    for (float v : c)
+      ASSERT_EQ(v, 0.5f * 2.0f * k) << "m=" << m;
+  }
+}
+
 
 TEST(cpu_backend, causal_attention_without_positions_puts_queries_last) {
   // nq queries over nk keys with no positions: query i sits at nk - nq + i.

@@ -17,6 +17,14 @@ URLs; temperature 0, streaming, TTFT = time to the first content delta):
   positions  a pool of 6 images; each request carries 3 of them in a new
              order behind new text, so images recur at new positions and no
              two requests share a prefix beyond the chat template's start.
+  decode     decode speed (issue #22, item 4): for each batch B of
+             --decode-batches, B streams at once, each a different text
+             prompt of about --decode-context tokens, generating
+             --decode-tokens tokens with ignore_eos (vLLM's extension, which
+             Mosaic also takes): output tokens/s while all B streams decode
+             (from the last stream's first token to the first stream's last
+             token; the ratio column compares this one) and of the batch
+             with its prefills (all tokens / the batch's wall time).
 
 Requests are plain OpenAI requests plus one server-specific field:
 `--mosaic-policy` adds Mosaic's `mosaic: {policy}`, `--vllm-bos` adds vLLM's
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import concurrent.futures
 import io
 import json
 import os
@@ -122,12 +131,30 @@ def positions_workload(requests: int, seed: int) -> list[dict]:
     return reqs
 
 
+WORDS = ("river stone lantern copper meadow signal harbor velvet canyon thistle orbit "
+         "ember glacier willow compass marble falcon prairie quartz saddle tundra beacon "
+         "cobalt drift fern granite hollow indigo jasper kettle lagoon mosaic nectar opal "
+         "pepper quill raven summit timber umber valley wander yarrow zephyr").split()
+
+
+def decode_prompt(stream: int, context: int) -> list[dict]:
+    """A text prompt of about `context` tokens, different from its first
+    word on for each stream (no shared prefix)."""
+    rng = np.random.default_rng(1000 + stream)
+    words = [OPENERS[stream % len(OPENERS)], str(stream)]
+    # builtin:small's 4,000-piece vocabulary cuts these words into ~3.6 tokens
+    words += [WORDS[int(i)] for i in rng.integers(0, len(WORDS), size=max(1, context * 5 // 18))]
+    return [{"role": "user", "content": " ".join(words) + ". Continue the list."}]
+
+
 # -- one streaming request ---------------------------------------------------
 
 def stream_one(client: OpenAI, model: str, messages: list[dict], max_tokens: int,
                extra_body: dict | None) -> dict:
     start = time.perf_counter()
     ttft = None
+    last = None
+    times = []  # perf_counter() of each content delta
     text = []
     usage = None
     stream = client.chat.completions.create(
@@ -140,10 +167,13 @@ def stream_one(client: OpenAI, model: str, messages: list[dict], max_tokens: int
                 ttft = time.perf_counter() - start
             if delta:
                 text.append(delta)
+                times.append(time.perf_counter())
+                last = times[-1] - start
         if getattr(chunk, "usage", None):
             usage = chunk.usage
     total = time.perf_counter() - start
     return {"ttft_s": ttft if ttft is not None else total, "total_s": total,
+            "last_token_s": last if last is not None else total, "token_times": times,
             "text": "".join(text),
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None}
@@ -166,6 +196,9 @@ def run(args: argparse.Namespace) -> int:
             reqs = chat_workload(args.dialogues, args.turns, args.seed)
         elif name == "positions":
             reqs = positions_workload(args.requests, args.seed)
+        elif name == "decode":
+            result["workloads"][name] = run_decode(client, model, args, extra)
+            continue
         else:
             print(f"unknown workload {name!r}", file=sys.stderr)
             return 2
@@ -182,6 +215,38 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{args.label}.json").write_text(json.dumps(result, indent=1))
     return 0
+
+
+def run_decode(client: OpenAI, model: str, args: argparse.Namespace, extra: dict) -> list[dict]:
+    body = dict(extra, ignore_eos=True)
+    rows = []
+    for batch in (int(b) for b in args.decode_batches.split(",")):
+        prompts = [decode_prompt(i, args.decode_context) for i in range(batch)]
+        start = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=batch) as pool:
+            outs = list(pool.map(lambda m: stream_one(client, model, m, args.decode_tokens, body),
+                                 prompts))
+        wall = time.perf_counter() - start
+        tokens = sum(o["completion_tokens"] or 0 for o in outs)
+        # While every stream of the batch decodes (after the last first
+        # token, before the first last token): the batch's decode speed
+        # without prefills in between.
+        t_a = max(o["token_times"][0] for o in outs if o["token_times"])
+        t_b = min(o["token_times"][-1] for o in outs if o["token_times"])
+        in_window = sum(t_a < t <= t_b for o in outs for t in o["token_times"])
+        steady = in_window / (t_b - t_a) if t_b > t_a and in_window else float("nan")
+        for o in outs:
+            del o["token_times"]
+        row = {"batch": batch, "wall_s": wall, "tokens": tokens, "tokens_per_s": tokens / wall,
+               "stream_tokens_per_s": steady / batch,
+               "steady_tokens_per_s": steady,
+               "ttft_mean_s": statistics.fmean(o["ttft_s"] for o in outs),
+               "prompt_tokens": [o["prompt_tokens"] for o in outs]}
+        rows.append(row)
+        print(f"[{args.label}] decode batch {batch}: {tokens} tokens in {wall:.2f} s = "
+              f"{row['tokens_per_s']:.1f} tokens/s with the prefills; all {batch} decoding: "
+              f"{steady:.1f} tokens/s ({row['stream_tokens_per_s']:.1f} per stream)", flush=True)
+    return rows
 
 
 # -- report ------------------------------------------------------------------
@@ -203,6 +268,11 @@ def summarise(result: dict) -> dict:
         out["chat"] = {f"turn {t}": stats([r["ttft_s"] for r in chat if r["turn"] == t])
                        for t in turns}
         out["chat"]["turns 2+"] = stats([r["ttft_s"] for r in chat if r["turn"] >= 2])
+    dec = result["workloads"].get("decode")
+    if dec:
+        out["decode"] = {r["batch"]: {"tokens_per_s": r["tokens_per_s"],
+                                      "steady_tokens_per_s": r["steady_tokens_per_s"]}
+                         for r in dec}
     pos = result["workloads"].get("positions")
     if pos:
         out["positions"] = {
@@ -254,6 +324,25 @@ def report(args: argparse.Namespace) -> int:
             print(f"{'repeat/first (mean)':24}" + "".join(
                 f"{summ[l].get(wl, {}).get('repeat/first', float('nan')):>22.2f}"
                 for l in labels))
+    batches = sorted({b for l in labels for b in summ[l].get("decode", {})})
+    if batches:
+        print("\n== decode: output tokens/s while all B streams decode / of the batch with "
+              "its prefills ==")
+        head = f"{'batch':24}" + "".join(f"{l:>22}" for l in labels)
+        head += "".join(f"{l + '/' + base:>30}" for l in others) if base else ""
+        print(head)
+        for b in batches:
+            line = f"{b:<24}"
+            for l in labels:
+                d = summ[l].get("decode", {}).get(b)
+                cell = f"{d['steady_tokens_per_s']:.1f}/{d['tokens_per_s']:.1f}" if d else "-"
+                line += f"{cell:>22}"
+            for l in others if base else ():
+                d, e = summ[l].get("decode", {}).get(b), summ[base].get("decode", {}).get(b)
+                cell = (f"{d['steady_tokens_per_s'] / e['steady_tokens_per_s']:.2f}x"
+                        if d and e else "-")
+                line += f"{cell:>30}"
+            print(line)
     # Same prompts, same token counts: a cheap check that the servers
     # tokenise alike (vLLM and Mosaic both count every image slot).
     counts = {l: [r["prompt_tokens"] for wl in sorted(results[l]["workloads"])
@@ -374,6 +463,9 @@ def main() -> int:
     r.add_argument("--requests", type=int, default=12)
     r.add_argument("--max-tokens", type=int, default=8)
     r.add_argument("--seed", type=int, default=7)
+    r.add_argument("--decode-batches", default="1,8,32")
+    r.add_argument("--decode-context", type=int, default=512)
+    r.add_argument("--decode-tokens", type=int, default=64)
     r.add_argument("--timeout", type=float, default=600)
     p = sub.add_parser("report")
     p.add_argument("--out", required=True)

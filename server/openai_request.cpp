@@ -8,6 +8,7 @@
 
 #include "engine/compression_spec.hpp"
 #include "messages/builders.hpp"
+#include "server/json_parse.hpp"
 
 namespace mosaic::server {
 
@@ -252,7 +253,7 @@ std::optional<api_error> parse_body(std::string_view body, const request_limits&
                      "request body is " + std::to_string(body.size()) + " bytes; the limit is " +
                          std::to_string(limits.max_body_bytes),
                      "", "body_too_large"};
-  out = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  out = parse_json(body);
   if (out.is_discarded())
     return invalid_request("", "the request body is not valid JSON");
   if (!out.is_object())

@@ -7,6 +7,16 @@
 
 namespace mosaic::bench {
 
+double vision_flops(const model_config& c) {
+  const auto& v = c.vision;
+  const double n = v.num_patches() + 1.0; // + the class token
+  const double d = v.hidden_size, m = v.intermediate_size, t = c.text.hidden_size;
+  const double patch = 2.0 * v.num_patches() * v.num_channels * v.patch_size * v.patch_size * d;
+  const double layer = 2.0 * n * (4.0 * d * d + 2.0 * d * m) + 4.0 * n * n * d;
+  const double projector = 2.0 * c.image_tokens() * (d * t + t * t);
+  return patch + v.layers_to_run() * layer + projector;
+}
+
 int64_t bench_model::decoder_linear_params() const {
   const auto& t = cfg.text;
   const int64_t h = t.hidden_size;

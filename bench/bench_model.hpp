@@ -41,6 +41,9 @@ struct bench_model {
   std::vector<int32_t> random_text(std::mt19937& rng, int n) const;
 };
 
+/// Vision tower + projector FLOPs of one image (multiply-adds x 2).
+double vision_flops(const model_config& c);
+
 /// Resolves `spec` ("builtin:small"), loads it onto a CPU backend with
 /// `threads` threads, with a KV pool holding `pool_tokens` tokens.
 result<bench_model> load_bench_model(std::string_view spec, int threads, int pool_tokens);

@@ -37,6 +37,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/local_cluster.hpp"
+#include "bench/bench_model.hpp"
 #include "bench/sgemm_peak.hpp"
 #include "engine/model/random_image.hpp"
 #include "server/openai_request.hpp"
@@ -54,17 +55,6 @@ struct options {
   int threads = 0;
   int words = 200; ///< text words around the images
 };
-
-/// Vision tower + projector FLOPs of one image (multiply-adds x 2).
-double vision_flops(const model_config& c) {
-  const auto& v = c.vision;
-  const double n = v.num_patches() + 1.0; // + the class token
-  const double d = v.hidden_size, m = v.intermediate_size, t = c.text.hidden_size;
-  const double patch = 2.0 * v.num_patches() * v.num_channels * v.patch_size * v.patch_size * d;
-  const double layer = 2.0 * n * (4.0 * d * d + 2.0 * d * m) + 4.0 * n * n * d;
-  const double projector = 2.0 * c.image_tokens() * (d * t + t * t);
-  return patch + v.layers_to_run() * layer + projector;
-}
 
 std::string words(std::mt19937_64& rng, int n) {
   static const char* pool[] = {"the", "harbour", "at",  "dawn", "boats", "light", "over", "water",

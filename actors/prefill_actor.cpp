@@ -329,15 +329,18 @@ result<prefilled> prefill_one(caf::stateful_actor<prefill_state>* self, uint64_t
     return std::move(out).err();
   }
   // Store after use: images this request computed (library misses) that
-  // lie outside the prefix it adopted, per the node's store_after_use.
+  // lie outside the prefix it adopted, per the node's store_after_use;
+  // not for the baselines `full` and `prefix`, which never link library
+  // KV: they do no work that the systems they stand for would not do.
   const auto& store = ctx->options.store_after_use;
+  const bool links = links_library_kv(job.policy.kind);
   const int32_t image_id = ctx->engine->tokenizer().image_token_id();
   const std::vector<int> image_tokens = image_token_counts(job);
   const std::vector<int> image_ends = image_end_offsets(job.ids, image_id, image_tokens);
   for (size_t i = 0; i < job.images.size(); ++i) {
     auto& img = job.images[i];
     const bool in_prefix = i < image_ends.size() && image_ends[i] <= out->prefix_cached_tokens;
-    if (!img.fresh || !img.embeddings || in_prefix || store == "off" ||
+    if (!links || !img.fresh || !img.embeddings || in_prefix || store == "off" ||
         (store == "repeat" && !img.seen_before))
       continue;
     if (!ctx->compiling.add(job.tenant, img.image_key))

@@ -13,12 +13,13 @@
 #   OUT=build/side-by-side/run-<time>          results (JSON per config, summary)
 #   CONFIGS="vllm-prefix vllm-noprefix mosaic" which servers, in this order
 #   POLICIES="mpic:32"          Mosaic reuse policies, one fresh server each
-#   WORKLOADS=chat,positions    DIALOGUES=4  TURNS=5  REQUESTS=12
+#   WORKLOADS=chat,positions,decode  DIALOGUES=4  TURNS=5  REQUESTS=12
 #   MAX_TOKENS=8  SEED=7
 #   VLLM_PORT=8100  MOSAIC_PORT=8200  MOSAIC_ZMQ_PORT=8201
 #   VLLM_MAX_MODEL_LEN=8192  VLLM_CPU_KVCACHE_SPACE=4  VLLM_CPU_OMP_THREADS_BIND=0-1
 #   VLLM_EXTRA_ARGS=""          more api_server flags
 #   MOSAIC_TOPOLOGY=FILE        `mosaic serve --topology FILE` (e.g. store_after_use: repeat)
+#   LABEL_SUFFIX=""             appended to the Mosaic labels (e.g. -repeat for such a file)
 #   STARTUP_TIMEOUT=1200        seconds to wait for a server to answer
 #   SKIP_INSTALL=1              do not touch the venv
 #   TOKCHECK=1                  compare vLLM's /tokenize with Mosaic's ids (on
@@ -39,7 +40,7 @@ MODEL_DIR=${MODEL_DIR:-build/side-by-side/model-small}
 OUT=${OUT:-build/side-by-side/run-$(date +%Y%m%d-%H%M%S)}
 CONFIGS=${CONFIGS:-"vllm-prefix vllm-noprefix mosaic"}
 POLICIES=${POLICIES:-"mpic:32"}
-WORKLOADS=${WORKLOADS:-chat,positions}
+WORKLOADS=${WORKLOADS:-chat,positions,decode}
 DIALOGUES=${DIALOGUES:-4}
 TURNS=${TURNS:-5}
 REQUESTS=${REQUESTS:-12}
@@ -169,6 +170,9 @@ MODEL_DIR=$(cd "$MODEL_DIR" && pwd)
 mkdir -p "$OUT/logs"
 OUT=$(cd "$OUT" && pwd)
 log "results in $OUT"
+# Timings depend on the host CPU (vLLM's oneDNN kernels use AVX-512 where
+# there is one; OpenBLAS 0.3.21 has no Zen 4 kernels): record it.
+{ date -u; lscpu; } >"$OUT/host-$(date +%H%M%S).txt" 2>&1 || true
 tokchecked=0
 for cfg in $CONFIGS; do
   case $cfg in
@@ -185,7 +189,7 @@ for cfg in $CONFIGS; do
       ;;
     mosaic)
       for policy in $POLICIES; do
-        label=mosaic-${policy//:/-}
+        label=mosaic-${policy//:/-}${LABEL_SUFFIX:-}
         start_mosaic "$label"
         client "http://127.0.0.1:$MOSAIC_PORT/v1" "$label" --mosaic-policy "$policy"
         stop_server

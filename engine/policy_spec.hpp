@@ -15,6 +15,14 @@ namespace mosaic {
 
 enum class policy_kind : uint8_t { full, prefix, full_reuse, mpic, cacheblend, vlcache };
 
+/// Whether a policy links images' KV from the library. `full` and `prefix`
+/// (the baselines: no cache, and the prefix cache alone, as vLLM's) do not,
+/// so requests under them do no library work beyond reusing an entry's
+/// encoder output: no store after use (actors/prefill_actor.cpp).
+constexpr bool links_library_kv(policy_kind k) {
+  return k != policy_kind::full && k != policy_kind::prefix;
+}
+
 /// A parsed policy. `k` is set for mpic (tokens recomputed at the start of
 /// each image), `ratio` for cacheblend/vlcache (fraction in (0, 1]),
 /// `check_layer` for cacheblend (the layer whose K deviation selects the

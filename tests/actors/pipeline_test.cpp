@@ -282,13 +282,27 @@ TEST_F(pipeline_test, an_uploaded_image_is_a_hit_by_bytes_and_by_key) {
 TEST_F(pipeline_test, a_new_image_is_stored_after_use_and_hits_next_time) {
   SCOPED_TRACE("seed " + std::to_string(seed_));
   const auto png = random_png(rng_);
-  const auto first = run(greedy_request({png}, "full", 6));
+  const auto first = run(greedy_request({png}, "mpic:4", 6));
   EXPECT_EQ(cluster_->stats().library_misses, 1u);
   ASSERT_TRUE(eventually([&] { return cluster_->stats().stores == 1; }))
       << "the image was not stored after use";
-  const auto second = run(greedy_request({png}, "full", 6));
+  const auto second = run(greedy_request({png}, "mpic:4", 6));
   EXPECT_EQ(cluster_->stats().library_hits, 1u);
   EXPECT_FALSE(second.tokens.empty());
+}
+
+TEST_F(pipeline_test, the_baselines_full_and_prefix_store_nothing_after_use) {
+  // `full` and `prefix` never link library KV: as the systems they stand
+  // for, they do no library work (no compile after use).
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  for (const char* policy : {"full", "prefix"}) {
+    const auto png = random_png(rng_);
+    const auto r = run(greedy_request({png}, policy, 4));
+    EXPECT_FALSE(r.tokens.empty());
+  }
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(cluster_->stats().library_misses, 2u);
+  EXPECT_EQ(cluster_->stats().stores, 0u) << "a baseline request stored its image";
 }
 
 TEST(pipeline_store_after_use, repeat_stores_an_image_from_its_second_sighting_on) {
@@ -305,7 +319,7 @@ TEST(pipeline_store_after_use, repeat_stores_an_image_from_its_second_sighting_o
     EXPECT_TRUE(done) << done.err().to_string();
   };
   auto at = [&](const char* text) {
-    auto req = greedy_request({png}, "full", 4);
+    auto req = greedy_request({png}, "mpic:4", 4);
     req.segments.insert(req.segments.begin(), wire::text_segment{text});
     return req;
   };

@@ -113,9 +113,8 @@ int run(const options& opt) {
         std::fprintf(stderr, "decode_bench: %s\n", pre.err().to_string().c_str());
         return 1;
       }
-      tokens.push_back(static_cast<int32_t>(std::max_element(pre->logits.begin(),
-                                                             pre->logits.end()) -
-                                            pre->logits.begin()));
+      tokens.push_back(static_cast<int32_t>(
+          std::max_element(pre->logits.begin(), pre->logits.end()) - pre->logits.begin()));
       seqs.push_back(std::move(pre->sequence));
     }
     double best = 1e30;

@@ -300,49 +300,48 @@ def report(args: argparse.Namespace) -> int:
     summ = {l: summarise(results[l]) for l in labels}
     base = args.baseline if args.baseline in summ else None
     others = [l for l in labels if l != base and not l.startswith("vllm")]
+    def table(title: str, first: str, rows: list, cell, ratio) -> None:
+        """One line per row: a cell per label, then Mosaic / baseline."""
+        width = max([30] + [len(l + "/" + base) + 2 for l in others] if base else [30])
+        print(f"\n== {title} ==")
+        print(f"{first:24}" + "".join(f"{l:>22}" for l in labels) +
+              ("".join(f"{l + '/' + base:>{width}}" for l in others) if base else ""))
+        for row in rows:
+            line = f"{str(row):24}" + "".join(f"{cell(l, row):>22}" for l in labels)
+            line += "".join(f"{ratio(l, row):>{width}}" for l in others) if base else ""
+            print(line)
+
     for wl, metrics in (("chat", ("mean", "p50")), ("positions", ("mean", "p50", "p90"))):
         rows = sorted({k for l in labels for k in summ[l].get(wl, {}) if k != "repeat/first"},
                       key=lambda k: (not k.startswith("turn "), k))
         if not rows:
             continue
-        print(f"\n== {wl}: TTFT ms ({'/'.join(metrics)}) ==")
-        head = f"{'':24}" + "".join(f"{l:>22}" for l in labels)
-        head += "".join(f"{l + '/' + base:>30}" for l in others) if base else ""
-        print(head)
-        for row in rows:
-            line = f"{row:24}"
-            for l in labels:
-                s = summ[l].get(wl, {}).get(row, {})
-                cell = "/".join(f"{s[m] * 1e3:.0f}" for m in metrics) if s.get("n") else "-"
-                line += f"{cell:>22}"
-            for l in others if base else ():
-                s, b = summ[l].get(wl, {}).get(row, {}), summ[base].get(wl, {}).get(row, {})
-                cell = f"{s['mean'] / b['mean']:.2f}x" if s.get("n") and b.get("n") else "-"
-                line += f"{cell:>30}"
-            print(line)
+
+        def ttft(l, row, wl=wl, metrics=metrics):
+            s = summ[l].get(wl, {}).get(row, {})
+            return "/".join(f"{s[m] * 1e3:.0f}" for m in metrics) if s.get("n") else "-"
+
+        def ttft_ratio(l, row, wl=wl):
+            s, b = summ[l].get(wl, {}).get(row, {}), summ[base].get(wl, {}).get(row, {})
+            return f"{s['mean'] / b['mean']:.2f}x" if s.get("n") and b.get("n") else "-"
+
+        table(f"{wl}: TTFT ms ({'/'.join(metrics)})", "", rows, ttft, ttft_ratio)
         if wl == "positions":
             print(f"{'repeat/first (mean)':24}" + "".join(
                 f"{summ[l].get(wl, {}).get('repeat/first', float('nan')):>22.2f}"
                 for l in labels))
     batches = sorted({b for l in labels for b in summ[l].get("decode", {})})
     if batches:
-        print("\n== decode: output tokens/s while all B streams decode / of the batch with "
-              "its prefills ==")
-        head = f"{'batch':24}" + "".join(f"{l:>22}" for l in labels)
-        head += "".join(f"{l + '/' + base:>30}" for l in others) if base else ""
-        print(head)
-        for b in batches:
-            line = f"{b:<24}"
-            for l in labels:
-                d = summ[l].get("decode", {}).get(b)
-                cell = f"{d['steady_tokens_per_s']:.1f}/{d['tokens_per_s']:.1f}" if d else "-"
-                line += f"{cell:>22}"
-            for l in others if base else ():
-                d, e = summ[l].get("decode", {}).get(b), summ[base].get("decode", {}).get(b)
-                cell = (f"{d['steady_tokens_per_s'] / e['steady_tokens_per_s']:.2f}x"
-                        if d and e else "-")
-                line += f"{cell:>30}"
-            print(line)
+        def rate(l, b):
+            d = summ[l].get("decode", {}).get(b)
+            return f"{d['steady_tokens_per_s']:.1f}/{d['tokens_per_s']:.1f}" if d else "-"
+
+        def rate_ratio(l, b):
+            d, e = summ[l].get("decode", {}).get(b), summ[base].get("decode", {}).get(b)
+            return f"{d['steady_tokens_per_s'] / e['steady_tokens_per_s']:.2f}x" if d and e else "-"
+
+        table("decode: output tokens/s while all B streams decode / of the batch with its "
+              "prefills", "batch", batches, rate, rate_ratio)
     # Same prompts, same token counts: a cheap check that the servers
     # tokenise alike (vLLM and Mosaic both count every image slot).
     counts = {l: [r["prompt_tokens"] for wl in sorted(results[l]["workloads"])

@@ -59,7 +59,7 @@ __attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
 /// at most 16 YMM registers), rows i.. and columns j.. of C.
 template <int R, int C>
 __attribute__((target("avx2,fma"), always_inline)) inline void tile(const gemm_args& g, int i,
-                                                                     int j) {
+                                                                    int j) {
   __m256 acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c)
@@ -88,15 +88,22 @@ __attribute__((target("avx2,fma"), always_inline)) inline void tile(const gemm_a
 
 template <int C>
 __attribute__((target("avx2,fma"), always_inline)) inline void column_group(const gemm_args& g,
-                                                                             int j) {
+                                                                            int j) {
   int i = 0;
   for (; i + 4 <= g.m; i += 4)
     tile<4, C>(g, i, j);
   switch (g.m - i) {
-  case 3: tile<3, C>(g, i, j); break;
-  case 2: tile<2, C>(g, i, j); break;
-  case 1: tile<1, C>(g, i, j); break;
-  default: break;
+  case 3:
+    tile<3, C>(g, i, j);
+    break;
+  case 2:
+    tile<2, C>(g, i, j);
+    break;
+  case 1:
+    tile<1, C>(g, i, j);
+    break;
+  default:
+    break;
   }
 }
 

@@ -425,7 +425,8 @@ TEST_F(NodeCluster, ThreeNodesAnswerLikeOneProcessAndSurviveALostDecodeNode) {
     std::printf("SIGTERM to the streaming decode node: its stream finished %.2f s later\n",
                 std::chrono::duration<double>(clock_type::now() - term_at).count());
     EXPECT_NE(streamed.find("\"finish_reason\":\"length\""), std::string::npos)
-        << "the stream was cut: " << streamed.substr(streamed.size() > 400 ? streamed.size() - 400 : 0);
+        << "the stream was cut: "
+        << streamed.substr(streamed.size() > 400 ? streamed.size() - 400 : 0);
     EXPECT_TRUE(decode.wait_for("drained (its requests finished)", 10s)) << read_file(decode.log);
   }
   decode.kill_now(SIGTERM);

@@ -39,9 +39,9 @@ inline void check_matmul(backend& be, std::mt19937& rng) {
   // Up to 24 rows with trans_b the CPU backend takes its own kernel
   // (cpu/small_gemm.hpp): 3-column and 4-row tiles with tails, k not a
   // multiple of 8, columns split over threads.
-  for (auto [m, n, k] : {shape{1, 1, 1}, shape{1, 17, 9}, shape{7, 13, 5}, shape{33, 17, 65},
-                         shape{64, 96, 128}, shape{5, 3, 0}, shape{4, 1000, 515},
-                         shape{24, 131, 64}, shape{25, 50, 33}, shape{2, 7, 8}})
+  for (auto [m, n, k] :
+       {shape{1, 1, 1}, shape{1, 17, 9}, shape{7, 13, 5}, shape{33, 17, 65}, shape{64, 96, 128},
+        shape{5, 3, 0}, shape{4, 1000, 515}, shape{24, 131, 64}, shape{25, 50, 33}, shape{2, 7, 8}})
     for (bool trans_b : {false, true})
       for (bool padded : {false, true}) {
         const float alpha = padded ? 0.5f : 1.0f;

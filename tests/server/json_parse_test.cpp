@@ -54,11 +54,11 @@ TEST(json_parse, reads_requests_as_nlohmann_does) {
 }
 
 TEST(json_parse, refuses_what_nlohmann_refuses) {
-  for (const std::string& body : {
-           std::string{R"({"a":1,})"}, std::string{R"({"a":1} trailing)"}, std::string{"{"},
-           std::string{""}, std::string{R"({"a":"\x80"})"}, std::string{R"({"a":"\ud800"})"},
-           std::string{"[1e400]"}, std::string{R"({'a':1})"}, std::string{"[01]"},
-           std::string{"{\"a\":\"tab\there\"}"}, std::string{"nul\0l", 5}})
+  for (const std::string& body :
+       {std::string{R"({"a":1,})"}, std::string{R"({"a":1} trailing)"}, std::string{"{"},
+        std::string{""}, std::string{R"({"a":"\x80"})"}, std::string{R"({"a":"\ud800"})"},
+        std::string{"[1e400]"}, std::string{R"({'a':1})"}, std::string{"[01]"},
+        std::string{"{\"a\":\"tab\there\"}"}, std::string{"nul\0l", 5}})
     EXPECT_TRUE(parse_json(body).is_discarded()) << body;
 }
 

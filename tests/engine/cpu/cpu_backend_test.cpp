@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <vector>
 #include <numeric>
+#include <vector>
 
 #include "tests/engine/backend_ops_check.hpp"
 
@@ -117,7 +117,6 @@ TEST(cpu_backend, few_row_matmul_with_beta_zero_never_reads_c) {
       ASSERT_EQ(v, 0.5f * 2.0f * k) << "m=" << m;
   }
 }
-
 
 TEST(cpu_backend, causal_attention_without_positions_puts_queries_last) {
   // nq queries over nk keys with no positions: query i sits at nk - nq + i.

@@ -9,7 +9,9 @@
 //
 // Each sequence is prefilled with `context` random text tokens (policy
 // `full`), then all of a batch decode `steps` tokens together; the best of
-// `runs` timings is kept. Tokens/s = batch x steps / time.
+// `runs` timings is kept. Tokens/s = batch x steps / time. Each batch is
+// also timed on a second backend that leaves every GEMM to OpenBLAS, the
+// baseline of the CPU backend's few-row kernel, in the same run.
 
 #include <algorithm>
 #include <chrono>
@@ -17,6 +19,7 @@
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <stdlib.h>
 #include <string>
 #include <thread>
 #include <vector>
@@ -70,14 +73,73 @@ double read_bandwidth_gbps() {
   return best;
 }
 
+/// Best seconds per decode step of `b` sequences of `context` random text
+/// tokens on `m` (each prefilled with `full` first).
+result<double> step_seconds(bench_model& m, const options& opt, int b, std::mt19937& rng) {
+  const auto& t = m.cfg.text;
+  const auto policy = parse_policy("full");
+  std::vector<kv_sequence> seqs;
+  std::vector<int32_t> tokens;
+  for (int s = 0; s < b; ++s) {
+    prompt p;
+    auto ids = m.random_text(rng, opt.context);
+    ids[0] = t.bos_token_id;
+    p.parts.push_back({segment_kind::text, std::move(ids), -1});
+    auto plan = build_link_plan(p, *policy, t);
+    if (!plan)
+      return std::move(plan).err();
+    auto pre = run_prefill(*m.be, *m.decoder, *m.pool, *plan);
+    if (!pre)
+      return std::move(pre).err();
+    tokens.push_back(static_cast<int32_t>(std::max_element(pre->logits.begin(), pre->logits.end()) -
+                                          pre->logits.begin()));
+    seqs.push_back(std::move(pre->sequence));
+  }
+  const size_t vocab = static_cast<size_t>(t.vocab_size);
+  double best = 1e30;
+  for (int r = 0; r <= opt.runs; ++r) { // run 0 warms up
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int step = 0; step < opt.steps; ++step) {
+      std::vector<decode_input> in;
+      for (int s = 0; s < b; ++s)
+        in.push_back({&seqs[static_cast<size_t>(s)], tokens[static_cast<size_t>(s)],
+                      seqs[static_cast<size_t>(s)].length()});
+      auto logits = decode_step(*m.be, *m.decoder, *m.pool, in);
+      if (!logits)
+        return std::move(logits).err();
+      for (int s = 0; s < b; ++s) {
+        const float* row = logits->data() + static_cast<size_t>(s) * vocab;
+        tokens[static_cast<size_t>(s)] =
+            static_cast<int32_t>(std::max_element(row, row + vocab) - row);
+      }
+    }
+    const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+    if (r > 0)
+      best = std::min(best, dt.count());
+  }
+  return best / opt.steps;
+}
+
+int fail(const error& e) {
+  std::fprintf(stderr, "decode_bench: %s\n", e.to_string().c_str());
+  return 1;
+}
+
 int run(const options& opt) {
   const std::vector<int> batches = {1, 8, 32};
   const int per_seq = opt.context + opt.steps * (opt.runs + 1) + 16;
-  auto model = load_bench_model(opt.model, opt.threads, batches.back() * per_seq + 64);
-  if (!model) {
-    std::fprintf(stderr, "decode_bench: %s\n", model.err().to_string().c_str());
-    return 1;
-  }
+  const int pool_tokens = batches.back() * per_seq + 64;
+  auto model = load_bench_model(opt.model, opt.threads, pool_tokens);
+  if (!model)
+    return fail(model.err());
+  // The same model on a backend that leaves every GEMM to OpenBLAS (the
+  // backend reads MOSAIC_SMALL_GEMM_ROWS when it is made): the
+  // few-row kernel's baseline, measured in this run.
+  ::setenv("MOSAIC_SMALL_GEMM_ROWS", "0", 1);
+  auto openblas = load_bench_model(opt.model, opt.threads, pool_tokens);
+  ::unsetenv("MOSAIC_SMALL_GEMM_ROWS");
+  if (!openblas)
+    return fail(openblas.err());
   bench_model& m = *model;
   const auto& t = m.cfg.text;
   const double weight_bytes = 4.0 * (static_cast<double>(m.decoder_linear_params()) +
@@ -87,72 +149,30 @@ int run(const options& opt) {
               opt.model.c_str(), std::string{m.be->name()}.c_str(), t.num_layers, t.hidden_size,
               opt.context);
   std::printf("memory read bandwidth (same process, every core): %.1f GB/s; one step streams "
-              "%.1f MB of f32 weights + each sequence's KV\n\n",
+              "%.1f MB of f32 weights + each sequence's KV\n",
               bw, weight_bytes * 1e-6);
-  std::printf("%6s %9s %10s %10s %16s %13s\n", "batch", "step_ms", "tokens/s", "ms/token",
-              "bound_tokens/s", "ratio_to_bound");
+  std::printf("openblas_ms: the same steps with every GEMM on OpenBLAS (MOSAIC_SMALL_GEMM_ROWS=0), "
+              "this run\n\n");
+  std::printf("%6s %9s %10s %10s %16s %13s %12s\n", "batch", "step_ms", "tokens/s", "ms/token",
+              "bound_tokens/s", "ratio_to_bound", "openblas_ms");
 
   std::mt19937 rng(4321);
-  const auto policy = parse_policy("full");
   for (int b : batches) {
-    // `b` sequences with their own random prompts.
-    std::vector<kv_sequence> seqs;
-    std::vector<int32_t> tokens;
-    for (int s = 0; s < b; ++s) {
-      prompt p;
-      auto ids = m.random_text(rng, opt.context);
-      ids[0] = t.bos_token_id;
-      p.parts.push_back({segment_kind::text, std::move(ids), -1});
-      auto plan = build_link_plan(p, *policy, t);
-      if (!plan) {
-        std::fprintf(stderr, "decode_bench: %s\n", plan.err().to_string().c_str());
-        return 1;
-      }
-      auto pre = run_prefill(*m.be, *m.decoder, *m.pool, *plan);
-      if (!pre) {
-        std::fprintf(stderr, "decode_bench: %s\n", pre.err().to_string().c_str());
-        return 1;
-      }
-      tokens.push_back(static_cast<int32_t>(
-          std::max_element(pre->logits.begin(), pre->logits.end()) - pre->logits.begin()));
-      seqs.push_back(std::move(pre->sequence));
-    }
-    double best = 1e30;
-    for (int r = 0; r <= opt.runs; ++r) { // run 0 warms up
-      const auto t0 = std::chrono::steady_clock::now();
-      for (int step = 0; step < opt.steps; ++step) {
-        std::vector<decode_input> in;
-        for (int s = 0; s < b; ++s)
-          in.push_back({&seqs[static_cast<size_t>(s)], tokens[static_cast<size_t>(s)],
-                        seqs[static_cast<size_t>(s)].length()});
-        auto logits = decode_step(*m.be, *m.decoder, *m.pool, in);
-        if (!logits) {
-          std::fprintf(stderr, "decode_bench: %s\n", logits.err().to_string().c_str());
-          return 1;
-        }
-        const size_t vocab = static_cast<size_t>(t.vocab_size);
-        for (int s = 0; s < b; ++s) {
-          const float* row = logits->data() + static_cast<size_t>(s) * vocab;
-          tokens[static_cast<size_t>(s)] =
-              static_cast<int32_t>(std::max_element(row, row + vocab) - row);
-        }
-      }
-      const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
-      if (r > 0)
-        best = std::min(best, dt.count());
-    }
+    auto step_s = step_seconds(m, opt, b, rng);
+    if (!step_s)
+      return fail(step_s.err());
+    auto blas_s = step_seconds(*openblas, opt, b, rng);
+    if (!blas_s)
+      return fail(blas_s.err());
     // The bound: one read of the weights per step plus each sequence's
     // K and V (mean length over the steps) at the measured bandwidth.
     const double kv_bytes = 2.0 * 4.0 * t.num_layers * t.kv_dim() *
                             (opt.context + opt.steps * (opt.runs + 1) / 2.0) * b;
     const double bound_step_s = (weight_bytes + kv_bytes) / (bw * 1e9);
-    const double step_s = best / opt.steps;
-    const double tps = b / step_s;
+    const double tps = b / *step_s;
     const double bound_tps = b / bound_step_s;
-    std::printf("%6d %9.2f %10.1f %10.2f %16.1f %13.2f\n", b, step_s * 1e3, tps, 1e3 / tps,
-                bound_tps, tps / bound_tps);
-    for (auto& s : seqs)
-      s.release();
+    std::printf("%6d %9.2f %10.1f %10.2f %16.1f %13.2f %12.2f\n", b, *step_s * 1e3, tps, 1e3 / tps,
+                bound_tps, tps / bound_tps, *blas_s * 1e3);
   }
   return 0;
 }

@@ -2,11 +2,6 @@
 
 #include "engine/cpu/vec_math.hpp"
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define MOSAIC_HAVE_AVX2_PATH 1
-#endif
-
 namespace mosaic::cpu {
 
 namespace {
@@ -72,7 +67,7 @@ __attribute__((target("avx2,fma"))) void key_scores_avx2(const float* q, int gro
 void key_scores(const float* q, int group, int head_dim, const float* k, int64_t k_stride,
                 int n_keys, float scale, float* out, int64_t out_stride) {
 #ifdef MOSAIC_HAVE_AVX2_PATH
-  if (head_dim % 8 == 0 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+  if (head_dim % 8 == 0 && have_avx2_fma()) {
     key_scores_avx2(q, group, head_dim, k, k_stride, n_keys, scale, out, out_stride);
     return;
   }

@@ -5,11 +5,6 @@
 
 #include "engine/cpu/vec_math.hpp"
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define MOSAIC_HAVE_AVX2_PATH 1
-#endif
-
 namespace mosaic::cpu {
 
 namespace {
@@ -125,22 +120,15 @@ __attribute__((target("avx2,fma"))) void columns_avx2(const gemm_args& g, int j0
 void small_gemm_nt(thread_pool& pool, const float* a, int lda, const float* b, int ldb, float* c,
                    int ldc, int m, int n, int k, float alpha, float beta) {
   const gemm_args g{a, lda, b, ldb, c, ldc, m, k, alpha, beta};
+  auto* columns = &columns_generic;
 #ifdef MOSAIC_HAVE_AVX2_PATH
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  const bool avx2 = false;
+  if (have_avx2_fma())
+    columns = &columns_avx2;
 #endif
   // ~64 KiB of B per piece: enough work to pay for waking a thread.
   const int64_t grain = std::max<int64_t>(8, (int64_t{16} << 10) / std::max(1, k));
   pool.parallel_for(0, n, grain, [&](int64_t lo, int64_t hi) {
-#ifdef MOSAIC_HAVE_AVX2_PATH
-    if (avx2) {
-      columns_avx2(g, static_cast<int>(lo), static_cast<int>(hi));
-      return;
-    }
-#endif
-    (void)avx2;
-    columns_generic(g, static_cast<int>(lo), static_cast<int>(hi));
+    columns(g, static_cast<int>(lo), static_cast<int>(hi));
   });
 }
 

@@ -7,6 +7,14 @@
 #include <bit>
 #include <cstdint>
 
+// Hand-written AVX2+FMA kernels (intrinsics in functions marked
+// target("avx2,fma")) are compiled where MOSAIC_HAVE_AVX2_PATH is defined
+// and taken at run time when have_avx2_fma().
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define MOSAIC_HAVE_AVX2_PATH 1
+#endif
+
 namespace mosaic::cpu {
 
 /// Marks a hot loop function for an AVX2+FMA clone next to the baseline
@@ -16,6 +24,15 @@ namespace mosaic::cpu {
 #else
 #define MOSAIC_CPU_CLONES
 #endif
+
+/// Whether this CPU runs the AVX2+FMA kernels.
+inline bool have_avx2_fma() {
+#ifdef MOSAIC_HAVE_AVX2_PATH
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
 
 /// e^x for f32 within ~2 ulp on [-87.3, 88.3] (Cephes polynomial); below
 /// that it returns exactly 0 (so masked scores of -inf vanish), above it

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "actors/local_cluster.hpp"
+#include "engine/cpu/blas_threads.hpp"
 #include "engine/model/image.hpp"
 #include "engine/model/random_image.hpp"
 
@@ -143,6 +144,9 @@ int run(const options& o) {
 } // namespace mosaic::bench
 
 int main(int argc, char** argv) {
+  // OpenBLAS's idle threads spin briefly, as in the mosaic CLI, so that
+  // the figures are the product's (engine/cpu/blas_threads.hpp).
+  mosaic::cpu::blas_exec_with_short_spin(argv);
   mosaic::bench::options o;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];

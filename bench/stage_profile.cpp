@@ -39,6 +39,7 @@
 #include "actors/local_cluster.hpp"
 #include "bench/bench_model.hpp"
 #include "bench/sgemm_peak.hpp"
+#include "engine/cpu/blas_threads.hpp"
 #include "engine/model/random_image.hpp"
 #include "server/openai_request.hpp"
 #include "sim/http_target.hpp"
@@ -254,6 +255,9 @@ int run(const options& o) {
 } // namespace mosaic::bench
 
 int main(int argc, char** argv) {
+  // OpenBLAS's idle threads spin briefly, as in the mosaic CLI, so that
+  // the figures are the product's (engine/cpu/blas_threads.hpp).
+  mosaic::cpu::blas_exec_with_short_spin(argv);
   mosaic::bench::options o;
   CLI::App app{"Where one request's time goes, stage by stage, through a node's actors"};
   app.add_option("--model", o.model, "builtin:tiny, builtin:small or an HF LLaVA directory")

@@ -34,6 +34,7 @@
 
 #include "actors/compute_lock.hpp"
 #include "bench/bench_model.hpp"
+#include "engine/cpu/blas_threads.hpp"
 #include "engine/decoder.hpp"
 #include "engine/policies.hpp"
 #include "engine/prefill.hpp"
@@ -235,8 +236,9 @@ int run(const options& opt) {
   if (!prefix)
     return fail(prefix.err());
   // Exact repeat: every run after the warm-up finds the whole prompt cached.
-  auto repeat = measure(m, p, *parse_policy("prefix"), opt.runs,
-                        [](int) { return prefix_scope{"bench-repeat", {}, ""}; });
+  auto repeat = measure(m, p, *parse_policy("prefix"), opt.runs, [](int) {
+    return prefix_scope{"bench-repeat", {}, ""};
+  });
   if (!repeat)
     return fail(repeat.err());
 
@@ -244,15 +246,16 @@ int run(const options& opt) {
               opt.model.c_str(), std::string{m.be->name()}.c_str(), n_tokens);
   std::printf("compile (standalone prefill of 3 images, done ahead of the question): %.3f s\n",
               compile_s);
-  std::printf("compile in 64-token chunks (a live node's store after use): %.3f s = %.2fx one pass\n\n",
-              chunked_s, chunked_s / compile_s);
+  std::printf(
+      "compile in 64-token chunks (a live node's store after use): %.3f s = %.2fx one pass\n\n",
+      chunked_s, chunked_s / compile_s);
   std::printf("%-34s %10s %12s\n", "policy", "ttft_ms", "recomputed");
-  std::printf("%-34s %10.1f %11.1f%%\n", "prefix (real prefix cache, cold)",
-              prefix->seconds * 1e3, prefix->recomputed * 100.0);
-  std::printf("%-34s %10.1f %11.1f%%\n", "mpic:32 (images at new positions)",
-              mpic->seconds * 1e3, mpic->recomputed * 100.0);
-  std::printf("%-34s %10.1f %11.1f%%\n", "prefix (exact repeat, cache hit)",
-              repeat->seconds * 1e3, repeat->recomputed * 100.0);
+  std::printf("%-34s %10.1f %11.1f%%\n", "prefix (real prefix cache, cold)", prefix->seconds * 1e3,
+              prefix->recomputed * 100.0);
+  std::printf("%-34s %10.1f %11.1f%%\n", "mpic:32 (images at new positions)", mpic->seconds * 1e3,
+              mpic->recomputed * 100.0);
+  std::printf("%-34s %10.1f %11.1f%%\n", "prefix (exact repeat, cache hit)", repeat->seconds * 1e3,
+              repeat->recomputed * 100.0);
   std::printf("\nnew positions: mpic:32 / prefix TTFT = %.3f (%.1f%% lower)\n",
               mpic->seconds / prefix->seconds, (1.0 - mpic->seconds / prefix->seconds) * 100.0);
   std::printf("exact repeat:  prefix-cache hit / cold prefill TTFT = %.3f (target <= 0.1)\n",
@@ -273,8 +276,8 @@ int run(const options& opt) {
               "itl_max_ms", "tokens", "prefill_s");
   for (const auto& [name, st] : {std::pair{std::string{"one pass"}, *whole},
                                  std::pair{"chunks of " + std::to_string(opt.chunk), *chunked}})
-    std::printf("%-22s %10.1f %10.1f %10.1f %8d %11.2f\n", name.c_str(), st.median_ms,
-                st.p99_ms, st.max_ms, st.tokens, st.prefill_s);
+    std::printf("%-22s %10.1f %10.1f %10.1f %8d %11.2f\n", name.c_str(), st.median_ms, st.p99_ms,
+                st.max_ms, st.tokens, st.prefill_s);
   std::printf("worst inter-token gap, chunked / one pass = %.3f; prefill time, chunked / one "
               "pass = %.3f\n",
               chunked->max_ms / std::max(whole->max_ms, 1e-9),
@@ -286,6 +289,9 @@ int run(const options& opt) {
 } // namespace mosaic::bench
 
 int main(int argc, char** argv) {
+  // OpenBLAS's idle threads spin briefly, as in the mosaic CLI, so that
+  // the figures are the product's (engine/cpu/blas_threads.hpp).
+  mosaic::cpu::blas_exec_with_short_spin(argv);
   mosaic::bench::options opt;
   CLI::App app{"TTFT of mpic:32 vs the prefix cache (new positions, exact repeats) and a "
                "stream's inter-token latency during a long prefill, chunked or not"};

@@ -330,6 +330,15 @@ def report(args: argparse.Namespace) -> int:
             print(f"{'repeat/first (mean)':24}" + "".join(
                 f"{summ[l].get(wl, {}).get('repeat/first', float('nan')):>22.2f}"
                 for l in labels))
+            # Issue #22's spread (p90/p50 of same-sized requests): a first
+            # sighting encodes its new images, a repeat does not, so each
+            # class is its own population; "all" mixes the two.
+            def spread(l, row):
+                s = summ[l].get("positions", {}).get(row, {})
+                return f"{s['p90'] / s['p50']:.2f}" if s.get("n") and s["p50"] > 0 else "-"
+            for row in rows:
+                print(f"{'p90/p50 ' + row.split(' ')[0]:24}" +
+                      "".join(f"{spread(l, row):>22}" for l in labels))
     batches = sorted({b for l in labels for b in summ[l].get("decode", {})})
     if batches:
         def rate(l, b):
@@ -351,6 +360,11 @@ def report(args: argparse.Namespace) -> int:
     for l in labels:
         same = "same as " + labels[0] if counts[l] == ref else "DIFFERS from " + labels[0]
         print(f"  {l:22} {same}  (first {counts[l][:6]})")
+    # How vLLM ran: with or without the preloads its CPU guide asks for.
+    for p in sorted(out_dir.glob("vllm-*-preload.txt")):
+        print(f"{p.name[:-len('-preload.txt')]}: {p.read_text().strip() or 'LD_PRELOAD= (none)'}")
+    if any(l.startswith("vllm") for l in labels) and not list(out_dir.glob("vllm-*-preload.txt")):
+        print("vLLM's LD_PRELOAD: not recorded (a run before the script recorded it: none)")
     (out_dir / "summary.json").write_text(json.dumps(
         {"summary": summ, "prompt_tokens": counts}, indent=1))
     return 0

@@ -18,6 +18,10 @@
 #   VLLM_PORT=8100  MOSAIC_PORT=8200  MOSAIC_ZMQ_PORT=8201
 #   VLLM_MAX_MODEL_LEN=8192  VLLM_CPU_KVCACHE_SPACE=4  VLLM_CPU_OMP_THREADS_BIND=0-1
 #   VLLM_EXTRA_ARGS=""          more api_server flags
+#   VLLM_PRELOAD=default        LD_PRELOAD for vLLM: by default tcmalloc
+#                               (Debian libtcmalloc-minimal4, installed here)
+#                               and the venv's Intel OpenMP, as vLLM's CPU
+#                               guide asks; "none" runs it without
 #   MOSAIC_TOPOLOGY=FILE        `mosaic serve --topology FILE` (e.g. store_after_use: repeat)
 #   LABEL_SUFFIX=""             appended to the Mosaic labels (e.g. -repeat for such a file)
 #   STARTUP_TIMEOUT=1200        seconds to wait for a server to answer
@@ -53,6 +57,7 @@ VLLM_MAX_MODEL_LEN=${VLLM_MAX_MODEL_LEN:-8192}
 export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-4}
 export VLLM_CPU_OMP_THREADS_BIND=${VLLM_CPU_OMP_THREADS_BIND:-0-1}
 VLLM_EXTRA_ARGS=${VLLM_EXTRA_ARGS:-}
+VLLM_PRELOAD=${VLLM_PRELOAD:-default}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-1200}
 TOKCHECK=${TOKCHECK:-1}
 VLLM_VERSION=0.32.0
@@ -90,6 +95,35 @@ install_vllm() {
   "$py" -m pip install -r "$wheels/requirements.txt" -c "$wheels/constraints.txt"
   "$py" -m pip install --no-deps "$wheel"
   installed || { log "the vLLM install did not take"; exit 1; }
+}
+
+# vLLM's CPU guide: tcmalloc and Intel OpenMP preloaded (its decode is
+# 9-22% faster with them here). tcmalloc comes from Debian.
+install_preload() {
+  [[ $VLLM_PRELOAD == default ]] || return 0
+  [[ -f /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 ]] && return 0
+  local sudo=()
+  ((EUID == 0)) || sudo=(sudo)
+  log "installing libtcmalloc-minimal4 (Debian) for vLLM's preload"
+  "${sudo[@]}" apt-get install -y -q libtcmalloc-minimal4 >/dev/null ||
+    { "${sudo[@]}" apt-get update -q >/dev/null && "${sudo[@]}" apt-get install -y -q libtcmalloc-minimal4 >/dev/null; }
+}
+
+# The LD_PRELOAD vLLM runs with ("" for none); fails when a library is missing.
+vllm_preload() {
+  case $VLLM_PRELOAD in
+    none | "") echo "" ;;
+    default)
+      local libs=(/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 "$root/$VENV/lib/libiomp5.so")
+      [[ $VENV == /* ]] && libs[1]=$VENV/lib/libiomp5.so
+      local l
+      for l in "${libs[@]}"; do
+        [[ -f $l ]] || { log "VLLM_PRELOAD=default: $l is missing (VLLM_PRELOAD=none to run without)"; return 1; }
+      done
+      (IFS=:; echo "${libs[*]}")
+      ;;
+    *) echo "$VLLM_PRELOAD" ;;
+  esac
 }
 
 # -- model ---------------------------------------------------------------------
@@ -137,8 +171,12 @@ start_vllm() { # prefix|noprefix
   local flag=--enable-prefix-caching
   [[ $1 == noprefix ]] && flag=--no-enable-prefix-caching
   local logf=$OUT/logs/vllm-$1.log
+  local preload
+  preload=$(vllm_preload)
+  echo "LD_PRELOAD=$preload" >"$OUT/vllm-$1-preload.txt"
+  log "vLLM $1: LD_PRELOAD=${preload:-(none)}"
   # shellcheck disable=SC2086
-  "$py" -m vllm.entrypoints.openai.api_server --model "$MODEL_DIR" --dtype float32 \
+  LD_PRELOAD=$preload "$py" -m vllm.entrypoints.openai.api_server --model "$MODEL_DIR" --dtype float32 \
     --host 127.0.0.1 --port "$VLLM_PORT" --max-model-len "$VLLM_MAX_MODEL_LEN" $flag \
     $VLLM_EXTRA_ARGS >"$logf" 2>&1 &
   server_pid=$!
@@ -164,7 +202,10 @@ client() { # URL LABEL [client args]
 }
 
 # -- main ------------------------------------------------------------------------
-[[ ${SKIP_INSTALL:-0} == 1 ]] || install_vllm
+if [[ ${SKIP_INSTALL:-0} != 1 ]]; then
+  install_vllm
+  install_preload
+fi
 export_model
 MODEL_DIR=$(cd "$MODEL_DIR" && pwd)
 mkdir -p "$OUT/logs"

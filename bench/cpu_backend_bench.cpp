@@ -46,6 +46,9 @@ struct figure {
 
 struct bench_context {
   std::unique_ptr<backend> be;
+  /// The same backend with attention's tiles on OpenBLAS sgemm
+  /// (MOSAIC_ATTENTION_TILES=0): the baseline of the tile kernels.
+  std::unique_ptr<backend> be_sgemm;
   std::map<std::string, figure> figures;
   std::mt19937 rng{42};
 
@@ -111,7 +114,8 @@ double attention_flops(const std::vector<int32_t>& q_pos, const std::vector<int3
   return pairs * n_heads * head_dim * 4.0; // Q K^T and P V
 }
 
-void attention(benchmark::State& state, bench_context& ctx, const std::string& name, int nq) {
+void attention(benchmark::State& state, bench_context& ctx, const std::string& name, int nq,
+               bool sgemm_tiles = false) {
   std::vector<int32_t> k_pos(tokens);
   std::iota(k_pos.begin(), k_pos.end(), 0);
   std::vector<int32_t> q_pos = k_pos;
@@ -139,8 +143,9 @@ void attention(benchmark::State& state, bench_context& ctx, const std::string& n
   args.n_kv_heads = n_kv_heads;
   args.head_dim = head_dim;
   args.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  backend& be = sgemm_tiles ? *ctx.be_sgemm : *ctx.be;
   timed_loop(state, ctx, name, attention_flops(q_pos, k_pos), true,
-             [&] { ctx.be->attention(args); });
+             [&] { (void)be.attention(args); });
 }
 
 void paged_attention(benchmark::State& state, bench_context& ctx, const std::string& name,
@@ -268,6 +273,9 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   bench_context ctx;
   ctx.be = mosaic::make_cpu_backend(threads); // also sets OpenBLAS's thread count
+  ::setenv("MOSAIC_ATTENTION_TILES", "0", 1);
+  ctx.be_sgemm = mosaic::make_cpu_backend(threads);
+  ::unsetenv("MOSAIC_ATTENTION_TILES");
   const double peak_before = measure_sgemm_peak_gflops(2048, 5);
 
   auto reg = [&](const std::string& name, auto fn) {
@@ -290,6 +298,10 @@ int main(int argc, char** argv) {
   reg("attention_2000", [](auto& st, auto& c, const auto& n) { attention(st, c, n, tokens); });
   reg("attention_link_320_of_2000",
       [](auto& st, auto& c, const auto& n) { attention(st, c, n, 320); });
+  reg("attention_2000_sgemm_tiles",
+      [](auto& st, auto& c, const auto& n) { attention(st, c, n, tokens, true); });
+  reg("attention_link_320_of_2000_sgemm_tiles",
+      [](auto& st, auto& c, const auto& n) { attention(st, c, n, 320, true); });
   reg("paged_attention_b16_ctx2000",
       [](auto& st, auto& c, const auto& n) { paged_attention(st, c, n, 16, 2000); });
   reg("prefill_layer_2000", [](auto& st, auto& c, const auto& n) { prefill_layer(st, c, n); });
@@ -311,6 +323,13 @@ int main(int argc, char** argv) {
                   fig.rate / peak, peak);
     else
       std::printf("%s: %.2f GB/s\n", name.c_str(), fig.rate);
+  }
+  for (const char* name : {"attention_2000", "attention_link_320_of_2000"}) {
+    const auto tiles = ctx.figures.find(name);
+    const auto sgemm = ctx.figures.find(std::string{name} + "_sgemm_tiles");
+    if (tiles != ctx.figures.end() && sgemm != ctx.figures.end())
+      std::printf("%s: register-tile kernels / sgemm tiles = %.2fx\n", name,
+                  tiles->second.rate / sgemm->second.rate);
   }
   return 0;
 }

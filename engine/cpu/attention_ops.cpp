@@ -7,6 +7,7 @@
 #include <limits>
 #include <numeric>
 
+#include "engine/cpu/attention_tile.hpp"
 #include "engine/cpu/key_scores.hpp"
 #include "engine/cpu/vec_math.hpp"
 
@@ -19,8 +20,12 @@ namespace {
 /// give every thread several tasks.
 constexpr int block_rows = 256;
 
-/// Keys per tile: a [block_rows, key_tile] score tile stays in L2.
+/// Keys per tile: a [block_rows, key_tile] score tile stays in L2 (a
+/// multiple of key_panel).
 constexpr int key_tile = 256;
+
+/// Queries from which a call packs its keys for the tile kernels.
+constexpr int tile_kernel_min_queries = 16;
 
 MOSAIC_CPU_CLONES
 float max_of(const float* __restrict s, int n) {
@@ -88,6 +93,10 @@ struct attention_plan {
   int64_t q_stride;
   int kv_stride;
   bool k_sorted; // causal and k_pos non-decreasing
+  /// Keys packed in 16-key panels per kv head (attention_tile.hpp), or
+  /// null: the tiles then run on sgemm.
+  const float* k_panels;
+  int64_t k_panels_head; // floats per kv head in k_panels
 };
 
 /// Online-softmax update of one score row of a tile: turns the scores into
@@ -155,19 +164,32 @@ void attention_task(const attention_plan& p, attention_scratch& ws, int kv_head,
   const float* v = a.v + static_cast<int64_t>(kv_head) * hd;
   float* s = ws.scores.data();
   float* o = ws.o_acc.data();
+  const float* panels = p.k_panels != nullptr
+                            ? p.k_panels + static_cast<int64_t>(kv_head) * p.k_panels_head
+                            : nullptr;
   for (int k0 = 0; k0 < n_keys; k0 += key_tile) {
     const int n = std::min(key_tile, n_keys - k0);
-    const float* kt = k + static_cast<int64_t>(k0) * p.kv_stride;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, hd, 1.0f, qp, hd, kt, p.kv_stride,
-                0.0f, s, n);
+    const float* vt = v + static_cast<int64_t>(k0) * p.kv_stride;
+    // Score rows are key_tile apart for the tile kernels (they write whole
+    // 16-key panels), n apart for sgemm.
+    const int64_t lds = panels != nullptr ? key_tile : n;
+    if (panels != nullptr) {
+      tile_scores(qp, rows, hd, panels + static_cast<int64_t>(k0) * hd, n, s, lds);
+    } else {
+      const float* kt = k + static_cast<int64_t>(k0) * p.kv_stride;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, hd, 1.0f, qp, hd, kt,
+                  p.kv_stride, 0.0f, s, n);
+    }
     for (int r = 0; r < rows; ++r) {
       const int32_t qpos = a.causal ? p.q_pos[q0 + r % nb] : 0;
-      update_row(p, s + static_cast<int64_t>(r) * n, n, k0, qpos,
-                 ws.row_max[static_cast<size_t>(r)], ws.row_sum[static_cast<size_t>(r)],
-                 o + static_cast<int64_t>(r) * hd);
+      update_row(p, s + r * lds, n, k0, qpos, ws.row_max[static_cast<size_t>(r)],
+                 ws.row_sum[static_cast<size_t>(r)], o + static_cast<int64_t>(r) * hd);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, n, 1.0f, s, n,
-                v + static_cast<int64_t>(k0) * p.kv_stride, p.kv_stride, 1.0f, o, hd);
+    if (panels != nullptr)
+      tile_weighted_values(s, lds, rows, n, vt, p.kv_stride, hd, o);
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, n, 1.0f, s, n, vt,
+                  p.kv_stride, 1.0f, o, hd);
   }
   const int64_t out_stride = static_cast<int64_t>(a.n_heads) * hd;
   for (int h = 0; h < group; ++h)
@@ -323,6 +345,29 @@ void attention(thread_pool& pool, attention_workspace& ws, const attention_args&
   const int n_blocks = (a.nq + p.q_block - 1) / p.q_block;
   if (ws.slots.size() < static_cast<size_t>(pool.size()))
     ws.slots.resize(static_cast<size_t>(pool.size()));
+  // The tile kernels pack every key once per call (nk x head_dim floats
+  // per kv head): worth it once a task has rows enough to reuse the
+  // panels; a few query rows (decode-like links) stay on sgemm.
+  p.k_panels = nullptr;
+  if (ws.tile_kernels && attention_tile_kernels(hd) && a.nq >= tile_kernel_min_queries) {
+    const int nk_pad = (a.nk + key_panel - 1) / key_panel * key_panel;
+    p.k_panels_head = static_cast<int64_t>(nk_pad) * hd;
+    ws.k_panels.resize(static_cast<size_t>(p.k_panels_head) * a.n_kv_heads);
+    // Chunks of 256 keys of one kv head each (a multiple of the panel).
+    const int chunks = (a.nk + key_tile - 1) / key_tile;
+    pool.parallel_for(
+        0, static_cast<int64_t>(chunks) * a.n_kv_heads, 1, [&](int64_t lo, int64_t hi) {
+          for (int64_t t = lo; t < hi; ++t) {
+            const int head = static_cast<int>(t / chunks);
+            const int j0 = static_cast<int>(t % chunks) * key_tile;
+            pack_key_panels(
+                a.k + static_cast<int64_t>(j0) * p.kv_stride + static_cast<int64_t>(head) * hd,
+                p.kv_stride, std::min(key_tile, a.nk - j0), hd,
+                ws.k_panels.data() + head * p.k_panels_head + static_cast<int64_t>(j0) * hd);
+          }
+        });
+    p.k_panels = ws.k_panels.data();
+  }
   // Tasks in order of decreasing cost (late query blocks see more keys) so
   // that the last ones to be claimed are the short ones.
   pool.parallel_for_slots(0, static_cast<int64_t>(n_blocks) * a.n_kv_heads, 1,

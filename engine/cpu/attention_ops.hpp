@@ -1,7 +1,9 @@
 #pragma once
 
 // Attention kernels of the CPU backend: prefill/link attention over a KV
-// view (flash-style tiles, two sgemms per tile) and decode attention over
+// view (flash-style tiles: scores and P.V on AVX2 register tiles over keys
+// packed once per call, or two sgemms per tile where that path is not
+// available) and decode attention over
 // the paged KV pool (vectorised loops, one task per sequence and kv head).
 
 #include <vector>
@@ -24,6 +26,8 @@ struct attention_scratch {
 /// one entry per pool slot.
 struct attention_workspace {
   std::vector<attention_scratch> slots;
+  std::vector<float> k_panels; // keys in 16-key panels, per kv head (attention_tile.hpp)
+  bool tile_kernels = true;    // false: tiles on sgemm even where the kernels run
 };
 
 /// See backend::attention. Tasks (kv head, query block) run on `pool`; each

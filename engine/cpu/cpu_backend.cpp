@@ -6,6 +6,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 #include "engine/cpu/attention_ops.hpp"
 #include "engine/cpu/blas_threads.hpp"
@@ -164,7 +165,14 @@ private:
     return env != nullptr ? std::atoi(env) : cpu::small_gemm_max_rows;
   }();
   std::mutex scratch_mtx_; ///< guards the two below should two threads share a backend
-  cpu::attention_workspace workspace_;
+  /// MOSAIC_ATTENTION_TILES=0 runs attention's tiles on sgemm instead of
+  /// the register-tile kernels (for benchmarks against OpenBLAS).
+  cpu::attention_workspace workspace_ = [] {
+    cpu::attention_workspace ws;
+    const char* env = std::getenv("MOSAIC_ATTENTION_TILES");
+    ws.tile_kernels = env == nullptr || std::string_view{env} != "0";
+    return ws;
+  }();
   cpu::rope_table rope_table_;
 };
 

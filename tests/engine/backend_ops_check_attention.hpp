@@ -110,6 +110,15 @@ inline void check_attention(backend& be, std::mt19937& rng) {
       {1, 1, 1, 1, 4},                             // n = 1
       {129, 1, 8, 2, 64, sorted_subset, 0, 0},     // one query over a long cache
       {2000, 7, 8, 2, 64, shuffled_subset, 0, 64}, // few rows over 2,000 keys
+      // 16+ queries with head_dim a multiple of 16: the CPU backend's
+      // register-tile kernels (keys packed in 16-key panels), with row
+      // groups of 6 and their tails, partial panels and several key tiles.
+      {601, 601, 8, 2, 64},                        // prefill, 3 key tiles
+      {530, 97, 8, 2, 64, sorted_subset, 128, 16}, // link plan in a fused QKV buffer
+      {300, 41, 6, 3, 32, shuffled_subset, 0, 0},  // rows in any order
+      {577, 577, 4, 4, 64, all, 0, 0, false},      // bidirectional (vision tower)
+      {270, 270, 2, 1, 16, all, 0, 0, true, true}, // keys in random position order
+      {19, 19, 5, 5, 48},                          // one partial panel, odd row groups
   };
   for (const auto& c : cases)
     run_attention_case(be, rng, c);

@@ -80,23 +80,48 @@ digest tenant_cache_key(std::string_view tenant, const digest& image) {
   return h.finish();
 }
 
-/// Decodes, keys and encodes one inline image for `tenant` (or finds it in
-/// that tenant's part of the cache).
-result<encoded> encode_image(encoder_state& st, const msg::ImageSegment* seg,
+/// The pixels the linker of this node decoded for this request and image
+/// (EncodeRequest.decoded), or null: the handle names nothing here, or
+/// another request's or tenant's image.
+std::shared_ptr<const decoded_pixels> lent_pixels(node_context& ctx, const msg::EncodeRequest& m,
+                                                  std::string_view tenant) {
+  if (m.decoded() == 0)
+    return nullptr;
+  auto d = ctx.decoded.get(m.decoded());
+  if (d == nullptr || d->request_id != m.request_id() || d->tenant != tenant || !d->image)
+    return nullptr;
+  ctx.decoded.take(m.decoded());
+  return d;
+}
+
+/// Keys and encodes one inline image for `tenant` (or finds it in that
+/// tenant's part of the cache): from the pixels the linker lent, else by
+/// decoding the bytes.
+result<encoded> encode_image(encoder_state& st, const msg::EncodeRequest& m,
                              std::string_view tenant) {
+  const msg::ImageSegment* seg = m.image();
   if (seg == nullptr || seg->source_as_ImageData() == nullptr ||
       seg->source_as_ImageData()->encoded() == nullptr)
     return make_error(errc::invalid_argument,
                       "the encoder needs the image's bytes (an image given by key is encoded "
                       "already: it is in a library)");
-  const auto* bytes = seg->source_as_ImageData()->encoded();
-  const auto t_decode = steady::now();
-  auto img = decode_image(std::span<const uint8_t>{bytes->data(), bytes->size()}, image_limits{});
-  if (!img)
-    return std::move(img).err();
   encoded out;
-  out.key = image_key(*img, st.ctx->engine->config().vision);
-  st.ctx->counters.add_stage_since(request_stage::image_decode, t_decode);
+  std::shared_ptr<const decoded_image> img;
+  if (auto lent = lent_pixels(*st.ctx, m, tenant)) {
+    img = lent->image;
+    out.key = lent->key;
+  } else {
+    const auto* bytes = seg->source_as_ImageData()->encoded();
+    const auto t_decode = steady::now();
+    auto decoded =
+        decode_image(std::span<const uint8_t>{bytes->data(), bytes->size()}, image_limits{});
+    if (!decoded)
+      return std::move(decoded).err();
+    st.ctx->counters.image_decodes++;
+    img = std::make_shared<const decoded_image>(std::move(*decoded));
+    out.key = image_key(*img, st.ctx->engine->config().vision);
+    st.ctx->counters.add_stage_since(request_stage::image_decode, t_decode);
+  }
   const digest cache_key = tenant_cache_key(tenant, out.key);
   if (auto hit = st.cache->find(cache_key)) {
     st.ctx->counters.encoder_cache_hits++;
@@ -185,7 +210,7 @@ caf::result<encode_result_msg> on_encode(caf::stateful_actor<encoder_state>* sel
   wire::encode_result res;
   res.request_id = m->request_id();
   auto enc =
-      encode_image(st, m->image(), m->tenant() ? m->tenant()->string_view() : std::string_view{});
+      encode_image(st, *m.root(), m->tenant() ? m->tenant()->string_view() : std::string_view{});
   if (!enc) {
     res.err = enc.err();
     return make_encode_result_msg(res);

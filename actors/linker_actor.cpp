@@ -130,10 +130,17 @@ void start_encode(linker_actor_ptr self, const link_ptr& p, size_t i) {
   er.tenant = job.tenant;
   er.deadline_unix_ns = job.deadline_unix_ns;
   er.image = *data;
+  // The pixels decoded by prepare(): this node's encoder takes them instead
+  // of decoding the bytes again; whatever it leaves is dropped below.
+  if (job.images[i].pixels)
+    er.decoded = ctx->decoded.put(std::make_shared<const decoded_pixels>(
+        decoded_pixels{job.request_id, job.tenant, job.images[i].image_key, job.images[i].pixels}));
+  const uint64_t decoded = er.decoded;
   self->request(st.peers.encoder, until_deadline(job.deadline_unix_ns), encode_atom_v,
                 make_encode_request_msg(er))
       .then(
-          [self, p, ctx, i](const encode_result_msg& r) {
+          [self, p, ctx, i, decoded](const encode_result_msg& r) {
+            ctx->decoded.take(decoded);
             auto emb = ctx->embeddings.take(r->embeddings() ? r->embeddings()->id() : 0);
             if (p->failed)
               return;
@@ -147,7 +154,10 @@ void start_encode(linker_actor_ptr self, const link_ptr& p, size_t i) {
             img.seen_before = r->encoder_cache_hit();
             one_done(self, p);
           },
-          [p, ctx](const caf::error& err) { fail(*ctx, p, from_caf_error(err)); });
+          [p, ctx, decoded](const caf::error& err) {
+            ctx->decoded.take(decoded);
+            fail(*ctx, p, from_caf_error(err));
+          });
 }
 
 /// Tokenises the prompt and keys every image.
@@ -190,11 +200,12 @@ status prepare(node_context& ctx, const wire::generate_request& req, pending_lin
     } else {
       const auto& d = std::get<wire::image_data_segment>(seg);
       auto pixels = decode_image(d.encoded, image_limits{});
+      ctx.counters.image_decodes++;
       if (!pixels)
         return make_error(pixels.err().code, "image ", std::to_string(job.images.size()), ": ",
                           pixels.err().message);
       img.image_key = image_key(*pixels, cfg.vision);
-      img.pixels = std::move(*pixels);
+      img.pixels = std::make_shared<const decoded_image>(std::move(*pixels));
       p.sources.emplace_back(d);
     }
     job.images.push_back(std::move(img));

@@ -123,6 +123,7 @@ node_stats node_context::stats() const {
   s.library_hits = c.library_hits.load();
   s.library_misses = c.library_misses.load();
   s.encoder_cache_hits = c.encoder_cache_hits.load();
+  s.image_decodes = c.image_decodes.load();
   s.encodes = c.encodes.load();
   s.load_fallbacks = c.load_fallbacks.load();
   s.kv_send_unlocked_waits = c.kv_send_unlocked_waits.load();

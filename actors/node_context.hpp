@@ -115,9 +115,21 @@ struct job_image {
   int n_tokens = 0;
   uint64_t load_id = 0; ///< loads table handle of a library hit; 0: miss
   std::shared_ptr<const std::vector<float>> embeddings; // [n_tokens, hidden] miss
-  std::optional<decoded_image> pixels; ///< inline images: for a load-failure fallback
-  bool fresh = false;                  ///< encoded now: store to the library after use
-  bool seen_before = false;            ///< the encoder had it cached (an earlier sighting)
+  /// Inline images, decoded once by the linker: for the encoder of a miss
+  /// (node_context::decoded) and a load-failure fallback.
+  std::shared_ptr<const decoded_image> pixels;
+  bool fresh = false;       ///< encoded now: store to the library after use
+  bool seen_before = false; ///< the encoder had it cached (an earlier sighting)
+};
+
+/// An inline image the linker decoded (and keyed), lent to this node's
+/// encoder so that a miss is not decoded twice. The encoder uses it only
+/// for the same request and tenant.
+struct decoded_pixels {
+  uint64_t request_id = 0;
+  std::string tenant;
+  digest key{};
+  std::shared_ptr<const decoded_image> image;
 };
 
 /// What the prefill worker needs to run one request (linker → prefill).
@@ -163,7 +175,7 @@ enum class request_stage : uint8_t {
   prepare,           ///< linker: tokenize; decode and key inline images
   library_lookup,    ///< linker ↔ kv_loader: which images a library holds
   resolve_images,    ///< linker: lookup answered → every miss encoded, every hit loading
-  image_decode,      ///< encoder: PNG/JPEG decode and key of a miss (again)
+  image_decode,      ///< encoder: PNG/JPEG decode and key (uploads; remote linkers' misses)
   encode_lock_wait,  ///< encoder: waiting for the compute lock
   vision_encode,     ///< encoder: vision tower + projector
   prefill_queue,     ///< linker hand-off → the prefill pass starts
@@ -189,6 +201,7 @@ struct node_stats {
   uint64_t library_misses = 0;
   uint64_t encoder_cache_hits = 0;
   uint64_t encodes = 0;        ///< vision tower runs
+  uint64_t image_decodes = 0;  ///< inline images decoded (once per image and request)
   uint64_t load_fallbacks = 0; ///< hits recomputed because their load failed
   uint64_t stores = 0;         ///< entries written to a library
   uint64_t prefills = 0;
@@ -270,7 +283,7 @@ struct node_counters {
       library_hits{0}, library_misses{0}, encoder_cache_hits{0}, encodes{0}, load_fallbacks{0},
       stores{0}, prefills{0}, prefill_us{0}, load_wait_us{0}, decode_steps{0}, compressions{0},
       compress_us{0}, compress_saved_bytes{0}, compress_fallbacks{0}, routed_by_affinity{0},
-      routed_images_held{0}, kv_send_unlocked_waits{0};
+      routed_images_held{0}, kv_send_unlocked_waits{0}, image_decodes{0};
   std::atomic<uint64_t> admission_queue{0}; ///< gauge: requests in the router's queue
   /// gauge: sequences the node's decode workers generate now (a
   /// background compile takes short steps while any stream runs).
@@ -309,6 +322,7 @@ struct node_context {
 
   // -- handle tables ------------------------------------------------------------
   handle_table<const std::vector<float>> embeddings; // [n_tokens, hidden] each
+  handle_table<const decoded_pixels> decoded;        ///< linker -> encoder (EncodeRequest.decoded)
   handle_table<const compiled_image> compiled;       ///< compiled images awaiting a store
   compile_registry compiling;                        ///< images in store after use
   handle_table<loaded_entry> loads;                  ///< library hits of running requests

@@ -171,7 +171,7 @@ void print(const std::vector<profile>& ps, double vision_gflop, double peak) {
   row("linker: tokenize, decode + key images", stage(request_stage::prepare), true);
   row("linker: library lookup", stage(request_stage::library_lookup), true);
   row("linker: images resolved (wall), of which", stage(request_stage::resolve_images), true);
-  row("  encoder: decode + key image again", stage(request_stage::image_decode), true);
+  row("  encoder: decode + key (0: linker's pixels)", stage(request_stage::image_decode), true);
   row("  encoder: wait for the compute lock", stage(request_stage::encode_lock_wait), true);
   row("  encoder: vision tower + projector", stage(request_stage::vision_encode), true);
   row("prefill: queue", stage(request_stage::prefill_queue), true);

@@ -129,9 +129,9 @@ encode_request_msg make_encode_request_msg(const wire::encode_request& req) {
   FlatBufferBuilder fbb{256};
   auto tenant = opt_string(fbb, req.tenant);
   auto image = add_image_segment(fbb, req.image);
-  return encode_request_msg::finish(fbb, msg::CreateEncodeRequest(fbb, req.request_id, tenant,
-                                                                  req.deadline_unix_ns, image,
-                                                                  req.compile, req.shared));
+  return encode_request_msg::finish(
+      fbb, msg::CreateEncodeRequest(fbb, req.request_id, tenant, req.deadline_unix_ns, image,
+                                    req.compile, req.shared, req.decoded));
 }
 
 encode_result_msg make_encode_result_msg(const wire::encode_result& res) {

@@ -121,6 +121,8 @@ struct encode_request {
   image_source image{};
   bool compile = false;
   bool shared = false;
+  uint64_t decoded = 0; ///< node_context::decoded handle on the sender's node; 0: none
+  bool operator==(const encode_request&) const = default;
 };
 
 struct encode_result {

@@ -1,6 +1,7 @@
 #include "messages/readers.hpp"
 
 #include <string>
+#include <variant>
 
 #include "messages/error_convert.hpp"
 
@@ -72,6 +73,24 @@ wire::sampling read_sampling(const msg::SamplingParams* s) {
   return out;
 }
 
+namespace {
+
+result<wire::image_source> read_image_source(const msg::ImageSegment& image) {
+  if (const auto* key = image.source_as_ImageKey())
+    return wire::image_source{wire::image_key_segment{from_msg_key(*key->key())}};
+  if (const auto* data = image.source_as_ImageData()) {
+    wire::image_data_segment out;
+    out.encoded.assign(data->encoded()->begin(), data->encoded()->end());
+    out.mime = str(data->mime());
+    return wire::image_source{std::move(out)};
+  }
+  return make_error(errc::invalid_argument, "image segment of unknown source kind ",
+                    std::to_string(static_cast<int>(image.source_type())),
+                    "; expected a library key or encoded image bytes");
+}
+
+} // namespace
+
 result<wire::segment> read_segment(const msg::Segment& seg) {
   if (const auto* text = seg.body_as_TextSegment())
     return wire::segment{wire::text_segment{str(text->text())}};
@@ -80,17 +99,28 @@ result<wire::segment> read_segment(const msg::Segment& seg) {
     return make_error(errc::invalid_argument, "prompt segment of unknown kind ",
                       std::to_string(static_cast<int>(seg.body_type())),
                       "; expected text or image (peer built with a newer schema?)");
-  if (const auto* key = image->source_as_ImageKey())
-    return wire::segment{wire::image_key_segment{from_msg_key(*key->key())}};
-  if (const auto* data = image->source_as_ImageData()) {
-    wire::image_data_segment out;
-    out.encoded.assign(data->encoded()->begin(), data->encoded()->end());
-    out.mime = str(data->mime());
-    return wire::segment{std::move(out)};
-  }
-  return make_error(errc::invalid_argument, "image segment of unknown source kind ",
-                    std::to_string(static_cast<int>(image->source_type())),
-                    "; expected a library key or encoded image bytes");
+  auto src = read_image_source(*image);
+  if (!src)
+    return std::move(src).err();
+  return std::visit([](auto&& x) { return wire::segment{std::move(x)}; }, std::move(*src));
+}
+
+result<wire::encode_request> read_encode_request(const encode_request_msg& m) {
+  const auto* r = m.root();
+  if (r == nullptr || r->image() == nullptr)
+    return make_error(errc::invalid_argument, "empty EncodeRequest message");
+  wire::encode_request out;
+  out.request_id = r->request_id();
+  out.tenant = str(r->tenant());
+  out.deadline_unix_ns = r->deadline_unix_ns();
+  auto image = read_image_source(*r->image());
+  if (!image)
+    return std::move(image).err();
+  out.image = std::move(*image);
+  out.compile = r->compile();
+  out.shared = r->shared();
+  out.decoded = r->decoded();
+  return out;
 }
 
 result<wire::generate_request> read_generate_request(const generate_request_msg& m) {

@@ -18,6 +18,7 @@ wire::sampling read_sampling(const msg::SamplingParams* s);
 result<wire::segment> read_segment(const msg::Segment& seg);
 
 result<wire::generate_request> read_generate_request(const generate_request_msg& m);
+result<wire::encode_request> read_encode_request(const encode_request_msg& m);
 wire::token_event read_token_event(const token_event_msg& m);
 /// A TokenLogprob vector (null: empty), at most 21 entries (the chosen
 /// token and 20 alternatives) whatever the sender put in.

@@ -106,6 +106,30 @@ TEST_F(pipeline_test, the_encoder_cache_is_per_tenant) {
   EXPECT_EQ(bob.encoder_cache_hits, alice.encoder_cache_hits);
 }
 
+TEST_F(pipeline_test, each_inline_image_is_decoded_once_per_request) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  // Two misses: the linker decodes and keys each image and lends the
+  // pixels to the encoder, which does not decode them again.
+  const std::vector<std::vector<uint8_t>> images{random_png(rng_), random_png(rng_)};
+  const auto before = cluster_->stats();
+  const auto first = run(greedy_request(images, "full", 4));
+  ASSERT_FALSE(first.tokens.empty());
+  const auto after = cluster_->stats();
+  EXPECT_EQ(after.encodes - before.encodes, 2u);
+  EXPECT_EQ(after.image_decodes - before.image_decodes, 2u);
+  // Nothing lent stays behind. An upload's encoder decodes the bytes
+  // itself: its entries carry the keys the linker computed (both hit),
+  // and linking them with every token recomputed gives the same answer.
+  EXPECT_EQ(cluster_->context().decoded.size(), 0u);
+  for (const auto& img : images)
+    ASSERT_TRUE(cluster_->upload("alice", img));
+  EXPECT_EQ(cluster_->stats().image_decodes - after.image_decodes, 2u);
+  const int n_img = cluster_->context().engine->config().image_tokens();
+  const auto hits_before = cluster_->stats().library_hits;
+  EXPECT_EQ(run(greedy_request(images, "mpic:" + std::to_string(n_img), 4)).tokens, first.tokens);
+  EXPECT_EQ(cluster_->stats().library_hits - hits_before, 2u);
+}
+
 TEST_F(pipeline_test, a_stop_string_that_starts_inside_a_token_returns_none_of_it) {
   SCOPED_TRACE("seed " + std::to_string(seed_));
   const std::vector<std::vector<uint8_t>> images{random_png(rng_)};
@@ -237,7 +261,11 @@ TEST_F(pipeline_test, every_stage_of_a_request_is_timed) {
   for (size_t i = 0; i < actors::n_request_stages; ++i) {
     const auto s = request_stage(i);
     names.insert(actors::stage_name(s));
-    EXPECT_GE(count(s), 1u) << actors::stage_name(s) << " was not timed";
+    // The encoder decodes nothing: the linker lent it the pixels.
+    if (s == request_stage::image_decode)
+      EXPECT_EQ(count(s), 0u) << "the miss was decoded twice";
+    else
+      EXPECT_GE(count(s), 1u) << actors::stage_name(s) << " was not timed";
   }
   EXPECT_EQ(names.size(), actors::n_request_stages);
   EXPECT_EQ(names.count("unknown"), 0u);

@@ -13,6 +13,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 #undef MOSAIC_FUZZ_VERIFY_
   if (auto m = generate_request_msg::from_bytes(bytes))
     (void)read_generate_request(*m);
+  if (auto m = encode_request_msg::from_bytes(bytes))
+    (void)read_encode_request(*m);
   if (auto m = token_event_msg::from_bytes(bytes))
     (void)read_token_event(*m);
   if (auto m = library_lookup_result_msg::from_bytes(bytes))

@@ -117,6 +117,24 @@ TEST_F(messages_test, encode_messages_round_trip) {
   ASSERT_NE(data, nullptr);
   EXPECT_EQ(std::vector<uint8_t>(data->encoded()->begin(), data->encoded()->end()), img.encoded);
   EXPECT_EQ(str(data->mime()), "image/png");
+  EXPECT_EQ(req->decoded(), 0u);
+  // read_encode_request gives back every field, the lent-pixels handle
+  // and a key source included.
+  const wire::encode_request full{.request_id = 6,
+                                  .tenant = "acme",
+                                  .deadline_unix_ns = 7,
+                                  .image = img,
+                                  .compile = false,
+                                  .shared = true,
+                                  .decoded = 42};
+  auto back = read_encode_request(reparse(make_encode_request_msg(full)));
+  ASSERT_TRUE(back) << back.err().to_string();
+  EXPECT_EQ(*back, full);
+  const wire::encode_request by_key{.request_id = 8,
+                                    .image = wire::image_key_segment{test::random_key(rng_)}};
+  auto back_key = read_encode_request(reparse(make_encode_request_msg(by_key)));
+  ASSERT_TRUE(back_key) << back_key.err().to_string();
+  EXPECT_EQ(*back_key, by_key);
 
   auto key = test::random_key(rng_);
   auto handle = test::random_tensor_handle(rng_);

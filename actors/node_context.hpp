@@ -72,7 +72,7 @@ struct node_options {
   /// Which library misses are compiled and stored after use (topology
   /// `store_after_use`): "first", "repeat" (images the encoder saw before)
   /// or "off". Never images inside the cached prefix the request adopted.
-  std::string store_after_use = "first";
+  std::string store_after_use = "repeat";
   /// KV compression of requests that name none (FastCache compress stage);
   /// none: requests go from prefill straight to decode.
   compression_spec default_compression{};

@@ -46,13 +46,13 @@ struct device_spec {
 struct frontend_spec {
   int http_port = 8000;
   int zmq_port = 8001;
-  std::string bind;         ///< address to listen on; defaults to the node's host
-  int max_body_mb = 32;     ///< larger request bodies get HTTP 413
-  int max_concurrent = 256; ///< in-flight requests before HTTP 503
+  std::string bind;                     ///< address to listen on; defaults to the node's host
+  int max_body_mb = 32;                 ///< larger request bodies get HTTP 413
+  int max_concurrent = 256;             ///< in-flight requests before HTTP 503
   int max_connections = 1024;           ///< open connections before HTTP 503 at accept
   int max_connections_per_client = 256; ///< from one address before HTTP 429 at accept
-  int header_timeout_s = 10; ///< a request's line and headers must all arrive within it
-  int drain_s = 30;          ///< SIGTERM: how long running requests may finish
+  int header_timeout_s = 10;            ///< a request's line and headers must all arrive within it
+  int drain_s = 30;                     ///< SIGTERM: how long running requests may finish
 
   size_t max_body_bytes() const { return static_cast<size_t>(max_body_mb) << 20; }
 };
@@ -114,7 +114,7 @@ struct prefill_spec {
   /// image the first time it misses), "repeat" (an image the encoder saw
   /// before, i.e. from its second sighting outside the cached prefix on) or
   /// "off".
-  std::string store_after_use = "first";
+  std::string store_after_use = "repeat";
   /// KV compression of requests that name none (engine/compression_spec.hpp
   /// grammar); `none` (the default) skips the compress stage.
   compression_spec compression;

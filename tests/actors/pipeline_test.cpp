@@ -24,6 +24,9 @@ protected:
     rng_.seed(seed_);
     auto o = tiny_options(library_.path());
     o.ram_budget_bytes = 0; // every hit is read from disk by the loader
+    // A new image is stored after its first use (the default waits for a
+    // second sighting: pipeline_store_after_use below).
+    o.store_after_use = "first";
     auto c = local_cluster::start(o);
     ASSERT_TRUE(c) << c.err().to_string();
     cluster_ = std::move(*c);

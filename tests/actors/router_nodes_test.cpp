@@ -47,7 +47,8 @@ protected:
       y << "  - { name: p" << i << ", host: 127.0.0.1, control_port: " << base + 4 + 2 * i
         << ", data_port: " << base + 5 + 2 * i << ", threads: 1, actors: [ { kind: kv_loader, "
         << "library: " << (dir_.path() / ("lib" + std::to_string(i))).string()
-        << ", io: pread, ram_gb: 0.05, disk_gb: 1 }, { kind: linker }, { kind: prefill } ] }\n";
+        << ", io: pread, ram_gb: 0.05, disk_gb: 1 }, { kind: linker }, "
+        << "{ kind: prefill, store_after_use: first } ] }\n"; // a new image is a hit next time
     auto topo = parse_topology(y.str(), "router_nodes_test.yaml");
     ASSERT_TRUE(topo) << topo.err().to_string();
     topo_ = *topo;

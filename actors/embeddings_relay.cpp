@@ -161,23 +161,11 @@ caf::behavior embeddings_intake(intake_ptr self, node_context* ctx,
     return caf::result<caf::message>{caf::delegated<caf::message>{}};
   });
   return {
-      [self](encode_atom, const encode_request_msg& in) {
+      [self](encode_atom, const encode_request_msg& m) {
         auto rp = self->make_response_promise<encode_result_msg>();
-        // The linker's decoded-pixels handle names an entry of this node:
-        // the remote encoder decodes the bytes itself.
-        encode_request_msg m = in;
-        if (in->decoded() != 0) {
-          auto req = read_encode_request(in);
-          if (!req) {
-            wire::encode_result res;
-            res.request_id = in->request_id();
-            res.err = req.err();
-            rp.deliver(make_encode_result_msg(res));
-            return rp;
-          }
-          req->decoded = 0;
-          m = make_encode_request_msg(*req);
-        }
+        // The linker's decoded-pixels handle goes along: the remote
+        // encoder finds no entry of this request there and decodes the
+        // bytes (encoder_actor.cpp, lent_pixels).
         self->request(self->state.link, until_deadline(m->deadline_unix_ns()), encode_atom_v, m)
             .then(
                 [self, rp](const encode_result_msg& r) mutable {

@@ -82,7 +82,10 @@ digest tenant_cache_key(std::string_view tenant, const digest& image) {
 
 /// The pixels the linker of this node decoded for this request and image
 /// (EncodeRequest.decoded), or null: the handle names nothing here, or
-/// another request's or tenant's image.
+/// another request's or tenant's image (a handle from another node's
+/// linker: request ids are unique across the cluster and one node links a
+/// request, so no entry here can match it). The linker drops the entry
+/// when the encode returns.
 std::shared_ptr<const decoded_pixels> lent_pixels(node_context& ctx, const msg::EncodeRequest& m,
                                                   std::string_view tenant) {
   if (m.decoded() == 0)
@@ -90,7 +93,6 @@ std::shared_ptr<const decoded_pixels> lent_pixels(node_context& ctx, const msg::
   auto d = ctx.decoded.get(m.decoded());
   if (d == nullptr || d->request_id != m.request_id() || d->tenant != tenant || !d->image)
     return nullptr;
-  ctx.decoded.take(m.decoded());
   return d;
 }
 

@@ -3,10 +3,12 @@
 
 #include <arpa/inet.h>
 
+#include <cstdio>
 #include <map>
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 
 #include "actors/compress_actor.hpp"
 #include "actors/decode_actor.hpp"
@@ -17,6 +19,7 @@
 #include "actors/local_cluster.hpp"
 #include "actors/node_directory.hpp"
 #include "actors/node_network.hpp"
+#include "actors/openssl_error_queue.hpp"
 #include "actors/prefill_actor.hpp"
 #include "actors/router_actor.hpp"
 
@@ -125,9 +128,24 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
   c->cfg_ = std::make_unique<caf::actor_system_config>();
   init_message_types(*c->cfg_);
   init_network(*c->cfg_);
+  // The control plane over TLS when the topology gives certificates: both
+  // ends present one, and each refuses a peer whose certificate the
+  // cluster's CA did not sign (SSL_VERIFY_PEER | FAIL_IF_NO_PEER_CERT).
+  const bool tls = !topo.tls_ca.empty();
+  if (tls) {
+    if (!openssl_error_queue_cleared_per_call())
+      std::fprintf(stderr, "mosaic: warning: the workaround for CAF 0.17.6's stale OpenSSL error "
+                           "queue is not in effect; a failed control connection may close "
+                           "others (actors/openssl_error_queue.cpp)\n");
+    c->cfg_->load<caf::openssl::manager>();
+    c->cfg_->openssl_certificate = self->tls_cert;
+    c->cfg_->openssl_key = self->tls_key;
+    c->cfg_->openssl_cafile = topo.tls_ca;
+  }
   c->cfg_->set("logger.console", caf::atom("none"));
   c->cfg_->set("scheduler.max-threads", 4);
-  c->cfg_->set("middleman.enable-automatic-connections", true);
+  // Automatic connections are plain TCP, which a TLS control port refuses.
+  c->cfg_->set("middleman.enable-automatic-connections", !tls);
   c->sys_ = std::make_unique<caf::actor_system>(*c->cfg_);
   auto& sys = *c->sys_;
   auto* ctxp = c->ctx_.get();
@@ -141,6 +159,8 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
       lo.peer = address_of(peer);
       lo.kind = kind;
       lo.from_node = self->name;
+      lo.tls = tls;
+      lo.directories = net.directories;
       l = spawn_peer_link(sys, lo, net.health);
       c->all_.push_back(l);
       if (std::none_of(net.peers.begin(), net.peers.end(),
@@ -226,9 +246,9 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
       for (const auto& d : topo.nodes) {
         if (d.name == self->name || d.count(actor_kind::decode) == 0)
           continue;
-        auto outbox = std::make_shared<kv_outbox>(net.zmq, tcp_endpoint(d.host, d.data_port),
-                                                  address_of(d), net.health,
-                                                  net.sender_to(d.public_key));
+        auto outbox =
+            std::make_shared<kv_outbox>(net.zmq, tcp_endpoint(d.host, d.data_port), address_of(d),
+                                        net.health, net.sender_to(d.public_key));
         net.outboxes.push_back(outbox);
         decoders->add(link_to(d, "decode"), outbox);
         where += (where.empty() ? "KV to " : ", ") + outbox->endpoint();
@@ -286,9 +306,8 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
     }
     const size_t n_workers = workers.size();
     c->router_ = spawn_router(sys, ctxp,
-                              router_peers{peer(actor_kind::linker), uploader,
-                                           std::move(libraries), decode_peer,
-                                           std::move(workers), net.health,
+                              router_peers{peer(actor_kind::linker), uploader, std::move(libraries),
+                                           decode_peer, std::move(workers), net.health,
                                            uint32_t(self - topo.nodes.data())});
     keep(actor_kind::router, c->router_);
     c->actors_.push_back("router     cooperative  max_inflight " + std::to_string(o.max_inflight) +
@@ -328,16 +347,38 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
           return it->second;
     return nullptr;
   };
-  auto directory = spawn_node_directory(sys, self->name, std::move(resolve));
+  auto directory = spawn_node_directory(sys, self->name, std::move(resolve), net.directories);
   c->all_.push_back(directory);
-  auto port = sys.middleman().publish(directory, static_cast<uint16_t>(self->control_port),
-                                      bind.c_str(), true);
+  net.directories->set_own(directory);
+  // Under TLS a pair of nodes shares the one connection the node that
+  // sorts first opens (peer_link.hpp, peer_directories): a peer that
+  // sorts after this one and has no link from it may still need this
+  // node, so a link to its directory opens the connection and introduces
+  // this node (not waited for at start-up).
+  if (tls)
+    for (const auto& n : topo.nodes)
+      if (n.name != self->name && dials(self->name, n.name, tls) &&
+          std::none_of(links.begin(), links.end(),
+                       [&](const auto& l) { return l.first.first == n.name; })) {
+        peer_link_options lo;
+        lo.peer = address_of(n);
+        lo.kind = "directory";
+        lo.from_node = self->name;
+        lo.tls = tls;
+        lo.directories = net.directories;
+        c->all_.push_back(spawn_peer_link(sys, lo, nullptr));
+      }
+  auto port = tls ? caf::openssl::publish(directory, static_cast<uint16_t>(self->control_port),
+                                          bind.c_str(), true)
+                  : sys.middleman().publish(directory, static_cast<uint16_t>(self->control_port),
+                                            bind.c_str(), true);
   if (!port)
     return make_error(errc::unavailable, "node '", self->name, "': cannot listen on control_port ",
                       std::to_string(self->control_port), " of ", bind, ": ",
                       sys.render(port.error()));
   c->actors_.push_back("directory  cooperative  " + bind + ":" + std::to_string(*port) +
-                       " (CAF middleman), data plane " + net.receiver->endpoint());
+                       (tls ? " (CAF middleman, TLS)" : " (CAF middleman)") + ", data plane " +
+                       net.receiver->endpoint());
 
   std::vector<peer_address> missing;
   const auto deadline = std::chrono::steady_clock::now() + jo.connect_timeout;

@@ -27,6 +27,8 @@ struct node_network {
   std::vector<std::shared_ptr<kv_outbox>> outboxes;    ///< towards remote decode nodes
   std::vector<peer_address> peers;
   std::shared_ptr<peer_health> health = std::make_shared<peer_health>();
+  /// This node's directory and those of the peers that dialed it.
+  std::shared_ptr<peer_directories> directories = std::make_shared<peer_directories>();
   /// This node's CURVE pair when the topology gives nodes keys: the data
   /// plane is then encrypted and admits only the topology's nodes.
   std::optional<kv::transfer::curve_pair> keys;
@@ -36,8 +38,8 @@ struct node_network {
   kv::transfer::sender_options sender_to(const std::string& peer_key) const {
     kv::transfer::sender_options so;
     if (keys)
-      so.curve = kv::transfer::sender_options::curve_keys{peer_key, keys->public_key,
-                                                          keys->secret_key};
+      so.curve =
+          kv::transfer::sender_options::curve_keys{peer_key, keys->public_key, keys->secret_key};
     return so;
   }
 

@@ -5,6 +5,7 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/manager.hpp>
 
 #include "messages/caf_types.hpp"
 
@@ -20,8 +21,7 @@ bool peer_health::node_up(const std::string& node) const {
   auto it = links_.find(node);
   if (it == links_.end() || it->second.empty())
     return false;
-  return std::all_of(it->second.begin(), it->second.end(),
-                     [](const auto& l) { return l.second; });
+  return std::all_of(it->second.begin(), it->second.end(), [](const auto& l) { return l.second; });
 }
 
 void peer_health::expect(const peer_address& peer, const std::string& link) {
@@ -75,6 +75,39 @@ bool peer_health::wait_all(const std::vector<peer_address>& peers,
     if (!node_up(p.node))
       missing.push_back(p);
   return missing.empty();
+}
+
+// -- peer_directories -----------------------------------------------------------------
+
+void peer_directories::set_own(caf::actor directory) {
+  std::lock_guard lock{mutex_};
+  own_ = std::move(directory);
+}
+
+caf::actor peer_directories::own() const {
+  std::lock_guard lock{mutex_};
+  return own_;
+}
+
+void peer_directories::introduce(const std::string& node, caf::actor directory) {
+  std::lock_guard lock{mutex_};
+  introduced_[node] = std::move(directory);
+}
+
+void peer_directories::forget(const std::string& node, const caf::actor_addr& gone) {
+  std::lock_guard lock{mutex_};
+  if (auto it = introduced_.find(node); it != introduced_.end() && it->second.address() == gone)
+    introduced_.erase(it);
+}
+
+caf::actor peer_directories::of(const std::string& node) const {
+  std::lock_guard lock{mutex_};
+  auto it = introduced_.find(node);
+  return it == introduced_.end() ? caf::actor{} : it->second;
+}
+
+bool dials(const std::string& self, const std::string& peer, bool tls) {
+  return !tls || self < peer;
 }
 
 // -- the link -----------------------------------------------------------------------------
@@ -132,49 +165,68 @@ void on_target(link_ptr self, uint64_t epoch, caf::actor directory, caf::actor t
   self->delayed_send(self, st.options.heartbeat_interval, heartbeat_atom_v, st.epoch);
 }
 
-/// One connection attempt: middleman connect, then ask the directory.
+void retry(link_ptr self, uint64_t epoch) {
+  if (epoch != self->state.epoch)
+    return;
+  self->state.connecting = false;
+  schedule_connect(self);
+}
+
+/// Asks the peer's directory `dir` for the actor of the link's kind,
+/// introducing this node's directory (when this node dials).
+void say_hello(link_ptr self, uint64_t epoch, caf::actor dir) {
+  auto& st = self->state;
+  caf::actor own;
+  if (st.options.directories && dials(st.options.from_node, st.options.peer.node, st.options.tls)) {
+    own = st.options.directories->own();
+    if (!own && st.options.tls) // the peer's links to us wait for it: not yet published
+      return retry(self, epoch);
+  }
+  self->request(dir, std::chrono::seconds{3}, hello_atom_v, st.options.kind, st.options.from_node,
+                std::move(own))
+      .then([self, epoch, dir](caf::actor& target) { on_target(self, epoch, dir, target); },
+            [self, epoch](caf::error& err) {
+              auto& s = self->state;
+              if (epoch != s.epoch)
+                return;
+              s.connecting = false;
+              // A directory that does not know the kind is a
+              // topology mismatch: say so, keep trying (it may be
+              // an older process still shutting down).
+              std::fprintf(stderr, "mosaic: %s\n",
+                           unavailable(s, "refused the link: " + from_caf_error(err).message)
+                               .to_string()
+                               .c_str());
+              schedule_connect(self);
+            });
+}
+
+/// One connection attempt: connect to the peer's control port (or, under
+/// TLS towards a peer that dials us, take the directory it introduced),
+/// then ask the directory.
 void try_connect(link_ptr self, uint64_t epoch) {
   auto& st = self->state;
   if (epoch != st.epoch || st.target)
     return;
-  auto mm = self->home_system().middleman().actor_handle();
   const auto& p = st.options.peer;
+  if (!dials(st.options.from_node, p.node, st.options.tls)) {
+    auto dir = st.options.directories ? st.options.directories->of(p.node) : caf::actor{};
+    if (!dir)
+      return retry(self, epoch);
+    return say_hello(self, epoch, std::move(dir));
+  }
+  auto& sys = self->home_system();
+  auto mm = st.options.tls ? sys.openssl_manager().actor_handle() : sys.middleman().actor_handle();
   self->request(mm, std::chrono::seconds{3}, caf::connect_atom_v, p.host, p.control_port)
       .then(
           [self, epoch](const caf::node_id&, caf::strong_actor_ptr& ptr,
                         const std::set<std::string>&) {
             auto dir = caf::actor_cast<caf::actor>(ptr);
-            if (!dir || epoch != self->state.epoch) {
-              self->state.connecting = false;
-              return schedule_connect(self);
-            }
-            auto& st = self->state;
-            self->request(dir, std::chrono::seconds{3}, hello_atom_v, st.options.kind,
-                          st.options.from_node)
-                .then(
-                    [self, epoch, dir](caf::actor& target) { on_target(self, epoch, dir, target); },
-                    [self, epoch](caf::error& err) {
-                      auto& s = self->state;
-                      if (epoch != s.epoch)
-                        return;
-                      s.connecting = false;
-                      // A directory that does not know the kind is a
-                      // topology mismatch: say so, keep trying (it may be
-                      // an older process still shutting down).
-                      std::fprintf(
-                          stderr, "mosaic: %s\n",
-                          unavailable(s, "refused the link: " + from_caf_error(err).message)
-                              .to_string()
-                              .c_str());
-                      schedule_connect(self);
-                    });
+            if (!dir || epoch != self->state.epoch)
+              return retry(self, epoch);
+            say_hello(self, epoch, std::move(dir));
           },
-          [self, epoch](caf::error&) {
-            if (epoch != self->state.epoch)
-              return;
-            self->state.connecting = false;
-            schedule_connect(self);
-          });
+          [self, epoch](caf::error&) { retry(self, epoch); });
 }
 
 void mark_down(link_ptr self, const std::string& why) {

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include <caf/actor.hpp>
+#include <caf/actor_addr.hpp>
 #include <caf/actor_system.hpp>
 
 #include "engine/error.hpp"
@@ -77,15 +78,58 @@ private:
   bool quiet_ = false;
 };
 
+/// The node directories (node_directory.hpp) a node's links use: its own,
+/// which a dialing link introduces in its hello, and those its peers
+/// introduced. Shared by a node's links and its directory.
+///
+/// With TLS on the control plane a pair of nodes keeps one connection,
+/// opened by the node whose name sorts first (`dials`): CAF 0.17.6's
+/// OpenSSL module loses the requests sent over the second of two opposite
+/// connections between a pair of nodes, while messages both ways over one
+/// connection work. The other node's links to the dialer take the
+/// dialer's directory from here (over the dialer's connection) instead of
+/// connecting.
+class peer_directories {
+public:
+  void set_own(caf::actor directory);
+  caf::actor own() const;
+  /// `node`'s directory, as a hello over its connection carried it.
+  void introduce(const std::string& node, caf::actor directory);
+  /// Forgets `node`'s directory if it is still `gone` (it went down).
+  void forget(const std::string& node, const caf::actor_addr& gone);
+  /// The directory `node` introduced; null until it has.
+  caf::actor of(const std::string& node) const;
+
+private:
+  mutable std::mutex mutex_;
+  caf::actor own_;
+  std::map<std::string, caf::actor> introduced_;
+};
+
+/// Whether node `self` opens the control connection to node `peer`:
+/// always without TLS; with TLS only when `self` sorts first.
+bool dials(const std::string& self, const std::string& peer, bool tls);
+
 struct peer_link_options {
   peer_address peer;
-  std::string kind;      ///< the actor kind asked of the peer's directory ("decode")
+  /// The actor kind asked of the peer's directory ("decode"); "directory"
+  /// asks for the directory itself (a link that only keeps the connection
+  /// and the introduction, for a peer that needs this node but not the
+  /// other way round).
+  std::string kind;
   std::string from_node; ///< this node's name (the directory hands out per-requester actors)
   std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds heartbeat_timeout{1500};
   /// Longest a forwarded request may wait for its answer (the sender's own
   /// deadline normally ends it first).
   std::chrono::milliseconds request_timeout{600'000};
+  /// Connect over TLS (CAF's OpenSSL module; the actor system must have
+  /// caf::openssl::manager loaded with this node's certificate). A link
+  /// to a peer that sorts first then never connects: it waits for the
+  /// peer's directory in `directories`.
+  bool tls = false;
+  /// This node's directories (required with TLS; else optional).
+  std::shared_ptr<peer_directories> directories;
 };
 
 /// True when `err` is a link's answer to a request it never forwarded

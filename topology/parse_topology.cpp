@@ -26,9 +26,9 @@ bool is_name_char(char c) {
 bool is_z85_key(std::string_view key) {
   static constexpr std::string_view alphabet =
       "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
-  return key.size() == 40 &&
-         std::all_of(key.begin(), key.end(),
-                     [](char c) { return alphabet.find(c) != std::string_view::npos; });
+  return key.size() == 40 && std::all_of(key.begin(), key.end(), [](char c) {
+           return alphabet.find(c) != std::string_view::npos;
+         });
 }
 
 bool valid_node_name(std::string_view name) {
@@ -251,6 +251,12 @@ node_spec read_node(const YAML::Node& item, size_t index, parse_context& ctx) {
     check_file(*file, false, m.value_mark("key_file"), "key_file", ctx);
     node.key_file = *file;
   }
+  for (auto [key, field] :
+       {std::pair{"tls_cert", &node.tls_cert}, std::pair{"tls_key", &node.tls_key}})
+    if (auto file = read_path(m, key, ctx)) {
+      check_file(*file, false, m.value_mark(key), key, ctx);
+      *field = *file;
+    }
   bool devices_known = read_devices(m, node, ctx);
   read_actors(m, node, devices_known, ctx);
   m.finish();
@@ -327,6 +333,10 @@ topology parse_root(const YAML::Node& root, parse_context& ctx) {
   topology topo;
   map_reader m{root, "the topology", ctx.sink};
   read_model(m, topo, ctx);
+  if (auto ca = read_path(m, "tls_ca", ctx)) {
+    check_file(*ca, false, m.value_mark("tls_ca"), "tls_ca", ctx);
+    topo.tls_ca = *ca;
+  }
   if (auto keys = read_path(m, "api_keys", ctx)) {
     check_file(*keys, false, m.value_mark("api_keys"), "api_keys", ctx);
     topo.api_keys = *keys;

@@ -174,6 +174,13 @@ struct node_spec {
   /// Where the node finds its secret key (on its own machine); `mosaic
   /// node --key-file` overrides it.
   std::string key_file;
+  /// The control plane's TLS (CAF's OpenSSL module): this node's
+  /// certificate (PEM, signed by the topology's `tls_ca`) and private key,
+  /// on its own machine. Given for every node or none, together with
+  /// `tls_ca`: with them, control connections are TLS both ways and a peer
+  /// without a certificate from the cluster's CA is refused.
+  std::string tls_cert;
+  std::string tls_key;
   spec_origin origin;
 
   /// Number of actors of `kind` on this node.
@@ -195,6 +202,9 @@ const char* to_string(kv_io_engine e) noexcept;
 struct topology {
   std::string model;    ///< "builtin:tiny", "builtin:small" or a resolved directory path
   std::string api_keys; ///< key file (resolved path); empty = no authentication
+  /// The CA certificate (PEM) every node's `tls_cert` must chain to;
+  /// empty = the control plane is plain TCP (keep it on a private network).
+  std::string tls_ca;
   request_defaults defaults;
   std::vector<node_spec> nodes;
   std::string source; ///< file name or label it was parsed from

@@ -75,6 +75,28 @@ void check_cluster(const topology& topo, spec_origin nodes_at, parse_context& ct
                      "node '" + n.name + "' has no public_key, but other nodes of the cluster do",
                      "give every node a public_key (`mosaic keys --out FILE` makes a pair), or "
                      "none");
+  // Control-plane TLS: a CA and a certificate + key for every node, or
+  // nothing (a node without one could neither be admitted nor admit).
+  size_t certified = 0;
+  for (const auto& n : topo.nodes)
+    certified += (n.tls_cert.empty() && n.tls_key.empty()) ? 0 : 1;
+  if (certified != 0 || !topo.tls_ca.empty()) {
+    if (topo.tls_ca.empty())
+      ctx.sink.add(nodes_at, "nodes have tls_cert/tls_key but the topology has no tls_ca",
+                   "add `tls_ca: ca.crt`, the CA certificate that signed every node's "
+                   "(docs/deploy.md#trust-boundary-and-keys)");
+    for (const auto& n : topo.nodes)
+      if (n.tls_cert.empty() || n.tls_key.empty())
+        ctx.sink.add(n.origin,
+                     "node '" + n.name + "' lacks " +
+                         (n.tls_cert.empty() && n.tls_key.empty()
+                              ? std::string{"tls_cert and tls_key"}
+                          : n.tls_cert.empty() ? std::string{"tls_cert"}
+                                               : std::string{"tls_key"}) +
+                         ", but the cluster's control plane uses TLS",
+                     "give every node its certificate and key signed by tls_ca, or remove "
+                     "tls_ca and every tls_cert/tls_key");
+  }
   for (const auto& n : topo.nodes)
     if (!n.key_file.empty() && n.public_key.empty())
       ctx.sink.add(n.origin, "node '" + n.name + "' names a key_file but no public_key",

@@ -10,6 +10,10 @@
 // running stream with an error promptly; new requests are refused with an
 // error naming the decode node; the restarted decode node serves again;
 // the prefill node's KV library verifies after a kill -9 of that node.
+// That cluster runs its control plane over TLS, where each pair of nodes
+// shares the connection the node whose name sorts first opens ("decode"
+// dials the others): the restarted decode node reconnects by dialing
+// again. The failover cluster runs it plain.
 // Label `cluster`; bounded (< 2 min).
 
 #include <fcntl.h>
@@ -198,7 +202,36 @@ protected:
 
   /// Starts `mosaic serve` (the reference), makes the network and writes
   /// the cluster's topology (front, prefill, decode[, decode2]).
-  void prepare(bool second_decode) {
+  /// Makes the cluster's CA and a certificate per node in `dir` (the
+  /// openssl command); returns the topology's top-level `tls_ca` line.
+  std::string make_certificates(const std::vector<std::string>& nodes) {
+    const auto f = [&](const std::string& name) { return (dir / name).string(); };
+    const std::string ec = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    EXPECT_EQ(run("openssl req -x509" + ec + " -days 30 -subj /CN=ca -keyout " + f("ca.key") +
+                  " -out " + f("ca.crt")),
+              0);
+    for (const auto& n : nodes) {
+      EXPECT_EQ(run("openssl req" + ec + " -subj /CN=" + n + " -keyout " + f(n + ".key") +
+                    " -out " + f(n + ".csr")),
+                0);
+      EXPECT_EQ(run("openssl x509 -req -days 30 -in " + f(n + ".csr") + " -CA " + f("ca.crt") +
+                    " -CAkey " + f("ca.key") + " -CAcreateserial -out " + f(n + ".crt")),
+                0);
+    }
+    return "tls_ca: " + f("ca.crt") + "\n";
+  }
+
+  /// `, tls_cert: ..., tls_key: ...` for node `n` when the cluster uses TLS.
+  std::string certificate_of(const std::string& n, bool tls) const {
+    if (!tls)
+      return "";
+    return ", tls_cert: " + (dir / (n + ".crt")).string() +
+           ", tls_key: " + (dir / (n + ".key")).string();
+  }
+
+  /// `tls`: the control plane over TLS (every node with a certificate of
+  /// the cluster's CA; docs/deploy.md).
+  void prepare(bool second_decode, bool tls = false) {
     if (geteuid() != 0 && getenv("MOSAIC_CLUSTER_NO_NETNS") == nullptr)
       setenv("MOSAIC_CLUSTER_NO_NETNS", "1", 1); // loopback addresses need no privileges
     dir = fs::path{MOSAIC_TEST_BINARY_DIR} / ("node-cluster-" + std::to_string(getpid()));
@@ -237,22 +270,26 @@ protected:
     topo = dir / "cluster.yaml";
     {
       std::ofstream f{topo};
-      f << "model: builtin:tiny\ndefaults: { policy: full, deadline_ms: 20000 }\nnodes:\n"
-        << "  - { name: front, host: " << net.host[0] << ", control_port: " << base + 4
-        << ", data_port: " << base + 5
+      const auto ca = tls ? make_certificates({"front", "prefill", "decode", "decode2"}) : "";
+      f << "model: builtin:tiny\ndefaults: { policy: full, deadline_ms: 20000 }\n"
+        << ca << "nodes:\n"
+        << "  - { name: front, host: " << net.host[0] << certificate_of("front", tls)
+        << ", control_port: " << base + 4 << ", data_port: " << base + 5
         << ", threads: 1, actors: [ { kind: frontend, http_port: " << http_port
         << ", zmq_port: " << base + 6 << " }, { kind: router }, { kind: encoder } ] }\n"
-        << "  - { name: prefill, host: " << net.host[1] << ", control_port: " << base + 4
-        << ", data_port: " << base + 5
+        << "  - { name: prefill, host: " << net.host[1] << certificate_of("prefill", tls)
+        << ", control_port: " << base + 4 << ", data_port: " << base + 5
         << ", threads: 1, actors: [ { kind: kv_loader, library: " << (dir / "lib3").string()
         << ", io: pread, ram_gb: 0.1, disk_gb: 1 }, { kind: linker }, "
         << "{ kind: prefill } ] }\n"
-        << "  - { name: decode, host: " << net.host[2] << ", control_port: " << base + 4
-        << ", data_port: " << base + 5 << ", threads: 1, actors: [ { kind: decode, max_batch: 8, "
+        << "  - { name: decode, host: " << net.host[2] << certificate_of("decode", tls)
+        << ", control_port: " << base + 4 << ", data_port: " << base + 5
+        << ", threads: 1, actors: [ { kind: decode, max_batch: 8, "
         << "pool_gb: 0.1 } ] }\n";
       if (second_decode)
-        f << "  - { name: decode2, host: " << net.host[3] << ", control_port: " << base + 4
-          << ", data_port: " << base + 5 << ", threads: 1, actors: [ { kind: decode, max_batch: 8, "
+        f << "  - { name: decode2, host: " << net.host[3] << certificate_of("decode2", tls)
+          << ", control_port: " << base + 4 << ", data_port: " << base + 5
+          << ", threads: 1, actors: [ { kind: decode, max_batch: 8, "
           << "pool_gb: 0.1 } ] }\n";
     }
   }
@@ -268,7 +305,7 @@ protected:
 };
 
 TEST_F(NodeCluster, ThreeNodesAnswerLikeOneProcessAndSurviveALostDecodeNode) {
-  prepare(false);
+  prepare(false, /*tls=*/true);
   if (HasFatalFailure())
     return;
   // Start order: decode last, after the others have been waiting for it.
@@ -280,6 +317,8 @@ TEST_F(NodeCluster, ThreeNodesAnswerLikeOneProcessAndSurviveALostDecodeNode) {
   ASSERT_TRUE(front.wait_for("node front ready", 60s)) << read_file(front.log);
   ASSERT_TRUE(prefill.wait_for("node prefill ready", 30s)) << read_file(prefill.log);
   ASSERT_TRUE(decode.wait_for("node decode ready", 30s)) << read_file(decode.log);
+  EXPECT_NE(read_file(front.log).find("(CAF middleman, TLS)"), std::string::npos)
+      << read_file(front.log);
   const std::string& fh = net.host[0];
 
   // Greedy answers equal the single process's: text only, an image

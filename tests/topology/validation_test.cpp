@@ -178,7 +178,8 @@ nodes:
   - name: local
     host: 127.0.0.1
     actors:
-      - { kind: prefill, store_after_use: )"} + choice + " }\n");
+      - { kind: prefill, store_after_use: )"} +
+                         choice + " }\n");
     for (const auto& d : ok.diagnostics)
       EXPECT_EQ(d.message.find("store_after_use"), std::string::npos) << dump(ok);
   }
@@ -229,6 +230,31 @@ nodes:
   EXPECT_DIAG(report, 9, 5, "node 'c' has no public_key, but other nodes of the cluster do",
               "mosaic keys");
   EXPECT_DIAG(report, 9, 5, "node 'c' names a key_file but no public_key", "public_key");
+}
+
+TEST(topology_validation, control_plane_tls_needs_a_ca_and_every_node_certified) {
+  // Certificates without a CA, and a node without its key.
+  auto report = check_yaml(R"(model: builtin:tiny
+nodes:
+  - name: a
+    host: 10.0.0.1
+    tls_cert: /etc/hostname
+    tls_key: /etc/hostname
+  - name: b
+    host: 10.0.0.2
+    tls_cert: /etc/hostname
+)");
+  EXPECT_DIAG(report, 3, 3, "nodes have tls_cert/tls_key but the topology has no tls_ca", "tls_ca");
+  EXPECT_DIAG(report, 7, 5, "node 'b' lacks tls_key, but the cluster's control plane uses TLS",
+              "signed by tls_ca");
+  // A CA and a node without any certificate.
+  auto bare = check_yaml(R"(model: builtin:tiny
+tls_ca: /etc/hostname
+nodes:
+  - name: a
+    host: 10.0.0.1
+)");
+  EXPECT_DIAG(bare, 4, 5, "node 'a' lacks tls_cert and tls_key", "tls_ca");
 }
 
 TEST(topology_validation, duplicate_node_names_and_duplicate_keys) {

@@ -66,16 +66,20 @@ void rms_norm_row(const float* x, const float* __restrict w, float* y, int dim, 
 MOSAIC_CPU_CLONES
 void layer_norm_row(const float* x, const float* __restrict w, const float* __restrict b, float* y,
                     int dim, float eps) {
-  float sum = 0.0f;
+  // Sums in double: the same (reference) precision on every clone; with
+  // float lanes the baseline (SSE) clone missed 1e-5 at dim 4096.
+  double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
   for (int i = 0; i < dim; ++i)
     sum += x[i];
-  const float mean = sum / static_cast<float>(dim);
-  float var = 0.0f;
+  const float mean = static_cast<float>(sum / dim);
+  double var = 0.0;
 #pragma omp simd reduction(+ : var)
-  for (int i = 0; i < dim; ++i)
-    var += (x[i] - mean) * (x[i] - mean);
-  const float inv = 1.0f / std::sqrt(var / static_cast<float>(dim) + eps);
+  for (int i = 0; i < dim; ++i) {
+    const double d = x[i] - mean;
+    var += d * d;
+  }
+  const float inv = 1.0f / std::sqrt(static_cast<float>(var / dim) + eps);
   for (int i = 0; i < dim; ++i)
     y[i] = (x[i] - mean) * inv * w[i] + b[i];
 }

@@ -18,8 +18,10 @@
 namespace mosaic::cpu {
 
 /// Marks a hot loop function for an AVX2+FMA clone next to the baseline
-/// one; the loader picks the clone on CPUs that have it (GNU ifunc).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+/// one; the loader picks the clone on CPUs that have it (GNU ifunc). Not
+/// under ThreadSanitizer: the ifunc resolver is instrumented too and runs
+/// during relocation, before TSan's runtime is up (a crash at load).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define MOSAIC_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define MOSAIC_CPU_CLONES

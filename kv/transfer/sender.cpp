@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "engine/sanitizer.hpp"
+
 namespace mosaic::kv::transfer {
 
 namespace {
@@ -225,6 +227,7 @@ status kv_sender::send_chunks(uint32_t layer, std::span<const std::byte> bytes,
   // wire (in the kernel's socket buffer) or dropped.
   static constexpr auto release = [](void* data, void* hint) noexcept {
     auto* hold = static_cast<chunk_hold*>(hint);
+    tsan_acquire(hold); // handed over through libzmq's own queues
     auto& q = *hold->queue;
     {
       std::lock_guard lock{q.mutex};
@@ -266,6 +269,7 @@ status kv_sender::send_chunks(uint32_t layer, std::span<const std::byte> bytes,
       h.checksum = copy_and_checksum(data, part, read_next::soon);
     }
     auto* hold = new chunk_hold{owner != nullptr ? *owner : nullptr, queue_, part.size()};
+    tsan_release(hold);
     zmq::message_t body;
     try {
       body.rebuild(data, part.size(), +release, hold);

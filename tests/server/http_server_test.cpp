@@ -247,10 +247,10 @@ TEST_F(http_server_test, body_and_image_count_limits) {
 }
 
 TEST_F(http_server_test, cluster_errors_keep_their_status) {
-  service_.fail_with = make_error(errc::overloaded, "overloaded: 64 requests in flight");
+  service_.set_fail_with(make_error(errc::overloaded, "overloaded: 64 requests in flight"));
   expect_error(post("/v1/chat/completions", chat("hi")), 503);
   expect_error(post("/v1/chat/completions", chat("hi", true)), 503);
-  service_.fail_with = make_error(errc::timeout, "deadline passed");
+  service_.set_fail_with(make_error(errc::timeout, "deadline passed"));
   expect_error(post("/v1/chat/completions", chat("hi")), 504);
 }
 

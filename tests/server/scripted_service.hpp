@@ -67,20 +67,35 @@ private:
 
 class scripted_service final : public generation_service {
 public:
-  std::vector<std::string> pieces{"Hello", " there", "!"};
   msg::FinishReason finish = msg::FinishReason::stop;
-  error fail_with{};                ///< set: every request ends with this error
-  std::chrono::milliseconds gap{0}; ///< between events
-  bool never_finish = false;        ///< tokens forever (until cancelled)
+  /// The text pieces of each answer (a request reads them under the lock).
+  void set_pieces(std::vector<std::string> p) {
+    std::lock_guard lock{mutex_};
+    pieces_ = std::move(p);
+  }
+  /// From now on every request ends with `e`.
+  void set_fail_with(error e) {
+    std::lock_guard lock{mutex_};
+    fail_with_ = std::move(e);
+  }
+  // Set by a test while the server runs; read by the server's threads,
+  // which the request reaches through a socket (an edge ThreadSanitizer
+  // cannot see): atomics.
+  std::atomic<std::chrono::milliseconds> gap{std::chrono::milliseconds{0}}; ///< between events
+  std::atomic<bool> never_finish{false}; ///< tokens forever (until cancelled)
   std::atomic<int> cancels{0};
   std::atomic<int> events_taken{0}; ///< by the front door, every stream together
 
   service_info info() const override { return {"builtin:tiny", 512, 16, 1700000000}; }
 
   std::shared_ptr<generation_stream> submit(const wire::generate_request& r) override {
+    std::vector<std::string> pieces;
+    error fail_with;
     {
       std::lock_guard lock{mutex_};
       requests_.push_back(r);
+      pieces = pieces_;
+      fail_with = fail_with_;
     }
     std::deque<wire::token_event> evs;
     wire::token_event last;
@@ -148,6 +163,8 @@ public:
   }
 
 private:
+  std::vector<std::string> pieces_{"Hello", " there", "!"};
+  error fail_with_{};
   mutable std::mutex mutex_;
   std::vector<wire::generate_request> requests_;
   std::set<std::pair<std::string, std::string>> stored_;

@@ -250,7 +250,29 @@ class AuxHead(torch.nn.Module):
                    for i, h in enumerate(self.heads)) / len(self.heads)
 
 
-def answer_loss(model, ids, mask, labels, pix, image_id, aux=None, attrs=None, aux_head_only=False):
+class OrdinalHead(torch.nn.Module):
+    """Training-only linear probe (not saved) on the decoder's hidden state
+    of every image token after layer `layer`: which image of the prompt
+    (first, second, third) the token belongs to. "Which image is blue?"
+    needs the answer to read an image's place in the prompt off the tokens
+    whose colour matches; the answer loss alone left that at chance, so
+    this hands the decoder's early layers the first half of the task:
+    each image token learns its ordinal from the context before it."""
+
+    def __init__(self, hidden, layer):
+        super().__init__()
+        self.layer = layer
+        self.head = torch.nn.Linear(hidden, vqa_data.MAX_IMAGES)
+
+    def forward(self, hidden_states, ids, image_id):
+        is_image = ids == image_id
+        ordinal = (torch.cumsum(is_image.long(), dim=1) - 1) // N_PATCHES
+        h = hidden_states[self.layer][is_image]
+        return torch.nn.functional.cross_entropy(self.head(h), ordinal[is_image])
+
+
+def answer_loss(model, ids, mask, labels, pix, image_id, aux=None, attrs=None, aux_head_only=False,
+                ordinal=None):
     """Cross-entropy of the answer tokens, as the model's own forward with
     `labels` computes it, but with the LM head applied only at the answer
     positions (the rest of the logits are never needed; a third of the
@@ -261,7 +283,13 @@ def answer_loss(model, ids, mask, labels, pix, image_id, aux=None, attrs=None, a
         vision_feature_select_strategy=model.config.vision_feature_select_strategy)
     slots = (ids == image_id).unsqueeze(-1).expand_as(emb)
     emb = emb.masked_scatter(slots, feats.reshape(-1, emb.shape[-1]).to(emb.dtype))
-    hidden = model.language_model.model(inputs_embeds=emb, attention_mask=mask).last_hidden_state
+    out = model.language_model.model(inputs_embeds=emb, attention_mask=mask,
+                                     output_hidden_states=ordinal is not None)
+    hidden = out.last_hidden_state
+    ordinal_loss = None
+    if ordinal is not None:
+        states = [h.detach() for h in out.hidden_states] if aux_head_only else out.hidden_states
+        ordinal_loss = ordinal(states, ids, image_id)
     target = labels[:, 1:]
     keep = target != -100
     logits = model.language_model.lm_head(hidden[:, :-1][keep])
@@ -276,7 +304,7 @@ def answer_loss(model, ids, mask, labels, pix, image_id, aux=None, attrs=None, a
     first[1:] = rows[1:] != rows[:-1]
     pooled = feats.mean(dim=1).detach()
     return (loss, aux(feats.detach() if aux_head_only else feats, attrs), per_token[first].detach(),
-            pooled)
+            pooled, ordinal_loss)
 
 
 @torch.no_grad()
@@ -362,6 +390,12 @@ def main():
                          "red?' questions (vqa_data.make_check_sample)")
     ap.add_argument("--kind-weights", default="",
                     help="oversample question kinds, e.g. which=4,side=2 (others weigh 1)")
+    ap.add_argument("--ordinal-weight", type=float, default=0.0,
+                    help="weight of a training-only probe that predicts, from each image "
+                         "token's decoder hidden state after --ordinal-layer, which image of "
+                         "the prompt it is in (OrdinalHead)")
+    ap.add_argument("--ordinal-layer", type=int, default=2,
+                    help="decoder layer whose output the ordinal probe reads (1 = after the first)")
     ap.add_argument("--max-minutes", type=float, default=0.0,
                     help="stop (and save) after this much training time; 0: no limit")
     args = ap.parse_args()
@@ -413,8 +447,11 @@ def main():
     print(f"parameters: {n_params:,} ({n_params - unused:,} used)", flush=True)
 
     aux = AuxHead(cfg.text_config.hidden_size)
+    ordinal = OrdinalHead(cfg.text_config.hidden_size, args.ordinal_layer) if args.ordinal_weight else None
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
     decay += list(aux.parameters())
+    if ordinal is not None:
+        decay += list(ordinal.parameters())
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
                              {"params": no_decay, "weight_decay": 0.0}],
@@ -448,11 +485,14 @@ def main():
         batch, cursor = vqa_data.weighted_samples(args.seed, "train", cursor, args.batch, weights,
                                                   args.check_fraction)
         ids, mask, labels, pix, attrs = collate(enc, batch)
-        answer, aux_loss, decisive, pooled = answer_loss(model, ids, mask, labels, pix, enc.image_id, aux,
-                                                 attrs, aux_head_only=step < aux_head_steps)
+        answer, aux_loss, decisive, pooled, ordinal_loss = answer_loss(
+            model, ids, mask, labels, pix, enc.image_id, aux, attrs,
+            aux_head_only=step < aux_head_steps, ordinal=ordinal)
         for smp, l in zip(batch, decisive.tolist()):
             kind_ema[smp.kind] = l if smp.kind not in kind_ema else 0.97 * kind_ema[smp.kind] + 0.03 * l
         loss = answer + args.aux_weight * aux_loss
+        if ordinal_loss is not None:
+            loss = loss + args.ordinal_weight * ordinal_loss
         if args.ground_weight:
             # Each colour word's input embedding turned towards the mean
             # projector output of this batch's images of that colour
@@ -471,13 +511,15 @@ def main():
             loss = loss + args.ground_weight * ground
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(aux.parameters()), 1.0)
+        probes = list(aux.parameters()) + (list(ordinal.parameters()) if ordinal is not None else [])
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + probes, 1.0)
         opt.step()
         ema = answer.item() if ema is None else 0.98 * ema + 0.02 * answer.item()
         if step % 25 == 0 or step == args.steps - 1:
             el = time.time() - t0
             print(f"step {step} answer loss {answer.item():.4f} ema {ema:.4f} "
-                  f"aux {aux_loss.item():.4f} lr {lr_at(step):.2e} "
+                  f"aux {aux_loss.item():.4f} "
+                  f"{'ordinal ' + format(ordinal_loss.item(), '.3f') + ' ' if ordinal_loss is not None else ''}lr {lr_at(step):.2e} "
                   f"{el:.0f}s ({el / (step + 1):.2f}s/step)", flush=True)
             print(f"step {step} {'ground ' + format(ground.item(), '.3f') + ' ' if args.ground_weight else ''}"
                   "first answer token loss by kind: " +

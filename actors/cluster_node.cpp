@@ -152,15 +152,19 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
 
   // One link per (peer node, kind), made on first use.
   std::map<std::pair<std::string, std::string>, caf::actor> links;
+  auto link_options = [&](const node_spec& peer, const std::string& kind) {
+    peer_link_options lo;
+    lo.peer = address_of(peer);
+    lo.kind = kind;
+    lo.from_node = self->name;
+    lo.tls = tls;
+    lo.directories = net.directories;
+    return lo;
+  };
   auto link_to = [&](const node_spec& peer, const std::string& kind) {
     auto& l = links[{peer.name, kind}];
     if (!l) {
-      peer_link_options lo;
-      lo.peer = address_of(peer);
-      lo.kind = kind;
-      lo.from_node = self->name;
-      lo.tls = tls;
-      lo.directories = net.directories;
+      auto lo = link_options(peer, kind);
       l = spawn_peer_link(sys, lo, net.health);
       c->all_.push_back(l);
       if (std::none_of(net.peers.begin(), net.peers.end(),
@@ -360,13 +364,7 @@ local_cluster::join(const topology& topo, std::string_view node_name, join_optio
       if (n.name != self->name && dials(self->name, n.name, tls) &&
           std::none_of(links.begin(), links.end(),
                        [&](const auto& l) { return l.first.first == n.name; })) {
-        peer_link_options lo;
-        lo.peer = address_of(n);
-        lo.kind = "directory";
-        lo.from_node = self->name;
-        lo.tls = tls;
-        lo.directories = net.directories;
-        c->all_.push_back(spawn_peer_link(sys, lo, nullptr));
+        c->all_.push_back(spawn_peer_link(sys, link_options(n, "directory"), nullptr));
       }
   auto port = tls ? caf::openssl::publish(directory, static_cast<uint16_t>(self->control_port),
                                           bind.c_str(), true)

@@ -18,17 +18,23 @@
 
 #include <dlfcn.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
 namespace {
 
+/// OpenSSL's own `name` (the next definition after this executable's).
 template <class F>
 F next(const char* name) {
   static_assert(sizeof(F) == sizeof(void*));
   void* f = dlsym(RTLD_NEXT, name);
-  if (f == nullptr)
-    f = dlsym(RTLD_DEFAULT, name); // unreachable when libssl is linked
+  if (f == nullptr) { // libssl not loaded: RTLD_DEFAULT would find this wrapper again
+    std::fprintf(stderr, "mosaic: %s not found in libssl\n", name);
+    std::abort();
+  }
   F out;
   __builtin_memcpy(&out, &f, sizeof(out));
   return out;

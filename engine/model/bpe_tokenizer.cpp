@@ -89,6 +89,26 @@ struct added_token {
   int32_t id = 0;
 };
 
+// Lookups that never throw, whatever the file holds: a missing key, or a
+// key of another type, reads as null / "" / the default.
+const json& at(const json& j, const char* key) {
+  static const json null;
+  if (!j.is_object())
+    return null;
+  const auto it = j.find(key);
+  return it == j.end() ? null : *it;
+}
+
+std::string text_at(const json& j, const char* key) {
+  const json& v = at(j, key);
+  return v.is_string() ? v.get<std::string>() : std::string{};
+}
+
+bool flag_at(const json& j, const char* key, bool otherwise) {
+  const json& v = at(j, key);
+  return v.is_boolean() ? v.get<bool>() : otherwise;
+}
+
 } // namespace
 
 struct bpe_tokenizer::impl {
@@ -276,17 +296,18 @@ result<bpe_tokenizer> bpe_tokenizer::parse(std::string_view text) {
     return make_error(errc::unsupported, "tokenizer.json: ", parts...);
   };
   auto p = std::make_unique<impl>();
-  const json& model = j.value("model", json::object());
-  if (model.value("type", "") != "BPE")
+  const json& model = at(j, "model");
+  if (text_at(model, "type") != "BPE")
     return bad("model.type must be \"BPE\" (byte-level BPE)");
-  if (model.value("byte_fallback", false))
+  if (flag_at(model, "byte_fallback", false))
     return bad("model.byte_fallback is not supported (byte-level BPE needs none)");
-  for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix", "dropout"})
-    if (model.contains(k) && !model[k].is_null() &&
-        !(model[k].is_string() && model[k].get<std::string>().empty()))
+  for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix", "dropout"}) {
+    const json& v = at(model, k);
+    if (!v.is_null() && !(v.is_string() && v.get<std::string>().empty()))
       return bad("model.", k, " is not supported");
-  p->ignore_merges = model.value("ignore_merges", false);
-  const json& vocab = model.value("vocab", json::object());
+  }
+  p->ignore_merges = flag_at(model, "ignore_merges", false);
+  const json& vocab = at(model, "vocab");
   if (!vocab.is_object() || vocab.empty())
     return make_error(errc::invalid_argument, "tokenizer.json: model.vocab is empty");
   int32_t max_id = -1;
@@ -297,7 +318,7 @@ result<bpe_tokenizer> bpe_tokenizer::parse(std::string_view text) {
     p->vocab[tok] = id.get<int32_t>();
     max_id = std::max(max_id, id.get<int32_t>());
   }
-  const json& merges = model.value("merges", json::array());
+  const json& merges = at(model, "merges");
   if (!merges.is_array())
     return make_error(errc::invalid_argument, "tokenizer.json: model.merges is not a list");
   int rank = 0;
@@ -330,26 +351,25 @@ result<bpe_tokenizer> bpe_tokenizer::parse(std::string_view text) {
           "tokenizer.json: the vocabulary lacks a byte of the byte-level alphabet (\"", ch, "\")");
 
   // Normaliser: NFC or none.
-  const json& norm = j.value("normalizer", json());
+  const json& norm = at(j, "normalizer");
   if (!norm.is_null()) {
-    if (norm.value("type", "") != "NFC")
+    if (text_at(norm, "type") != "NFC")
       return bad("normalizer must be NFC or null, not ", norm.dump());
     p->nfc = true;
   }
   // Pre-tokenizer: Sequence[Split(Regex, Isolated), ByteLevel(use_regex false)].
-  const json& pre = j.value("pre_tokenizer", json());
-  const json& seq = pre.value("pretokenizers", json::array());
-  if (pre.value("type", "") != "Sequence" || seq.size() != 2 ||
-      seq[0].value("type", "") != "Split" || seq[1].value("type", "") != "ByteLevel")
+  const json& pre = at(j, "pre_tokenizer");
+  const json& seq = at(pre, "pretokenizers");
+  if (text_at(pre, "type") != "Sequence" || !seq.is_array() || seq.size() != 2 ||
+      text_at(seq[0], "type") != "Split" || text_at(seq[1], "type") != "ByteLevel")
     return bad("pre_tokenizer must be Sequence[Split, ByteLevel] as Qwen2's");
   const json& split = seq[0];
-  if (split.value("behavior", "") != "Isolated" || split.value("invert", false) ||
-      !split.contains("pattern") || !split["pattern"].contains("Regex") ||
-      !split["pattern"]["Regex"].is_string())
+  if (text_at(split, "behavior") != "Isolated" || flag_at(split, "invert", false) ||
+      !at(at(split, "pattern"), "Regex").is_string())
     return bad("the Split pre-tokenizer must be a Regex, Isolated, not inverted");
-  if (seq[1].value("add_prefix_space", false) || seq[1].value("use_regex", true))
+  if (flag_at(seq[1], "add_prefix_space", false) || flag_at(seq[1], "use_regex", true))
     return bad("the ByteLevel pre-tokenizer must have add_prefix_space and use_regex off");
-  const auto regex = split["pattern"]["Regex"].get<std::string>();
+  const auto regex = text_at(at(split, "pattern"), "Regex");
   int err = 0;
   PCRE2_SIZE err_at = 0;
   p->pattern = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(regex.data()), regex.size(),
@@ -362,24 +382,26 @@ result<bpe_tokenizer> bpe_tokenizer::parse(std::string_view text) {
                       reinterpret_cast<const char*>(msg));
   }
   (void)pcre2_jit_compile(p->pattern, PCRE2_JIT_COMPLETE); // falls back to the interpreter
-  const json& dec = j.value("decoder", json());
-  if (!dec.is_null() && dec.value("type", "") != "ByteLevel")
+  const json& dec = at(j, "decoder");
+  if (!dec.is_null() && text_at(dec, "type") != "ByteLevel")
     return bad("decoder must be ByteLevel, not ", dec.dump());
 
   // Added tokens: matched on the raw text, longest first.
-  for (const auto& t : j.value("added_tokens", json::array())) {
-    if (!t.is_object() || !t.contains("content") || !t["content"].is_string() ||
-        !t.contains("id") || !t["id"].is_number_integer())
+  const json& added = at(j, "added_tokens");
+  if (!added.is_null() && !added.is_array())
+    return make_error(errc::invalid_argument, "tokenizer.json: added_tokens is not a list");
+  for (const auto& t : added.is_array() ? added : json::array()) {
+    if (!at(t, "content").is_string() || !at(t, "id").is_number_integer())
       return make_error(errc::invalid_argument,
                         "tokenizer.json: an added token lacks content or id");
-    const auto content = t["content"].get<std::string>();
+    const auto content = text_at(t, "content");
     if (content.empty())
       return make_error(errc::invalid_argument, "tokenizer.json: an added token is empty");
-    if (t.value("lstrip", false) || t.value("rstrip", false) || t.value("single_word", false) ||
-        t.value("normalized", false))
+    if (flag_at(t, "lstrip", false) || flag_at(t, "rstrip", false) ||
+        flag_at(t, "single_word", false) || flag_at(t, "normalized", false))
       return bad("added token \"", content, "\": lstrip, rstrip, single_word and normalized ",
                  "are not supported");
-    const int64_t id = t["id"].get<int64_t>();
+    const int64_t id = at(t, "id").get<int64_t>();
     if (id < 0 || id >= (1 << 24))
       return make_error(errc::invalid_argument, "tokenizer.json: added token id out of range");
     p->added.push_back({content, static_cast<int32_t>(id)});
@@ -389,6 +411,12 @@ result<bpe_tokenizer> bpe_tokenizer::parse(std::string_view text) {
                    [](const added_token& a, const added_token& b) {
                      return a.content.size() > b.content.size();
                    });
+  // Ids index a table: sparse ids in a small file must not allocate for
+  // millions of empty entries.
+  const size_t entries = p->vocab.size() + p->added.size();
+  if (static_cast<size_t>(max_id) >= 2 * entries + 256)
+    return make_error(errc::invalid_argument, "tokenizer.json: id ", std::to_string(max_id),
+                      " for ", std::to_string(entries), " tokens");
   p->id_to_token.assign(static_cast<size_t>(max_id) + 1, std::string{});
   for (const auto& [tok, id] : p->vocab)
     p->id_to_token[static_cast<size_t>(id)] = tok;

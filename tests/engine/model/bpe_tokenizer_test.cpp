@@ -122,6 +122,31 @@ TEST(bpe_tokenizer_parse, other_layouts_and_broken_files_are_refused_with_the_re
   j = good;
   j["added_tokens"][0]["lstrip"] = true;
   refused(j, "lstrip");
+  // Found by tests/fuzz bpe_tokenizer: fields of the wrong type (null
+  // where an object belongs) threw from the JSON library; now each is a
+  // clear error.
+  for (const char* field : {"model", "pre_tokenizer", "added_tokens", "normalizer", "decoder"}) {
+    for (const json& v : {json(nullptr), json(5), json("x"), json::array()}) {
+      j = good;
+      j[field] = v;
+      auto t = bpe_tokenizer::parse(j.dump());
+      // No normaliser, no decoder and no added tokens are valid files.
+      const std::string f = field;
+      const bool fine = (v.is_null() && f != "model" && f != "pre_tokenizer") ||
+                        (f == "added_tokens" && v.is_array());
+      if (fine) {
+        EXPECT_TRUE(t) << field << " = " << v.dump();
+        continue;
+      }
+      EXPECT_FALSE(t) << field << " = " << v.dump();
+    }
+  }
+  j = good;
+  j["model"]["vocab"]["a"] = "not an id";
+  refused(j, "out of range");
+  j = good;
+  j["added_tokens"][0]["id"] = 16000000; // sparse: would allocate 16M entries
+  refused(j, "for ");
   auto missing = bpe_tokenizer::load(data_dir() / "no-such-file.json");
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.err().code, errc::not_found);

@@ -25,16 +25,9 @@
 #include <vector>
 
 #include "engine/error.hpp"
+#include "engine/model/qwen2vl_image.hpp" // vision_grid
 
 namespace mosaic {
-
-/// An image's grid in vision patches before the spatial merge (HF
-/// image_grid_thw).
-struct vision_grid {
-  int t = 1;
-  int h = 0;
-  int w = 0;
-};
 
 struct mrope_positions {
   std::vector<int32_t> t, h, w; ///< per token

@@ -42,6 +42,15 @@ decoded_image crop(const decoded_image& src, int x0, int y0, int w, int h) {
   return out;
 }
 
+// An image whose unpadded feature grid has no row or no column: HF's
+// pack_image_features fails on it (and its processor already misreads a
+// resized 1-px-high view as channels-first).
+error too_thin(int height, int width) {
+  return make_error(errc::invalid_argument, "image of ", std::to_string(width), "x",
+                    std::to_string(height),
+                    " px is too thin: it covers no row of features in any grid resolution");
+}
+
 } // namespace
 
 resolution select_best_resolution(int height, int width, std::span<const resolution> pinpoints) {
@@ -65,29 +74,40 @@ resolution select_best_resolution(int height, int width, std::span<const resolut
   return best;
 }
 
-anyres_grid anyres_grid_for(int height, int width, std::span<const resolution> pinpoints,
-                            int tile_size) {
+result<anyres_grid> anyres_grid_for(int height, int width, std::span<const resolution> pinpoints,
+                                    int tile_size) {
+  if (height <= 0 || width <= 0 || tile_size <= 0 || pinpoints.empty())
+    return make_error(errc::invalid_argument, "anyres: empty image, tile or grid list");
+  for (const auto& [h, w] : pinpoints)
+    if (h <= 0 || w <= 0 || h % tile_size != 0 || w % tile_size != 0 || h > (1 << 15) ||
+        w > (1 << 15))
+      return make_error(errc::invalid_argument, "anyres: grid resolution ", std::to_string(h), "x",
+                        std::to_string(w), " is not a multiple of the vision tower's ",
+                        std::to_string(tile_size), " px");
   anyres_grid g;
   g.best = select_best_resolution(height, width, pinpoints);
-  // image_size_to_num_patches counts range(0, size, tile) steps.
-  g.rows = (g.best.first + tile_size - 1) / tile_size;
-  g.cols = (g.best.second + tile_size - 1) / tile_size;
+  if (g.best.first == 0) // no pinpoint at all; guarded above
+    return make_error(errc::invalid_argument, "anyres: no grid resolution");
+  g.rows = g.best.first / tile_size;
+  g.cols = g.best.second / tile_size;
   return g;
 }
 
-std::vector<decoded_image> anyres_views(const decoded_image& image,
-                                        std::span<const resolution> pinpoints, int tile_size) {
+result<std::vector<decoded_image>>
+anyres_views(const decoded_image& image, std::span<const resolution> pinpoints, int tile_size) {
+  auto grid = anyres_grid_for(image.height, image.width, pinpoints, tile_size);
+  if (!grid)
+    return std::move(grid).err();
   std::vector<decoded_image> views;
-  const anyres_grid grid = anyres_grid_for(image.height, image.width, pinpoints, tile_size);
-  views.reserve(1 + static_cast<size_t>(grid.tiles()));
+  views.reserve(1 + static_cast<size_t>(grid->tiles()));
   views.push_back(resize_bicubic(image, tile_size, tile_size));
   // _resize_for_patching, then _pad_for_patching: the same padding on
   // both sides, (target - size) // 2, so an odd remainder leaves the padded
   // image one pixel short of the target.
-  const auto [rh, rw] = fit_inside(image.height, image.width, grid.best);
+  const auto [rh, rw] = fit_inside(image.height, image.width, grid->best);
   const decoded_image resized = resize_bicubic(image, rw, rh);
-  const int pad_y = (grid.best.first - rh) / 2;
-  const int pad_x = (grid.best.second - rw) / 2;
+  const int pad_y = (grid->best.first - rh) / 2;
+  const int pad_x = (grid->best.second - rw) / 2;
   decoded_image padded;
   padded.width = rw + 2 * pad_x;
   padded.height = rh + 2 * pad_y;
@@ -104,11 +124,14 @@ std::vector<decoded_image> anyres_views(const decoded_image& image,
   return views;
 }
 
-std::vector<float> preprocess_anyres(const decoded_image& image,
-                                     std::span<const resolution> pinpoints,
-                                     const vision_config& cfg) {
+result<std::vector<float>> preprocess_anyres(const decoded_image& image,
+                                             std::span<const resolution> pinpoints,
+                                             const vision_config& cfg) {
+  auto views = anyres_views(image, pinpoints, cfg.image_size);
+  if (!views)
+    return std::move(views).err();
   std::vector<float> out;
-  for (const auto& view : anyres_views(image, pinpoints, cfg.image_size)) {
+  for (const auto& view : *views) {
     const auto chw = preprocess_image(view, cfg);
     out.insert(out.end(), chw.begin(), chw.end());
   }
@@ -135,11 +158,15 @@ unpadded_region unpad_region(int image_height, int image_width, int grid_height,
   return r;
 }
 
-int anyres_feature_count(int image_height, int image_width, std::span<const resolution> pinpoints,
-                         const vision_config& cfg) {
+result<int> anyres_feature_count(int image_height, int image_width,
+                                 std::span<const resolution> pinpoints, const vision_config& cfg) {
   const int p = cfg.patches_per_side();
-  const anyres_grid grid = anyres_grid_for(image_height, image_width, pinpoints, cfg.image_size);
-  const unpadded_region r = unpad_region(image_height, image_width, grid.rows * p, grid.cols * p);
+  auto grid = anyres_grid_for(image_height, image_width, pinpoints, cfg.image_size);
+  if (!grid)
+    return std::move(grid).err();
+  const unpadded_region r = unpad_region(image_height, image_width, grid->rows * p, grid->cols * p);
+  if (r.height <= 0 || r.width <= 0)
+    return too_thin(image_height, image_width);
   return p * p + r.height * r.width + r.height;
 }
 
@@ -152,17 +179,15 @@ result<std::vector<float>> pack_anyres_features(std::span<const float> features,
     return make_error(errc::invalid_argument,
                       "anyres packing needs vision_feature_select_strategy ", "\"default\" (got \"",
                       cfg.feature_select, "\")");
-  if (dim <= 0 || image_height <= 0 || image_width <= 0 || pinpoints.empty())
-    return make_error(errc::invalid_argument, "anyres packing: empty image, dimension or grid");
-  for (const auto& [h, w] : pinpoints)
-    if (h <= 0 || w <= 0 || h % cfg.image_size != 0 || w % cfg.image_size != 0)
-      return make_error(errc::invalid_argument, "anyres packing: grid resolution ",
-                        std::to_string(h), "x", std::to_string(w),
-                        " is not a multiple of the vision tower's ", std::to_string(cfg.image_size),
-                        " px");
+  if (dim <= 0)
+    return make_error(errc::invalid_argument, "anyres packing: feature dimension ",
+                      std::to_string(dim));
+  auto g = anyres_grid_for(image_height, image_width, pinpoints, cfg.image_size);
+  if (!g)
+    return std::move(g).err();
+  const anyres_grid& grid = *g;
   const int p = cfg.patches_per_side();
   const size_t view = static_cast<size_t>(p) * p * dim;
-  const anyres_grid grid = anyres_grid_for(image_height, image_width, pinpoints, cfg.image_size);
   if (features.size() != view * (1 + static_cast<size_t>(grid.tiles())))
     return make_error(errc::invalid_argument, "anyres packing: ", std::to_string(features.size()),
                       " feature values for ", std::to_string(1 + grid.tiles()), " views of ",
@@ -172,9 +197,11 @@ result<std::vector<float>> pack_anyres_features(std::span<const float> features,
                       std::to_string(newline.size()), " values, the features ",
                       std::to_string(dim));
   const unpadded_region r = unpad_region(image_height, image_width, grid.rows * p, grid.cols * p);
+  if (r.height <= 0 || r.width <= 0)
+    return too_thin(image_height, image_width);
   std::vector<float> out;
-  out.reserve(static_cast<size_t>(anyres_feature_count(image_height, image_width, pinpoints, cfg)) *
-              dim);
+  out.reserve((static_cast<size_t>(p) * p + static_cast<size_t>(r.height) * (r.width + 1)) *
+              static_cast<size_t>(dim));
   out.insert(out.end(), features.begin(), features.begin() + static_cast<ptrdiff_t>(view));
   for (int y = r.top; y < r.top + r.height; ++y) {
     for (int x = r.left; x < r.left + r.width; ++x) {

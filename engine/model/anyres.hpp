@@ -44,22 +44,25 @@ struct anyres_grid {
   int tiles() const { return rows * cols; }
 };
 
-anyres_grid anyres_grid_for(int height, int width, std::span<const resolution> pinpoints,
-                            int tile_size);
+/// Grid resolutions that are not positive multiples of tile_size, an
+/// empty list, an empty image, or an image so thin that every grid would
+/// hold none of its rows (HF raises there too) → invalid_argument.
+result<anyres_grid> anyres_grid_for(int height, int width, std::span<const resolution> pinpoints,
+                                    int tile_size);
 
 /// The views an image is encoded as, before CLIP preprocessing: the base
 /// view (the whole image resized to tile_size², aspect not kept), then the
 /// tiles row by row. A tile at the bottom or right edge can be one pixel
 /// short where HF's centred padding is odd (as HF produces it); the CLIP
 /// preprocessing resizes and crops it back to tile_size².
-std::vector<decoded_image> anyres_views(const decoded_image& image,
-                                        std::span<const resolution> pinpoints, int tile_size);
+result<std::vector<decoded_image>>
+anyres_views(const decoded_image& image, std::span<const resolution> pinpoints, int tile_size);
 
 /// Every view through LLaVA-1.5's CLIP preprocessing (preprocess_image):
 /// [1 + tiles, 3, image_size, image_size].
-std::vector<float> preprocess_anyres(const decoded_image& image,
-                                     std::span<const resolution> pinpoints,
-                                     const vision_config& cfg);
+result<std::vector<float>> preprocess_anyres(const decoded_image& image,
+                                             std::span<const resolution> pinpoints,
+                                             const vision_config& cfg);
 
 /// The part of the (rows·P) × (cols·P) feature grid that shows the image:
 /// rows [top, top + height) and columns [left, left + width).
@@ -74,13 +77,14 @@ struct unpadded_region {
 /// image of image_height × image_width pixels.
 unpadded_region unpad_region(int image_height, int image_width, int grid_height, int grid_width);
 
-/// Image tokens of one image: P² of the base view, then the unpadded
+/// Image tokens of one image (an image too thin to cover a row of
+/// features in its grid → invalid_argument): P² of the base view, then the unpadded
 /// region's features plus one newline per row (P = image_size /
 /// patch_size; the class token is never counted, as for
 /// feature_select "default"; "full" adds one per view and is refused by
 /// pack_anyres_features).
-int anyres_feature_count(int image_height, int image_width, std::span<const resolution> pinpoints,
-                         const vision_config& cfg);
+result<int> anyres_feature_count(int image_height, int image_width,
+                                 std::span<const resolution> pinpoints, const vision_config& cfg);
 
 /// pack_image_features for one image: features [1 + tiles, P², dim]
 /// (the projector's output per view, in the order of anyres_views),

@@ -119,8 +119,11 @@ struct bpe_tokenizer::impl {
   bool nfc = false;
   bool ignore_merges = false;
   pcre2_code* pattern = nullptr;
+  pcre2_match_context* context = nullptr; // step and heap limits per match
 
   ~impl() {
+    if (context != nullptr)
+      pcre2_match_context_free(context);
     if (pattern != nullptr)
       pcre2_code_free(pattern);
   }
@@ -230,14 +233,17 @@ status bpe_tokenizer::impl::encode_segment(std::string_view text, std::vector<in
   if (md == nullptr)
     return make_error(errc::out_of_memory, "pcre2 match data");
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(normalized.data());
-  size_t at = 0;
+  const size_t size = normalized.size();
+  size_t done = 0;   // end of the last piece
+  size_t search = 0; // where the next match may start
   status s;
-  while (at < normalized.size()) {
-    const int rc = pcre2_match(pattern, subject, normalized.size(), at, 0, md, nullptr);
-    if (rc == PCRE2_ERROR_NOMATCH) {
-      piece(at, normalized.size());
+  while (search < size) {
+    // NO_UTF_CHECK: the text is valid UTF-8 (checked in encode, and ICU's
+    // output); without it PCRE2 re-validates the rest of the text on every
+    // call, which is quadratic in the text's length.
+    const int rc = pcre2_match(pattern, subject, size, search, PCRE2_NO_UTF_CHECK, md, context);
+    if (rc == PCRE2_ERROR_NOMATCH)
       break;
-    }
     if (rc < 0) {
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(rc, msg, sizeof msg);
@@ -246,20 +252,23 @@ status bpe_tokenizer::impl::encode_segment(std::string_view text, std::vector<in
       break;
     }
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
-    if (ov[0] > at)
-      piece(at, ov[0]); // text between matches is a piece of its own
     if (ov[1] == ov[0]) {
-      // An empty match: step over one character (none of Qwen's
-      // alternatives matches empty; a pattern that does must not loop).
+      // An empty match makes no piece; look again one character on (none
+      // of Qwen's alternatives matches empty).
+      if (ov[0] >= size)
+        break;
       size_t i = ov[0];
       (void)next_code_point(normalized, i);
-      piece(ov[0], std::min(i, normalized.size()));
-      at = i;
+      search = std::min(i, size);
       continue;
     }
+    if (ov[0] > done)
+      piece(done, ov[0]); // text between matches is a piece of its own
     piece(ov[0], ov[1]);
-    at = ov[1];
+    done = search = ov[1];
   }
+  if (s && done < size)
+    piece(done, size);
   pcre2_match_data_free(md);
   return s;
 }
@@ -342,7 +351,7 @@ result<bpe_tokenizer> bpe_tokenizer::parse(std::string_view text) {
     if (!p->vocab.contains(a + b))
       return make_error(errc::invalid_argument, "tokenizer.json: merge ", std::to_string(rank),
                         " makes \"", a + b, "\", which is not in the vocabulary");
-    p->merge_rank.emplace(a + ' ' + b, rank++);
+    p->merge_rank[a + ' ' + b] = rank++; // a repeated merge: the last rank wins, as in HF
   }
   for (const auto& ch : alphabet().to_char)
     if (!p->vocab.contains(ch))
@@ -354,7 +363,8 @@ result<bpe_tokenizer> bpe_tokenizer::parse(std::string_view text) {
   const json& norm = at(j, "normalizer");
   if (!norm.is_null()) {
     if (text_at(norm, "type") != "NFC")
-      return bad("normalizer must be NFC or null, not ", norm.dump());
+      return bad("normalizer must be NFC or null, not \"", text_at(norm, "type"), "\" (",
+                 norm.type_name(), ")");
     p->nfc = true;
   }
   // Pre-tokenizer: Sequence[Split(Regex, Isolated), ByteLevel(use_regex false)].
@@ -372,8 +382,9 @@ result<bpe_tokenizer> bpe_tokenizer::parse(std::string_view text) {
   const auto regex = text_at(at(split, "pattern"), "Regex");
   int err = 0;
   PCRE2_SIZE err_at = 0;
-  p->pattern = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(regex.data()), regex.size(),
-                             PCRE2_UTF | PCRE2_UCP, &err, &err_at, nullptr);
+  p->pattern =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(regex.data()), regex.size(),
+                    PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C, &err, &err_at, nullptr);
   if (p->pattern == nullptr) {
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(err, msg, sizeof msg);
@@ -382,9 +393,17 @@ result<bpe_tokenizer> bpe_tokenizer::parse(std::string_view text) {
                       reinterpret_cast<const char*>(msg));
   }
   (void)pcre2_jit_compile(p->pattern, PCRE2_JIT_COMPLETE); // falls back to the interpreter
+  // An operator's pattern that backtracks badly fails the request instead
+  // of holding a thread for minutes: Qwen2's needs a few steps per piece.
+  p->context = pcre2_match_context_create(nullptr);
+  if (p->context == nullptr)
+    return make_error(errc::out_of_memory, "pcre2 match context");
+  pcre2_set_match_limit(p->context, 1000000);
+  pcre2_set_heap_limit(p->context, 16 * 1024); // KiB
   const json& dec = at(j, "decoder");
   if (!dec.is_null() && text_at(dec, "type") != "ByteLevel")
-    return bad("decoder must be ByteLevel, not ", dec.dump());
+    return bad("decoder must be ByteLevel, not \"", text_at(dec, "type"), "\" (", dec.type_name(),
+               ")");
 
   // Added tokens: matched on the raw text, longest first.
   const json& added = at(j, "added_tokens");
@@ -463,14 +482,18 @@ std::string bpe_tokenizer::decode(std::span<const int32_t> ids) const {
     if (id < 0 || static_cast<size_t>(id) >= p_->id_to_token.size())
       continue;
     const std::string& tok = p_->id_to_token[static_cast<size_t>(id)];
-    for (size_t i = 0; i < tok.size();) {
-      const size_t start = i;
+    // HF's ByteLevel decoder: a token all of whose characters are in the
+    // byte alphabet becomes those bytes; any other token stays as it is.
+    std::string as_bytes;
+    bool all_mapped = true;
+    for (size_t i = 0; i < tok.size() && all_mapped;) {
       const char32_t cp = next_code_point(tok, i);
       if (auto it = a.to_byte.find(cp); it != a.to_byte.end())
-        bytes += static_cast<char>(it->second);
+        as_bytes += static_cast<char>(it->second);
       else
-        bytes.append(tok, start, i - start);
+        all_mapped = false;
     }
+    bytes += all_mapped ? as_bytes : tok;
   }
   // Lossy UTF-8, as String::from_utf8_lossy.
   std::string out;

@@ -24,8 +24,9 @@ class bpe_tokenizer {
 public:
   /// tokenizer.json is read whole; larger than this is refused.
   static constexpr size_t max_file_bytes = 64u << 20;
-  /// encode refuses longer text (ICU counts in int32).
-  static constexpr size_t max_text_bytes = 256u << 20;
+  /// encode refuses longer text: a context of 128k tokens is well under
+  /// this, and one word's merge state costs ~50 bytes per byte.
+  static constexpr size_t max_text_bytes = 8u << 20;
 
   static result<bpe_tokenizer> load(const std::filesystem::path& tokenizer_json);
   static result<bpe_tokenizer> parse(std::string_view json_text);

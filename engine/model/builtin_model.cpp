@@ -285,15 +285,17 @@ result<fs::path> resolve_model(std::string_view spec) {
       return std::move(cache).err();
     const fs::path final_dir = *cache / ("builtin-" + std::string(to_string(*preset)) + "-v" +
                                          std::to_string(generator_version));
-    // One build at a time in this process: nodes joining on several threads
-    // share the first one's result instead of each training a tokenizer
-    // (SentencePiece's trainer is not safe to run on two threads at once;
-    // ThreadSanitizer found it in the actor tests). Across processes the
-    // rename below decides.
-    static std::mutex building;
-    std::lock_guard lock{building};
     // The directory appears only by rename of a complete build, so its
     // existence means it is complete.
+    if (fs::is_directory(final_dir, ec))
+      return final_dir;
+    // One build at a time in this process: nodes joining on several threads
+    // share the first one's result instead of each generating the model
+    // (ThreadSanitizer found them training tokenizers at once in the actor
+    // tests; the trainer has its own lock too). Across processes the rename
+    // below decides.
+    static std::mutex building;
+    std::lock_guard lock{building};
     if (fs::is_directory(final_dir, ec))
       return final_dir;
     fs::create_directories(*cache, ec);

@@ -1,5 +1,7 @@
 #include <sentencepiece_trainer.h>
 
+#include <mutex>
+
 #include "engine/model/builtin_model_parts.hpp"
 
 namespace mosaic::builtin {
@@ -46,6 +48,10 @@ result<std::string> train_tokenizer(const std::vector<std::string>& corpus, int 
   };
   corpus_iterator it(corpus);
   std::string model;
+  // SentencePiece's trainer is not safe on two threads at once
+  // (ThreadSanitizer saw its option parsing race); one training at a time.
+  static std::mutex training;
+  std::lock_guard lock{training};
   auto s = sentencepiece::SentencePieceTrainer::Train(args, &it, &model);
   if (!s.ok())
     return make_error(errc::internal, "training the built-in tokenizer failed: ", s.ToString());

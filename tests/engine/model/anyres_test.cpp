@@ -68,8 +68,11 @@ TEST_F(anyres_test, grid_views_and_token_count_equal_hf) {
     EXPECT_EQ(best.first, c["best"][0].get<int>());
     EXPECT_EQ(best.second, c["best"][1].get<int>());
     const auto grid = anyres_grid_for(h, w, pinpoints_, cfg_.image_size);
-    EXPECT_EQ(1 + grid.tiles(), c["views"].get<int>());
-    EXPECT_EQ(anyres_feature_count(h, w, pinpoints_, cfg_), c["tokens"].get<int>());
+    ASSERT_TRUE(grid) << grid.err().to_string();
+    EXPECT_EQ(1 + grid->tiles(), c["views"].get<int>());
+    const auto count = anyres_feature_count(h, w, pinpoints_, cfg_);
+    ASSERT_TRUE(count);
+    EXPECT_EQ(*count, c["tokens"].get<int>());
   }
 }
 
@@ -84,8 +87,11 @@ TEST_F(anyres_test, pixel_values_equal_hf_within_float_rounding) {
     ASSERT_TRUE(img) << img.err().to_string();
     ASSERT_EQ(img->height, c["height"].get<int>());
     const auto views = anyres_views(*img, pinpoints_, cfg_.image_size);
-    ASSERT_EQ(static_cast<int>(views.size()), c["views"].get<int>());
-    const auto mine = preprocess_anyres(*img, pinpoints_, cfg_);
+    ASSERT_TRUE(views);
+    ASSERT_EQ(static_cast<int>(views->size()), c["views"].get<int>());
+    const auto pixels = preprocess_anyres(*img, pinpoints_, cfg_);
+    ASSERT_TRUE(pixels);
+    const auto& mine = *pixels;
     const auto want = golden("c" + std::to_string(i) + ".pixel_values");
     ASSERT_EQ(mine.size(), want.size());
     float worst = 0;
@@ -105,7 +111,9 @@ TEST_F(anyres_test, odd_padding_leaves_a_short_edge_tile_as_hf_does) {
   img.width = 60;
   img.height = 90;
   img.rgb.assign(60 * 90 * 3, 200);
-  const auto views = anyres_views(img, pinpoints_, cfg_.image_size);
+  const auto got = anyres_views(img, pinpoints_, cfg_.image_size);
+  ASSERT_TRUE(got);
+  const auto& views = *got;
   ASSERT_EQ(views.size(), 5u);
   EXPECT_EQ(views[0].width, 56);
   EXPECT_EQ(views[1].width, 56);
@@ -132,6 +140,28 @@ TEST_F(anyres_test, packed_features_equal_hf) {
     EXPECT_EQ(static_cast<int>(want.size()) / dim_, c["tokens"].get<int>());
     EXPECT_EQ(*packed, want); // a permutation: exact
   }
+}
+
+TEST_F(anyres_test, empty_images_tiles_and_grid_lists_are_refused) {
+  // An image so thin that its unpadded features have no row (HF's
+  // pack_image_features fails on it): refused with the reason.
+  auto thin = anyres_feature_count(2, 400, pinpoints_, cfg_);
+  ASSERT_FALSE(thin);
+  EXPECT_NE(thin.err().message.find("too thin"), std::string::npos) << thin.err().message;
+  EXPECT_FALSE(anyres_feature_count(400, 2, pinpoints_, cfg_));
+  const std::vector<float> newline(static_cast<size_t>(dim_), 1.0f);
+  const std::vector<float> feats(static_cast<size_t>(4 * cfg_.num_patches() * dim_), 0.5f);
+  EXPECT_FALSE(pack_anyres_features(feats, newline, dim_, 2, 400, pinpoints_, cfg_));
+  decoded_image img;
+  img.width = 96;
+  img.height = 72;
+  img.rgb.assign(96 * 72 * 3, 128);
+  EXPECT_FALSE(anyres_views(img, pinpoints_, 0));
+  EXPECT_FALSE(anyres_views(img, {}, cfg_.image_size));
+  EXPECT_FALSE(anyres_feature_count(0, 96, pinpoints_, cfg_));
+  EXPECT_FALSE(anyres_grid_for(72, 96, pinpoints_, 0));
+  const std::vector<resolution> ragged = {{112, 60}};
+  EXPECT_FALSE(preprocess_anyres(img, ragged, cfg_));
 }
 
 TEST_F(anyres_test, packing_refuses_wrong_sizes_and_the_full_strategy) {

@@ -91,6 +91,19 @@ TEST_F(bpe_tokenizer_test, bad_input_is_refused_and_hostile_input_is_fast) {
   ASSERT_TRUE(s);
   EXPECT_EQ(tok_->decode(*a), std::string(200000, 'a'));
   EXPECT_LT(took, std::chrono::seconds(5));
+  // Many short words: each match must not re-read the rest of the text
+  // (PCRE2's UTF check per call made this quadratic).
+  std::string words;
+  for (int i = 0; i < 200000; ++i)
+    words += "a ";
+  const auto t1 = std::chrono::steady_clock::now();
+  auto w = tok_->encode(words);
+  ASSERT_TRUE(w);
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::seconds(5));
+  // Longer than a context could hold: refused before any work.
+  auto huge = tok_->encode(std::string(bpe_tokenizer::max_text_bytes + 1, 'a'));
+  ASSERT_FALSE(huge);
+  EXPECT_EQ(huge.err().code, errc::invalid_argument);
 }
 
 TEST(bpe_tokenizer_parse, other_layouts_and_broken_files_are_refused_with_the_reason) {
@@ -141,6 +154,18 @@ TEST(bpe_tokenizer_parse, other_layouts_and_broken_files_are_refused_with_the_re
       EXPECT_FALSE(t) << field << " = " << v.dump();
     }
   }
+  // Deep nesting where a normaliser belongs: refused without recursing
+  // through it (printing it whole would overflow the stack).
+  std::string deep = good.dump();
+  const std::string nest = std::string(100000, '[') + std::string(100000, ']');
+  j = good;
+  j["normalizer"] = json::array();
+  deep = j.dump();
+  const auto at = deep.find("\"normalizer\":[]");
+  ASSERT_NE(at, std::string::npos);
+  deep.replace(at, 15, "\"normalizer\":" + nest);
+  auto nested = bpe_tokenizer::parse(deep);
+  EXPECT_FALSE(nested);
   j = good;
   j["model"]["vocab"]["a"] = "not an id";
   refused(j, "out of range");

@@ -9,15 +9,17 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "engine/model/bpe_tokenizer.hpp"
 
+#include "engine/model/bounded_read.hpp"
+
 #include <array>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <pcre2.h>
 #include <queue>
-#include <sstream>
+#include <unicode/bytestream.h>
 #include <unicode/normalizer2.h>
 #include <unicode/unistr.h>
+#include <unicode/utf8.h>
 #include <unordered_map>
 
 namespace mosaic {
@@ -37,24 +39,12 @@ struct byte_alphabet {
     for (int b = 0; b < 256; ++b) {
       const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
       const char32_t cp = printable ? static_cast<char32_t>(b) : static_cast<char32_t>(next++);
-      to_char[static_cast<size_t>(b)] = utf8(cp);
+      char buf[U8_MAX_LENGTH];
+      int32_t n = 0;
+      U8_APPEND_UNSAFE(buf, n, static_cast<UChar32>(cp));
+      to_char[static_cast<size_t>(b)].assign(buf, static_cast<size_t>(n));
       to_byte[cp] = static_cast<uint8_t>(b);
     }
-  }
-
-  static std::string utf8(char32_t cp) {
-    std::string s;
-    if (cp < 0x80) {
-      s += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      s += static_cast<char>(0xC0 | (cp >> 6));
-      s += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      s += static_cast<char>(0xE0 | (cp >> 12));
-      s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      s += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-    return s;
   }
 };
 
@@ -63,25 +53,21 @@ const byte_alphabet& alphabet() {
   return a;
 }
 
-// Decodes one UTF-8 sequence at s[i] (valid input assumed); advances i.
-char32_t next_code_point(std::string_view s, size_t& i) {
-  const auto c = static_cast<unsigned char>(s[i]);
-  int len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
-  char32_t cp = len == 1 ? c : len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
-  for (int k = 1; k < len && i + static_cast<size_t>(k) < s.size(); ++k)
-    cp = (cp << 6) | (static_cast<unsigned char>(s[i + static_cast<size_t>(k)]) & 0x3F);
-  i += static_cast<size_t>(len);
-  return cp;
+// One code point of s at i (ICU's U8_NEXT: an ill-formed sequence is
+// consumed as far as it goes and yields a negative value); advances i.
+UChar32 next_code_point(std::string_view s, size_t& i) {
+  int32_t at = static_cast<int32_t>(i);
+  UChar32 c = 0;
+  U8_NEXT(s.data(), at, static_cast<int32_t>(s.size()), c);
+  i = static_cast<size_t>(at);
+  return c;
 }
 
 bool valid_utf8(std::string_view s) {
-  const auto u =
-      icu::UnicodeString::fromUTF8(icu::StringPiece(s.data(), static_cast<int32_t>(s.size())));
-  // fromUTF8 turns every ill-formed sequence into U+FFFD: a round trip that
-  // changes the bytes means the input was not UTF-8.
-  std::string back;
-  u.toUTF8String(back);
-  return back == s;
+  for (size_t i = 0; i < s.size();)
+    if (next_code_point(s, i) < 0)
+      return false;
+  return true;
 }
 
 struct added_token {
@@ -116,6 +102,7 @@ struct bpe_tokenizer::impl {
   std::vector<std::string> id_to_token;            // byte-level form or added content
   std::unordered_map<std::string, int> merge_rank; // "a b" → rank
   std::vector<added_token> added;                  // longest first
+  std::array<bool, 256> starts_added{};            // first bytes of added tokens
   bool nfc = false;
   bool ignore_merges = false;
   pcre2_code* pattern = nullptr;
@@ -213,12 +200,18 @@ status bpe_tokenizer::impl::encode_segment(std::string_view text, std::vector<in
     const icu::Normalizer2* n = icu::Normalizer2::getNFCInstance(st);
     if (U_FAILURE(st))
       return make_error(errc::internal, "ICU has no NFC normaliser: ", u_errorName(st));
-    const auto u = icu::UnicodeString::fromUTF8(
-        icu::StringPiece(text.data(), static_cast<int32_t>(text.size())));
-    const icu::UnicodeString v = n->normalize(u, st);
-    if (U_FAILURE(st))
-      return make_error(errc::internal, "NFC normalisation failed: ", u_errorName(st));
-    v.toUTF8String(normalized);
+    // Straight on UTF-8 (no UTF-16 copy); text already in NFC, as most
+    // prompts are, is copied as it is.
+    const icu::StringPiece in(text.data(), static_cast<int32_t>(text.size()));
+    if (n->isNormalizedUTF8(in, st) && U_SUCCESS(st)) {
+      normalized.assign(text);
+    } else {
+      st = U_ZERO_ERROR;
+      icu::StringByteSink<std::string> sink(&normalized, static_cast<int32_t>(text.size()));
+      n->normalizeUTF8(0, in, sink, nullptr, st);
+      if (U_FAILURE(st))
+        return make_error(errc::internal, "NFC normalisation failed: ", u_errorName(st));
+    }
   } else {
     normalized.assign(text);
   }
@@ -279,19 +272,10 @@ bpe_tokenizer::bpe_tokenizer(bpe_tokenizer&&) noexcept = default;
 bpe_tokenizer& bpe_tokenizer::operator=(bpe_tokenizer&&) noexcept = default;
 
 result<bpe_tokenizer> bpe_tokenizer::load(const std::filesystem::path& path) {
-  std::error_code ec;
-  const auto size = std::filesystem::file_size(path, ec);
-  if (ec)
-    return make_error(errc::not_found, "cannot read ", path.string(), ": ", ec.message());
-  if (size > max_file_bytes)
-    return make_error(errc::invalid_argument, path.string(), " is ", std::to_string(size),
-                      " bytes; a tokenizer.json is at most 64 MiB");
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  if (!in)
-    return make_error(errc::io_error, "cannot read ", path.string());
-  auto t = parse(s.str());
+  auto text = read_bounded_file(path, max_file_bytes, "a tokenizer.json is at most 64 MiB");
+  if (!text)
+    return std::move(text).err();
+  auto t = parse(*text);
   if (!t)
     return make_error(t.err().code, path.string(), ": ", t.err().message);
   return t;
@@ -426,6 +410,8 @@ result<bpe_tokenizer> bpe_tokenizer::parse(std::string_view text) {
     p->added.push_back({content, static_cast<int32_t>(id)});
     max_id = std::max(max_id, static_cast<int32_t>(id));
   }
+  for (const auto& t : p->added)
+    p->starts_added[static_cast<unsigned char>(t.content[0])] = true;
   std::stable_sort(p->added.begin(), p->added.end(),
                    [](const added_token& a, const added_token& b) {
                      return a.content.size() > b.content.size();
@@ -455,6 +441,10 @@ result<std::vector<int32_t>> bpe_tokenizer::encode(std::string_view text) const 
   size_t at = 0;
   while (at < text.size()) {
     const added_token* hit = nullptr;
+    if (!p_->starts_added[static_cast<unsigned char>(text[at])]) {
+      ++at;
+      continue;
+    }
     for (const auto& t : p_->added) // longest first: the first hit is the longest
       if (text.compare(at, t.content.size(), t.content) == 0) {
         hit = &t;
@@ -487,8 +477,8 @@ std::string bpe_tokenizer::decode(std::span<const int32_t> ids) const {
     std::string as_bytes;
     bool all_mapped = true;
     for (size_t i = 0; i < tok.size() && all_mapped;) {
-      const char32_t cp = next_code_point(tok, i);
-      if (auto it = a.to_byte.find(cp); it != a.to_byte.end())
+      const UChar32 cp = next_code_point(tok, i);
+      if (auto it = a.to_byte.find(static_cast<char32_t>(cp)); cp >= 0 && it != a.to_byte.end())
         as_bytes += static_cast<char>(it->second);
       else
         all_mapped = false;

@@ -1,5 +1,7 @@
 #include "engine/model/model_config.hpp"
 
+#include "engine/model/bounded_read.hpp"
+
 #include <fstream>
 #include <sstream>
 
@@ -371,19 +373,10 @@ status validate_model_config(const model_config& cfg) {
 
 result<model_config> load_model_config(const std::filesystem::path& dir) {
   auto read = [](const std::filesystem::path& p, std::string& out) -> status {
-    std::error_code ec;
-    auto size = std::filesystem::file_size(p, ec);
-    if (ec)
-      return make_error(errc::not_found, "cannot read ", p.string(), ": ", ec.message());
-    if (size > (16u << 20))
-      return make_error(errc::invalid_argument, p.string(), " is ", std::to_string(size),
-                        " bytes; a config file is at most 16 MiB");
-    std::ifstream in(p, std::ios::binary);
-    std::ostringstream s;
-    s << in.rdbuf();
-    if (!in)
-      return make_error(errc::io_error, "cannot read ", p.string());
-    out = s.str();
+    auto text = read_bounded_file(p, 16u << 20, "a config file is at most 16 MiB");
+    if (!text)
+      return std::move(text).err();
+    out = std::move(*text);
     return {};
   };
   std::string config, pre;

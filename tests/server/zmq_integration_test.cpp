@@ -161,7 +161,10 @@ TEST_F(zmq_integration_test, queue_time_and_waiting_requests_are_measured) {
   std::map<uint64_t, bool> ended;
   for (int i = 0; i < n; ++i) {
     auto c = chat(std::string{"count to ten"});
-    c.max_tokens = 12;
+    // Long enough that the gauge, sampled between frames over HTTP, sees
+    // the queue even on a loaded 2-core box (12 tokens once let all six
+    // pass between two samples).
+    c.max_tokens = 48;
     ASSERT_TRUE(client_->send(c));
   }
   double most_waiting = 0;

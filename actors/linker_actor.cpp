@@ -149,6 +149,12 @@ void start_encode(linker_actor_ptr self, const link_ptr& p, size_t i) {
             if (!emb)
               return fail(*ctx, p, make_error(errc::internal, "encoder returned no embeddings"));
             auto& img = p->job->images[i];
+            if (emb->size() !=
+                size_t(img.n_tokens) * size_t(ctx->engine->config().text.hidden_size))
+              return fail(*ctx, p,
+                          make_error(errc::internal, "image ", std::to_string(i), ": encoder gave ",
+                                     std::to_string(emb->size()), " values for ",
+                                     std::to_string(img.n_tokens), " tokens"));
             img.embeddings = std::move(emb);
             img.fresh = true;
             img.seen_before = r->encoder_cache_hit();
@@ -193,7 +199,9 @@ status prepare(node_context& ctx, const wire::generate_request& req, pending_lin
     }
     text += image_marker;
     job_image img;
-    img.n_tokens = cfg.image_tokens();
+    // Anyres: an image's count follows from its size; for a key, from its
+    // library entry (lookup() fills it in).
+    img.n_tokens = cfg.anyres() ? 0 : cfg.image_tokens();
     if (const auto* k = std::get_if<wire::image_key_segment>(&seg)) {
       img.image_key = k->key;
       p.sources.emplace_back(*k);
@@ -205,6 +213,11 @@ status prepare(node_context& ctx, const wire::generate_request& req, pending_lin
         return make_error(pixels.err().code, "image ", std::to_string(job.images.size()), ": ",
                           pixels.err().message);
       img.image_key = image_key(*pixels, cfg.vision);
+      auto count = cfg.image_tokens_for(pixels->height, pixels->width);
+      if (!count)
+        return make_error(count.err().code, "image ", std::to_string(job.images.size()), ": ",
+                          count.err().message);
+      img.n_tokens = *count;
       img.pixels = std::make_shared<const decoded_image>(std::move(*pixels));
       p.sources.emplace_back(d);
     }
@@ -279,6 +292,11 @@ void lookup(linker_actor_ptr self, const link_ptr& p) {
                           make_error(errc::internal, "library lookup answered ",
                                      std::to_string(res.entries.size()), " of ", std::to_string(n),
                                      " images"));
+            // A key-only image of an anyres model takes its entry's count.
+            for (size_t i = 0; i < n; ++i)
+              if (auto& img = p->job->images[i];
+                  img.n_tokens == 0 && !img.pixels && res.entries[i].tier != msg::Tier::miss)
+                img.n_tokens = int(res.entries[i].n_tokens);
             auto hit = [&](size_t i) {
               const auto& e = res.entries[i];
               return e.tier != msg::Tier::miss &&

@@ -338,10 +338,9 @@ result<std::unique_ptr<local_cluster>> local_cluster::start(node_options options
           std::to_string(o.max_queue),
       "linker     cooperative  default policy " + o.default_policy.to_string(),
       "prefill    detached     " + o.device + ", max_tokens " +
-          (o.prefill_max_tokens > 0
-               ? std::to_string(o.prefill_max_tokens)
-               : std::to_string(ctxp->engine->config().text.max_position_embeddings) +
-                     " (the model's context)") +
+          (o.prefill_max_tokens > 0 ? std::to_string(o.prefill_max_tokens)
+                                    : std::to_string(ctxp->engine->config().text.context_length()) +
+                                          " (the model's context)") +
           ", chunks of " + std::to_string(o.prefill_chunk_tokens) + ", prefix cache " +
           (o.prefix_caching ? "on" : "off") + ", store after use " + o.store_after_use +
           (n_workers > 1 ? ", " + std::to_string(n_workers) + " workers (strategy " +

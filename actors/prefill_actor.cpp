@@ -153,15 +153,15 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* 
       prompt_tokens += part.kind == segment_kind::text
                            ? static_cast<int>(part.text_ids.size())
                            : p->images[static_cast<size_t>(part.image)].n_tokens;
-    const int limit = ctx.options.prefill_max_tokens > 0
-                          ? ctx.options.prefill_max_tokens
-                          : engine.config().text.max_position_embeddings;
+    const int limit = ctx.options.prefill_max_tokens > 0 ? ctx.options.prefill_max_tokens
+                                                         : engine.config().text.context_length();
     if (prompt_tokens > limit)
       return make_error(errc::invalid_argument, "the prompt has ", std::to_string(prompt_tokens),
                         " tokens, over the prefill limit of ", std::to_string(limit),
                         ctx.options.prefill_max_tokens > 0
                             ? "; send fewer images or raise max_tokens of the prefill actor"
-                            : " (the model's context); send fewer images or less text");
+                            : " (the model's context; a sliding window bounds it); send fewer "
+                              "images or less text");
     int failed = -1;
     prefill_options opt;
     opt.chunk_tokens = ctx.options.prefill_chunk_tokens;

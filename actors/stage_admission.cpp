@@ -53,7 +53,7 @@ stage_admission::create(const std::optional<schedule_policy>& policy, const text
   const size_t weights = decoder_weight_bytes(cfg);
   memory_model m = make_memory_model(cfg, ps, 0, weights);
   // A pass's activations are one chunk's (the whole prompt without chunking).
-  const int longest = o.prefill_max_tokens > 0 ? o.prefill_max_tokens : cfg.max_position_embeddings;
+  const int longest = o.prefill_max_tokens > 0 ? o.prefill_max_tokens : cfg.context_length();
   const auto max_prompt = static_cast<size_t>(std::max(
       1, o.prefill_chunk_tokens > 0 ? std::min(o.prefill_chunk_tokens, longest) : longest));
   const size_t activations =

@@ -337,7 +337,7 @@ int run(const options& opt, const std::string& command) {
       for (int i = 0; i < n_images; ++i) {
         prompt_image img;
         img.key = "image-" + std::to_string(i);
-        img.n_tokens = enc->n_tokens();
+        img.n_tokens = static_cast<int>(emb[static_cast<size_t>(i)].size() / size_t(enc->hidden()));
         img.embeddings = emb[static_cast<size_t>(i)].data();
         img.cached = cached ? &entries[static_cast<size_t>(i)] : nullptr;
         v.push_back(img);
@@ -371,7 +371,7 @@ int run(const options& opt, const std::string& command) {
       std::fprintf(stderr, "quality_bench: %zu/%zu prompts done\n", ci + 1, cases.size());
   }
 
-  const std::string text = markdown(opt, command, e, cases, rows, enc->n_tokens());
+  const std::string text = markdown(opt, command, e, cases, rows, enc->view_tokens());
   std::fputs(text.c_str(), stdout);
   if (!opt.out.empty()) {
     std::ofstream f{opt.out};

@@ -92,7 +92,8 @@ result<calib_prompt> make_prompt(llava_engine& eng, image_encoder& enc, std::mt1
   for (int i = 0; i < n_images; ++i) {
     prompt_image img;
     img.key = "calibration-image-" + std::to_string(i);
-    img.n_tokens = enc.n_tokens();
+    img.n_tokens =
+        static_cast<int>(cp.embeddings[static_cast<size_t>(i)].size() / size_t(enc.hidden()));
     img.embeddings = cp.embeddings[static_cast<size_t>(i)].data();
     cp.fresh.images.push_back(img);
     img.cached = &cp.entries[static_cast<size_t>(i)];

@@ -173,13 +173,12 @@ int run_generate(const generate_options& o) {
     }
     embeddings.push_back(std::move(*emb));
   }
-  const int n_img_tokens = s->encoder->n_tokens();
   auto make_images = [&](bool cached) {
     std::vector<prompt_image> imgs;
     for (size_t i = 0; i < embeddings.size(); ++i) {
       prompt_image pi;
       pi.key = o.images[i];
-      pi.n_tokens = n_img_tokens;
+      pi.n_tokens = static_cast<int>(embeddings[i].size() / size_t(s->encoder->hidden()));
       pi.embeddings = embeddings[i].data();
       pi.cached = cached ? &entries[i] : nullptr;
       imgs.push_back(pi);
@@ -208,8 +207,12 @@ int run_generate(const generate_options& o) {
   std::printf("answer: %s\n\n", tok.decode(gen->tokens).c_str());
   std::printf("model       %s on %s, policy %s\n", o.model.c_str(),
               std::string{s->be->name()}.c_str(), policy->to_string().c_str());
-  std::printf("prompt      %d tokens (%zu images x %d tokens)\n", st.n_tokens, pixels.size(),
-              n_img_tokens);
+  std::string image_counts;
+  for (const auto& e : embeddings)
+    image_counts += (image_counts.empty() ? "" : " + ") +
+                    std::to_string(e.size() / size_t(s->encoder->hidden()));
+  std::printf("prompt      %d tokens (images: %s tokens)\n", st.n_tokens,
+              image_counts.empty() ? "none" : image_counts.c_str());
   std::printf("encode      %.1f ms (vision tower + projector)\n", encode_ms);
   if (reuse)
     std::printf("compile     %.1f ms (standalone image KV, as a KV library holds it)\n",

@@ -1,4 +1,4 @@
-// `mosaic model init --preset tiny|small --out DIR`: write a built-in model
+// `mosaic model init --preset tiny|small|tiny-next|small-next --out DIR`: write a built-in model
 // as an HF LLaVA directory. `mosaic model info MODEL`: config summary,
 // parameter count and fingerprint of a model (builtin:NAME or a directory).
 
@@ -70,8 +70,14 @@ int run_model_info(const std::string& spec) {
               t.model_type.c_str(), t.hidden_size, t.num_layers, t.num_heads, t.num_kv_heads,
               t.head_dim(), t.intermediate_size, t.vocab_size, t.max_position_embeddings,
               static_cast<double>(t.rope_theta), t.tie_word_embeddings ? ", tied embeddings" : "");
-  std::printf("image        %d tokens per image, image token id %d\n", cfg->image_tokens(),
-              cfg->image_token_index);
+  if (cfg->anyres())
+    std::printf("image        anyres (LLaVA-1.6): up to %d tokens per image by its size (%d of "
+                "the base view), %zu grids, image token id %d\n",
+                cfg->image_tokens(), cfg->view_tokens(), cfg->vision.grid_pinpoints.size(),
+                cfg->image_token_index);
+  else
+    std::printf("image        %d tokens per image, image token id %d\n", cfg->image_tokens(),
+                cfg->image_token_index);
   std::printf("tokenizer    %d SentencePiece pieces, vocab %d, bos %d, eos %d\n",
               tok->sp_vocab_size(), tok->vocab_size(), tok->bos_id(), tok->eos_id());
   std::printf("parameters   %lld (%.1f M)\n", static_cast<long long>(weights->parameter_count()),
@@ -89,8 +95,10 @@ CLI::App* add_model_command(CLI::App& app, int* exit_code) {
   auto* init = model->add_subcommand(
       "init", "Write a built-in model (generated from a fixed seed) as an HF LLaVA directory");
   auto init_opts = std::make_shared<model_init_options>();
-  init->add_option("--preset", init_opts->preset, "tiny (tests) or small (demos, benchmarks)")
-      ->check(CLI::IsMember({"tiny", "small"}))
+  init->add_option("--preset", init_opts->preset,
+                   "tiny (tests) or small (demos, benchmarks), LLaVA-1.5; tiny-next, small-next: "
+                   "the same as LLaVA-1.6 (anyres, Mistral)")
+      ->check(CLI::IsMember({"tiny", "small", "tiny-next", "small-next"}))
       ->capture_default_str();
   init->add_option("--out", init_opts->out, "output directory (created if missing)")->required();
   init->callback([init_opts, exit_code] { *exit_code = run_model_init(*init_opts); });

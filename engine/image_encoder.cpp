@@ -1,6 +1,9 @@
 #include "engine/image_encoder.hpp"
 
+#include <algorithm>
 #include <string>
+
+#include "engine/model/anyres.hpp"
 
 namespace mosaic {
 
@@ -12,12 +15,19 @@ result<image_encoder> image_encoder::create(backend& be, const model_config& cfg
   auto proj = projector::create(be, cfg, lookup);
   if (!proj)
     return std::move(proj).err();
-  if (tower->output_tokens() != cfg.image_tokens())
+  if (tower->output_tokens() != cfg.view_tokens())
     return make_error(errc::internal, "vision tower yields ",
                       std::to_string(tower->output_tokens()),
-                      " rows per image but the model expects ", std::to_string(cfg.image_tokens()));
-  image_encoder enc{be, std::move(*tower), std::move(*proj)};
-  const size_t feat = static_cast<size_t>(enc.n_tokens()) * cfg.vision.hidden_size;
+                      " rows per view but the model expects ", std::to_string(cfg.view_tokens()));
+  image_encoder enc{be, cfg, std::move(*tower), std::move(*proj)};
+  if (cfg.anyres()) {
+    const host_tensor* nl = lookup("image_newline");
+    if (nl == nullptr || nl->shape != std::vector<int64_t>{cfg.text.hidden_size})
+      return make_error(errc::invalid_argument, "anyres model: tensor 'image_newline' of shape [",
+                        std::to_string(cfg.text.hidden_size), "] is missing or has another shape");
+    enc.newline_ = nl->data;
+  }
+  const size_t feat = static_cast<size_t>(enc.view_tokens()) * cfg.vision.hidden_size;
   auto buf = be.allocate(feat * sizeof(float));
   if (!buf)
     return std::move(buf).err();
@@ -27,7 +37,7 @@ result<image_encoder> image_encoder::create(backend& be, const model_config& cfg
 
 status image_encoder::encode_device(const float* image, float* out) {
   MOSAIC_TRY(tower_.encode(image, features_.f32()));
-  return proj_.project(features_.f32(), out, n_tokens());
+  return proj_.project(features_.f32(), out, view_tokens());
 }
 
 result<std::vector<float>> image_encoder::encode_preprocessed(std::span<const float> image) {
@@ -40,7 +50,7 @@ result<std::vector<float>> image_encoder::encode_preprocessed(std::span<const fl
   auto img = be_->allocate(want * sizeof(float));
   if (!img)
     return std::move(img).err();
-  const size_t out_n = static_cast<size_t>(n_tokens()) * hidden();
+  const size_t out_n = static_cast<size_t>(view_tokens()) * hidden();
   auto out = be_->allocate(out_n * sizeof(float));
   if (!out)
     return std::move(out).err();
@@ -58,8 +68,40 @@ result<std::vector<float>> image_encoder::encode(const decoded_image& image) {
     return make_error(errc::invalid_argument, "image encoder: decoded image is empty or its ",
                       "pixel buffer does not match its ", std::to_string(image.width), "x",
                       std::to_string(image.height), " size");
+  if (cfg_.anyres()) {
+    auto views = preprocess_anyres(image, cfg_.vision.grid_pinpoints, cfg_.vision);
+    if (!views)
+      return std::move(views).err();
+    return encode_views(*views, image.height, image.width);
+  }
   const std::vector<float> pixels = preprocess_image(image, tower_.config());
   return encode_preprocessed(pixels);
+}
+
+result<std::vector<float>> image_encoder::encode_views(std::span<const float> views, int height,
+                                                       int width) {
+  if (!cfg_.anyres())
+    return make_error(errc::invalid_argument, "image encoder: views are for anyres models");
+  const vision_config& vc = cfg_.vision;
+  const size_t view = static_cast<size_t>(vc.num_channels) * vc.image_size * vc.image_size;
+  auto grid = anyres_grid_for(height, width, vc.grid_pinpoints, vc.image_size);
+  if (!grid)
+    return std::move(grid).err();
+  const size_t n_views = 1 + static_cast<size_t>(grid->tiles());
+  if (views.size() != n_views * view)
+    return make_error(errc::invalid_argument, "image encoder: ", std::to_string(views.size()),
+                      " view values for a ", std::to_string(height), "x", std::to_string(width),
+                      " image, expected ", std::to_string(n_views), " views of ",
+                      std::to_string(view));
+  const size_t per_view = static_cast<size_t>(view_tokens()) * hidden();
+  std::vector<float> features(n_views * per_view);
+  for (size_t i = 0; i < n_views; ++i) {
+    auto e = encode_preprocessed(views.subspan(i * view, view));
+    if (!e)
+      return std::move(e).err();
+    std::copy(e->begin(), e->end(), features.begin() + static_cast<std::ptrdiff_t>(i * per_view));
+  }
+  return pack_anyres_features(features, newline_, hidden(), height, width, vc.grid_pinpoints, vc);
 }
 
 } // namespace mosaic

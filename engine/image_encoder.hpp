@@ -3,7 +3,11 @@
 // Decoded image → decoder input embeddings: CLIP preprocessing, the vision
 // tower, then the projector. The output rows are what an image's
 // `<image>` slots hold in the prompt (and what a compiled_image stores as
-// `embeddings`).
+// `embeddings`). LLaVA-1.5: one view, view_tokens() rows. LLaVA-1.6
+// (anyres): the base view and the grid's tiles each through the tower and
+// the projector, then packed (unpadded, image_newline after each row,
+// engine/model/anyres.hpp), so the row count depends on the image's size
+// (model_config::image_tokens_for).
 
 #include <span>
 #include <vector>
@@ -26,30 +30,41 @@ public:
   static result<image_encoder> create(backend& be, const model_config& cfg,
                                       const weight_lookup& lookup);
 
-  /// Rows one image produces (= model_config::image_tokens()).
-  int n_tokens() const { return tower_.output_tokens(); }
+  /// Rows one view produces (LLaVA-1.5: one image).
+  int view_tokens() const { return tower_.output_tokens(); }
   /// Width of each row (the decoder hidden size).
   int hidden() const { return proj_.out_dim(); }
 
-  /// Preprocesses and encodes one image; returns [n_tokens(), hidden()].
+  /// Preprocesses and encodes one image; returns
+  /// [model_config::image_tokens_for(height, width), hidden()].
   result<std::vector<float>> encode(const decoded_image& image);
 
-  /// Encodes an already preprocessed image
-  /// ([num_channels, image_size, image_size]); returns [n_tokens(), hidden()].
+  /// Encodes one already preprocessed view
+  /// ([num_channels, image_size, image_size]); returns
+  /// [view_tokens(), hidden()] (LLaVA-1.5: the image's embeddings).
   result<std::vector<float>> encode_preprocessed(std::span<const float> image);
 
-  /// Device-to-device form: image [num_channels, image_size, image_size]
-  /// → out [n_tokens(), hidden()], both in this backend's memory.
+  /// Anyres: encodes an image's preprocessed views
+  /// ([views, num_channels, image_size, image_size], as preprocess_anyres
+  /// makes them) and packs them for an image of height × width pixels;
+  /// returns [image_tokens_for(height, width), hidden()].
+  result<std::vector<float>> encode_views(std::span<const float> views, int height, int width);
+
+  /// Device-to-device form of one view: image
+  /// [num_channels, image_size, image_size] → out [view_tokens(), hidden()],
+  /// both in this backend's memory.
   status encode_device(const float* image, float* out);
 
 private:
-  image_encoder(backend& be, vision_tower tower, projector proj)
-    : be_(&be), tower_(std::move(tower)), proj_(std::move(proj)) {}
+  image_encoder(backend& be, const model_config& cfg, vision_tower tower, projector proj)
+    : be_(&be), cfg_(cfg), tower_(std::move(tower)), proj_(std::move(proj)) {}
 
   backend* be_;
+  model_config cfg_;
   vision_tower tower_;
   projector proj_;
-  device_buffer features_; // [n_tokens, vision hidden]
+  device_buffer features_;     // [view_tokens, vision hidden]
+  std::vector<float> newline_; // anyres: image_newline [hidden]
 };
 
 } // namespace mosaic

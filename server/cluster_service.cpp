@@ -56,7 +56,7 @@ cluster_service::cluster_service(actors::local_cluster& cluster, std::string mod
   : cluster_(cluster) {
   const auto& cfg = cluster_.context().engine->config();
   info_.model = std::move(model);
-  info_.context_length = cfg.text.max_position_embeddings;
+  info_.context_length = cfg.text.context_length();
   info_.image_tokens = cfg.image_tokens();
   info_.created_unix_s = std::chrono::duration_cast<std::chrono::seconds>(
                              std::chrono::system_clock::now().time_since_epoch())

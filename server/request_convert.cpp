@@ -36,7 +36,7 @@ std::optional<api_error> check_context(int max_tokens, int n_images, const servi
   if (need < info.context_length)
     return std::nullopt;
   return invalid_request("max_tokens", "max_tokens (" + std::to_string(max_tokens) + ") plus " +
-                                           std::to_string(n_images) + " image(s) of " +
+                                           std::to_string(n_images) + " image(s) of up to " +
                                            std::to_string(info.image_tokens) +
                                            " tokens exceed the model's context of " +
                                            std::to_string(info.context_length) +

@@ -27,8 +27,16 @@ using builtin::splitmix64;
 constexpr int generator_version = 1;
 constexpr uint64_t base_seed = 0x6d6f736169630001ull; // "mosaic" v1
 
+bool is_tiny(builtin_preset p) {
+  return p == builtin_preset::tiny || p == builtin_preset::tiny_next;
+}
+
+bool is_next(builtin_preset p) {
+  return p == builtin_preset::tiny_next || p == builtin_preset::small_next;
+}
+
 int sp_vocab(builtin_preset p) {
-  return p == builtin_preset::tiny ? 1000 : 4000;
+  return is_tiny(p) ? 1000 : 4000;
 }
 
 uint64_t fnv1a(std::string_view s) {
@@ -105,7 +113,7 @@ json token_entry(const std::string& content, bool special) {
 }
 
 status write_tokenizer_files(builtin_preset preset, const model_config& cfg, const fs::path& dir) {
-  auto corpus = builtin::training_corpus(base_seed, preset == builtin_preset::tiny ? 4000 : 12000);
+  auto corpus = builtin::training_corpus(base_seed, is_tiny(preset) ? 4000 : 12000);
   auto model = builtin::train_tokenizer(corpus, sp_vocab(preset));
   if (!model)
     return std::move(model).err();
@@ -157,25 +165,35 @@ std::string random_suffix() {
 } // namespace
 
 const char* to_string(builtin_preset preset) noexcept {
-  return preset == builtin_preset::tiny ? "tiny" : "small";
+  switch (preset) {
+  case builtin_preset::tiny:
+    return "tiny";
+  case builtin_preset::small:
+    return "small";
+  case builtin_preset::tiny_next:
+    return "tiny-next";
+  case builtin_preset::small_next:
+    return "small-next";
+  }
+  return "?";
 }
 
 result<builtin_preset> parse_builtin_preset(std::string_view name) {
   if (name.substr(0, 8) == "builtin:")
     name.remove_prefix(8);
-  if (name == "tiny")
-    return builtin_preset::tiny;
-  if (name == "small")
-    return builtin_preset::small;
+  for (auto p : {builtin_preset::tiny, builtin_preset::small, builtin_preset::tiny_next,
+                 builtin_preset::small_next})
+    if (name == to_string(p))
+      return p;
   return make_error(errc::invalid_argument, "unknown built-in model '", name,
-                    "'; the presets are tiny and small");
+                    "'; the presets are tiny, small, tiny-next and small-next");
 }
 
 model_config builtin_config(builtin_preset preset) {
   model_config c;
   auto& v = c.vision;
   auto& t = c.text;
-  if (preset == builtin_preset::tiny) {
+  if (is_tiny(preset)) {
     v.image_size = 56;
     v.hidden_size = 64;
     v.intermediate_size = 256;
@@ -213,6 +231,15 @@ model_config builtin_config(builtin_preset preset) {
   c.image_token_index = sp_vocab(preset);
   t.vocab_size = sp_vocab(preset) + 1; // + <image>
   c.projector_hidden_act = "gelu";
+  if (is_next(preset)) {
+    // LLaVA-1.6-Mistral's shape: anyres over LLaVA-1.6's five grids (in
+    // tiles: 1x2, 2x1, 2x2, 3x1, 1x3), a Mistral decoder without a window.
+    c.model_type = "llava_next";
+    const int s = v.image_size;
+    v.grid_pinpoints = {{s, 2 * s}, {2 * s, s}, {2 * s, 2 * s}, {3 * s, s}, {s, 3 * s}};
+    t.model_type = "mistral";
+    t.sliding_window = 0;
+  }
   return c;
 }
 
@@ -239,7 +266,7 @@ status write_builtin_model(builtin_preset preset, const fs::path& out_dir) {
                {"patch_size", cfg.vision.patch_size},
                {"num_additional_image_tokens", 1},
                {"vision_feature_select_strategy", cfg.vision.feature_select},
-               {"processor_class", "LlavaProcessor"}};
+               {"processor_class", cfg.anyres() ? "LlavaNextProcessor" : "LlavaProcessor"}};
   MOSAIC_TRY(write_text(out_dir / "processor_config.json", proc.dump(2) + "\n"));
   json gen = {{"bos_token_id", cfg.text.bos_token_id},
               {"eos_token_id", cfg.text.eos_token_id},
@@ -320,9 +347,11 @@ result<fs::path> resolve_model(std::string_view spec) {
   }
   const fs::path dir(spec);
   if (!fs::is_directory(dir, ec))
-    return make_error(errc::not_found, "model '", spec,
-                      "' is neither builtin:tiny, builtin:small nor a directory (download an HF "
-                      "LLaVA checkpoint, or run `mosaic model init --preset small --out DIR`)");
+    return make_error(
+        errc::not_found, "model '", spec,
+        "' is neither a built-in model (builtin:tiny, builtin:small, builtin:tiny-next, "
+        "builtin:small-next) nor a directory (download an HF "
+        "LLaVA checkpoint, or run `mosaic model init --preset small --out DIR`)");
   for (const char* f : {"config.json", "tokenizer.model"})
     if (!fs::exists(dir / f, ec))
       return make_error(errc::not_found, "model directory ", dir.string(), " has no ", f,

@@ -14,12 +14,16 @@
 namespace mosaic {
 
 /// `builtin:tiny` for tests (16 image tokens, 2 decoder layers),
-/// `builtin:small` for demos and benchmarks (576 image tokens, 8 layers).
-enum class builtin_preset { tiny, small };
+/// `builtin:small` for demos and benchmarks (576 image tokens, 8 layers),
+/// both LLaVA-1.5 with a Llama decoder; `builtin:tiny-next` and
+/// `builtin:small-next` are the same sizes as LLaVA-1.6 (anyres, with
+/// LLaVA-1.6's five grids at the preset's tile size; 36-88 and 1,152-2,928
+/// tokens an image) with a Mistral decoder.
+enum class builtin_preset { tiny, small, tiny_next, small_next };
 
-/// "tiny" / "small".
+/// "tiny" / "small" / "tiny-next" / "small-next".
 const char* to_string(builtin_preset preset) noexcept;
-/// Parses "tiny"/"small" (also with a "builtin:" prefix).
+/// Parses a preset's name (also with a "builtin:" prefix).
 result<builtin_preset> parse_builtin_preset(std::string_view name);
 
 /// The preset's configuration (vocab size included, i.e. what config.json

@@ -189,6 +189,13 @@ digest image_key(const decoded_image& image, const vision_config& cfg) {
     h.update_u64(std::bit_cast<uint32_t>(cfg.image_mean[c]));
     h.update_u64(std::bit_cast<uint32_t>(cfg.image_std[c]));
   }
+  if (!cfg.grid_pinpoints.empty()) { // anyres: the views depend on the grids
+    h.update(std::string_view(";anyres-grids"));
+    for (const auto& [gh, gw] : cfg.grid_pinpoints) {
+      h.update_u64(static_cast<uint64_t>(gh));
+      h.update_u64(static_cast<uint64_t>(gw));
+    }
+  }
   return h.finish();
 }
 

@@ -1,7 +1,9 @@
 #include "engine/model/model_config.hpp"
 
+#include "engine/model/anyres.hpp"
 #include "engine/model/bounded_read.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -12,6 +14,12 @@ namespace mosaic {
 namespace {
 
 using json = nlohmann::json;
+
+// Bounds on image_grid_pinpoints far above LLaVA-1.6's (five grids of at
+// most 3 tiles a side), so a hostile config cannot make an image
+// millions of tokens.
+constexpr size_t max_grid_pinpoints = 64;
+constexpr int max_grid_tiles = 8;
 
 // Reads typed keys from one JSON object; the first bad key is remembered
 // with its full dotted name, so that the error names it.
@@ -71,6 +79,30 @@ public:
         out[i] = (*v)[i].get<float>();
       }
     }
+  }
+  /// A list of [height, width] pairs of positive integers (at most
+  /// `max_entries`).
+  void get_pairs(const char* key, std::vector<std::pair<int, int>>& out, size_t max_entries) {
+    const json* v = find(key);
+    if (v == nullptr)
+      return;
+    if (!v->is_array() || v->empty() || v->size() > max_entries) {
+      fail(key, "must be a list of 1 to " + std::to_string(max_entries) + " [height, width] pairs");
+      return;
+    }
+    std::vector<std::pair<int, int>> pairs;
+    for (const json& e : *v) {
+      auto dim = [](const json& x) {
+        return x.is_number_integer() && x.get<int64_t>() > 0 && x.get<int64_t>() <= INT32_MAX;
+      };
+      if (!e.is_array() || e.size() != 2 || !dim(e[0]) || !dim(e[1])) {
+        fail(key, "must be a list of [height, width] pairs of positive integers");
+        return;
+      }
+      pairs.emplace_back(static_cast<int>(e[0].get<int64_t>()),
+                         static_cast<int>(e[1].get<int64_t>()));
+    }
+    out = std::move(pairs);
   }
   const json* find(const char* key) const {
     auto it = obj_.find(key);
@@ -196,10 +228,12 @@ result<model_config> parse_model_config(std::string_view config_json,
     reader top(root, "", where, &err);
     std::string model_type;
     top.get("model_type", model_type);
-    if (err.code == errc::none && model_type != "llava")
+    if (err.code == errc::none && model_type != "llava" && model_type != "llava_next")
       return make_error(errc::unsupported, where, ": model_type is \"", model_type,
-                        "\"; Mosaic serves LLaVA checkpoints (model_type \"llava\", e.g. "
-                        "llava-hf/llava-1.5-7b-hf)");
+                        "\"; Mosaic serves LLaVA-1.5 and LLaVA-1.6 checkpoints (model_type "
+                        "\"llava\" or \"llava_next\", e.g. llava-hf/llava-1.5-7b-hf, "
+                        "llava-hf/llava-v1.6-mistral-7b-hf)");
+    cfg.model_type = model_type;
     // LlavaConfig: an absent vision_config is CLIP ViT-L/14-336, an absent
     // text_config is LlamaConfig().
     if (const json* v = top.find("vision_config")) {
@@ -232,6 +266,11 @@ result<model_config> parse_model_config(std::string_view config_json,
                         "layer (an integer such as -2)");
     top.get("vision_feature_layer", cfg.vision.feature_layer);
     top.get("vision_feature_select_strategy", cfg.vision.feature_select);
+    if (cfg.anyres()) {
+      // LlavaNextConfig's default: LLaVA-1.6's five grids of 336-px tiles.
+      cfg.vision.grid_pinpoints = {{336, 672}, {672, 336}, {672, 672}, {1008, 336}, {336, 1008}};
+      top.get_pairs("image_grid_pinpoints", cfg.vision.grid_pinpoints, max_grid_pinpoints);
+    }
     if (err.code != errc::none)
       return err;
 
@@ -251,8 +290,17 @@ result<model_config> parse_model_config(std::string_view config_json,
       int edge = cfg.vision.image_size;
       if (const json* s = p.find("size"); s != nullptr && s->is_object())
         reader(*s, "size.", "preprocessor_config.json", &err).get("shortest_edge", edge);
+      // HF's processor counts an image's tokens with its own copy of the
+      // grids, the model packs them with config.json's: they must agree.
+      std::vector<std::pair<int, int>> pre_grids = cfg.vision.grid_pinpoints;
+      p.get_pairs("image_grid_pinpoints", pre_grids, max_grid_pinpoints);
       if (err.code != errc::none)
         return err;
+      if (pre_grids != cfg.vision.grid_pinpoints)
+        return make_error(errc::unsupported,
+                          "preprocessor_config.json: image_grid_pinpoints differ from "
+                          "config.json's; HF's processor and model would disagree on an "
+                          "image's token count");
       if (crop != cfg.vision.image_size || edge != cfg.vision.image_size)
         return make_error(errc::unsupported,
                           "preprocessor_config.json: crop_size/size.shortest_edge (", num(crop),
@@ -364,11 +412,48 @@ status validate_model_config(const model_config& cfg) {
   if (cfg.projector_hidden_act != "gelu")
     return make_error(errc::unsupported, "config.json: projector_hidden_act \"",
                       cfg.projector_hidden_act, "\" is not supported (gelu, as in LLaVA-1.5)");
+  if (cfg.anyres()) {
+    if (v.feature_select != "default")
+      return make_error(errc::unsupported, "config.json: vision_feature_select_strategy \"",
+                        v.feature_select,
+                        "\" with anyres; LLaVA-1.6 drops the class token "
+                        "(\"default\")");
+    if (v.grid_pinpoints.empty())
+      return bad("image_grid_pinpoints must list at least one [height, width]");
+    for (const auto& [h, w] : v.grid_pinpoints)
+      if (h % v.image_size != 0 || w % v.image_size != 0 || h / v.image_size > max_grid_tiles ||
+          w / v.image_size > max_grid_tiles)
+        return bad("image_grid_pinpoints entry [", num(h), ", ", num(w),
+                   "] must be multiples of vision_config.image_size = ", num(v.image_size),
+                   " of at most ", num(max_grid_tiles), " tiles a side");
+  } else if (!v.grid_pinpoints.empty()) {
+    return bad("image_grid_pinpoints is set but model_type is \"", cfg.model_type, "\"");
+  }
   if (cfg.image_tokens() >= t.max_position_embeddings)
     return bad("one image takes ", num(cfg.image_tokens()),
                " tokens, not fewer than text_config.max_position_embeddings = ",
                num(t.max_position_embeddings));
   return {};
+}
+
+int model_config::image_tokens() const {
+  if (!anyres())
+    return view_tokens();
+  // The largest grid, showing the image edge to edge: rows·P lines of
+  // cols·P features plus a newline each, after the base view.
+  const int p = vision.patches_per_side();
+  int most = 0;
+  for (const auto& [h, w] : vision.grid_pinpoints) {
+    const int rows = h / vision.image_size * p, cols = w / vision.image_size * p;
+    most = std::max(most, rows * (cols + 1));
+  }
+  return p * p + most;
+}
+
+result<int> model_config::image_tokens_for(int height, int width) const {
+  if (!anyres())
+    return view_tokens();
+  return anyres_feature_count(height, width, vision.grid_pinpoints, vision);
 }
 
 result<model_config> load_model_config(const std::filesystem::path& dir) {

@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "engine/error.hpp"
 
@@ -31,6 +33,10 @@ struct vision_config {
   std::string feature_select = "default";
   float image_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
   float image_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+  /// LLaVA-1.6 (anyres): the grid resolutions an image is tiled into,
+  /// (height, width) each, multiples of image_size
+  /// (`image_grid_pinpoints`). Empty for LLaVA-1.5 (one view per image).
+  std::vector<std::pair<int, int>> grid_pinpoints;
 
   int head_dim() const { return hidden_size / num_heads; }
   int patches_per_side() const { return image_size / patch_size; }
@@ -65,19 +71,41 @@ struct text_config {
 
   int head_dim() const { return hidden_size / num_heads; }
   int kv_dim() const { return num_kv_heads * head_dim(); }
+  /// The longest sequence Mosaic serves: max_position_embeddings, or the
+  /// sliding window when one is configured and shorter. Mosaic's attention
+  /// has no window; up to the window's length (HF Mistral: a key is seen
+  /// while query - key < window) windowed and full attention are the same.
+  int context_length() const {
+    return sliding_window > 0 && sliding_window < max_position_embeddings ? sliding_window
+                                                                          : max_position_embeddings;
+  }
 };
 
 /// The whole model.
 struct model_config {
+  /// "llava" (LLaVA-1.5: one view, a fixed token count) or "llava_next"
+  /// (LLaVA-1.6: anyres, the count depends on the image's size).
+  std::string model_type = "llava";
   vision_config vision;
   text_config text;
   int image_token_index = 32000;
   /// "gelu" for LLaVA-1.5's two-layer projector.
   std::string projector_hidden_act = "gelu";
-  /// Tokens one image occupies in the prompt.
-  int image_tokens() const {
+  /// LLaVA-1.6's anyres tiling (engine/model/anyres.hpp).
+  bool anyres() const { return model_type == "llava_next"; }
+  /// Tokens of one view's features (the vision tower's rows).
+  int view_tokens() const {
     return vision.num_patches() + (vision.feature_select == "full" ? 1 : 0);
   }
+  /// Tokens one image occupies in the prompt: exact for LLaVA-1.5; for
+  /// anyres the most any image can take (its largest grid with nothing
+  /// unpadded), for sizing budgets. image_tokens_for gives the count of a
+  /// given image.
+  int image_tokens() const;
+  /// Tokens of an image of height × width pixels (anyres: as HF's
+  /// LlavaNextProcessor counts them; an image too thin for any grid →
+  /// invalid_argument).
+  result<int> image_tokens_for(int height, int width) const;
 };
 
 /// Parses and validates `<dir>/config.json` (and `preprocessor_config.json`

@@ -23,6 +23,13 @@ double tidy(float f) {
   return std::strtod(std::string(buf, r.ptr).c_str(), nullptr);
 }
 
+json pinpoints_json(const vision_config& v) {
+  json out = json::array();
+  for (const auto& [h, w] : v.grid_pinpoints)
+    out.push_back({h, w});
+  return out;
+}
+
 } // namespace
 
 std::string to_hf_config_json(const model_config& cfg) {
@@ -57,33 +64,42 @@ std::string to_hf_config_json(const model_config& cfg) {
       {"hidden_act", t.hidden_act}};
   if (t.model_type == "mistral")
     text["sliding_window"] = t.sliding_window > 0 ? json(t.sliding_window) : json(nullptr);
-  json root = {{"architectures", {"LlavaForConditionalGeneration"}},
-               {"model_type", "llava"},
-               {"image_token_index", cfg.image_token_index},
-               {"projector_hidden_act", cfg.projector_hidden_act},
-               {"vision_feature_layer", v.feature_layer},
-               {"vision_feature_select_strategy", v.feature_select},
-               {"tie_word_embeddings", t.tie_word_embeddings},
-               {"vision_config", vision},
-               {"text_config", text}};
+  json root = {
+      {"architectures",
+       {cfg.anyres() ? "LlavaNextForConditionalGeneration" : "LlavaForConditionalGeneration"}},
+      {"model_type", cfg.model_type},
+      {"image_token_index", cfg.image_token_index},
+      {"projector_hidden_act", cfg.projector_hidden_act},
+      {"vision_feature_layer", v.feature_layer},
+      {"vision_feature_select_strategy", v.feature_select},
+      {"tie_word_embeddings", t.tie_word_embeddings},
+      {"vision_config", vision},
+      {"text_config", text}};
+  if (cfg.anyres())
+    root["image_grid_pinpoints"] = pinpoints_json(v);
   return root.dump(2) + "\n";
 }
 
 std::string to_hf_preprocessor_json(const model_config& cfg) {
   const auto& v = cfg.vision;
-  json pre = {{"image_processor_type", "CLIPImageProcessor"},
-              {"processor_class", "LlavaProcessor"},
-              {"do_resize", true},
-              {"size", {{"shortest_edge", v.image_size}}},
-              {"resample", 3},
-              {"do_center_crop", true},
-              {"crop_size", {{"height", v.image_size}, {"width", v.image_size}}},
-              {"do_rescale", true},
-              {"rescale_factor", 1.0 / 255.0},
-              {"do_normalize", true},
-              {"do_convert_rgb", true},
-              {"image_mean", {tidy(v.image_mean[0]), tidy(v.image_mean[1]), tidy(v.image_mean[2])}},
-              {"image_std", {tidy(v.image_std[0]), tidy(v.image_std[1]), tidy(v.image_std[2])}}};
+  json pre = {
+      {"image_processor_type", cfg.anyres() ? "LlavaNextImageProcessor" : "CLIPImageProcessor"},
+      {"processor_class", cfg.anyres() ? "LlavaNextProcessor" : "LlavaProcessor"},
+      {"do_resize", true},
+      {"size", {{"shortest_edge", v.image_size}}},
+      {"resample", 3},
+      {"do_center_crop", true},
+      {"crop_size", {{"height", v.image_size}, {"width", v.image_size}}},
+      {"do_rescale", true},
+      {"rescale_factor", 1.0 / 255.0},
+      {"do_normalize", true},
+      {"do_convert_rgb", true},
+      {"image_mean", {tidy(v.image_mean[0]), tidy(v.image_mean[1]), tidy(v.image_mean[2])}},
+      {"image_std", {tidy(v.image_std[0]), tidy(v.image_std[1]), tidy(v.image_std[2])}}};
+  if (cfg.anyres()) {
+    pre["image_grid_pinpoints"] = pinpoints_json(v);
+    pre["do_pad"] = true;
+  }
   return pre.dump(2) + "\n";
 }
 

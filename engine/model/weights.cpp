@@ -125,6 +125,8 @@ std::string canonical_tensor_name(std::string_view name) {
     return "language_model.model." + std::string(name.substr(21));
   if (name == "lm_head.weight")
     return std::string(lm_head_name);
+  if (name == "model.image_newline")
+    return "image_newline";
   return std::string(name);
 }
 
@@ -165,6 +167,8 @@ std::vector<expected_tensor> expected_tensors(const model_config& cfg) {
   add("multi_modal_projector.linear_1.bias", shp({th}));
   add("multi_modal_projector.linear_2.weight", shp({th, th}));
   add("multi_modal_projector.linear_2.bias", shp({th}));
+  if (cfg.anyres())
+    add("image_newline", shp({th})); // LLaVA-1.6: after every row of tile features
   add(std::string(embed_name), shp({t.vocab_size, th}));
   for (int i = 0; i < t.num_layers; ++i) {
     const std::string l = "language_model.model.layers." + std::to_string(i) + ".";

@@ -7,7 +7,10 @@
 // always initialised.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <thread>
 
@@ -334,6 +337,60 @@ TEST_F(pipeline_test, the_baselines_full_and_prefix_store_nothing_after_use) {
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(cluster_->stats().library_misses, 2u);
   EXPECT_EQ(cluster_->stats().stores, 0u) << "a baseline request stored its image";
+}
+
+TEST(pipeline_anyres, images_of_different_sizes_are_served_by_bytes_and_by_key) {
+  // builtin:tiny-next (LLaVA-1.6: anyres, Mistral): each image's token
+  // count follows from its size, and an image named by key takes its
+  // library entry's count.
+  temp_dir library{"mosaic_actors_lib"};
+  auto o = tiny_options(library.path());
+  o.model = "builtin:tiny-next";
+  o.ram_budget_bytes = 0;
+  auto c = local_cluster::start(o);
+  ASSERT_TRUE(c) << c.err().to_string();
+  auto& cluster = **c;
+  const auto& cfg = cluster.context().engine->config();
+  ASSERT_TRUE(cfg.anyres());
+  auto png = [](const char* name) {
+    const char* data = std::getenv("MOSAIC_TEST_DATA");
+    std::ifstream in(std::filesystem::path(data != nullptr ? data : "tests/data") /
+                         "hf_tiny_llava_next" / "goldens" / name,
+                     std::ios::binary);
+    return std::vector<uint8_t>{std::istreambuf_iterator<char>(in), {}};
+  };
+  const auto wide = png("image_2.png"); // 200 x 61
+  const auto tall = png("image_1.png"); // 60 x 90
+  ASSERT_FALSE(wide.empty());
+  ASSERT_FALSE(tall.empty());
+  auto up = cluster.upload("alice", wide);
+  ASSERT_TRUE(up) << up.err().to_string();
+  const auto wide_tokens = cfg.image_tokens_for(61, 200);
+  const auto tall_tokens = cfg.image_tokens_for(90, 60);
+  ASSERT_TRUE(wide_tokens && tall_tokens);
+  EXPECT_EQ(up->n_tokens, uint32_t(*wide_tokens));
+  EXPECT_NE(*wide_tokens, *tall_tokens);
+
+  auto run = [&](const wire::generate_request& req) {
+    auto done = cluster.submit(req)->wait(30s);
+    EXPECT_TRUE(done) << done.err().to_string();
+    return done ? *done : completion{};
+  };
+  const auto full = run(greedy_request({wide, tall}, "full", 8));
+  ASSERT_FALSE(full.tokens.empty());
+  // Every token recomputed from the linked entries: the same answer.
+  const auto all =
+      run(greedy_request({wide, tall}, "mpic:" + std::to_string(cfg.image_tokens()), 8));
+  EXPECT_EQ(all.tokens, full.tokens);
+  EXPECT_EQ(all.usage.prompt_tokens(), full.usage.prompt_tokens());
+  // By key: the same prompt, the wide image's count from its entry.
+  const auto by_bytes = run(greedy_request({wide, tall}, "mpic:4", 8));
+  auto req = greedy_request({wide, tall}, "mpic:4", 8);
+  req.segments[1] = wire::image_key_segment{up->image_key};
+  const auto by_key = run(req);
+  EXPECT_EQ(by_key.tokens, by_bytes.tokens);
+  EXPECT_EQ(by_key.usage.prompt_tokens(), full.usage.prompt_tokens());
+  EXPECT_GE(cluster.stats().library_hits, 3u);
 }
 
 TEST(pipeline_store_after_use, repeat_stores_an_image_from_its_second_sighting_on) {

@@ -54,8 +54,8 @@ TEST_F(image_encoder_tiny, yields_one_decoder_embedding_row_per_image_token) {
   auto be = make_cpu_backend(2);
   auto enc = image_encoder::create(*be, cfg_, lookup_in(*weights_));
   ASSERT_TRUE(enc) << enc.err().to_string();
-  EXPECT_EQ(enc->n_tokens(), cfg_.image_tokens());
-  EXPECT_EQ(enc->n_tokens(), 16);
+  EXPECT_EQ(enc->view_tokens(), cfg_.image_tokens());
+  EXPECT_EQ(enc->view_tokens(), 16);
   EXPECT_EQ(enc->hidden(), cfg_.text.hidden_size);
 
   std::mt19937 rng(std::random_device{}());

@@ -89,7 +89,7 @@ TEST(trained_compressor, shipped_weights_load_and_keep_most_answers) {
       emb.push_back(std::move(*e));
     }
     for (const auto& e : emb)
-      images.push_back(prompt_image{"", enc->n_tokens(), nullptr, e.data()});
+      images.push_back(prompt_image{"", enc->view_tokens(), nullptr, e.data()});
     auto text = chat_prompt(tok, q.user, static_cast<int>(q.images.size()));
     ASSERT_TRUE(text);
     auto p = build_prompt(tok, *text, images);

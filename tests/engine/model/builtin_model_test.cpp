@@ -129,7 +129,7 @@ TEST(builtin_model, resolve_caches_and_survives_concurrent_first_use) {
 TEST(builtin_model, bad_specs_are_refused_with_a_fix) {
   auto r = resolve_model("builtin:huge");
   ASSERT_FALSE(r);
-  EXPECT_NE(r.err().message.find("tiny and small"), std::string::npos);
+  EXPECT_NE(r.err().message.find("tiny, small, tiny-next and small-next"), std::string::npos);
   auto p = resolve_model("/nonexistent/model/dir");
   ASSERT_FALSE(p);
   EXPECT_EQ(p.err().code, errc::not_found);
@@ -155,6 +155,26 @@ TEST(builtin_model, small_preset_geometry) {
   EXPECT_EQ(c.text.head_dim(), 64);
   EXPECT_EQ(c.text.kv_dim(), 128);
   EXPECT_EQ(c.text.max_position_embeddings, 16384);
+}
+
+TEST(builtin_model, next_presets_are_llava_1_6_with_a_mistral_decoder) {
+  auto dir = resolve_model("builtin:tiny-next");
+  ASSERT_TRUE(dir) << dir.err().to_string();
+  auto cfg = load_model_config(*dir);
+  ASSERT_TRUE(cfg) << cfg.err().to_string();
+  EXPECT_TRUE(cfg->anyres());
+  EXPECT_EQ(cfg->text.model_type, "mistral");
+  EXPECT_EQ(cfg->vision.grid_pinpoints.size(), 5u);
+  EXPECT_EQ(cfg->image_tokens(), 16 + 8 * 9);
+  auto w = model_weights::load(*dir, *cfg);
+  ASSERT_TRUE(w) << w.err().to_string();
+  const host_tensor* nl = w->find("image_newline");
+  ASSERT_NE(nl, nullptr);
+  EXPECT_EQ(nl->shape, std::vector<int64_t>{cfg->text.hidden_size});
+  auto small = builtin_config(builtin_preset::small_next);
+  EXPECT_TRUE(validate_model_config(small));
+  EXPECT_EQ(small.image_tokens(), 576 + 48 * 49);
+  EXPECT_LT(small.image_tokens(), small.text.max_position_embeddings / 4);
 }
 
 } // namespace

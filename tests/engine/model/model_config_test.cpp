@@ -81,6 +81,13 @@ TEST(model_config, mistral_defaults_and_kv_heads) {
   EXPECT_EQ(cfg->text.num_kv_heads, 8);
   EXPECT_EQ(cfg->text.intermediate_size, 14336);
   EXPECT_EQ(cfg->text.sliding_window, 0);
+  EXPECT_EQ(cfg->text.context_length(), cfg->text.max_position_embeddings);
+  // A window shorter than the positions bounds the context Mosaic serves
+  // (its attention has none; up to the window both are the same).
+  j["text_config"]["sliding_window"] = 4096;
+  auto windowed = parse_model_config(j.dump());
+  ASSERT_TRUE(windowed) << windowed.err().to_string();
+  EXPECT_EQ(windowed->text.context_length(), 4096);
 }
 
 TEST(model_config, absent_sub_configs_take_llava_defaults) {
@@ -100,7 +107,8 @@ TEST(model_config, absent_sub_configs_take_llava_defaults) {
 }
 
 TEST(model_config, hf_json_round_trip_and_preprocessor) {
-  for (auto preset : {builtin_preset::tiny, builtin_preset::small}) {
+  for (auto preset : {builtin_preset::tiny, builtin_preset::small, builtin_preset::tiny_next,
+                      builtin_preset::small_next}) {
     const model_config c = builtin_config(preset);
     auto back = parse_model_config(to_hf_config_json(c), to_hf_preprocessor_json(c));
     ASSERT_TRUE(back) << back.err().to_string();
@@ -120,6 +128,49 @@ struct bad_case {
   std::function<void(json&)> mutate;
   const char* key; // must appear in the error message
 };
+
+TEST(model_config, llava_next_reads_its_grids_and_refuses_bad_ones) {
+  const model_config next = builtin_config(builtin_preset::small_next);
+  ASSERT_TRUE(next.anyres());
+  // LLaVA-1.6 at 336 px: 576 of the base view, then at most the 2 x 2
+  // grid's 48 rows of 48 features and a newline each.
+  EXPECT_EQ(next.image_tokens(), 576 + 48 * 49);
+  auto count = next.image_tokens_for(480, 640);
+  ASSERT_TRUE(count) << count.err().to_string();
+  EXPECT_LT(*count, next.image_tokens());
+  // Absent grids take LlavaNextConfig's default (LLaVA-1.6's five).
+  json j = json::parse(to_hf_config_json(next));
+  j.erase("image_grid_pinpoints");
+  auto dflt = parse_model_config(j.dump());
+  ASSERT_TRUE(dflt) << dflt.err().to_string();
+  EXPECT_EQ(dflt->vision.grid_pinpoints, next.vision.grid_pinpoints);
+  // Refused, naming the key: not multiples of the tile, too many tiles,
+  // malformed, huge lists, and a preprocessor that disagrees.
+  for (const json& bad : {json{{100, 672}}, json{{336 * 9, 336}}, json{{336}}, json::array(),
+                          json{{-336, 336}}, json("336x672")}) {
+    j["image_grid_pinpoints"] = bad;
+    auto r = parse_model_config(j.dump());
+    ASSERT_FALSE(r) << bad.dump();
+    EXPECT_NE(r.err().message.find("image_grid_pinpoints"), std::string::npos) << r.err().message;
+  }
+  j["image_grid_pinpoints"] = json::array();
+  for (int i = 0; i < 65; ++i)
+    j["image_grid_pinpoints"].push_back({336, 336});
+  EXPECT_FALSE(parse_model_config(j.dump()));
+  json pre = json::parse(to_hf_preprocessor_json(next));
+  pre["image_grid_pinpoints"] = {{336, 336}};
+  auto r = parse_model_config(to_hf_config_json(next), pre.dump());
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.err().message.find("image_grid_pinpoints"), std::string::npos) << r.err().message;
+  // LLaVA-1.5 with grids is a mistake, not silently ignored.
+  json v15 = json::parse(to_hf_config_json(builtin_config(builtin_preset::small)));
+  v15["image_grid_pinpoints"] = {{336, 672}};
+  EXPECT_TRUE(parse_model_config(v15.dump())); // LlavaConfig has no such key: HF ignores it too
+  // The class token kept ("full") is refused with anyres.
+  j = json::parse(to_hf_config_json(next));
+  j["vision_feature_select_strategy"] = "full";
+  EXPECT_FALSE(parse_model_config(j.dump()));
+}
 
 TEST(model_config, each_validation_error_names_the_key) {
   const json base = json::parse(to_hf_config_json(builtin_config(builtin_preset::tiny)));

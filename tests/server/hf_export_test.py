@@ -1,6 +1,9 @@
 """Mosaic's HF export against transformers 5 and against `mosaic serve`.
 
-Run by hf_export_test.sh, which exports builtin:tiny with `mosaic model init`,
+Run by hf_export_test.sh, which exports builtin:tiny (LLaVA-1.5) and
+builtin:tiny-next (LLaVA-1.6: anyres, a Mistral decoder; run by
+LlavaNextForConditionalGeneration, each image's <image> count by its size)
+with `mosaic model init`,
 serves that directory with `mosaic serve --model DIR` and passes
 MOSAIC_MODEL_DIR, MOSAIC_BASE_URL and MOSAIC_API_KEY. Checks:
 
@@ -46,7 +49,8 @@ import numpy as np
 import torch
 import transformers
 from PIL import Image
-from transformers import AutoProcessor, LlavaForConditionalGeneration
+from transformers import (AutoProcessor, LlavaForConditionalGeneration,
+                          LlavaNextForConditionalGeneration)
 
 TOL = 1e-4
 TOP = 20
@@ -169,7 +173,13 @@ def check_export(model_dir, processor):
     image_id = cfg["image_token_index"]
     check(processor.image_token_id == image_id and tok.convert_tokens_to_ids("<image>") == image_id,
           f"<image> is not id {image_id} (image_token_index) in the processor/tokenizer")
-    # CLS + patches, CLS dropped by the default strategy.
+    # CLS + patches, CLS dropped by the default strategy; anyres: by the
+    # image's size (None: the processor's own count is checked against
+    # Mosaic's ids).
+    if cfg["model_type"] == "llava_next":
+        check(cfg.get("image_grid_pinpoints") == processor.image_processor.image_grid_pinpoints,
+              "image_grid_pinpoints differ between config.json and the image processor")
+        return image_id, None
     slots = (v["image_size"] // v["patch_size"]) ** 2
     return image_id, slots
 
@@ -236,13 +246,20 @@ def main():
     hf_ids = enc["input_ids"][0].tolist()
     check(enc["pixel_values"].shape[0] == len(images),
           f"HF pixel_values has {enc['pixel_values'].shape[0]} images, expected {len(images)}")
-    check(hf_ids.count(image_id) == len(images) * slots,
-          f"HF input_ids hold {hf_ids.count(image_id)} <image> slots, "
-          f"expected {len(images)} x {slots}")
-    model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    anyres = slots is None
+    if anyres:
+        slot_text = "slots by size"
+    else:
+        slot_text = f"{slots} slots"
+        check(hf_ids.count(image_id) == len(images) * slots,
+              f"HF input_ids hold {hf_ids.count(image_id)} <image> slots, "
+              f"expected {len(images)} x {slots}")
+    model_class = LlavaNextForConditionalGeneration if anyres else LlavaForConditionalGeneration
+    model = model_class.from_pretrained(model_dir, dtype=torch.float32).eval()
+    extra = {"image_sizes": enc["image_sizes"]} if anyres else {}
     with torch.no_grad():
         out = model(input_ids=enc["input_ids"], pixel_values=enc["pixel_values"],
-                    attention_mask=enc["attention_mask"])
+                    attention_mask=enc["attention_mask"], **extra)
     hf_lp = torch.log_softmax(out.logits[0, -1].to(torch.float64), dim=-1)
     hf_top = torch.topk(hf_lp, TOP)
     hf_top_ids = hf_top.indices.tolist()
@@ -325,7 +342,8 @@ def main():
         print(f"hf_export_test: {len(failures)} check(s) failed")
         return 1
     print(f"hf_export_test passed: {len(ids)} prompt ids identical "
-          f"({len(images)} images x {slots} slots, mixed order), greedy token {mosaic_tok}, "
+          f"({len(images)} images, {slot_text}, {hf_ids.count(image_id)} in all, mixed order), "
+          f"greedy token {mosaic_tok}, "
           f"max |logprob diff| over top-{TOP} {max_diff:.2e} (tolerance {TOL})")
     return 0
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs hf_export_test.py: exports builtin:tiny as an HF LLaVA directory with
-# `mosaic model init --preset tiny`, serves that directory with `mosaic serve`
-# on 127.0.0.1, and checks that transformers 5 (AutoProcessor,
-# LlavaForConditionalGeneration) loads the export and gets the same prompt ids
+# Runs hf_export_test.py on builtin:tiny and builtin:tiny-next (LLaVA-1.6):
+# exports each as an HF directory with `mosaic model init --preset`, serves
+# that directory with `mosaic serve` on 127.0.0.1, and checks that
+# transformers 5 (AutoProcessor, Llava[Next]ForConditionalGeneration) loads
+# the export and gets the same prompt ids
 # as Mosaic for a chat with text and images in mixed order, and the same
 # top-20 logprobs within 1e-4. torch and transformers (pinned) come from PyPI
 # into a venv under the build directory (about 3 GB with torch's CUDA wheels,
@@ -33,17 +34,24 @@ fi
 # shellcheck source=../support/mosaic_serve.sh
 . "$here/../support/mosaic_serve.sh"
 
-"$mosaic" model init --preset tiny --out "$work/model" || { echo "mosaic model init failed"; exit 1; }
 key="sk-hf-export-test-1"
 printf '%s hf\n' "$key" > "$work/keys"
-start_mosaic_serve "$mosaic" "$work/keys" "$work/model"
-
-MOSAIC_MODEL_DIR="$work/model" MOSAIC_BASE_URL="http://127.0.0.1:$port/v1" MOSAIC_API_KEY="$key" \
-  HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false \
-  timeout 300 "$venv/bin/python" "$here/hf_export_test.py"
-rc=$?
-if [ "$rc" != 0 ]; then
-  echo "hf_export_test.py exited $rc; mosaic serve's log:"
-  tail -n 30 "$work/serve.log"
-  exit 1
-fi
+# LLaVA-1.5 (Llama), then LLaVA-1.6 (anyres, Mistral).
+for preset in tiny tiny-next; do
+  echo "== builtin:$preset"
+  "$mosaic" model init --preset "$preset" --out "$work/model-$preset" ||
+    { echo "mosaic model init --preset $preset failed"; exit 1; }
+  start_mosaic_serve "$mosaic" "$work/keys" "$work/model-$preset"
+  MOSAIC_MODEL_DIR="$work/model-$preset" MOSAIC_BASE_URL="http://127.0.0.1:$port/v1" \
+    MOSAIC_API_KEY="$key" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TRANSFORMERS_VERBOSITY=error \
+    TOKENIZERS_PARALLELISM=false timeout 300 "$venv/bin/python" "$here/hf_export_test.py"
+  rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "hf_export_test.py exited $rc on builtin:$preset; mosaic serve's log:"
+    tail -n 30 "$work/serve.log"
+    exit 1
+  fi
+  kill "$server_pid" 2>/dev/null
+  wait "$server_pid" 2>/dev/null
+  server_pid=""
+done

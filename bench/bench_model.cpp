@@ -13,7 +13,7 @@ double vision_flops(const model_config& c) {
   const double d = v.hidden_size, m = v.intermediate_size, t = c.text.hidden_size;
   const double patch = 2.0 * v.num_patches() * v.num_channels * v.patch_size * v.patch_size * d;
   const double layer = 2.0 * n * (4.0 * d * d + 2.0 * d * m) + 4.0 * n * n * d;
-  const double projector = 2.0 * c.image_tokens() * (d * t + t * t);
+  const double projector = 2.0 * c.view_tokens() * (d * t + t * t);
   return patch + v.layers_to_run() * layer + projector;
 }
 
@@ -35,6 +35,10 @@ result<std::vector<float>> bench_model::random_image_embeddings(std::mt19937& rn
   decoded_image img;
   img.width = cfg.vision.image_size;
   img.height = cfg.vision.image_size;
+  if (cfg.anyres()) { // a 640 x 480 photo at LLaVA-1.6's 336-px tiles
+    img.width = cfg.vision.image_size * 640 / 336;
+    img.height = cfg.vision.image_size * 480 / 336;
+  }
   img.rgb.resize(static_cast<size_t>(img.width) * img.height * 3);
   std::uniform_int_distribution<int> px(0, 255);
   for (auto& v : img.rgb)

@@ -35,13 +35,16 @@ struct bench_model {
   /// FLOPs of attention QK^T and PV over `pairs` (query, key) pairs, summed
   /// over layers and heads.
   double attention_flops(double pairs) const;
-  /// Random RGB pixels through the image encoder: [image_tokens, hidden].
+  /// Random RGB pixels through the image encoder: [tokens, hidden]; a
+  /// square of the tower's size, or for anyres a 4:3 photo (640 x 480 at
+  /// 336-px tiles: 2,340 tokens on builtin:small-next).
   result<std::vector<float>> random_image_embeddings(std::mt19937& rng);
   /// `n` random text token ids from the SentencePiece range (no specials).
   std::vector<int32_t> random_text(std::mt19937& rng, int n) const;
 };
 
-/// Vision tower + projector FLOPs of one image (multiply-adds x 2).
+/// Vision tower + projector FLOPs of one view (LLaVA-1.5: one image;
+/// multiply-adds x 2).
 double vision_flops(const model_config& c);
 
 /// Resolves `spec` ("builtin:small"), loads it onto a CPU backend with

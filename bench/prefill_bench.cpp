@@ -39,13 +39,11 @@ struct options {
 /// images spread between them, ending in text.
 struct mixed_prompt {
   prompt p;
-  std::vector<std::vector<float>> embeddings; // [n_images][image_tokens * hidden]
+  std::vector<std::vector<float>> embeddings; // [n_images][tokens * hidden]
 };
 
 result<mixed_prompt> make_prompt(bench_model& m, std::mt19937& rng, int n_tokens, int n_images) {
   mixed_prompt out;
-  const int img_tokens = m.cfg.image_tokens();
-  const int text_total = n_tokens - n_images * img_tokens;
   const int runs = n_images + 1;
   for (int i = 0; i < n_images; ++i) {
     auto e = m.random_image_embeddings(rng);
@@ -53,6 +51,9 @@ result<mixed_prompt> make_prompt(bench_model& m, std::mt19937& rng, int n_tokens
       return std::move(e).err();
     out.embeddings.push_back(std::move(*e));
   }
+  const int img_tokens =
+      n_images > 0 ? int(out.embeddings[0].size() / size_t(m.cfg.text.hidden_size)) : 0;
+  const int text_total = n_tokens - n_images * img_tokens;
   int text_left = text_total;
   for (int r = 0; r < runs; ++r) {
     const int len = r == runs - 1 ? text_left : text_total / runs;
@@ -92,6 +93,8 @@ int run(const options& opt) {
   std::printf("prefill_bench: %s on %s, %d decoder layers, hidden %d, %d image tokens/image\n",
               opt.model.c_str(), std::string{m.be->name()}.c_str(), m.cfg.text.num_layers,
               m.cfg.text.hidden_size, m.cfg.image_tokens());
+  if (m.cfg.anyres())
+    std::printf("(anyres: at most; a bench image is a 4:3 photo, fewer)\n");
   std::printf("OpenBLAS sgemm peak (2048^3, same process): %.1f GFLOP/s\n\n", peak);
   std::printf("%7s %6s %9s %10s %8s %9s %13s\n", "tokens", "images", "time_s", "tokens/s", "GFLOP",
               "GFLOP/s", "ratio_to_peak");

@@ -49,7 +49,7 @@ struct active_sequence {
   int32_t logprobs = -1;     ///< sampling.logprobs: alternatives per token; -1: none
   /// return_token_ids: the prompt's ids, sent with the first event.
   std::vector<int32_t> prompt_ids_out;
-  int32_t next = 0;          ///< token to feed to the next step
+  int32_t next = 0; ///< token to feed to the next step
   uint32_t prompt_tokens = 0;
   uint32_t reused_tokens = 0;     ///< usage (from the prefill)
   uint32_t recomputed_tokens = 0; ///< usage
@@ -191,7 +191,12 @@ void accept(decode_actor_ptr self, active_sequence& a, int32_t token,
     return finish(self, a, msg::FinishReason::stop);
   }
   release_held(self, a, a.text.size() - stop_prefix_at_end(a), false);
-  if (a.generated >= a.max_tokens) {
+  // The answer ends at max_tokens, or where the next token's position
+  // would leave the model's context (a sliding window bounds it: past it
+  // Mosaic's full attention would differ from the model's).
+  const int64_t next_position = int64_t(a.kv->length()) + a.position_offset;
+  if (a.generated >= a.max_tokens ||
+      next_position >= self->state.ctx->engine->config().text.context_length()) {
     release_held(self, a, a.text.size(), false);
     return finish(self, a, msg::FinishReason::length);
   }

@@ -258,8 +258,14 @@ std::vector<bool> in_cached_prefix(node_context& ctx, const prefill_job& job) {
   const int covered = cached_prefix_tokens(engine.pool(), blocks, prefix_tag(job.policy));
   const auto ends =
       image_end_offsets(job.ids, engine.tokenizer().image_token_id(), image_token_counts(job));
-  for (size_t i = 0; i < ends.size() && i < out.size(); ++i)
+  // An image whose count is not known yet (anyres, by key, not in the
+  // library) and every image after it: their layout is unknown, so not in
+  // the prefix.
+  for (size_t i = 0; i < ends.size() && i < out.size(); ++i) {
+    if (job.images[i].n_tokens <= 0)
+      break;
     out[i] = ends[i] <= covered;
+  }
   return out;
 }
 
@@ -292,10 +298,13 @@ void lookup(linker_actor_ptr self, const link_ptr& p) {
                           make_error(errc::internal, "library lookup answered ",
                                      std::to_string(res.entries.size()), " of ", std::to_string(n),
                                      " images"));
-            // A key-only image of an anyres model takes its entry's count.
+            // A key-only image of an anyres model takes its entry's count
+            // (bounded by the most an image can take; else it is a miss).
+            const uint32_t most = uint32_t(ctx->engine->config().image_tokens());
             for (size_t i = 0; i < n; ++i)
               if (auto& img = p->job->images[i];
-                  img.n_tokens == 0 && !img.pixels && res.entries[i].tier != msg::Tier::miss)
+                  img.n_tokens == 0 && !img.pixels && res.entries[i].tier != msg::Tier::miss &&
+                  res.entries[i].n_tokens > 0 && res.entries[i].n_tokens <= most)
                 img.n_tokens = int(res.entries[i].n_tokens);
             auto hit = [&](size_t i) {
               const auto& e = res.entries[i];

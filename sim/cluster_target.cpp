@@ -9,12 +9,16 @@ cluster_target::cluster_target(actors::local_cluster& cluster, const workload& w
                                cluster_target_options options)
   : cluster_(&cluster), options_(std::move(options)) {
   const auto& cfg = cluster.context().engine->config();
-  image_tokens_ = cfg.image_tokens();
   keys_.resize(size_t(w.spec.image_pool));
   png_.resize(size_t(w.spec.image_pool));
+  tokens_.assign(size_t(w.spec.image_pool), cfg.image_tokens());
   for (int idx : w.used_images()) {
     auto img = procedural_image(w.seed, idx, w.spec.image_size);
     keys_[size_t(idx)] = image_key(img, cfg.vision);
+    // Anyres: the image's own count (an image the model refuses is
+    // reported at the most; the request fails anyway).
+    if (auto n = cfg.image_tokens_for(img.height, img.width))
+      tokens_[size_t(idx)] = *n;
     if (!options_.images_by_key)
       png_[size_t(idx)] = encode_png(img);
   }
@@ -34,20 +38,19 @@ void cluster_target::submit(const sim_request& req, on_token token, on_done done
   g.sampling.temperature = 0.0f;
   g.sampling.seed = options_.sampling_seed;
   g.deadline_unix_ns = actors::unix_now_ns() + options_.deadline.count() * 1'000'000;
-  int n_images = 0;
+  int image_tokens = 0;
   for (const auto& p : req.pieces) {
     if (!p.is_image) {
       g.segments.push_back(wire::text_segment{p.text});
       continue;
     }
-    ++n_images;
+    image_tokens += tokens_[size_t(p.image)];
     if (options_.images_by_key)
       g.segments.push_back(wire::image_key_segment{keys_[size_t(p.image)]});
     else
       g.segments.push_back(wire::image_data_segment{png_[size_t(p.image)], "image/png"});
   }
   auto stream = cluster_->submit(g);
-  const int image_tokens = n_images * image_tokens_;
   std::lock_guard lock{mutex_};
   streams_.push_back(stream);
   readers_.emplace_back([stream, token = std::move(token), done = std::move(done), image_tokens] {

@@ -41,7 +41,7 @@ public:
 private:
   actors::local_cluster* cluster_;
   cluster_target_options options_;
-  int image_tokens_ = 0;                  ///< per image, from the model
+  std::vector<int> tokens_;               // [pool] image tokens (anyres: by size)
   std::vector<library_key_bytes> keys_;   // [pool] SHA-256 image keys
   std::vector<std::vector<uint8_t>> png_; // [pool] encoded images (inline mode)
   std::mutex mutex_;

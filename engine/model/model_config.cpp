@@ -21,6 +21,11 @@ using json = nlohmann::json;
 constexpr size_t max_grid_pinpoints = 64;
 constexpr int max_grid_tiles = 8;
 
+/// LlavaNextConfig's and LlavaNextImageProcessor's default grids.
+std::vector<std::pair<int, int>> llava_next_default_grids() {
+  return {{336, 672}, {672, 336}, {672, 672}, {1008, 336}, {336, 1008}};
+}
+
 // Reads typed keys from one JSON object; the first bad key is remembered
 // with its full dotted name, so that the error names it.
 class reader {
@@ -268,7 +273,7 @@ result<model_config> parse_model_config(std::string_view config_json,
     top.get("vision_feature_select_strategy", cfg.vision.feature_select);
     if (cfg.anyres()) {
       // LlavaNextConfig's default: LLaVA-1.6's five grids of 336-px tiles.
-      cfg.vision.grid_pinpoints = {{336, 672}, {672, 336}, {672, 672}, {1008, 336}, {336, 1008}};
+      cfg.vision.grid_pinpoints = llava_next_default_grids();
       top.get_pairs("image_grid_pinpoints", cfg.vision.grid_pinpoints, max_grid_pinpoints);
     }
     if (err.code != errc::none)
@@ -292,11 +297,13 @@ result<model_config> parse_model_config(std::string_view config_json,
         reader(*s, "size.", "preprocessor_config.json", &err).get("shortest_edge", edge);
       // HF's processor counts an image's tokens with its own copy of the
       // grids, the model packs them with config.json's: they must agree.
-      std::vector<std::pair<int, int>> pre_grids = cfg.vision.grid_pinpoints;
-      p.get_pairs("image_grid_pinpoints", pre_grids, max_grid_pinpoints);
+      // Absent there, LlavaNextImageProcessor uses its own default grids.
+      std::vector<std::pair<int, int>> pre_grids = llava_next_default_grids();
+      if (cfg.anyres())
+        p.get_pairs("image_grid_pinpoints", pre_grids, max_grid_pinpoints);
       if (err.code != errc::none)
         return err;
-      if (pre_grids != cfg.vision.grid_pinpoints)
+      if (cfg.anyres() && pre_grids != cfg.vision.grid_pinpoints)
         return make_error(errc::unsupported,
                           "preprocessor_config.json: image_grid_pinpoints differ from "
                           "config.json's; HF's processor and model would disagree on an "
@@ -429,10 +436,10 @@ status validate_model_config(const model_config& cfg) {
   } else if (!v.grid_pinpoints.empty()) {
     return bad("image_grid_pinpoints is set but model_type is \"", cfg.model_type, "\"");
   }
-  if (cfg.image_tokens() >= t.max_position_embeddings)
-    return bad("one image takes ", num(cfg.image_tokens()),
-               " tokens, not fewer than text_config.max_position_embeddings = ",
-               num(t.max_position_embeddings));
+  if (cfg.image_tokens() >= t.context_length())
+    return bad("one image takes up to ", num(cfg.image_tokens()),
+               " tokens, not fewer than the context of ", num(t.context_length()),
+               " (text_config.max_position_embeddings, or a shorter sliding_window)");
   return {};
 }
 

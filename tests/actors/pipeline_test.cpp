@@ -14,6 +14,9 @@
 #include <set>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
+#include "engine/model/builtin_model.hpp"
 #include "tests/actors/actor_test_util.hpp"
 
 namespace mosaic::actors {
@@ -391,6 +394,39 @@ TEST(pipeline_anyres, images_of_different_sizes_are_served_by_bytes_and_by_key) 
   EXPECT_EQ(by_key.tokens, by_bytes.tokens);
   EXPECT_EQ(by_key.usage.prompt_tokens(), full.usage.prompt_tokens());
   EXPECT_GE(cluster.stats().library_hits, 3u);
+  // A key that is not in the library: its count is unknown, the request
+  // is refused as not found (nothing is prefilled).
+  req.segments[1] = wire::image_key_segment{digest{}};
+  auto missing = cluster.submit(req)->wait(30s);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.err().code, errc::not_found) << missing.err().to_string();
+}
+
+TEST(pipeline_context, an_answer_ends_where_a_sliding_window_ends) {
+  // Mosaic's attention has no window: a model with one is served up to
+  // it, prompt and answer together (HF Mistral sees a key while
+  // query - key < window).
+  temp_dir dir{"mosaic_window_model"};
+  ASSERT_TRUE(write_builtin_model(builtin_preset::tiny_next, dir.path()));
+  std::ifstream in(dir.path() / "config.json");
+  auto config = nlohmann::json::parse(in);
+  in.close();
+  constexpr int window = 120; // above the 88 tokens an image can take
+  config["text_config"]["sliding_window"] = window;
+  std::ofstream(dir.path() / "config.json") << config.dump(2);
+  temp_dir library{"mosaic_actors_lib"};
+  auto o = tiny_options(library.path());
+  o.model = dir.path().string();
+  auto c = local_cluster::start(o);
+  ASSERT_TRUE(c) << c.err().to_string();
+  ASSERT_EQ((*c)->context().engine->config().text.context_length(), window);
+  auto req = greedy_request({}, "full", 500);
+  req.sampling.ignore_eos = true;
+  auto done = (*c)->submit(req)->wait(30s);
+  ASSERT_TRUE(done) << done.err().to_string();
+  EXPECT_EQ(done->finish, msg::FinishReason::length);
+  // The last token is predicted at position window - 1.
+  EXPECT_EQ(int(done->usage.prompt_tokens()) + int(done->tokens.size()), window + 1);
 }
 
 TEST(pipeline_store_after_use, repeat_stores_an_image_from_its_second_sighting_on) {

@@ -166,6 +166,9 @@ TEST(model_config, llava_next_reads_its_grids_and_refuses_bad_ones) {
   json v15 = json::parse(to_hf_config_json(builtin_config(builtin_preset::small)));
   v15["image_grid_pinpoints"] = {{336, 672}};
   EXPECT_TRUE(parse_model_config(v15.dump())); // LlavaConfig has no such key: HF ignores it too
+  json v15_pre = json::parse(to_hf_preprocessor_json(builtin_config(builtin_preset::small)));
+  v15_pre["image_grid_pinpoints"] = {{336, 672}};
+  EXPECT_TRUE(parse_model_config(v15.dump(), v15_pre.dump()));
   // The class token kept ("full") is refused with anyres.
   j = json::parse(to_hf_config_json(next));
   j["vision_feature_select_strategy"] = "full";

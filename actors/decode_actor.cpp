@@ -53,6 +53,7 @@ struct active_sequence {
   uint32_t prompt_tokens = 0;
   uint32_t reused_tokens = 0;     ///< usage (from the prefill)
   uint32_t recomputed_tokens = 0; ///< usage
+  uint32_t image_tokens = 0;      ///< of the prompt (last event)
   uint32_t cached_tokens = 0;     ///< usage
   uint64_t queue_us = 0;          ///< reported with the last event
   /// Position of the next token minus the sequence's length: 0, except
@@ -102,6 +103,7 @@ void finish(decode_actor_ptr self, active_sequence& a, msg::FinishReason reason,
         msg::Usage{a.prompt_tokens, a.index, a.reused_tokens, a.recomputed_tokens, a.cached_tokens};
     ev.queue_us = a.queue_us;
     ev.compression = a.compression;
+    ev.image_tokens = a.image_tokens;
     ev.prompt_token_ids = std::move(a.prompt_ids_out); // no token came before
     last = make_token_event_msg(ev);
   }
@@ -334,6 +336,7 @@ caf::result<token_event_msg> on_task(decode_actor_ptr self, const decode_task_ms
   a.prompt_tokens = m->prompt_tokens();
   a.reused_tokens = m->reused_tokens();
   a.recomputed_tokens = m->recomputed_tokens();
+  a.image_tokens = m->image_tokens();
   a.cached_tokens = m->cached_tokens();
   a.queue_us = m->queue_us();
   if (m->position() != 0)

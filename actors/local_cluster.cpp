@@ -145,6 +145,7 @@ void token_stream::finish(const wire::token_event& last) {
   if (!last.prompt_token_ids.empty()) // no token came
     result_.prompt_token_ids = last.prompt_token_ids;
   result_.usage = last.usage;
+  result_.image_tokens = last.image_tokens;
   result_.compression = last.compression;
   result_.total_seconds = seconds_since(submitted_);
   error_ = last.err;

@@ -40,6 +40,7 @@ struct completion {
   std::string text;
   msg::FinishReason finish = msg::FinishReason::none;
   msg::Usage usage{};
+  uint32_t image_tokens = 0;  ///< the prompt's (each image's own count)
   double ttft_seconds = 0.0;  ///< submit → first token event
   double total_seconds = 0.0; ///< submit → last event
   /// What the compress stage did (requests whose compression was not none).

@@ -1,5 +1,6 @@
 #include "actors/prefill_actor.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <deque>
@@ -369,6 +370,8 @@ result<prefilled> prefill_one(caf::stateful_actor<prefill_state>* self, uint64_t
   task.queue_us = queue_us;
   task.reused_tokens = static_cast<uint32_t>(out->stats.reused_image_tokens);
   task.recomputed_tokens = static_cast<uint32_t>(out->stats.recomputed_image_tokens);
+  for (int n : image_tokens)
+    task.image_tokens += static_cast<uint32_t>(std::max(n, 0));
   task.cached_tokens = static_cast<uint32_t>(out->stats.cached_tokens);
   task.prefix_cached_tokens = static_cast<uint32_t>(out->prefix_cached_tokens);
   p.blocks = static_cast<int>(out->sequence.blocks().size());

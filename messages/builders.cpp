@@ -150,10 +150,11 @@ token_event_msg make_token_event_msg(const wire::token_event& ev) {
   auto err = opt_error(fbb, ev.err, ev.request_id);
   auto logprobs = add_logprobs(fbb, ev.logprobs);
   auto prompt_ids = ev.prompt_token_ids.empty() ? 0 : fbb.CreateVector(ev.prompt_token_ids);
-  return token_event_msg::finish(
-      fbb, msg::CreateTokenEvent(
-               fbb, ev.request_id, ev.index, ev.token_id, text, ev.finish, &ev.usage, err,
-               ev.queue_us, ev.compression ? &*ev.compression : nullptr, logprobs, prompt_ids));
+  return token_event_msg::finish(fbb,
+                                 msg::CreateTokenEvent(fbb, ev.request_id, ev.index, ev.token_id,
+                                                       text, ev.finish, &ev.usage, err, ev.queue_us,
+                                                       ev.compression ? &*ev.compression : nullptr,
+                                                       logprobs, prompt_ids, ev.image_tokens));
 }
 
 cancel_msg make_cancel_msg(uint64_t request_id, std::string_view reason) {
@@ -233,7 +234,7 @@ Offset<msg::DecodeTask> add_decode_task(FlatBufferBuilder& fbb, const wire::deco
       fbb, task.request_id, tenant, task.deadline_unix_ns, kv, task.first_token, task.prompt_tokens,
       sampling, task.stream, task.queue_us, task.position,
       task.compression ? &*task.compression : nullptr, task.reused_tokens, task.recomputed_tokens,
-      task.cached_tokens, task.prefix_cached_tokens, prompt_ids, first_logprobs);
+      task.cached_tokens, task.prefix_cached_tokens, prompt_ids, first_logprobs, task.image_tokens);
 }
 
 } // namespace

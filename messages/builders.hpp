@@ -148,6 +148,7 @@ struct token_event {
   std::optional<msg::CompressionUsage> compression{}; ///< last event of a compressed request
   std::vector<token_logprob> logprobs{};   ///< this token's, then the top N (sampling.logprobs)
   std::vector<int32_t> prompt_token_ids{}; ///< first event, with sampling.return_token_ids
+  uint32_t image_tokens = 0;               ///< last event: the prompt's image tokens
 };
 
 // -- library ------------------------------------------------------------------
@@ -227,6 +228,7 @@ struct decode_task {
   uint32_t prefix_cached_tokens = 0; ///< of those, prefix-cache hits
   std::vector<int32_t> prompt_ids{}; ///< with a repetition_penalty or return_token_ids
   std::vector<token_logprob> first_logprobs{}; ///< the first token's (sampling.logprobs >= 0)
+  uint32_t image_tokens = 0;                   ///< the prompt's image tokens
 };
 
 struct kv_chunk {

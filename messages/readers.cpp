@@ -183,6 +183,7 @@ wire::token_event read_token_event(const token_event_msg& m) {
   out.logprobs = read_token_logprobs(r->logprobs());
   if (r->prompt_token_ids() != nullptr)
     out.prompt_token_ids.assign(r->prompt_token_ids()->begin(), r->prompt_token_ids()->end());
+  out.image_tokens = r->image_tokens();
   return out;
 }
 
@@ -209,6 +210,7 @@ wire::decode_task read_decode_task(const msg::DecodeTask* t) {
   if (t->prompt_ids() != nullptr)
     out.prompt_ids.assign(t->prompt_ids()->begin(), t->prompt_ids()->end());
   out.first_logprobs = read_token_logprobs(t->first_logprobs());
+  out.image_tokens = t->image_tokens();
   return out;
 }
 

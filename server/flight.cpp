@@ -32,8 +32,8 @@ api_error timeout_error() {
 }
 
 api_error shutting_down_error() {
-  return api_error{503, "server_error", "the server is shutting down; retry on another replica",
-                   "", "shutting_down"};
+  return api_error{503, "server_error", "the server is shutting down; retry on another replica", "",
+                   "shutting_down"};
 }
 
 usage_counts usage_of(const wire::token_event& ev, double ttft_seconds) {
@@ -89,7 +89,11 @@ void flight::record_success(const wire::token_event& last) {
   request_tokens t;
   t.prompt = last.usage.prompt_tokens();
   t.generated = last.usage.completion_tokens();
-  t.image = uint32_t(n_images_) * uint32_t(fd_.info.image_tokens);
+  // The cluster's count (each image's own); a peer that sends none: the
+  // most the images can take.
+  t.image = last.image_tokens > 0 || n_images_ == 0
+                ? last.image_tokens
+                : uint32_t(n_images_) * uint32_t(fd_.info.image_tokens);
   t.reused = last.usage.reused_tokens();
   t.recomputed = last.usage.recomputed_tokens();
   t.cached = last.usage.cached_tokens();

@@ -226,10 +226,11 @@ struct zmq_server::impl {
         }
         r.f->record_success(*ev);
         const auto usage = usage_of(*ev, r.f->ttft_seconds());
-        delivered = send(r.identity, r.envelope,
-                         {r.id, api::finish_frame{std::string{finish_reason_name(ev->finish)},
-                                                  usage.prompt_tokens, usage.completion_tokens,
-                                                  r.image_tokens}});
+        delivered = send(
+            r.identity, r.envelope,
+            {r.id, api::finish_frame{std::string{finish_reason_name(ev->finish)},
+                                     usage.prompt_tokens, usage.completion_tokens,
+                                     ev->image_tokens > 0 ? ev->image_tokens : r.image_tokens}});
       }
       if (!ended && delivered && r.f->expired()) {
         ended = true;

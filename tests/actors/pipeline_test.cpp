@@ -386,6 +386,7 @@ TEST(pipeline_anyres, images_of_different_sizes_are_served_by_bytes_and_by_key) 
       run(greedy_request({wide, tall}, "mpic:" + std::to_string(cfg.image_tokens()), 8));
   EXPECT_EQ(all.tokens, full.tokens);
   EXPECT_EQ(all.usage.prompt_tokens(), full.usage.prompt_tokens());
+  EXPECT_EQ(full.image_tokens, uint32_t(*wide_tokens + *tall_tokens));
   // By key: the same prompt, the wide image's count from its entry.
   const auto by_bytes = run(greedy_request({wide, tall}, "mpic:4", 8));
   auto req = greedy_request({wide, tall}, "mpic:4", 8);

@@ -67,7 +67,7 @@ private:
 
 class instant_service final : public server::generation_service {
 public:
-  server::service_info info() const override { return {"bench", 1 << 20, 16, 0}; }
+  server::service_info info() const override { return {"bench", 1 << 20, 16, 0, {}}; }
   std::shared_ptr<server::generation_stream> submit(const wire::generate_request& r) override {
     return std::make_shared<instant_stream>(r.sampling.max_tokens);
   }

@@ -58,6 +58,10 @@ cluster_service::cluster_service(actors::local_cluster& cluster, std::string mod
   info_.model = std::move(model);
   info_.context_length = cfg.text.context_length();
   info_.image_tokens = cfg.image_tokens();
+  if (cfg.anyres())
+    info_.image_tokens_for = [cfg](int height, int width) {
+      return cfg.image_tokens_for(height, width);
+    };
   info_.created_unix_s = std::chrono::duration_cast<std::chrono::seconds>(
                              std::chrono::system_clock::now().time_since_epoch())
                              .count();

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -36,8 +37,11 @@ public:
 struct service_info {
   std::string model;          ///< the id /v1/models lists
   int context_length = 4096;  ///< prompt + generated tokens
-  int image_tokens = 576;     ///< prompt tokens one image takes
+  int image_tokens = 576;     ///< prompt tokens one image takes (at most)
   int64_t created_unix_s = 0; ///< when the service started
+  /// The tokens of an image of height x width pixels, where they depend on
+  /// its size (LLaVA-1.6); empty: every image takes image_tokens.
+  std::function<result<int>(int height, int width)> image_tokens_for;
 };
 
 /// Cluster-side numbers for /metrics (cumulative counters and gauges).

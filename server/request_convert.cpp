@@ -31,13 +31,16 @@ wire::sampling to_wire(const sampling_params& s) {
 
 /// Checks the context: the answer and the images' tokens must fit; the
 /// text's tokens are counted by the cluster, which refuses overlong prompts.
-std::optional<api_error> check_context(int max_tokens, int n_images, const service_info& info) {
-  const int64_t need = int64_t(max_tokens) + int64_t(n_images) * info.image_tokens;
+/// `image_tokens`: the images' tokens (each image's own where the model's
+/// count depends on the size; a library reference at the most one takes).
+std::optional<api_error> check_context(int max_tokens, int n_images, int64_t image_tokens,
+                                       const service_info& info) {
+  const int64_t need = int64_t(max_tokens) + image_tokens;
   if (need < info.context_length)
     return std::nullopt;
   return invalid_request("max_tokens", "max_tokens (" + std::to_string(max_tokens) + ") plus " +
-                                           std::to_string(n_images) + " image(s) of up to " +
-                                           std::to_string(info.image_tokens) +
+                                           std::to_string(n_images) + " image(s) of " +
+                                           std::to_string(image_tokens) +
                                            " tokens exceed the model's context of " +
                                            std::to_string(info.context_length) +
                                            " tokens; lower max_tokens or send fewer images");
@@ -77,8 +80,7 @@ parse_result<wire::generate_request> to_generate_request(const chat_request& req
   out.reuse_policy = req.mosaic.policy.value_or("");
   out.kv_compression = req.mosaic.compression.value_or("");
   out.cache_salt = req.mosaic.cache_salt;
-  if (auto e = check_context(req.sampling.max_tokens, req.image_count(), info))
-    return {std::nullopt, *e};
+  int64_t image_tokens = 0;
   // The last user turn is the one the cluster's template wraps; earlier
   // turns are written out in the same template around it.
   bool first_turn = true;
@@ -104,6 +106,7 @@ parse_result<wire::generate_request> to_generate_request(const chat_request& req
           return {std::nullopt, invalid_request(param, "a library reference must be "
                                                        "mosaic://library/<64 hex digits>")};
         out.segments.emplace_back(wire::image_key_segment{*key});
+        image_tokens += info.image_tokens;
         continue;
       }
       auto header = probe_image(part.image.bytes);
@@ -115,11 +118,21 @@ parse_result<wire::generate_request> to_generate_request(const chat_request& req
                     param, "the image has " + std::to_string(header->width) + "x" +
                                std::to_string(header->height) + " pixels, more than the " +
                                std::to_string(limits.max_image_pixels) + " allowed; downscale it")};
+      if (info.image_tokens_for) {
+        auto n = info.image_tokens_for(int(header->height), int(header->width));
+        if (!n)
+          return {std::nullopt, invalid_request(param, n.err().message)};
+        image_tokens += *n;
+      } else {
+        image_tokens += info.image_tokens;
+      }
       out.segments.emplace_back(wire::image_data_segment{part.image.bytes, header->mime});
     }
     if (turn.role == "system")
       append_text(out, "\n");
   }
+  if (auto e = check_context(req.sampling.max_tokens, req.image_count(), image_tokens, info))
+    return {std::nullopt, *e};
   return {std::move(out), {}};
 }
 
@@ -132,7 +145,7 @@ parse_result<wire::generate_request> to_generate_request(const completion_reques
   out.reuse_policy = req.mosaic.policy.value_or("");
   out.kv_compression = req.mosaic.compression.value_or("");
   out.cache_salt = req.mosaic.cache_salt;
-  if (auto e = check_context(req.sampling.max_tokens, 0, info))
+  if (auto e = check_context(req.sampling.max_tokens, 0, 0, info))
     return {std::nullopt, *e};
   append_text(out, req.prompt);
   return {std::move(out), {}};

@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "server/request_convert.hpp"
+#include "tests/server/test_images.hpp"
+
 namespace mosaic::server {
 namespace {
 
@@ -351,6 +354,53 @@ TEST(openai_request, base64_matches_rfc4648_vectors) {
   EXPECT_EQ(str("Zm9"), "<bad>");
   EXPECT_EQ(str("Z=9v"), "<bad>");
   EXPECT_EQ(str("Zg==Zg=="), "<bad>");
+}
+
+} // namespace
+} // namespace mosaic::server
+
+namespace mosaic::server {
+namespace {
+
+TEST(openai_request_context, images_count_their_own_tokens_where_the_model_sizes_them) {
+  // A model whose images take width / 8 tokens (as LLaVA-1.6's depend on
+  // the size), at most 100 each, with a context of 200.
+  service_info info{"m", 200, 100, 0, {}};
+  info.image_tokens_for = [](int height, int width) -> result<int> {
+    if (height < 2)
+      return make_error(errc::invalid_argument, "the image is too thin");
+    return width / 8;
+  };
+  auto chat = [](int max_tokens, const std::vector<uint32_t>& widths) {
+    nlohmann::json content = nlohmann::json::array();
+    for (uint32_t w : widths)
+      content.push_back({{"type", "image_url"},
+                         {"image_url", {{"url", test::data_url(test::png_header(w, 8))}}}});
+    content.push_back({{"type", "text"}, {"text", "compare"}});
+    nlohmann::json body = {{"model", "m"},
+                           {"max_tokens", max_tokens},
+                           {"messages", {{{"role", "user"}, {"content", content}}}}};
+    auto r = parse_chat_request(body.dump(), request_limits{});
+    EXPECT_TRUE(r.value) << r.error.message;
+    return *r.value;
+  };
+  // Two 40-token images and 100 answer tokens fit; the bound (2 x 100)
+  // would not.
+  auto ok = to_generate_request(chat(100, {320, 320}), info, admission_limits{});
+  EXPECT_TRUE(ok.value) << ok.error.message;
+  auto over = to_generate_request(chat(100, {640, 320}), info, admission_limits{});
+  ASSERT_FALSE(over.value);
+  EXPECT_NE(over.error.message.find("120 tokens"), std::string::npos) << over.error.message;
+  // Without a size-dependent count every image takes the bound.
+  info.image_tokens_for = nullptr;
+  EXPECT_FALSE(to_generate_request(chat(100, {320, 320}), info, admission_limits{}).value);
+  // The model's refusal of an image reaches the client as a 400 naming it.
+  info.image_tokens_for = [](int, int) -> result<int> {
+    return make_error(errc::invalid_argument, "the image is too thin");
+  };
+  auto thin = to_generate_request(chat(4, {320}), info, admission_limits{});
+  ASSERT_FALSE(thin.value);
+  EXPECT_NE(thin.error.message.find("too thin"), std::string::npos) << thin.error.message;
 }
 
 } // namespace

@@ -86,7 +86,7 @@ public:
   std::atomic<int> cancels{0};
   std::atomic<int> events_taken{0}; ///< by the front door, every stream together
 
-  service_info info() const override { return {"builtin:tiny", 512, 16, 1700000000}; }
+  service_info info() const override { return {"builtin:tiny", 512, 16, 1700000000, {}}; }
 
   std::shared_ptr<generation_stream> submit(const wire::generate_request& r) override {
     std::vector<std::string> pieces;

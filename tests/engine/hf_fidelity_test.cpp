@@ -38,6 +38,7 @@
 #include "engine/projector.hpp"
 #include "engine/sampler.hpp"
 #include "engine/vision_tower.hpp"
+#include "tests/engine/fidelity_util.hpp"
 
 namespace mosaic {
 namespace {
@@ -64,26 +65,8 @@ fs::path fixture_dir(const std::string& name) {
   return fs::path(env != nullptr ? env : "tests/data") / name;
 }
 
-/// max |a - b| / max |b|.
-double max_rel_error(std::span<const float> a, std::span<const float> b) {
-  if (a.size() != b.size())
-    return 1e30;
-  double diff = 0.0, mag = 1e-30;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::abs(double(a[i]) - double(b[i])));
-    mag = std::max(mag, std::abs(double(b[i])));
-  }
-  return diff / mag;
-}
-
-double max_abs_error(std::span<const float> a, std::span<const float> b) {
-  if (a.size() != b.size())
-    return 1e30;
-  double diff = 0.0;
-  for (size_t i = 0; i < a.size(); ++i)
-    diff = std::max(diff, std::abs(double(a[i]) - double(b[i])));
-  return diff;
-}
+using test::max_abs_error;
+using test::max_rel_error;
 
 std::vector<uint8_t> read_bytes(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -197,17 +180,7 @@ protected:
 
   /// Full prefill of prompt `p` (policy `full`).
   prefill_result prefill(size_t p, const std::vector<std::vector<float>>& embeddings) {
-    auto policy = parse_policy("full");
-    EXPECT_TRUE(policy);
-    if (!policy)
-      return {};
-    auto plan = engine_->plan(make_prompt(prompts_[p].input_ids, embeddings), *policy);
-    EXPECT_TRUE(plan) << plan.err().to_string();
-    if (!plan)
-      return {};
-    auto r = engine_->prefill(*plan);
-    EXPECT_TRUE(r) << r.err().to_string();
-    return r ? std::move(*r) : prefill_result{};
+    return test::prefill_with(*engine_, make_prompt(prompts_[p].input_ids, embeddings), "full");
   }
 
   fs::path dir_;  ///< the HF checkpoint
@@ -238,16 +211,9 @@ TEST_P(hf_fidelity, prompt_ids_match_hf_before_and_after_image_expansion) {
     // The engine's layout of the prompt: every image token becomes
     // image_tokens() slots, as HF's processor expands it.
     std::vector<std::vector<float>> none(g.images.size());
-    const prompt p = make_prompt(g.input_ids, none);
-    std::vector<int32_t> expanded;
-    for (const auto& part : p.parts) {
-      if (part.kind == segment_kind::text)
-        expanded.insert(expanded.end(), part.text_ids.begin(), part.text_ids.end());
-      else
-        expanded.insert(expanded.end(), size_t(p.images[size_t(part.image)].n_tokens),
-                        cfg().image_token_index);
-    }
-    EXPECT_EQ(expanded, g.expanded_input_ids) << g.text;
+    EXPECT_EQ(test::expanded_ids(make_prompt(g.input_ids, none), cfg().image_token_index),
+              g.expanded_input_ids)
+        << g.text;
   }
 }
 
@@ -314,14 +280,8 @@ TEST_P(hf_fidelity, greedy_continuation_equals_hf_generate) {
     const auto& want = prompts_[p].greedy_tokens;
     auto r = prefill(p, encode_images(p));
     ASSERT_TRUE(r.sequence.valid());
-    std::vector<int32_t> got{argmax(r.logits)};
-    while (got.size() < want.size() && got.back() != engine_->tokenizer().eos_id()) {
-      decode_input in{&r.sequence, got.back(), r.sequence.length()};
-      auto logits = engine_->decode_step(std::span(&in, 1));
-      ASSERT_TRUE(logits) << logits.err().to_string();
-      got.push_back(argmax(*logits));
-    }
-    EXPECT_EQ(got, want) << "prompt " << p << ": " << prompts_[p].text;
+    EXPECT_EQ(test::greedy_continuation(*engine_, r, want.size()), want)
+        << "prompt " << p << ": " << prompts_[p].text;
   }
 }
 

@@ -33,6 +33,7 @@
 #include "engine/model/safetensors.hpp"
 #include "engine/sampler.hpp"
 #include "engine/vision_tower.hpp"
+#include "tests/engine/fidelity_util.hpp"
 
 namespace mosaic {
 namespace {
@@ -53,25 +54,8 @@ fs::path fixture() {
   return fs::path(env != nullptr ? env : "tests/data") / "hf_tiny_llava_next";
 }
 
-double max_rel_error(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size())
-    return 1e30;
-  double diff = 0.0, mag = 1e-30;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::abs(double(a[i]) - double(b[i])));
-    mag = std::max(mag, std::abs(double(b[i])));
-  }
-  return diff / mag;
-}
-
-double max_abs_error(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size())
-    return 1e30;
-  double diff = 0.0;
-  for (size_t i = 0; i < a.size(); ++i)
-    diff = std::max(diff, std::abs(double(a[i]) - double(b[i])));
-  return diff;
-}
+using test::max_abs_error;
+using test::max_rel_error;
 
 struct golden_prompt {
   std::string text;
@@ -149,15 +133,7 @@ protected:
     return pr ? std::move(*pr) : prompt{};
   }
   static prefill_result run(const prompt& pr, const char* policy) {
-    auto pol = parse_policy(policy);
-    EXPECT_TRUE(pol) << policy;
-    auto plan = engine_->plan(pr, *pol);
-    EXPECT_TRUE(plan) << plan.err().to_string();
-    if (!plan)
-      return {};
-    auto r = engine_->prefill(*plan);
-    EXPECT_TRUE(r) << r.err().to_string();
-    return r ? std::move(*r) : prefill_result{};
+    return test::prefill_with(*engine_, pr, policy);
   }
 
   static inline std::vector<golden_prompt>* prompts_ = nullptr;
@@ -193,15 +169,9 @@ TEST_F(hf_llava_next, prompt_ids_match_hf_before_and_after_image_expansion) {
     std::vector<std::vector<float>> none;
     for (int n : g.image_tokens)
       none.emplace_back(size_t(n) * size_t(cfg().text.hidden_size));
-    const prompt pr = make_prompt(p, none);
-    std::vector<int32_t> expanded;
-    for (const auto& part : pr.parts)
-      if (part.kind == segment_kind::text)
-        expanded.insert(expanded.end(), part.text_ids.begin(), part.text_ids.end());
-      else
-        expanded.insert(expanded.end(), size_t(pr.images[size_t(part.image)].n_tokens),
-                        cfg().image_token_index);
-    EXPECT_EQ(expanded, g.expanded_input_ids) << g.text;
+    EXPECT_EQ(test::expanded_ids(make_prompt(p, none), cfg().image_token_index),
+              g.expanded_input_ids)
+        << g.text;
   }
 }
 
@@ -247,14 +217,7 @@ TEST_F(hf_llava_next, full_prefill_logits_and_greedy_continuation_equal_hf) {
     ASSERT_TRUE(r.sequence.valid());
     EXPECT_EQ(r.sequence.length(), int(g.expanded_input_ids.size()));
     EXPECT_LE(max_rel_error(r.logits, golden("p" + std::to_string(p) + ".logits")), rel_tolerance);
-    std::vector<int32_t> got{argmax(r.logits)};
-    while (got.size() < g.greedy_tokens.size() && got.back() != engine_->tokenizer().eos_id()) {
-      decode_input in{&r.sequence, got.back(), r.sequence.length()};
-      auto logits = engine_->decode_step(std::span(&in, 1));
-      ASSERT_TRUE(logits) << logits.err().to_string();
-      got.push_back(argmax(*logits));
-    }
-    EXPECT_EQ(got, g.greedy_tokens);
+    EXPECT_EQ(test::greedy_continuation(*engine_, r, g.greedy_tokens.size()), g.greedy_tokens);
   }
 }
 

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <list>
 #include <map>
+#include <mutex>
 #include <variant>
 
 #include <caf/all.hpp>
@@ -134,10 +135,19 @@ result<encoded> encode_image(encoder_state& st, const msg::EncodeRequest& m,
   const auto t0 = steady::now();
   result<std::vector<float>> emb = make_error(errc::internal, "not encoded");
   {
-    std::lock_guard lock{st.ctx->compute_mutex};
+    std::unique_lock lock{st.ctx->compute_mutex};
     st.ctx->counters.add_stage_since(request_stage::encode_lock_wait, t0);
     const auto t1 = steady::now();
-    emb = st.ctx->encoder->encode(*img);
+    // Anyres: a decode step waiting for the lock goes first between two
+    // views (LLaVA-1.6 runs the tower five times an image).
+    auto* ctx = st.ctx;
+    emb = ctx->encoder->encode(*img, [&lock, ctx]() -> status {
+      if (ctx->compute_mutex.decode_waiting()) {
+        lock.unlock();
+        lock.lock();
+      }
+      return {};
+    });
     st.ctx->counters.add_stage_since(request_stage::vision_encode, t1);
   }
   if (!emb)

@@ -62,7 +62,8 @@ result<std::vector<float>> image_encoder::encode_preprocessed(std::span<const fl
   return host;
 }
 
-result<std::vector<float>> image_encoder::encode(const decoded_image& image) {
+result<std::vector<float>> image_encoder::encode(const decoded_image& image,
+                                                 const std::function<status()>& between_views) {
   if (image.width <= 0 || image.height <= 0 ||
       image.rgb.size() != static_cast<size_t>(image.width) * image.height * 3)
     return make_error(errc::invalid_argument, "image encoder: decoded image is empty or its ",
@@ -72,14 +73,15 @@ result<std::vector<float>> image_encoder::encode(const decoded_image& image) {
     auto views = preprocess_anyres(image, cfg_.vision.grid_pinpoints, cfg_.vision);
     if (!views)
       return std::move(views).err();
-    return encode_views(*views, image.height, image.width);
+    return encode_views(*views, image.height, image.width, between_views);
   }
   const std::vector<float> pixels = preprocess_image(image, tower_.config());
   return encode_preprocessed(pixels);
 }
 
-result<std::vector<float>> image_encoder::encode_views(std::span<const float> views, int height,
-                                                       int width) {
+result<std::vector<float>>
+image_encoder::encode_views(std::span<const float> views, int height, int width,
+                            const std::function<status()>& between_views) {
   if (!cfg_.anyres())
     return make_error(errc::invalid_argument, "image encoder: views are for anyres models");
   const vision_config& vc = cfg_.vision;
@@ -96,6 +98,8 @@ result<std::vector<float>> image_encoder::encode_views(std::span<const float> vi
   const size_t per_view = static_cast<size_t>(view_tokens()) * hidden();
   std::vector<float> features(n_views * per_view);
   for (size_t i = 0; i < n_views; ++i) {
+    if (i > 0 && between_views)
+      MOSAIC_TRY(between_views());
     auto e = encode_preprocessed(views.subspan(i * view, view));
     if (!e)
       return std::move(e).err();

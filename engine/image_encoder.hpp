@@ -9,6 +9,7 @@
 // engine/model/anyres.hpp), so the row count depends on the image's size
 // (model_config::image_tokens_for).
 
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -36,8 +37,11 @@ public:
   int hidden() const { return proj_.out_dim(); }
 
   /// Preprocesses and encodes one image; returns
-  /// [model_config::image_tokens_for(height, width), hidden()].
-  result<std::vector<float>> encode(const decoded_image& image);
+  /// [model_config::image_tokens_for(height, width), hidden()]. Anyres:
+  /// `between_views`, when set, runs between two views (a node lets a
+  /// waiting decode step go first there); its error stops the encode.
+  result<std::vector<float>> encode(const decoded_image& image,
+                                    const std::function<status()>& between_views = {});
 
   /// Encodes one already preprocessed view
   /// ([num_channels, image_size, image_size]); returns
@@ -48,7 +52,8 @@ public:
   /// ([views, num_channels, image_size, image_size], as preprocess_anyres
   /// makes them) and packs them for an image of height × width pixels;
   /// returns [image_tokens_for(height, width), hidden()].
-  result<std::vector<float>> encode_views(std::span<const float> views, int height, int width);
+  result<std::vector<float>> encode_views(std::span<const float> views, int height, int width,
+                                          const std::function<status()>& between_views = {});
 
   /// Device-to-device form of one view: image
   /// [num_channels, image_size, image_size] → out [view_tokens(), hidden()],

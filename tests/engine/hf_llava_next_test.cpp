@@ -208,6 +208,23 @@ TEST_F(hf_llava_next, views_vision_features_and_packed_embeddings_match_hf) {
   }
 }
 
+TEST_F(hf_llava_next, the_encoder_pauses_between_views_and_stops_on_an_error) {
+  // image_0 (96 x 72): the base view and a 2 x 2 grid, so four pauses.
+  const auto img = png("image_0.png");
+  int pauses = 0;
+  auto e = encoder_->encode(img, [&]() -> status {
+    ++pauses;
+    return {};
+  });
+  ASSERT_TRUE(e) << e.err().to_string();
+  EXPECT_EQ(pauses, 4);
+  EXPECT_EQ(*e, *encoder_->encode(img)); // pausing changes nothing
+  auto stopped = encoder_->encode(
+      img, []() -> status { return make_error(errc::cancelled, "the request was cancelled"); });
+  ASSERT_FALSE(stopped);
+  EXPECT_EQ(stopped.err().code, errc::cancelled);
+}
+
 TEST_F(hf_llava_next, full_prefill_logits_and_greedy_continuation_equal_hf) {
   for (size_t p = 0; p < prompts_->size(); ++p) {
     const auto& g = (*prompts_)[p];

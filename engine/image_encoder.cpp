@@ -1,6 +1,5 @@
 #include "engine/image_encoder.hpp"
 
-#include <algorithm>
 #include <string>
 
 #include "engine/model/anyres.hpp"
@@ -95,15 +94,24 @@ image_encoder::encode_views(std::span<const float> views, int height, int width,
                       " view values for a ", std::to_string(height), "x", std::to_string(width),
                       " image, expected ", std::to_string(n_views), " views of ",
                       std::to_string(view));
+  // One input and one output buffer for every view; each view's rows go
+  // straight into their place in `features`.
   const size_t per_view = static_cast<size_t>(view_tokens()) * hidden();
+  auto img = be_->allocate(view * sizeof(float));
+  if (!img)
+    return std::move(img).err();
+  auto out = be_->allocate(per_view * sizeof(float));
+  if (!out)
+    return std::move(out).err();
   std::vector<float> features(n_views * per_view);
   for (size_t i = 0; i < n_views; ++i) {
     if (i > 0 && between_views)
       MOSAIC_TRY(between_views());
-    auto e = encode_preprocessed(views.subspan(i * view, view));
-    if (!e)
-      return std::move(e).err();
-    std::copy(e->begin(), e->end(), features.begin() + static_cast<std::ptrdiff_t>(i * per_view));
+    MOSAIC_TRY(be_->upload(img->data(), views.data() + i * view, view * sizeof(float)));
+    MOSAIC_TRY(encode_device(img->f32(), out->f32()));
+    MOSAIC_TRY(be_->synchronize());
+    MOSAIC_TRY(
+        be_->download(features.data() + i * per_view, out->data(), per_view * sizeof(float)));
   }
   return pack_anyres_features(features, newline_, hidden(), height, width, vc.grid_pinpoints, vc);
 }

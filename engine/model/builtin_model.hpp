@@ -17,8 +17,8 @@ namespace mosaic {
 /// `builtin:small` for demos and benchmarks (576 image tokens, 8 layers),
 /// both LLaVA-1.5 with a Llama decoder; `builtin:tiny-next` and
 /// `builtin:small-next` are the same sizes as LLaVA-1.6 (anyres, with
-/// LLaVA-1.6's five grids at the preset's tile size; 36-88 and 1,152-2,928
-/// tokens an image) with a Mistral decoder.
+/// LLaVA-1.6's five grids at the preset's tile size; up to 88 and 2,928
+/// tokens an image, by its size) with a Mistral decoder.
 enum class builtin_preset { tiny, small, tiny_next, small_next };
 
 /// "tiny" / "small" / "tiny-next" / "small-next".

@@ -6,8 +6,8 @@ float32) computes on it, for tests/engine/hf_llava_next_test.cpp.
 
 The vision tower, tokenizer and image geometry are those of
 tests/data/hf_tiny_llava (56 px views, 14 px patches: 16 features a view)
-with LLaVA-1.6's five grids scaled from 336 to 56 px, so an image is 36 to
-about 170 tokens depending on its size.
+with LLaVA-1.6's five grids scaled from 336 to 56 px, so an image is at
+most 88 tokens, fewer by its size (36 to 72 here).
 
     tools/golden/.venv/bin/python tools/golden/make_llava_next_goldens.py
 

@@ -89,7 +89,8 @@ status compress_one(compress_state& st, wire::decode_task& task) {
                                 static_cast<uint32_t>(s.tokens_after), s.bytes_before,
                                 s.bytes_after, us};
     task.compression = usage;
-    task.position = static_cast<uint32_t>(c->next_position);
+    // M-RoPE: positions continue from the largest + 1 (link_plan::rope_delta).
+    task.position = static_cast<uint32_t>(c->next_position + job->plan.rope_delta);
     task.kv.n_tokens = static_cast<uint32_t>(s.tokens_after);
     out = std::move(c->sequence);
     ctx->counters.compressions++;

@@ -65,6 +65,7 @@ struct encoder_state {
 
 struct encoded {
   digest key{};
+  token_grid grid{}; ///< M-RoPE models: the image's token grid
   std::shared_ptr<const std::vector<float>> embeddings; // [n_tokens, hidden]
   bool cache_hit = false;
   uint64_t encode_us = 0;
@@ -125,6 +126,10 @@ result<encoded> encode_image(encoder_state& st, const msg::EncodeRequest& m,
     out.key = image_key(*img, st.ctx->engine->config().vision);
     st.ctx->counters.add_stage_since(request_stage::image_decode, t_decode);
   }
+  auto grid = st.ctx->engine->config().image_token_grid(img->height, img->width);
+  if (!grid)
+    return std::move(grid).err();
+  out.grid = *grid;
   const digest cache_key = tenant_cache_key(tenant, out.key);
   if (auto hit = st.cache->find(cache_key)) {
     st.ctx->counters.encoder_cache_hits++;
@@ -180,7 +185,9 @@ constexpr auto compile_max_deferral = std::chrono::seconds{2};
 /// that the backlog drains and repeats find their entries.
 /// `after_use`: the request that sent the image streams its answer now
 /// (its decode task may not have reached the decode worker yet).
-result<uint64_t> compile(encoder_state& st, const std::vector<float>& emb, bool after_use) {
+/// `grid`: M-RoPE models, the image's token grid.
+result<uint64_t> compile(encoder_state& st, const std::vector<float>& emb, bool after_use,
+                         token_grid grid) {
   result<compiled_image> img = make_error(errc::internal, "not compiled");
   {
     auto* ctx = st.ctx;
@@ -200,7 +207,7 @@ result<uint64_t> compile(encoder_state& st, const std::vector<float>& emb, bool 
           }
           return {};
         },
-        after_use || ctx->counters.decoding > 0 ? compile_chunk_tokens : 0);
+        after_use || ctx->counters.decoding > 0 ? compile_chunk_tokens : 0, grid);
     // Its own compute: without the time it let other work go first.
     ctx->counters.add_stage(request_stage::compile,
                             uint64_t(std::chrono::duration_cast<std::chrono::microseconds>(
@@ -243,7 +250,7 @@ caf::result<encode_result_msg> on_encode(caf::stateful_actor<encoder_state>* sel
                          "with `mosaic cache build`");
     return make_encode_result_msg(res);
   }
-  auto compiled = compile(st, *enc->embeddings, false);
+  auto compiled = compile(st, *enc->embeddings, false, enc->grid);
   if (!compiled) {
     res.err = compiled.err();
     return make_encode_result_msg(res);
@@ -278,7 +285,7 @@ void on_store_after_use(caf::stateful_actor<encoder_state>* self, const store_re
   if (!emb)
     return done();
   ctx->compiling.start(tenant, image_key);
-  auto compiled = compile(st, *emb, true);
+  auto compiled = compile(st, *emb, true, grid_of(*m.root()));
   if (!compiled)
     return done(); // the image stays a miss; the next request computes it again
   self->request(

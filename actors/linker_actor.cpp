@@ -201,7 +201,7 @@ status prepare(node_context& ctx, const wire::generate_request& req, pending_lin
     job_image img;
     // Anyres: an image's count follows from its size; for a key, from its
     // library entry (lookup() fills it in).
-    img.n_tokens = cfg.anyres() ? 0 : cfg.image_tokens();
+    img.n_tokens = cfg.variable_image_tokens() ? 0 : cfg.image_tokens();
     if (const auto* k = std::get_if<wire::image_key_segment>(&seg)) {
       img.image_key = k->key;
       p.sources.emplace_back(*k);
@@ -218,6 +218,11 @@ status prepare(node_context& ctx, const wire::generate_request& req, pending_lin
         return make_error(count.err().code, "image ", std::to_string(job.images.size()), ": ",
                           count.err().message);
       img.n_tokens = *count;
+      auto grid = cfg.image_token_grid(pixels->height, pixels->width);
+      if (!grid)
+        return make_error(grid.err().code, "image ", std::to_string(job.images.size()), ": ",
+                          grid.err().message);
+      img.grid = *grid;
       img.pixels = std::make_shared<const decoded_image>(std::move(*pixels));
       p.sources.emplace_back(d);
     }

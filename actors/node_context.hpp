@@ -113,6 +113,10 @@ struct loaded_entry {
 struct job_image {
   digest image_key{};
   int n_tokens = 0;
+  /// M-RoPE models (Qwen2-VL): the image's token grid, from its size (an
+  /// inline image) or its library entry (an image named by key); {}
+  /// otherwise.
+  token_grid grid{};
   uint64_t load_id = 0; ///< loads table handle of a library hit; 0: miss
   std::shared_ptr<const std::vector<float>> embeddings; // [n_tokens, hidden] miss
   /// Inline images, decoded once by the linker: for the encoder of a miss

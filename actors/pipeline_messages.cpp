@@ -91,7 +91,8 @@ digest from_key(const msg::LibraryKey* key) {
 
 store_request_msg make_store_request_msg(uint64_t request_id, std::string_view tenant,
                                          const digest& image_key, uint32_t n_tokens,
-                                         uint64_t compiled_id, uint64_t embeddings_id) {
+                                         uint64_t compiled_id, uint64_t embeddings_id,
+                                         token_grid grid) {
   FlatBufferBuilder fbb{256};
   auto t = fbb.CreateString(tenant.data(), tenant.size());
   const auto key = to_key(image_key);
@@ -104,7 +105,20 @@ store_request_msg make_store_request_msg(uint64_t request_id, std::string_view t
   emb.shape = {n_tokens};
   auto embh = add_tensor_handle(fbb, emb);
   return store_request_msg::finish(
-      fbb, msg::CreateStoreRequest(fbb, request_id, t, &key, false, 0, n_tokens, embh, kvh));
+      fbb, msg::CreateStoreRequest(fbb, request_id, t, &key, false, 0, n_tokens, embh, kvh,
+                                   static_cast<uint32_t>(std::max(grid.t, 0)),
+                                   static_cast<uint32_t>(std::max(grid.rows, 0)),
+                                   static_cast<uint32_t>(std::max(grid.cols, 0))));
+}
+
+token_grid grid_of(const msg::StoreRequest& m) {
+  // Each side at most the tokens an entry may hold; compile_image checks
+  // that the grid counts the image's tokens.
+  constexpr uint32_t most = 1u << 20;
+  if (m.grid_t() > most || m.grid_rows() > most || m.grid_cols() > most)
+    return {};
+  return {static_cast<int>(m.grid_t()), static_cast<int>(m.grid_rows()),
+          static_cast<int>(m.grid_cols())};
 }
 
 store_result_msg make_store_result_msg(uint64_t request_id, const digest& library_key,

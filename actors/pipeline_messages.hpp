@@ -70,9 +70,14 @@ digest from_key(const msg::LibraryKey* key);
 /// (node_context::compiled). prefill → encoder ("store after use"): only
 /// the encoder output is behind `embeddings_id` (node_context::embeddings);
 /// the encoder compiles it first.
+/// `grid`: M-RoPE models, the image's token grid (the encoder compiles
+/// with it).
 store_request_msg make_store_request_msg(uint64_t request_id, std::string_view tenant,
                                          const digest& image_key, uint32_t n_tokens,
-                                         uint64_t compiled_id, uint64_t embeddings_id = 0);
+                                         uint64_t compiled_id, uint64_t embeddings_id = 0,
+                                         token_grid grid = {});
+/// The token grid a store request carries ({} when none or out of range).
+token_grid grid_of(const msg::StoreRequest& m);
 /// kv_loader → sender: the entry's library key, or the error.
 store_result_msg make_store_result_msg(uint64_t request_id, const digest& library_key,
                                        uint64_t bytes, const error& err);

@@ -52,6 +52,8 @@ struct pass_outcome {
   kv_sequence sequence;
   int32_t first_token = 0;
   int prompt_tokens = 0;
+  /// M-RoPE: decode positions are index + rope_delta (prefill_result).
+  int32_t rope_delta = 0;
   prefill_stats stats;
   int prefix_cached_tokens = 0;                    ///< adopted from the prefix cache
   std::vector<wire::token_logprob> first_logprobs; ///< sampling.logprobs >= 0
@@ -134,6 +136,11 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* 
       auto& pi = images[i];
       pi.key = to_hex(job.images[i].image_key); // the prefix cache keys image tokens by it
       pi.n_tokens = job.images[i].n_tokens;
+      // M-RoPE: the grid from the image's size, or (named by key) from its
+      // library entry.
+      pi.grid = job.images[i].grid;
+      if (pi.grid == token_grid{} && im.entries[i])
+        pi.grid = im.entries[i]->entry().grid;
       if (im.use_entry[i]) {
         pi.cached = &im.entries[i]->entry();
       } else if (im.fallback[i]) {
@@ -245,6 +252,7 @@ result<pass_outcome> run_pass(node_context& ctx, prefill_job& job, remote_sink* 
       return make_error(errc::internal, "the model produced no finite logits");
     out.first_logprobs = wire_logprobs(r->logits, out.first_token, job.sampling.logprobs, tok);
     out.prompt_tokens = plan->n_tokens();
+    out.rope_delta = r->rope_delta;
     out.stats = r->stats;
     out.prefix_cached_tokens = ran->cache_hit_tokens;
     out.sequence = std::move(r->sequence);
@@ -349,7 +357,7 @@ result<prefilled> prefill_one(caf::stateful_actor<prefill_state>* self, uint64_t
     const uint64_t emb_id = ctx->embeddings.put(img.embeddings);
     self->send(st.peers.encoder, store_atom_v,
                make_store_request_msg(id, job.tenant, img.image_key,
-                                      static_cast<uint32_t>(img.n_tokens), 0, emb_id));
+                                      static_cast<uint32_t>(img.n_tokens), 0, emb_id, img.grid));
   }
   auto& task = p.task;
   task.request_id = id;
@@ -357,6 +365,10 @@ result<prefilled> prefill_one(caf::stateful_actor<prefill_state>* self, uint64_t
   task.deadline_unix_ns = job.deadline_unix_ns;
   task.kv.sequence = id;
   task.kv.n_tokens = static_cast<uint32_t>(out->sequence.length());
+  // M-RoPE: the first decoded token turns at the largest position + 1,
+  // fewer than the tokens when the prompt has images (0 = kv.n_tokens).
+  if (out->rope_delta != 0)
+    task.position = static_cast<uint32_t>(out->sequence.length() + out->rope_delta);
   task.kv.n_layers = static_cast<uint32_t>(ctx->engine->config().text.num_layers);
   task.kv.kv_dim = static_cast<uint32_t>(ctx->engine->config().text.kv_dim());
   task.first_token = out->first_token;

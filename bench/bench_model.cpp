@@ -39,6 +39,14 @@ result<std::vector<float>> bench_model::random_image_embeddings(std::mt19937& rn
     img.width = cfg.vision.image_size * 640 / 336;
     img.height = cfg.vision.image_size * 480 / 336;
   }
+  if (cfg.qwen_vl()) { // a 1280 x 960 photo, smart_resize'd to max_pixels
+    img.width = 1280;
+    img.height = 960;
+  }
+  auto grid = cfg.image_token_grid(img.height, img.width);
+  if (!grid)
+    return std::move(grid).err();
+  last_grid = *grid;
   img.rgb.resize(static_cast<size_t>(img.width) * img.height * 3);
   std::uniform_int_distribution<int> px(0, 255);
   for (auto& v : img.rgb)
@@ -47,9 +55,11 @@ result<std::vector<float>> bench_model::random_image_embeddings(std::mt19937& rn
 }
 
 std::vector<int32_t> bench_model::random_text(std::mt19937& rng, int n) const {
-  // Ids 3.. below the image token are ordinary SentencePiece pieces.
-  std::uniform_int_distribution<int32_t> id(
-      3, std::min(cfg.image_token_index, cfg.text.vocab_size) - 1);
+  // Ids 3.. below the image token are ordinary SentencePiece pieces; Qwen's
+  // special tokens follow its vocabulary, from <|endoftext|> (= bos).
+  const int32_t top =
+      cfg.qwen_vl() ? cfg.text.bos_token_id : std::min(cfg.image_token_index, cfg.text.vocab_size);
+  std::uniform_int_distribution<int32_t> id(3, top - 1);
   std::vector<int32_t> out(static_cast<size_t>(n));
   for (auto& v : out)
     v = id(rng);

@@ -37,8 +37,12 @@ struct bench_model {
   double attention_flops(double pairs) const;
   /// Random RGB pixels through the image encoder: [tokens, hidden]; a
   /// square of the tower's size, or for anyres a 4:3 photo (640 x 480 at
-  /// 336-px tiles: 2,340 tokens on builtin:small-next).
+  /// 336-px tiles: 2,340 tokens on builtin:small-next), or for Qwen2-VL a
+  /// 1280 x 960 photo (1,230 tokens on builtin:small-qwen2vl, whose
+  /// max_pixels is Qwen's default). Sets `last_grid` (M-RoPE models).
   result<std::vector<float>> random_image_embeddings(std::mt19937& rng);
+  /// The token grid of the last random image ({} without M-RoPE).
+  token_grid last_grid{};
   /// `n` random text token ids from the SentencePiece range (no specials).
   std::vector<int32_t> random_text(std::mt19937& rng, int n) const;
 };

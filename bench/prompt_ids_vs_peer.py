@@ -2,15 +2,15 @@
 """The same chat (text and three images of different sizes) to two
 OpenAI-compatible servers with vLLM's `return_token_ids`, comparing the
 prompt ids each built (vLLM renders chat prompts without BOS; Mosaic's
-leading BOS is dropped before comparing). For LLaVA-1.6 exports, whose
-image slots depend on each image's size.
+leading BOS is dropped before comparing). For LLaVA-1.6 and Qwen2-VL
+exports, whose image slots depend on each image's size.
 
     bench/prompt_ids_vs_peer.py MODEL_DIR [PEER_URL] [MOSAIC_URL]
 
 e.g. vLLM's CPU build (build/venv-vllm, see bench/vllm_side_by_side.sh) on
 port 8100 and `mosaic serve` on 8200, both serving the directory that
-`mosaic model init --preset small-next` writes (vLLM's CPU attention has
-no kernel for tiny-next's head_dim 16).
+`mosaic model init --preset small-next` (or small-qwen2vl) writes (vLLM's
+CPU attention has no kernel for the tiny presets' head_dim 16).
 """
 import base64, io, json, sys, urllib.request
 import numpy as np
@@ -44,7 +44,8 @@ mosaic = sys.argv[3] if len(sys.argv) > 3 else "http://127.0.0.1:8200/v1"
 v = ask(peer)
 m = ask(mosaic)
 vi, mi = v.get("prompt_token_ids"), m.get("prompt_token_ids")
-image_id = json.load(open(sys.argv[1] + "/config.json"))["image_token_index"]
+cfg = json.load(open(sys.argv[1] + "/config.json"))
+image_id = cfg.get("image_token_index", cfg.get("image_token_id"))  # LLaVA / Qwen2-VL
 print("vLLM  ", len(vi or []), "ids,", (vi or []).count(image_id), "image slots; usage", v["usage"])
 print("Mosaic", len(mi or []), "ids,", (mi or []).count(image_id), "image slots; usage", m["usage"])
 if vi and mi and mi[0] == 1 and vi[0] != 1:

@@ -18,7 +18,9 @@
 // cache hit carries the projector output).
 //
 // On an anyres model (builtin:small-next, LLaVA-1.6's geometry) each image
-// is a 4:3 photo of 2,340 tokens, MPIC's setting.
+// is a 4:3 photo of 2,340 tokens, MPIC's setting; on Qwen2-VL
+// (builtin:small-qwen2vl) a 4:3 photo of 1,230 tokens under M-RoPE, whose
+// cached K turns by three position components at its new place.
 //
 // Usage: ttft_bench [--model builtin:small] [--threads N] [--runs R]
 //                   [--long-tokens N] [--chunk N]
@@ -184,6 +186,7 @@ int run(const options& opt) {
 
   // Compile three images standalone (what an upload does ahead of questions).
   std::vector<compiled_image> entries;
+  std::vector<token_grid> grids; // M-RoPE: each image's token grid
   double compile_s = 0.0;
   for (int i = 0; i < 3; ++i) {
     auto emb = m.random_image_embeddings(rng);
@@ -191,7 +194,8 @@ int run(const options& opt) {
       return fail(emb.err());
     const auto t0 = std::chrono::steady_clock::now();
     const int tokens = int(emb->size() / size_t(m.cfg.text.hidden_size));
-    auto c = compile_image(*m.be, *m.decoder, *m.pool, emb->data(), tokens);
+    grids.push_back(m.last_grid);
+    auto c = compile_image(*m.be, *m.decoder, *m.pool, emb->data(), tokens, {}, 0, m.last_grid);
     compile_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!c)
       return fail(c.err());
@@ -201,9 +205,11 @@ int run(const options& opt) {
   // (actors/encoder_actor.cpp: 64-token chunks, a decode step may run
   // between any two): what yielding costs the compile.
   double chunked_s = 0.0;
-  for (const auto& e : entries) {
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const auto& e = entries[i];
     const auto t0 = std::chrono::steady_clock::now();
-    auto c = compile_image(*m.be, *m.decoder, *m.pool, e.embeddings.data(), e.n_tokens, {}, 64);
+    auto c = compile_image(*m.be, *m.decoder, *m.pool, e.embeddings.data(), e.n_tokens, {}, 64,
+                           grids[i]);
     chunked_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!c)
       return fail(c.err());
@@ -224,6 +230,7 @@ int run(const options& opt) {
       img.key = "cached-image-" + std::to_string(r);
       img.n_tokens = entries[static_cast<size_t>(r)].n_tokens;
       img.cached = &entries[static_cast<size_t>(r)];
+      img.grid = grids[static_cast<size_t>(r)];
       p.images.push_back(img);
       prompt_part ip;
       ip.kind = segment_kind::image;

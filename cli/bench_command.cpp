@@ -103,7 +103,10 @@ int run_profile(const bench_options& o) {
       return fail(emb.err());
     encode_s += since(t0);
     t0 = steady::now();
-    auto c = engine.compile_image(*emb);
+    auto grid = cfg.image_token_grid(img.height, img.width); // M-RoPE models
+    if (!grid)
+      return fail(grid.err());
+    auto c = engine.compile_image(*emb, {}, 0, *grid);
     if (!c)
       return fail(c.err());
     compile_s += since(t0);
@@ -116,8 +119,8 @@ int run_profile(const bench_options& o) {
   for (const auto& c : compiled)
     p.image_tokens += c.n_tokens;
   p.image_tokens /= int(compiled.size());
-  if (cfg.anyres())
-    p.provenance["image_tokens"] = "measured: mean of the 3 procedural images (anyres)";
+  if (cfg.variable_image_tokens())
+    p.provenance["image_tokens"] = "measured: mean of the 3 procedural images (size-dependent)";
   p.encode_per_image_s = encode_s / 3;
   p.compile_per_image_s = compile_s / 3;
   p.provenance["encode_per_image_s"] = "measured: vision tower + projector, 3 images";

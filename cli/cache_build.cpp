@@ -103,7 +103,10 @@ int run_build(const build_options& o) {
       auto emb = encoder->encode(*img);
       if (!emb)
         return std::move(emb).err();
-      auto compiled = (*engine)->compile_image(*emb);
+      auto grid = cfg.image_token_grid(img->height, img->width); // M-RoPE models
+      if (!grid)
+        return std::move(grid).err();
+      auto compiled = (*engine)->compile_image(*emb, {}, 0, *grid);
       if (!compiled)
         return std::move(compiled).err();
       return (*lib)->put_shared(admin, o.shared, image_key(*img, cfg.vision), *compiled);

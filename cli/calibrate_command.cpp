@@ -69,21 +69,28 @@ result<calib_prompt> make_prompt(llava_engine& eng, image_encoder& enc, std::mt1
                                  int n_images) {
   calib_prompt cp;
   const auto& cfg = eng.config();
-  const int32_t max_id = std::min(cfg.image_token_index, cfg.text.vocab_size);
+  // Ordinary tokens: below the image token (LLaVA), below Qwen's special
+  // tokens, which follow its vocabulary from <|endoftext|> (= bos).
+  const int32_t max_id = cfg.qwen_vl() ? cfg.text.bos_token_id
+                                       : std::min(cfg.image_token_index, cfg.text.vocab_size);
   auto text = [&](int n, bool bos) {
     prompt_part part;
     part.kind = segment_kind::text;
-    if (bos)
+    if (bos && eng.tokenizer().bos_id() >= 0) // Qwen2 has none
       part.text_ids.push_back(eng.tokenizer().bos_id());
     for (int i = 0; i < n; ++i)
       part.text_ids.push_back(3 + static_cast<int32_t>(rng() % static_cast<uint64_t>(max_id - 3)));
     return part;
   };
   for (int i = 0; i < n_images; ++i) {
-    auto emb = enc.encode(random_image(rng, cfg.vision.image_size));
+    const auto img = random_image(rng, cfg.vision.image_size);
+    auto emb = enc.encode(img);
     if (!emb)
       return std::move(emb).err();
-    auto entry = eng.compile_image(*emb);
+    auto grid = cfg.image_token_grid(img.height, img.width); // M-RoPE models
+    if (!grid)
+      return std::move(grid).err();
+    auto entry = eng.compile_image(*emb, {}, 0, *grid);
     if (!entry)
       return std::move(entry).err();
     cp.embeddings.push_back(std::move(*emb));

@@ -145,7 +145,7 @@ int run_generate(const generate_options& o) {
     // One untimed pass so that TTFT leaves out one-time costs (worker
     // start-up, first touch of scratch memory).
     prompt warm;
-    warm.parts.push_back(prompt_part{segment_kind::text, {tok.bos_id()}, -1});
+    warm.parts.push_back(prompt_part{segment_kind::text, tok.encode_prompt("Hi"), -1});
     if (auto w = generate(eng, warm, policy_spec{}, sampling_params{}, 1); !w)
       return fail(w.err());
   }
@@ -154,6 +154,7 @@ int run_generate(const generate_options& o) {
   const bool reuse = policy->kind != policy_kind::full;
   std::vector<std::vector<float>> embeddings;
   std::vector<compiled_image> entries;
+  std::vector<token_grid> grids;
   entries.reserve(pixels.size());
   double encode_ms = 0.0;
   double compile_ms = 0.0;
@@ -163,9 +164,16 @@ int run_generate(const generate_options& o) {
     encode_ms += ms_since(t0);
     if (!emb)
       return fail(emb.err());
+    auto grid = eng.config().image_token_grid(pixels[i].height, pixels[i].width);
+    if (!grid)
+      return fail(grid.err());
+    grids.push_back(*grid);
     if (reuse) {
       t0 = std::chrono::steady_clock::now();
-      auto entry = eng.compile_image(*emb);
+      // M-RoPE models compile an image from its own positions' origin.
+      auto entry =
+          compile_image(eng.backend(), eng.decoder(), eng.pool(), emb->data(),
+                        static_cast<int>(emb->size() / size_t(s->encoder->hidden())), {}, 0, *grid);
       compile_ms += ms_since(t0);
       if (!entry)
         return fail(entry.err());
@@ -181,6 +189,7 @@ int run_generate(const generate_options& o) {
       pi.n_tokens = static_cast<int>(embeddings[i].size() / size_t(s->encoder->hidden()));
       pi.embeddings = embeddings[i].data();
       pi.cached = cached ? &entries[i] : nullptr;
+      pi.grid = grids[i];
       imgs.push_back(pi);
     }
     return imgs;

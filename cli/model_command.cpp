@@ -1,7 +1,9 @@
-// `mosaic model init --preset tiny|small|tiny-next|small-next --out DIR`: write a built-in model
+// `mosaic model init --preset tiny|small|tiny-next|small-next|tiny-qwen2vl|... --out DIR`:
+// write a built-in model
 // as an HF LLaVA directory. `mosaic model info MODEL`: config summary,
 // parameter count and fingerprint of a model (builtin:NAME or a directory).
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -59,18 +61,37 @@ int run_model_info(const std::string& spec) {
   const auto& v = cfg->vision;
   const auto& t = cfg->text;
   std::printf("model        %s\ndirectory    %s\n", spec.c_str(), dir->c_str());
-  std::printf("vision       CLIP ViT: %d px, patch %d, hidden %d, %d layers (%d run, feature "
-              "layer %d, %s), %d heads, mlp %d\n",
-              v.image_size, v.patch_size, v.hidden_size, v.num_layers, v.layers_to_run(),
-              v.feature_layer, v.feature_select.c_str(), v.num_heads, v.intermediate_size);
-  std::printf("projector    2-layer MLP (%s), %d -> %d\n", cfg->projector_hidden_act.c_str(),
-              v.hidden_size, t.hidden_size);
+  if (cfg->qwen_vl()) {
+    std::printf("vision       %s ViT: patch %d, merge %dx%d, hidden %d, %d blocks, %d heads, "
+                "mlp %d (%s), %s\n",
+                cfg->qwen25_vl() ? "Qwen2.5-VL" : "Qwen2-VL", v.patch_size, v.spatial_merge_size,
+                v.spatial_merge_size, v.hidden_size, v.num_layers, v.num_heads, v.intermediate_size,
+                v.hidden_act.c_str(), v.window_size > 0 ? "windowed attention" : "full attention");
+    std::printf("merger       %d -> %d\n",
+                v.hidden_size * v.spatial_merge_size * v.spatial_merge_size, v.out_hidden_size);
+  } else {
+    std::printf("vision       CLIP ViT: %d px, patch %d, hidden %d, %d layers (%d run, feature "
+                "layer %d, %s), %d heads, mlp %d\n",
+                v.image_size, v.patch_size, v.hidden_size, v.num_layers, v.layers_to_run(),
+                v.feature_layer, v.feature_select.c_str(), v.num_heads, v.intermediate_size);
+    std::printf("projector    2-layer MLP (%s), %d -> %d\n", cfg->projector_hidden_act.c_str(),
+                v.hidden_size, t.hidden_size);
+  }
   std::printf("text         %s: hidden %d, %d layers, %d heads / %d kv heads (head dim %d), "
               "mlp %d, vocab %d, max positions %d, rope theta %g%s\n",
               t.model_type.c_str(), t.hidden_size, t.num_layers, t.num_heads, t.num_kv_heads,
               t.head_dim(), t.intermediate_size, t.vocab_size, t.max_position_embeddings,
               static_cast<double>(t.rope_theta), t.tie_word_embeddings ? ", tied embeddings" : "");
-  if (cfg->anyres())
+  if (t.mrope())
+    std::printf("rope         M-RoPE, sections %d/%d/%d (temporal/height/width)\n",
+                t.mrope_section[0], t.mrope_section[1], t.mrope_section[2]);
+  if (cfg->qwen_vl())
+    std::printf("image        dynamic resolution: %d to %d tokens per image by its size "
+                "(%d to %d pixels), image token id %d\n",
+                std::max(1, cfg->vision.min_pixels / (v.image_size * v.image_size)),
+                cfg->image_tokens(), cfg->vision.min_pixels, cfg->vision.max_pixels,
+                cfg->image_token_index);
+  else if (cfg->anyres())
     std::printf("image        anyres (LLaVA-1.6): up to %d tokens per image by its size (%d of "
                 "the base view), %zu grids, image token id %d\n",
                 cfg->image_tokens(), cfg->view_tokens(), cfg->vision.grid_pinpoints.size(),
@@ -78,8 +99,9 @@ int run_model_info(const std::string& spec) {
   else
     std::printf("image        %d tokens per image, image token id %d\n", cfg->image_tokens(),
                 cfg->image_token_index);
-  std::printf("tokenizer    %d SentencePiece pieces, vocab %d, bos %d, eos %d\n",
-              tok->sp_vocab_size(), tok->vocab_size(), tok->bos_id(), tok->eos_id());
+  std::printf("tokenizer    %d %s, vocab %d, bos %d, eos %d\n", tok->sp_vocab_size(),
+              cfg->qwen_vl() ? "byte-level BPE tokens" : "SentencePiece pieces", tok->vocab_size(),
+              tok->bos_id(), tok->eos_id());
   std::printf("parameters   %lld (%.1f M)\n", static_cast<long long>(weights->parameter_count()),
               static_cast<double>(weights->parameter_count()) / 1e6);
   std::printf("fingerprint  %s\n", to_hex(weights->fingerprint()).c_str());
@@ -97,8 +119,10 @@ CLI::App* add_model_command(CLI::App& app, int* exit_code) {
   auto init_opts = std::make_shared<model_init_options>();
   init->add_option("--preset", init_opts->preset,
                    "tiny (tests) or small (demos, benchmarks), LLaVA-1.5; tiny-next, small-next: "
-                   "the same as LLaVA-1.6 (anyres, Mistral)")
-      ->check(CLI::IsMember({"tiny", "small", "tiny-next", "small-next"}))
+                   "the same as LLaVA-1.6 (anyres, Mistral); tiny-qwen2vl, small-qwen2vl, "
+                   "tiny-qwen25vl, small-qwen25vl: Qwen2-VL / Qwen2.5-VL (M-RoPE)")
+      ->check(CLI::IsMember({"tiny", "small", "tiny-next", "small-next", "tiny-qwen2vl",
+                             "small-qwen2vl", "tiny-qwen25vl", "small-qwen25vl"}))
       ->capture_default_str();
   init->add_option("--out", init_opts->out, "output directory (created if missing)")->required();
   init->callback([init_opts, exit_code] { *exit_code = run_model_init(*init_opts); });

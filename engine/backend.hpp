@@ -10,6 +10,7 @@
 //
 // Shape comments use the names of the op's integer arguments.
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -30,6 +31,7 @@ enum class op_kind : uint8_t {
   rms_norm,
   layer_norm,
   rope,
+  rope_sectioned,
   gelu,
   quick_gelu,
   silu_mul,
@@ -74,6 +76,24 @@ private:
   size_t bytes_ = 0;
 };
 
+/// How a rotary embedding with several position components (Qwen2-VL's
+/// M-RoPE and its vision tower's 2-D RoPE) shares out the head's
+/// head_dim / 2 frequency pairs: the first size[0] pairs rotate by
+/// component 0, the next size[1] by component 1, then size[2] by
+/// component 2 (sizes sum to head_dim / 2; unused sections are 0).
+struct rope_sections {
+  std::array<int, 3> size{};
+  /// false (the decoder's M-RoPE): pair i turns at theta^(-2i / head_dim),
+  /// whatever its section. true (the vision tower's 2-D RoPE): each
+  /// section has its own ladder, pair j of section s at
+  /// theta^(-j / size[s]).
+  bool restart = false;
+
+  int components() const { return (size[0] > 0) + (size[1] > 0) + (size[2] > 0); }
+  int pairs() const { return size[0] + size[1] + size[2]; }
+  friend bool operator==(const rope_sections&, const rope_sections&) = default;
+};
+
 /// Parameters of an attention op over a KV view.
 ///
 /// Query row i attends to key row j iff `!causal` or
@@ -101,9 +121,9 @@ struct attention_args {
 /// Parameters of decode attention over the paged KV pool: one query row per
 /// sequence, attending to every one of the sequence's `seq_lens[s]` slots.
 struct paged_attention_args {
-  const float* q = nullptr;              // [n_seqs, n_heads * head_dim]
-  const float* k_pool = nullptr;         // [n_blocks * block_size, n_kv_heads * head_dim] (one layer)
-  const float* v_pool = nullptr;         // [n_blocks * block_size, n_kv_heads * head_dim] (one layer)
+  const float* q = nullptr;      // [n_seqs, n_heads * head_dim]
+  const float* k_pool = nullptr; // [n_blocks * block_size, n_kv_heads * head_dim] (one layer)
+  const float* v_pool = nullptr; // [n_blocks * block_size, n_kv_heads * head_dim] (one layer)
   const int32_t* block_tables = nullptr; // [n_seqs, max_blocks_per_seq]
   const int32_t* seq_lens = nullptr;     // [n_seqs]
   float* out = nullptr;                  // [n_seqs, n_heads * head_dim]
@@ -145,9 +165,9 @@ public:
   /// c = alpha * a · op(b) + beta * c.
   /// a: [m, k]; b: [n, k] if trans_b (PyTorch Linear weight) else [k, n];
   /// c: [m, n]. Leading dimensions are the natural ones unless given (>0).
-  virtual void matmul(const float* a, const float* b, float* c, int m, int n, int k,
-                      bool trans_b, float alpha = 1.0f, float beta = 0.0f, int lda = 0,
-                      int ldb = 0, int ldc = 0) = 0;
+  virtual void matmul(const float* a, const float* b, float* c, int m, int n, int k, bool trans_b,
+                      float alpha = 1.0f, float beta = 0.0f, int lda = 0, int ldb = 0,
+                      int ldc = 0) = 0;
 
   // -- element-wise -----------------------------------------------------------
 
@@ -167,8 +187,7 @@ public:
   // -- normalisation ----------------------------------------------------------
 
   /// y = x / rms(x) * w per row. x, y: [rows, dim]; w: [dim]. y may alias x.
-  virtual void rms_norm(const float* x, const float* w, float* y, int rows, int dim,
-                        float eps) = 0;
+  virtual void rms_norm(const float* x, const float* w, float* y, int rows, int dim, float eps) = 0;
   /// y = (x - mean) / std * w + b per row. x, y: [rows, dim]; w, b: [dim].
   virtual void layer_norm(const float* x, const float* w, const float* b, float* y, int rows,
                           int dim, float eps) = 0;
@@ -180,8 +199,16 @@ public:
   /// x: [rows, n_heads * head_dim] with row stride `stride` (0 = natural);
   /// pos: [rows]. Applying it with pos to a pre-RoPE key is how a cached
   /// key is placed at a new position.
-  virtual void rope(float* x, const int32_t* pos, int rows, int n_heads, int head_dim,
-                    float theta, int stride = 0) = 0;
+  virtual void rope(float* x, const int32_t* pos, int rows, int n_heads, int head_dim, float theta,
+                    int stride = 0) = 0;
+  /// In-place rotary embedding with several position components, each
+  /// turning its section of the frequency pairs (rotate_half pairing as
+  /// `rope`). pos: component c of row r at pos[c * pos_stride + r]
+  /// (pos_stride 0 = rows). With one section of head_dim / 2 pairs it is
+  /// `rope`.
+  virtual void rope_sectioned(float* x, const int32_t* pos, int rows, int n_heads, int head_dim,
+                              float theta, const rope_sections& sections, int stride = 0,
+                              int pos_stride = 0) = 0;
 
   // -- attention --------------------------------------------------------------
 

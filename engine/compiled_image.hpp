@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/model/token_grid.hpp"
+
 namespace mosaic {
 
 struct compiled_image {
@@ -14,6 +16,9 @@ struct compiled_image {
   int n_layers = 0; ///< decoder layers
   int hidden = 0;   ///< decoder hidden size
   int kv_dim = 0;   ///< n_kv_heads * head_dim
+  /// M-RoPE models (Qwen2-VL): the token grid the image was compiled with,
+  /// from the position origin; {} otherwise.
+  token_grid grid{};
 
   std::vector<float> embeddings; // [n_tokens, hidden]  projector output
   std::vector<float> k;          // [n_layers, n_tokens, kv_dim]  pre-RoPE

@@ -49,6 +49,11 @@ void project_qkv(backend& be, const text_config& cfg, const decoder_layer_weight
   be.matmul(s.x.f32(), w.q_proj.f32(), s.q.f32(), rows, q_dim, hidden, true);
   be.matmul(s.x.f32(), w.k_proj.f32(), s.k.f32(), rows, kv, hidden, true);
   be.matmul(s.x.f32(), w.v_proj.f32(), s.v.f32(), rows, kv, hidden, true);
+  if (!w.q_bias.empty()) { // Qwen2
+    be.add_bias(s.q.f32(), w.q_bias.f32(), rows, q_dim);
+    be.add_bias(s.k.f32(), w.k_bias.f32(), rows, kv);
+    be.add_bias(s.v.f32(), w.v_bias.f32(), rows, kv);
+  }
 }
 
 void output_and_mlp(backend& be, const text_config& cfg, const decoder_layer_weights& w, float* h,

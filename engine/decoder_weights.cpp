@@ -39,6 +39,11 @@ result<decoder_weights> upload_decoder_weights(backend& be, const text_config& c
     MOSAIC_TRY(up(L.k_proj, p + "self_attn.k_proj.weight", {kv, h}));
     MOSAIC_TRY(up(L.v_proj, p + "self_attn.v_proj.weight", {kv, h}));
     MOSAIC_TRY(up(L.o_proj, p + "self_attn.o_proj.weight", {h, q_dim}));
+    if (cfg.attention_bias) {
+      MOSAIC_TRY(up(L.q_bias, p + "self_attn.q_proj.bias", {q_dim}));
+      MOSAIC_TRY(up(L.k_bias, p + "self_attn.k_proj.bias", {kv}));
+      MOSAIC_TRY(up(L.v_bias, p + "self_attn.v_proj.bias", {kv}));
+    }
     MOSAIC_TRY(up(L.mlp_norm, p + "post_attention_layernorm.weight", {h}));
     MOSAIC_TRY(up(L.gate_proj, p + "mlp.gate_proj.weight", {ff, h}));
     MOSAIC_TRY(up(L.up_proj, p + "mlp.up_proj.weight", {ff, h}));

@@ -20,6 +20,11 @@ struct decoder_layer_weights {
   device_buffer k_proj;    // [kv_dim, hidden]
   device_buffer v_proj;    // [kv_dim, hidden]
   device_buffer o_proj;    // [hidden, n_heads * head_dim]
+  /// Qwen2 (text_config::attention_bias): biases of q, k and v; empty
+  /// otherwise.
+  device_buffer q_bias;    // [n_heads * head_dim]
+  device_buffer k_bias;    // [kv_dim]
+  device_buffer v_bias;    // [kv_dim]
   device_buffer mlp_norm;  // [hidden]
   device_buffer gate_proj; // [intermediate, hidden]
   device_buffer up_proj;   // [intermediate, hidden]

@@ -108,8 +108,11 @@ result<generation_result> generate(llava_engine& engine, const prompt& p, const 
   out.stats = std::move(pre->stats);
   kv_sequence seq = std::move(pre->sequence);
   // Decode positions continue the prompt's, also when compression leaves
-  // fewer rows than the prompt had tokens.
-  int32_t position = seq.length();
+  // fewer rows than the prompt had tokens; under M-RoPE (Qwen2-VL) from
+  // the largest position + 1, which an image makes smaller than the
+  // token count (prefill_result::rope_delta).
+  const int32_t rope_delta = pre->rope_delta;
+  int32_t position = seq.length() + rope_delta;
 
   if (compression.spec.enabled()) {
     const auto tc = clock_type::now();
@@ -127,7 +130,7 @@ result<generation_result> generate(llava_engine& engine, const prompt& p, const 
       return std::move(c).err();
     out.compress_seconds = since(tc);
     out.compression = c->stats;
-    position = c->next_position;
+    position = c->next_position + rope_delta;
     seq = std::move(c->sequence);
   }
   for (int32_t id : held) {

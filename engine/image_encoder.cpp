@@ -1,13 +1,34 @@
 #include "engine/image_encoder.hpp"
 
+#include <algorithm>
 #include <string>
 
 #include "engine/model/anyres.hpp"
 
 namespace mosaic {
 
+qwen2vl_image_config qwen_preprocessing(const model_config& cfg) {
+  qwen2vl_image_config c;
+  c.patch_size = cfg.vision.patch_size;
+  c.merge_size = cfg.vision.spatial_merge_size;
+  c.temporal_patch_size = cfg.vision.temporal_patch_size;
+  c.min_pixels = cfg.vision.min_pixels;
+  c.max_pixels = cfg.vision.max_pixels;
+  std::copy_n(cfg.vision.image_mean, 3, c.image_mean);
+  std::copy_n(cfg.vision.image_std, 3, c.image_std);
+  return c;
+}
+
 result<image_encoder> image_encoder::create(backend& be, const model_config& cfg,
                                             const weight_lookup& lookup) {
+  if (cfg.qwen_vl()) {
+    auto q = qwen_vision::create(be, cfg, lookup);
+    if (!q)
+      return std::move(q).err();
+    image_encoder enc{be, cfg};
+    enc.qwen_.emplace(std::move(*q));
+    return enc;
+  }
   auto tower = vision_tower::create(be, cfg.vision, lookup);
   if (!tower)
     return std::move(tower).err();
@@ -18,7 +39,9 @@ result<image_encoder> image_encoder::create(backend& be, const model_config& cfg
     return make_error(errc::internal, "vision tower yields ",
                       std::to_string(tower->output_tokens()),
                       " rows per view but the model expects ", std::to_string(cfg.view_tokens()));
-  image_encoder enc{be, cfg, std::move(*tower), std::move(*proj)};
+  image_encoder enc{be, cfg};
+  enc.tower_.emplace(std::move(*tower));
+  enc.proj_.emplace(std::move(*proj));
   if (cfg.anyres()) {
     const host_tensor* nl = lookup("image_newline");
     if (nl == nullptr || nl->shape != std::vector<int64_t>{cfg.text.hidden_size})
@@ -35,12 +58,16 @@ result<image_encoder> image_encoder::create(backend& be, const model_config& cfg
 }
 
 status image_encoder::encode_device(const float* image, float* out) {
-  MOSAIC_TRY(tower_.encode(image, features_.f32()));
-  return proj_.project(features_.f32(), out, view_tokens());
+  if (!tower_)
+    return make_error(errc::invalid_argument, "image encoder: Qwen2-VL has no fixed views");
+  MOSAIC_TRY(tower_->encode(image, features_.f32()));
+  return proj_->project(features_.f32(), out, view_tokens());
 }
 
 result<std::vector<float>> image_encoder::encode_preprocessed(std::span<const float> image) {
-  const vision_config& vc = tower_.config();
+  if (!tower_)
+    return make_error(errc::invalid_argument, "image encoder: Qwen2-VL has no fixed views");
+  const vision_config& vc = tower_->config();
   const size_t want = static_cast<size_t>(vc.num_channels) * vc.image_size * vc.image_size;
   if (image.size() != want)
     return make_error(errc::invalid_argument, "image encoder: preprocessed image has ",
@@ -68,13 +95,19 @@ result<std::vector<float>> image_encoder::encode(const decoded_image& image,
     return make_error(errc::invalid_argument, "image encoder: decoded image is empty or its ",
                       "pixel buffer does not match its ", std::to_string(image.width), "x",
                       std::to_string(image.height), " size");
+  if (qwen_) {
+    auto px = preprocess_qwen2vl(image, qwen_preprocessing(cfg_));
+    if (!px)
+      return std::move(px).err();
+    return qwen_->encode(px->values, px->grid, between_views);
+  }
   if (cfg_.anyres()) {
     auto views = preprocess_anyres(image, cfg_.vision.grid_pinpoints, cfg_.vision);
     if (!views)
       return std::move(views).err();
     return encode_views(*views, image.height, image.width, between_views);
   }
-  const std::vector<float> pixels = preprocess_image(image, tower_.config());
+  const std::vector<float> pixels = preprocess_image(image, tower_->config());
   return encode_preprocessed(pixels);
 }
 

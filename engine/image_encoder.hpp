@@ -7,9 +7,12 @@
 // (anyres): the base view and the grid's tiles each through the tower and
 // the projector, then packed (unpadded, image_newline after each row,
 // engine/model/anyres.hpp), so the row count depends on the image's size
-// (model_config::image_tokens_for).
+// (model_config::image_tokens_for). Qwen2-VL / Qwen2.5-VL: smart_resize
+// and the patch rows (engine/model/qwen2vl_image.hpp), then the tower with
+// its merger (engine/qwen_vision.hpp): one row per merged 2x2 patches.
 
 #include <functional>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -18,10 +21,14 @@
 #include "engine/model/image.hpp"
 #include "engine/model/model_config.hpp"
 #include "engine/projector.hpp"
+#include "engine/qwen_vision.hpp"
 #include "engine/vision_tower.hpp"
 #include "engine/weight_lookup.hpp"
 
 namespace mosaic {
+
+/// Qwen2-VL's preprocessing parameters from the model's config.
+qwen2vl_image_config qwen_preprocessing(const model_config& cfg);
 
 /// Vision tower + projector of one model on one backend.
 class image_encoder {
@@ -31,10 +38,11 @@ public:
   static result<image_encoder> create(backend& be, const model_config& cfg,
                                       const weight_lookup& lookup);
 
-  /// Rows one view produces (LLaVA-1.5: one image).
-  int view_tokens() const { return tower_.output_tokens(); }
+  /// Rows one view produces (LLaVA-1.5: one image; Qwen2-VL: the most an
+  /// image takes).
+  int view_tokens() const { return tower_ ? tower_->output_tokens() : cfg_.image_tokens(); }
   /// Width of each row (the decoder hidden size).
-  int hidden() const { return proj_.out_dim(); }
+  int hidden() const { return proj_ ? proj_->out_dim() : qwen_->out_dim(); }
 
   /// Preprocesses and encodes one image; returns
   /// [model_config::image_tokens_for(height, width), hidden()]. Anyres:
@@ -61,15 +69,15 @@ public:
   status encode_device(const float* image, float* out);
 
 private:
-  image_encoder(backend& be, const model_config& cfg, vision_tower tower, projector proj)
-    : be_(&be), cfg_(cfg), tower_(std::move(tower)), proj_(std::move(proj)) {}
+  image_encoder(backend& be, const model_config& cfg) : be_(&be), cfg_(cfg) {}
 
   backend* be_;
   model_config cfg_;
-  vision_tower tower_;
-  projector proj_;
-  device_buffer features_;     // [view_tokens, vision hidden]
-  std::vector<float> newline_; // anyres: image_newline [hidden]
+  std::optional<vision_tower> tower_; // LLaVA
+  std::optional<projector> proj_;     // LLaVA
+  std::optional<qwen_vision> qwen_;   // Qwen2-VL / Qwen2.5-VL
+  device_buffer features_;            // [view_tokens, vision hidden]
+  std::vector<float> newline_;        // anyres: image_newline [hidden]
 };
 
 } // namespace mosaic

@@ -35,6 +35,47 @@ double link_plan::recomputed_fraction() const {
   return static_cast<double>(total) / (static_cast<double>(n_layers) * n_tokens());
 }
 
+status assign_mrope_positions(link_plan& plan) {
+  const int n = plan.n_tokens();
+  std::vector<int32_t> t, h, w;
+  t.reserve(static_cast<size_t>(n));
+  h.reserve(static_cast<size_t>(n));
+  w.reserve(static_cast<size_t>(n));
+  int64_t next = 0; // the largest position so far + 1
+  for (const auto& seg : plan.segments) {
+    if (seg.kind == segment_kind::text) {
+      for (int i = seg.begin; i < seg.end; ++i, ++next)
+        for (auto* v : {&t, &h, &w})
+          v->push_back(static_cast<int32_t>(next));
+      continue;
+    }
+    if (seg.image < 0 || static_cast<size_t>(seg.image) >= plan.images.size())
+      return invalid("segment [" + str(seg.begin) + ", " + str(seg.end) + ") names no image");
+    const auto& g = plan.images[static_cast<size_t>(seg.image)].grid;
+    if (g.t <= 0 || g.rows <= 0 || g.cols <= 0 || g.count() != seg.end - seg.begin)
+      return invalid("image " + str(seg.image) + " needs a token grid of " +
+                     str(seg.end - seg.begin) + " tokens for M-RoPE, not " + str(g.t) + "x" +
+                     str(g.rows) + "x" + str(g.cols));
+    const int64_t s = next;
+    for (int i = 0; i < g.t; ++i)
+      for (int j = 0; j < g.rows; ++j)
+        for (int k = 0; k < g.cols; ++k) {
+          t.push_back(static_cast<int32_t>(s + i));
+          h.push_back(static_cast<int32_t>(s + j));
+          w.push_back(static_cast<int32_t>(s + k));
+        }
+    next = s + std::max({g.t, g.rows, g.cols});
+  }
+  if (t.size() != static_cast<size_t>(n))
+    return invalid("the segments cover " + str(static_cast<long long>(t.size())) + " of " + str(n) +
+                   " tokens");
+  plan.rope_positions = std::move(t);
+  plan.rope_positions.insert(plan.rope_positions.end(), h.begin(), h.end());
+  plan.rope_positions.insert(plan.rope_positions.end(), w.begin(), w.end());
+  plan.rope_delta = static_cast<int32_t>(next - n);
+  return {};
+}
+
 status link_plan::validate() const {
   const int n = n_tokens();
   if (n == 0)
@@ -52,6 +93,12 @@ status link_plan::validate() const {
     if (i > 0 && positions[static_cast<size_t>(i)] <= positions[static_cast<size_t>(i - 1)])
       return invalid("positions must be strictly increasing (token " + str(i) + ")");
   }
+
+  if (!rope_positions.empty() && rope_positions.size() != 3 * static_cast<size_t>(n))
+    return invalid("rope_positions must hold 3 components of " + str(n) + " tokens");
+  for (int32_t p : rope_positions)
+    if (p < 0)
+      return invalid("rope_positions must not be negative");
 
   // Segments cover [0, n) in order; image segments match their image.
   int next = 0;

@@ -29,6 +29,7 @@
 
 #include "engine/compiled_image.hpp"
 #include "engine/error.hpp"
+#include "engine/model/token_grid.hpp"
 
 namespace mosaic {
 
@@ -54,6 +55,8 @@ struct plan_image {
   const float* embeddings = nullptr; // [n_tokens, hidden]
   /// The cached standalone KV (K pre-RoPE), or nullptr for a miss.
   const compiled_image* entry = nullptr;
+  /// M-RoPE models: the image's token grid (count() == n_tokens).
+  token_grid grid{};
 };
 
 /// Where a token's KV comes from at a layer where it is not computed.
@@ -78,6 +81,15 @@ struct prefix_kv {
 };
 
 class link_plan;
+
+/// Fills plan.rope_positions and plan.rope_delta from the segments and the
+/// images' grids, as HF Qwen2-VL's get_rope_index: a text token takes the
+/// next position in all three components; an image starting where the
+/// largest position so far + 1 is s gives its token (i, j, k) the
+/// components (s + i, s + j, s + k) and the text after it continues from
+/// s + max(t, rows, cols). An image without a grid, or whose grid does not
+/// count its tokens → invalid_argument.
+status assign_mrope_positions(link_plan& plan);
 
 /// A plan whose compute sets past `layer` are decided during the pass
 /// (CacheBlend's check layer): after projecting layer `layer`'s Q/K/V, the
@@ -114,8 +126,16 @@ public:
 
   // -- tokens -----------------------------------------------------------------
 
-  std::vector<int32_t> token_ids;     // [n] text token id; -1 for image tokens
-  std::vector<int32_t> positions;     // [n] absolute positions, strictly increasing
+  std::vector<int32_t> token_ids; // [n] text token id; -1 for image tokens
+  std::vector<int32_t> positions; // [n] absolute positions, strictly increasing
+  /// M-RoPE models (Qwen2-VL): the rotary positions, component-major
+  /// [3, n] (temporal, height, width), as HF's get_rope_index makes them
+  /// (assign_mrope_positions); empty for plain RoPE, which rotates by
+  /// `positions`. `positions` stays the token order attention is causal in.
+  std::vector<int32_t> rope_positions;
+  /// M-RoPE: the largest rotary position + 1 minus n (HF's rope_deltas); a
+  /// token decoded at index i after the prompt turns by i + rope_delta.
+  int32_t rope_delta = 0;
   std::vector<plan_segment> segments; ///< cover [0, n) in order
   std::vector<plan_image> images;
   std::vector<kv_source> kv; // [n]

@@ -59,7 +59,7 @@ result<prompt_prefill> llava_engine::prefill_prompt(const prompt& p, const polic
 
 result<compiled_image> llava_engine::compile_image(std::span<const float> embeddings,
                                                    const std::function<status(int)>& between_steps,
-                                                   int chunk_tokens) {
+                                                   int chunk_tokens, token_grid grid) {
   const int hidden = config_.text.hidden_size;
   if (embeddings.empty() || embeddings.size() % static_cast<size_t>(hidden) != 0)
     return make_error(errc::invalid_argument, "compile_image: ", std::to_string(embeddings.size()),
@@ -67,7 +67,7 @@ result<compiled_image> llava_engine::compile_image(std::span<const float> embedd
                       std::to_string(hidden));
   return mosaic::compile_image(*be_, decoder_, *pool_, embeddings.data(),
                                static_cast<int>(embeddings.size() / static_cast<size_t>(hidden)),
-                               between_steps, chunk_tokens);
+                               between_steps, chunk_tokens, grid);
 }
 
 result<std::vector<float>> llava_engine::decode_step(std::span<const decode_input> inputs) {

@@ -76,7 +76,7 @@ public:
   /// mosaic::compile_image.
   result<compiled_image> compile_image(std::span<const float> embeddings,
                                        const std::function<status(int layer)>& between_steps = {},
-                                       int chunk_tokens = 0);
+                                       int chunk_tokens = 0, token_grid grid = {});
   /// One batched decode step; logits [inputs.size(), vocab].
   result<std::vector<float>> decode_step(std::span<const decode_input> inputs);
 

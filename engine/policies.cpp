@@ -84,7 +84,8 @@ result<link_plan> layout(const prompt& p, const policy_spec& policy, const text_
     if (emb == nullptr)
       return make_error(errc::invalid_argument, name,
                         " is a cache miss without embeddings; run the vision encoder first");
-    plan.images.push_back({img.key, img.n_tokens, emb, use_images ? img.cached : nullptr});
+    plan.images.push_back(
+        {img.key, img.n_tokens, emb, use_images ? img.cached : nullptr, img.grid});
   }
   std::vector<bool> image_used(p.images.size(), false);
   for (size_t i = 0; i < p.parts.size(); ++i) {
@@ -121,6 +122,8 @@ result<link_plan> layout(const prompt& p, const policy_spec& policy, const text_
   if (n == 0)
     return make_error(errc::invalid_argument, "the prompt is empty");
   std::iota(plan.positions.begin(), plan.positions.end(), 0);
+  if (cfg.mrope())
+    MOSAIC_TRY(assign_mrope_positions(plan));
 
   // Exact prefix reuse (never the last token, whose logits are needed).
   int n_prefix = 0;

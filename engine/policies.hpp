@@ -47,6 +47,9 @@ struct prompt_image {
   /// Fresh encoder output for a miss (host; may be null for a hit, whose
   /// entry carries the embeddings).
   const float* embeddings = nullptr; // [n_tokens, hidden]
+  /// M-RoPE models (Qwen2-VL): the image's token grid; the plan's rotary
+  /// positions come from it.
+  token_grid grid{};
 };
 
 /// One run of the prompt: text ids, or one image.

@@ -28,6 +28,8 @@ struct pass_buffers {
   device_buffer prefix_slots; // [P] int32     pool rows of a separate prefix sequence
   device_buffer idx;          // [rows] int32  S_l in the chunk
   device_buffer pos_c;        // [rows] int32  positions of S_l in the chunk
+  device_buffer rope_all;     // [3, n] int32  M-RoPE: the plan's rotary positions
+  device_buffer rope_c;       // [3, rows] int32  M-RoPE: those of S_l in the chunk
   device_buffer k_work;       // [n, kv_dim]   the layer's K, all tokens up to the chunk's end
   device_buffer v_work;       // [n, kv_dim]
   device_buffer k_fresh;      // [n, kv_dim]   pre-RoPE fresh K (deviation)
@@ -78,6 +80,14 @@ status check_plan_for_model(const link_plan& plan, const text_config& cfg, const
   }
   if (options.chunk_tokens < 0)
     return make_error(errc::invalid_argument, "chunk_tokens must be >= 0");
+  // Text alone turns the same under M-RoPE and 1-D RoPE; an image does not.
+  if (cfg.mrope() && plan.rope_positions.empty() && !plan.images.empty())
+    return make_error(errc::invalid_argument,
+                      "the model uses M-RoPE: a plan with images needs rope_positions "
+                      "(assign_mrope_positions)");
+  if (!cfg.mrope() && !plan.rope_positions.empty())
+    return make_error(errc::invalid_argument,
+                      "the plan has M-RoPE positions but the model uses 1-D RoPE");
   if (options.capture != nullptr) {
     if (plan.completion.layer >= 0)
       return make_error(errc::invalid_argument, "capture needs a complete plan");
@@ -110,7 +120,9 @@ result<pass_buffers> allocate_buffers(backend& be, const text_config& cfg, const
         field{&b.prefix_slots, static_cast<size_t>(plan.prefix.n_tokens)}, field{&b.idx, r},
         field{&b.pos_c, r}, field{&b.k_work, n * kv}, field{&b.v_work, n * kv},
         field{&b.k_fresh, blend ? n * kv : 1}, field{&b.entry_k, blend ? max_image * kv : 1},
-        field{&b.deviation, blend ? n : 1}}) {
+        field{&b.deviation, blend ? n : 1},
+        field{&b.rope_all, plan.rope_positions.empty() ? 1 : 3 * n},
+        field{&b.rope_c, plan.rope_positions.empty() ? 1 : 3 * r}}) {
     auto a = allocate_floats(be, std::max<size_t>(count, 1)); // int32 and f32 have the same size
     if (!a)
       return std::move(a).err();
@@ -192,6 +204,20 @@ std::pair<int, int> entry_rows(const link_plan& plan, const plan_segment& seg, i
   return {begin, std::max(begin, end)};
 }
 
+/// RoPE of `rows` rows of `x` (n_heads heads): by the 1-D positions
+/// `pos`, or, for an M-RoPE plan, by the three components at `rope`
+/// (component c of row r at rope[c * rope_stride + r]) in the model's
+/// sections.
+void rotate(backend& be, const text_config& cfg, const link_plan& plan, float* x, int rows,
+            int n_heads, const int32_t* pos, const int32_t* rope, int rope_stride) {
+  if (plan.rope_positions.empty()) {
+    be.rope(x, pos, rows, n_heads, cfg.head_dim(), cfg.rope_theta);
+    return;
+  }
+  be.rope_sectioned(x, rope, rows, n_heads, cfg.head_dim(), cfg.rope_theta,
+                    rope_sections{cfg.mrope_section, false}, 0, rope_stride);
+}
+
 /// Places the cached KV of layer `l` for the chunk [c0, c1) into the
 /// working buffers: every earlier row (prefix, earlier chunks) from the
 /// sequence's pool slots as it is, the chunk's image-entry rows with K
@@ -214,8 +240,8 @@ status place_cached(backend& be, const text_config& cfg, const link_plan& plan,
     const size_t bytes = static_cast<size_t>(end - begin) * kv * sizeof(float);
     MOSAIC_TRY(be.upload(b.k_work.f32() + off, entry.k_layer(l) + row0, bytes));
     MOSAIC_TRY(be.upload(b.v_work.f32() + off, entry.v_layer(l) + row0, bytes));
-    be.rope(b.k_work.f32() + off, b.positions.i32() + begin, end - begin, cfg.num_kv_heads,
-            cfg.head_dim(), cfg.rope_theta);
+    rotate(be, cfg, plan, b.k_work.f32() + off, end - begin, cfg.num_kv_heads,
+           b.positions.i32() + begin, b.rope_all.i32() + begin, plan.n_tokens());
   }
   return {};
 }
@@ -307,8 +333,8 @@ result<prefill_result> run_prefill(backend& be, const decoder_weights& w, kv_poo
   if (shared_prefix)
     plan.prefix.sequence = n_prefix > 0 ? &out.sequence : nullptr;
   MOSAIC_TRY(out.sequence.reserve(n));
-  const int chunk = options.chunk_tokens > 0 ? std::min(options.chunk_tokens, n - n_prefix)
-                                            : n - n_prefix;
+  const int chunk =
+      options.chunk_tokens > 0 ? std::min(options.chunk_tokens, n - n_prefix) : n - n_prefix;
   auto buffers = allocate_buffers(be, cfg, plan, chunk);
   if (!buffers)
     return std::move(buffers).err();
@@ -316,6 +342,9 @@ result<prefill_result> run_prefill(backend& be, const decoder_weights& w, kv_poo
 
   const std::vector<int32_t> slots = out.sequence.slots(0, n);
   MOSAIC_TRY(be.upload(b.positions.data(), plan.positions.data(), n * sizeof(int32_t)));
+  if (!plan.rope_positions.empty())
+    MOSAIC_TRY(be.upload(b.rope_all.data(), plan.rope_positions.data(),
+                         plan.rope_positions.size() * sizeof(int32_t)));
   MOSAIC_TRY(be.upload(b.slots.data(), slots.data(), n * sizeof(int32_t)));
   if (n_prefix > 0 && !shared_prefix)
     MOSAIC_TRY(copy_prefix(be, cfg, plan, pool, b));
@@ -324,6 +353,7 @@ result<prefill_result> run_prefill(backend& be, const decoder_weights& w, kv_poo
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
   std::vector<int32_t> pos_c;
+  std::vector<int32_t> rope_c;
   for (int c0 = n_prefix; c0 < n;) {
     const int c1 = std::min(n, c0 + chunk);
     const bool last_chunk = c1 == n;
@@ -341,6 +371,14 @@ result<prefill_result> run_prefill(backend& be, const decoder_weights& w, kv_poo
           pos_c[i] = plan.positions[static_cast<size_t>(s[i])];
         MOSAIC_TRY(be.upload(b.idx.data(), s.data(), s.size() * sizeof(int32_t)));
         MOSAIC_TRY(be.upload(b.pos_c.data(), pos_c.data(), pos_c.size() * sizeof(int32_t)));
+        if (!plan.rope_positions.empty()) {
+          rope_c.resize(3 * s.size());
+          for (size_t c = 0; c < 3; ++c)
+            for (size_t i = 0; i < s.size(); ++i)
+              rope_c[c * s.size() + i] =
+                  plan.rope_positions[c * static_cast<size_t>(n) + static_cast<size_t>(s[i])];
+          MOSAIC_TRY(be.upload(b.rope_c.data(), rope_c.data(), rope_c.size() * sizeof(int32_t)));
+        }
 
         be.gather_rows(b.hidden.f32(), b.idx.i32(), b.hc.f32(), n_c, h);
         project_qkv(be, cfg, lw, b.hc.f32(), n_c, b.scratch);
@@ -354,7 +392,8 @@ result<prefill_result> run_prefill(backend& be, const decoder_weights& w, kv_poo
         if (plan.completion.layer == l)
           MOSAIC_TRY(complete_plan(be, cfg, plan, cached, l, n_c, c0, c1, b));
 
-        be.rope(b.scratch.k.f32(), b.pos_c.i32(), n_c, cfg.num_kv_heads, hd, cfg.rope_theta);
+        rotate(be, cfg, plan, b.scratch.k.f32(), n_c, cfg.num_kv_heads, b.pos_c.i32(),
+               b.rope_c.i32(), n_c);
         // Fresh KV of S_l overwrites the cached rows before attention.
         be.scatter_rows(b.scratch.k.f32(), b.idx.i32(), b.k_work.f32(), n_c, kv);
         be.scatter_rows(b.scratch.v.f32(), b.idx.i32(), b.v_work.f32(), n_c, kv);
@@ -369,7 +408,8 @@ result<prefill_result> run_prefill(backend& be, const decoder_weights& w, kv_poo
         if (rows > 0) {
           const size_t q_dim = static_cast<size_t>(cfg.num_heads) * hd;
           float* q = b.scratch.q.f32() + static_cast<size_t>(first_row) * q_dim;
-          be.rope(q, b.pos_c.i32() + first_row, rows, cfg.num_heads, hd, cfg.rope_theta);
+          rotate(be, cfg, plan, q, rows, cfg.num_heads, b.pos_c.i32() + first_row,
+                 b.rope_c.i32() + first_row, n_c);
           attention_args a;
           a.q = q;
           a.k = b.k_work.f32();
@@ -411,6 +451,7 @@ result<prefill_result> run_prefill(backend& be, const decoder_weights& w, kv_poo
   if (!logits)
     return std::move(logits).err();
   out.logits = std::move(*logits);
+  out.rope_delta = plan.rope_delta;
   MOSAIC_TRY(out.sequence.set_length(n));
 
   auto& st = out.stats;
@@ -458,7 +499,7 @@ link_plan plain_text_plan(const text_config& cfg, const std::vector<int32_t>& id
 result<compiled_image> compile_image(backend& be, const decoder_weights& w, kv_pool& pool,
                                      const float* embeddings, int n_tokens,
                                      const std::function<status(int layer)>& between_steps,
-                                     int chunk_tokens) {
+                                     int chunk_tokens, token_grid grid) {
   const auto& cfg = w.config;
   if (embeddings == nullptr || n_tokens <= 0)
     return make_error(errc::invalid_argument,
@@ -471,12 +512,17 @@ result<compiled_image> compile_image(backend& be, const decoder_weights& w, kv_p
   p.positions.resize(static_cast<size_t>(n_tokens));
   std::iota(p.positions.begin(), p.positions.end(), 0);
   p.segments.push_back({segment_kind::image, 0, n_tokens, 0});
-  p.images.push_back({"", n_tokens, embeddings, nullptr});
+  p.images.push_back({"", n_tokens, embeddings, nullptr, grid});
   p.kv.assign(static_cast<size_t>(n_tokens), kv_source{});
   p.compute.assign(static_cast<size_t>(cfg.num_layers), p.positions);
+  // M-RoPE: the image's own positions from the origin (s = 0), so that
+  // placing it later moves every component by the same amount.
+  if (cfg.mrope())
+    MOSAIC_TRY(assign_mrope_positions(p));
 
   compiled_image img;
   img.resize(n_tokens, cfg.num_layers, cfg.hidden_size, cfg.kv_dim());
+  img.grid = cfg.mrope() ? grid : token_grid{};
   std::copy_n(embeddings, img.embeddings.size(), img.embeddings.begin());
   prefill_options options;
   options.capture = &img;

@@ -88,7 +88,9 @@ struct prefill_stats {
 
 struct prefill_result {
   std::vector<float> logits; // [vocab]  of the last token
-  kv_sequence sequence;      ///< the prompt's KV, left in the pool for decode
+  /// M-RoPE: decode positions are index + rope_delta (link_plan::rope_delta).
+  int32_t rope_delta = 0;
+  kv_sequence sequence; ///< the prompt's KV, left in the pool for decode
   prefill_stats stats;
 };
 
@@ -110,9 +112,11 @@ link_plan plain_text_plan(const text_config& cfg, const std::vector<int32_t>& id
 /// a background compile may let a decode step use the device there.
 /// `chunk_tokens` > 0 computes the image in chunks of that many tokens
 /// (the same result; each step is shorter, so a decode step waits less).
+/// M-RoPE models (Qwen2-VL) need the image's token `grid`: its tokens
+/// turn by their M-RoPE positions from the origin.
 result<compiled_image> compile_image(backend& be, const decoder_weights& weights, kv_pool& pool,
                                      const float* embeddings, int n_tokens,
                                      const std::function<status(int layer)>& between_steps = {},
-                                     int chunk_tokens = 0);
+                                     int chunk_tokens = 0, token_grid grid = {});
 
 } // namespace mosaic

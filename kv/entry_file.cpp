@@ -181,6 +181,7 @@ result<compiled_image> read_entry(const fs::path& path, entry_header* header_out
     return std::move(rows).err();
   compiled_image img;
   img.resize(h->n_tokens, h->n_layers, h->hidden, h->kv_dim);
+  img.grid = h->grid;
   for (int s = 0; s < h->n_sections(); ++s) {
     buf.resize(h->section_padded(s));
     n = pread_full(fd.get(), buf.data(), buf.size(), h->section_offset(s), path);

@@ -34,9 +34,13 @@ enum : size_t {
   off_table_bytes = 176,
   off_table_checksum = 184,
   off_ns = 192,
+  off_grid_t = 448, // after the owner namespace; zero in older files
+  off_grid_rows = 452,
+  off_grid_cols = 456,
   off_header_checksum = page_bytes - 8,
 };
-static_assert(off_ns + max_owner_ns_bytes <= off_header_checksum);
+static_assert(off_ns + max_owner_ns_bytes <= off_grid_t);
+static_assert(off_grid_cols + 4 <= off_header_checksum);
 
 constexpr uint8_t flag_k_pre_rope = 1;
 constexpr int32_t max_dim = 1 << 20;
@@ -82,6 +86,11 @@ status validate_header_fields(const entry_header& h) {
   if (h.n_kv_heads < 0 || h.head_dim < 0 ||
       ((h.n_kv_heads != 0 || h.head_dim != 0) && int64_t(h.n_kv_heads) * h.head_dim != h.kv_dim))
     return make_error(errc::invalid_argument, "KV entry n_kv_heads * head_dim != kv_dim");
+  if (h.grid != token_grid{} &&
+      (h.grid.t <= 0 || h.grid.rows <= 0 || h.grid.cols <= 0 || h.grid.count() != h.n_tokens))
+    return make_error(errc::invalid_argument, "KV entry token grid ", std::to_string(h.grid.t),
+                      "x", std::to_string(h.grid.rows), "x", std::to_string(h.grid.cols),
+                      " does not count its ", std::to_string(h.n_tokens), " tokens");
   if (h.dtype != storage_dtype::f16 && h.dtype != storage_dtype::bf16)
     return make_error(errc::invalid_argument, "KV entry has an unknown storage dtype");
   if (h.owner_ns.size() > max_owner_ns_bytes)
@@ -119,6 +128,9 @@ std::vector<uint8_t> encode_header(const entry_header& h) {
   put<uint64_t>(page, off_table_checksum, h.table_checksum);
   std::memcpy(page.data() + off_ns, h.owner_ns.data(),
               std::min(h.owner_ns.size(), max_owner_ns_bytes));
+  put<int32_t>(page, off_grid_t, h.grid.t);
+  put<int32_t>(page, off_grid_rows, h.grid.rows);
+  put<int32_t>(page, off_grid_cols, h.grid.cols);
   put<uint64_t>(page, off_header_checksum,
                 checksum(std::span<const uint8_t>{page.data(), off_header_checksum}));
   return page;
@@ -157,6 +169,8 @@ result<entry_header> decode_header(std::span<const uint8_t> page) {
   h.created_unix = get<int64_t>(page, off_created);
   h.expires_unix = get<int64_t>(page, off_expires);
   h.table_checksum = get<uint64_t>(page, off_table_checksum);
+  h.grid = {get<int32_t>(page, off_grid_t), get<int32_t>(page, off_grid_rows),
+            get<int32_t>(page, off_grid_cols)};
   if (auto st = validate_header_fields(h); !st)
     return corrupt("header is inconsistent: " + st.err().message);
   if (get<uint32_t>(page, off_n_sections) != uint32_t(h.n_sections()) ||
@@ -215,6 +229,7 @@ void set_geometry(entry_header& h, const compiled_image& img) {
   h.n_layers = img.n_layers;
   h.hidden = img.hidden;
   h.kv_dim = img.kv_dim;
+  h.grid = img.grid;
 }
 
 } // namespace mosaic::kv

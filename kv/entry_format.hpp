@@ -52,6 +52,9 @@ struct entry_header {
   int32_t kv_dim = 0;
   int32_t n_kv_heads = 0; ///< 0 when unknown
   int32_t head_dim = 0;   ///< 0 when unknown
+  /// M-RoPE models: the token grid the KV was compiled with (all 0
+  /// otherwise, as in entries written before it was stored).
+  token_grid grid{};
   int64_t created_unix = 0;
   int64_t expires_unix = 0; ///< 0 = never expires
   uint64_t table_checksum = 0;

@@ -305,6 +305,7 @@ status loader_engine::process(read_op& op) {
           d.k.size() != d.layer_elems() * h->n_layers ||
           d.v.size() != d.layer_elems() * h->n_layers)
         d.resize(h->n_tokens, h->n_layers, h->hidden, h->kv_dim);
+      d.grid = h->grid;
     }
     return metadata_arrived(op);
   }

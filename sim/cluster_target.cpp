@@ -119,7 +119,10 @@ result<int> prebuild_dynamic_library(actors::local_cluster& cluster, const workl
     auto emb = ctx.encoder->encode(img);
     if (!emb)
       return make_error(emb.err().code, "image ", std::to_string(idx), ": ", emb.err().message);
-    auto entry = ctx.engine->compile_image(*emb);
+    auto grid = ctx.engine->config().image_token_grid(img.height, img.width); // M-RoPE models
+    if (!grid)
+      return make_error(grid.err().code, "image ", std::to_string(idx), ": ", grid.err().message);
+    auto entry = ctx.engine->compile_image(*emb, {}, 0, *grid);
     if (!entry)
       return make_error(entry.err().code, "image ", std::to_string(idx), ": ", entry.err().message);
     if (auto put = ctx.library->put_shared(admin, library, key, *entry); !put)

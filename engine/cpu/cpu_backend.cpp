@@ -112,6 +112,13 @@ public:
     std::lock_guard guard{scratch_mtx_};
     cpu::rope(pool_, rope_table_, x, pos, rows, n_heads, head_dim, theta, stride);
   }
+  void rope_sectioned(float* x, const int32_t* pos, int rows, int n_heads, int head_dim,
+                      float theta, const rope_sections& sections, int stride,
+                      int pos_stride) override {
+    std::lock_guard guard{scratch_mtx_};
+    cpu::rope_sectioned(pool_, rope_table_, x, pos, rows, n_heads, head_dim, theta, sections,
+                        stride, pos_stride);
+  }
 
   // -- attention --------------------------------------------------------------
 

@@ -161,39 +161,59 @@ void layer_norm(thread_pool& pool, const float* x, const float* w, const float* 
   });
 }
 
-void rope(thread_pool& pool, rope_table& table, float* x, const int32_t* pos, int rows, int n_heads,
-          int head_dim, float theta, int stride) {
-  const int half = head_dim / 2;
-  if (half == 0 || rows <= 0)
-    return;
-  const bool hit = table.theta == theta && table.head_dim == head_dim &&
-                   table.positions.size() == static_cast<size_t>(rows) &&
-                   std::equal(pos, pos + rows, table.positions.begin());
-  if (!hit) {
-    table.theta = theta;
-    table.head_dim = head_dim;
-    table.positions.assign(pos, pos + rows);
-    table.cos.resize(static_cast<size_t>(rows) * half);
-    table.sin.resize(static_cast<size_t>(rows) * half);
-    // The angle pos * theta^(-2i/d) is formed in double: in f32 a position
-    // of 32k would lose ~3 decimal digits of the angle before the sine.
-    std::vector<double> inv_freq(static_cast<size_t>(half));
-    for (int i = 0; i < half; ++i)
-      inv_freq[static_cast<size_t>(i)] =
-          std::pow(static_cast<double>(theta), -2.0 * i / static_cast<double>(head_dim));
-    const double* freq = inv_freq.data();
-    float* cs = table.cos.data();
-    float* sn = table.sin.data();
-    pool.parallel_for(0, rows, row_grain(static_cast<int64_t>(half) * 64),
-                      [=](int64_t lo, int64_t hi) {
-                        for (int64_t r = lo; r < hi; ++r)
-                          for (int i = 0; i < half; ++i) {
-                            const double angle = static_cast<double>(pos[r]) * freq[i];
-                            cs[r * half + i] = static_cast<float>(std::cos(angle));
-                            sn[r * half + i] = static_cast<float>(std::sin(angle));
-                          }
-                      });
+namespace {
+
+/// Fills `table` for `rows` rows of `components` position arrays, pair i
+/// turning by component comp[i] at frequency freq[i], unless it holds them.
+void fill_rope_table(thread_pool& pool, rope_table& table, const int32_t* pos_in, int rows,
+                     int pos_stride, int head_dim, float theta, const rope_sections& sections,
+                     int components, const std::vector<int>& comp,
+                     const std::vector<double>& freq) {
+  const size_t n_pos = static_cast<size_t>(rows) * static_cast<size_t>(components);
+  // Compact [components, rows] copy of the positions: the cache's key.
+  std::vector<int32_t>& compact = table.staging;
+  const int32_t* pos = pos_in;
+  if (components > 1 && pos_stride != rows) {
+    compact.resize(n_pos);
+    for (int c = 0; c < components; ++c)
+      std::copy_n(pos_in + static_cast<ptrdiff_t>(c) * pos_stride, rows,
+                  compact.begin() + static_cast<ptrdiff_t>(c) * rows);
+    pos = compact.data();
   }
+  const bool hit = table.theta == theta && table.head_dim == head_dim &&
+                   table.sections == sections && table.components == components &&
+                   table.positions.size() == n_pos &&
+                   std::equal(pos, pos + n_pos, table.positions.begin());
+  if (hit)
+    return;
+  const int half = head_dim / 2;
+  table.theta = theta;
+  table.head_dim = head_dim;
+  table.sections = sections;
+  table.components = components;
+  table.positions.assign(pos, pos + n_pos);
+  table.cos.resize(static_cast<size_t>(rows) * half);
+  table.sin.resize(static_cast<size_t>(rows) * half);
+  pos = table.positions.data();
+  const double* f = freq.data();
+  const int* c = comp.data();
+  float* cs = table.cos.data();
+  float* sn = table.sin.data();
+  pool.parallel_for(0, rows, row_grain(static_cast<int64_t>(half) * 64),
+                    [=](int64_t lo, int64_t hi) {
+                      for (int64_t r = lo; r < hi; ++r)
+                        for (int i = 0; i < half; ++i) {
+                          const double p = static_cast<double>(pos[c[i] * int64_t{rows} + r]);
+                          const double angle = p * f[i];
+                          cs[r * half + i] = static_cast<float>(std::cos(angle));
+                          sn[r * half + i] = static_cast<float>(std::sin(angle));
+                        }
+                    });
+}
+
+void apply_rope_table(thread_pool& pool, const rope_table& table, float* x, int rows, int n_heads,
+                      int head_dim, int stride) {
+  const int half = head_dim / 2;
   const int64_t row_stride = stride > 0 ? stride : static_cast<int64_t>(n_heads) * head_dim;
   const float* cs = table.cos.data();
   const float* sn = table.sin.data();
@@ -202,6 +222,49 @@ void rope(thread_pool& pool, rope_table& table, float* x, const int32_t* pos, in
         for (int64_t r = lo; r < hi; ++r)
           rope_row(x + r * row_stride, cs + r * half, sn + r * half, n_heads, head_dim);
       });
+}
+
+} // namespace
+
+void rope(thread_pool& pool, rope_table& table, float* x, const int32_t* pos, int rows, int n_heads,
+          int head_dim, float theta, int stride) {
+  const int half = head_dim / 2;
+  if (half == 0 || rows <= 0)
+    return;
+  rope_sections one;
+  one.size[0] = half;
+  rope_sectioned(pool, table, x, pos, rows, n_heads, head_dim, theta, one, stride, rows);
+}
+
+void rope_sectioned(thread_pool& pool, rope_table& table, float* x, const int32_t* pos, int rows,
+                    int n_heads, int head_dim, float theta, const rope_sections& sections,
+                    int stride, int pos_stride) {
+  const int half = head_dim / 2;
+  if (half == 0 || rows <= 0 || sections.pairs() != half)
+    return;
+  // Pair i's component and frequency. The angle pos * freq is formed in
+  // double: in f32 a position of 32k would lose ~3 decimal digits of the
+  // angle before the sine.
+  std::vector<int> comp(static_cast<size_t>(half));
+  std::vector<double> freq(static_cast<size_t>(half));
+  int i = 0;
+  int c = 0;
+  for (int s = 0; s < 3; ++s) {
+    if (sections.size[static_cast<size_t>(s)] <= 0)
+      continue;
+    const int n = sections.size[static_cast<size_t>(s)];
+    for (int j = 0; j < n; ++j, ++i) {
+      comp[static_cast<size_t>(i)] = c;
+      freq[static_cast<size_t>(i)] =
+          sections.restart
+              ? std::pow(static_cast<double>(theta), -static_cast<double>(j) / n)
+              : std::pow(static_cast<double>(theta), -2.0 * i / static_cast<double>(head_dim));
+    }
+    ++c;
+  }
+  fill_rope_table(pool, table, pos, rows, pos_stride > 0 ? pos_stride : rows, head_dim, theta,
+                  sections, c, comp, freq);
+  apply_rope_table(pool, table, x, rows, n_heads, head_dim, stride);
 }
 
 void gather_rows(thread_pool& pool, const float* src, const int32_t* idx, float* dst, int n,

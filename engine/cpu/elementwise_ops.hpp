@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/backend.hpp"
 #include "engine/cpu/thread_pool.hpp"
 
 namespace mosaic::cpu {
@@ -34,13 +35,19 @@ void layer_norm(thread_pool& pool, const float* x, const float* w, const float* 
 struct rope_table {
   float theta = 0.0f;
   int head_dim = 0;
-  std::vector<int32_t> positions; // [rows]
+  rope_sections sections;         ///< {} for plain rope
+  int components = 1;             ///< position arrays in `positions`
+  std::vector<int32_t> positions; // [components, rows]
+  std::vector<int32_t> staging;   // positions given with a pos_stride, compacted
   std::vector<float> cos;         // [rows, head_dim / 2]
   std::vector<float> sin;         // [rows, head_dim / 2]
 };
 
 void rope(thread_pool& pool, rope_table& table, float* x, const int32_t* pos, int rows, int n_heads,
           int head_dim, float theta, int stride);
+void rope_sectioned(thread_pool& pool, rope_table& table, float* x, const int32_t* pos, int rows,
+                    int n_heads, int head_dim, float theta, const rope_sections& sections,
+                    int stride, int pos_stride);
 void gather_rows(thread_pool& pool, const float* src, const int32_t* idx, float* dst, int n,
                  int row_len);
 void scatter_rows(thread_pool& pool, const float* src, const int32_t* idx, float* dst, int n,

@@ -73,6 +73,7 @@ bool valid_utf8(std::string_view s) {
 struct added_token {
   std::string content;
   int32_t id = 0;
+  bool special = false;
 };
 
 // Lookups that never throw, whatever the file holds: a missing key, or a
@@ -103,6 +104,7 @@ struct bpe_tokenizer::impl {
   std::unordered_map<std::string, int> merge_rank; // "a b" → rank
   std::vector<added_token> added;                  // longest first
   std::array<bool, 256> starts_added{};            // first bytes of added tokens
+  std::vector<bool> special;                       // by id: a special added token
   bool nfc = false;
   bool ignore_merges = false;
   pcre2_code* pattern = nullptr;
@@ -407,7 +409,7 @@ result<bpe_tokenizer> bpe_tokenizer::parse(std::string_view text) {
     const int64_t id = at(t, "id").get<int64_t>();
     if (id < 0 || id >= (1 << 24))
       return make_error(errc::invalid_argument, "tokenizer.json: added token id out of range");
-    p->added.push_back({content, static_cast<int32_t>(id)});
+    p->added.push_back({content, static_cast<int32_t>(id), flag_at(t, "special", false)});
     max_id = std::max(max_id, static_cast<int32_t>(id));
   }
   for (const auto& t : p->added)
@@ -425,8 +427,11 @@ result<bpe_tokenizer> bpe_tokenizer::parse(std::string_view text) {
   p->id_to_token.assign(static_cast<size_t>(max_id) + 1, std::string{});
   for (const auto& [tok, id] : p->vocab)
     p->id_to_token[static_cast<size_t>(id)] = tok;
-  for (const auto& t : p->added)
+  p->special.assign(p->id_to_token.size(), false);
+  for (const auto& t : p->added) {
     p->id_to_token[static_cast<size_t>(t.id)] = t.content;
+    p->special[static_cast<size_t>(t.id)] = t.special;
+  }
   return bpe_tokenizer{std::move(p)};
 }
 
@@ -465,26 +470,33 @@ result<std::vector<int32_t>> bpe_tokenizer::encode(std::string_view text) const 
   return out;
 }
 
-std::string bpe_tokenizer::decode(std::span<const int32_t> ids) const {
+std::string bpe_tokenizer::token_bytes(int32_t id) const {
+  if (id < 0 || static_cast<size_t>(id) >= p_->id_to_token.size())
+    return {};
   const auto& a = alphabet();
-  std::string bytes;
-  for (const int32_t id : ids) {
-    if (id < 0 || static_cast<size_t>(id) >= p_->id_to_token.size())
-      continue;
-    const std::string& tok = p_->id_to_token[static_cast<size_t>(id)];
-    // HF's ByteLevel decoder: a token all of whose characters are in the
-    // byte alphabet becomes those bytes; any other token stays as it is.
-    std::string as_bytes;
-    bool all_mapped = true;
-    for (size_t i = 0; i < tok.size() && all_mapped;) {
-      const UChar32 cp = next_code_point(tok, i);
-      if (auto it = a.to_byte.find(static_cast<char32_t>(cp)); cp >= 0 && it != a.to_byte.end())
-        as_bytes += static_cast<char>(it->second);
-      else
-        all_mapped = false;
-    }
-    bytes += all_mapped ? as_bytes : tok;
+  const std::string& tok = p_->id_to_token[static_cast<size_t>(id)];
+  // HF's ByteLevel decoder: a token all of whose characters are in the
+  // byte alphabet becomes those bytes; any other token stays as it is.
+  std::string as_bytes;
+  for (size_t i = 0; i < tok.size();) {
+    const UChar32 cp = next_code_point(tok, i);
+    if (auto it = a.to_byte.find(static_cast<char32_t>(cp)); cp >= 0 && it != a.to_byte.end())
+      as_bytes += static_cast<char>(it->second);
+    else
+      return tok;
   }
+  return as_bytes;
+}
+
+bool bpe_tokenizer::is_special(int32_t id) const {
+  return id >= 0 && static_cast<size_t>(id) < p_->special.size() &&
+         p_->special[static_cast<size_t>(id)];
+}
+
+std::string bpe_tokenizer::decode(std::span<const int32_t> ids) const {
+  std::string bytes;
+  for (const int32_t id : ids)
+    bytes += token_bytes(id);
   // Lossy UTF-8, as String::from_utf8_lossy.
   std::string out;
   icu::UnicodeString::fromUTF8(icu::StringPiece(bytes.data(), static_cast<int32_t>(bytes.size())))

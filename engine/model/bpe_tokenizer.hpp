@@ -45,6 +45,12 @@ public:
   /// UTF-8 become U+FFFD, as HF's lossy decode; unknown ids are skipped.
   std::string decode(std::span<const int32_t> ids) const;
 
+  /// One token's bytes as the ByteLevel decoder gives them (possibly part
+  /// of a UTF-8 character: a stream joins them); "" for unknown ids.
+  std::string token_bytes(int32_t id) const;
+  /// Whether `id` is an added token marked special (<|im_end|>, ...).
+  bool is_special(int32_t id) const;
+
   /// Id of a token's text (a vocabulary entry in byte-level form, or an
   /// added token's content); -1 if none.
   int32_t token_id(std::string_view token) const;

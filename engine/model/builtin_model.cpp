@@ -28,8 +28,46 @@ constexpr int generator_version = 1;
 constexpr uint64_t base_seed = 0x6d6f736169630001ull; // "mosaic" v1
 
 bool is_tiny(builtin_preset p) {
-  return p == builtin_preset::tiny || p == builtin_preset::tiny_next;
+  return p == builtin_preset::tiny || p == builtin_preset::tiny_next ||
+         p == builtin_preset::tiny_qwen2vl || p == builtin_preset::tiny_qwen25vl;
 }
+
+bool is_qwen(builtin_preset p) {
+  return p == builtin_preset::tiny_qwen2vl || p == builtin_preset::small_qwen2vl ||
+         p == builtin_preset::tiny_qwen25vl || p == builtin_preset::small_qwen25vl;
+}
+
+bool is_qwen25(builtin_preset p) {
+  return p == builtin_preset::tiny_qwen25vl || p == builtin_preset::small_qwen25vl;
+}
+
+/// Qwen presets: merges of the byte-level BPE, and its special tokens
+/// (Qwen2-VL's, after the vocabulary as in Qwen's own tokenizer).
+int bpe_merges(builtin_preset p) {
+  return is_tiny(p) ? 700 : 3700;
+}
+const std::vector<std::string>& qwen_specials() {
+  static const std::vector<std::string> s{"<|endoftext|>",    "<|im_start|>",   "<|im_end|>",
+                                          "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+                                          "<|video_pad|>"};
+  return s;
+}
+
+/// Qwen2-VL-7B-Instruct's chat template (tokenizer_config.json).
+constexpr const char* qwen_chat_template =
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
+    "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
+    "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
 bool is_next(builtin_preset p) {
   return p == builtin_preset::tiny_next || p == builtin_preset::small_next;
@@ -62,13 +100,16 @@ init init_for(const std::string& name, const std::vector<int64_t>& shape, const 
     return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
   };
   auto has = [&](std::string_view s) { return name.find(s) != std::string::npos; };
-  if (has("norm") || has("layrnorm"))
+  if (has("norm") || has("layrnorm") || has("ln_q"))
     return ends(".bias") ? init{init::zeros} : init{init::ones};
   if (ends(".bias"))
     return init{init::zeros};
   const double fan_in = shape.size() >= 2 ? static_cast<double>(shape[1]) : 1.0;
   if (has("patch_embedding"))
     return {init::normal, 1.0 / std::sqrt(3.0 * cfg.vision.patch_size * cfg.vision.patch_size)};
+  if (has("patch_embed.proj")) // Qwen's Conv3d: fan-in C * T * P * P
+    return {init::normal, 1.0 / std::sqrt(3.0 * cfg.vision.temporal_patch_size *
+                                          cfg.vision.patch_size * cfg.vision.patch_size)};
   if (has("class_embedding"))
     return {init::normal, 0.5};
   if (has("position_embedding"))
@@ -78,8 +119,9 @@ init init_for(const std::string& name, const std::vector<int64_t>& shape, const 
   if (has("lm_head"))
     return {init::normal, 2.5 / std::sqrt(fan_in)};
   double std = 1.0 / std::sqrt(fan_in);
-  const int layers = has("vision_tower") ? cfg.vision.num_layers : cfg.text.num_layers;
-  if (has("out_proj") || has("o_proj") || has("fc2") || has("down_proj"))
+  const int layers =
+      has("vision_tower") || has("visual.") ? cfg.vision.num_layers : cfg.text.num_layers;
+  if (has("out_proj") || has("o_proj") || has("fc2") || has("down_proj") || has("attn.proj"))
     std /= std::sqrt(2.0 * layers);
   return {init::normal, std};
 }
@@ -112,7 +154,43 @@ json token_entry(const std::string& content, bool special) {
           {"rstrip", false},    {"single_word", false}, {"special", special}};
 }
 
+/// Qwen presets: tokenizer.json (byte-level BPE) and Qwen2-VL's
+/// tokenizer_config.json and chat template.
+status write_qwen_tokenizer_files(builtin_preset preset, const model_config& cfg,
+                                  const fs::path& dir) {
+  auto corpus = builtin::training_corpus(base_seed, is_tiny(preset) ? 3000 : 6000);
+  auto tok = builtin::train_byte_bpe_json(corpus, bpe_merges(preset), qwen_specials());
+  if (!tok)
+    return std::move(tok).err();
+  MOSAIC_TRY(write_text(dir / "tokenizer.json", *tok));
+  json added = json::object();
+  const int first = cfg.text.vocab_size - static_cast<int>(qwen_specials().size());
+  for (size_t i = 0; i < qwen_specials().size(); ++i)
+    added[std::to_string(first + static_cast<int>(i))] = token_entry(qwen_specials()[i], true);
+  json tc = {{"added_tokens_decoder", added},
+             {"additional_special_tokens",
+              {"<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+               "<|video_pad|>"}},
+             {"bos_token", nullptr},
+             {"eos_token", "<|im_end|>"},
+             {"pad_token", "<|endoftext|>"},
+             {"unk_token", nullptr},
+             {"clean_up_tokenization_spaces", false},
+             {"errors", "replace"},
+             {"model_max_length", cfg.text.max_position_embeddings},
+             {"padding_side", "left"},
+             {"split_special_tokens", false},
+             {"processor_class", cfg.qwen25_vl() ? "Qwen2_5_VLProcessor" : "Qwen2VLProcessor"},
+             {"tokenizer_class", "Qwen2Tokenizer"},
+             {"chat_template", qwen_chat_template}};
+  MOSAIC_TRY(write_text(dir / "tokenizer_config.json", tc.dump(2) + "\n"));
+  json ct = {{"chat_template", qwen_chat_template}};
+  return write_text(dir / "chat_template.json", ct.dump(2) + "\n");
+}
+
 status write_tokenizer_files(builtin_preset preset, const model_config& cfg, const fs::path& dir) {
+  if (is_qwen(preset))
+    return write_qwen_tokenizer_files(preset, cfg, dir);
   auto corpus = builtin::training_corpus(base_seed, is_tiny(preset) ? 4000 : 12000);
   auto model = builtin::train_tokenizer(corpus, sp_vocab(preset));
   if (!model)
@@ -157,6 +235,21 @@ status write_tokenizer_files(builtin_preset preset, const model_config& cfg, con
   return write_text(dir / "added_tokens.json", at.dump(2) + "\n");
 }
 
+/// The checkpoint's name of a canonical tensor name: LLaVA's canonical
+/// names are its HF names; Qwen2-VL keeps the decoder under `model.` and
+/// the output projection at `lm_head` (transformers 4.x, which 5.x reads
+/// too; canonical_tensor_name maps them back).
+std::string hf_tensor_name(const model_config& cfg, const std::string& canonical) {
+  if (!cfg.qwen_vl())
+    return canonical;
+  constexpr std::string_view decoder = "language_model.model.";
+  if (canonical.compare(0, decoder.size(), decoder) == 0)
+    return "model." + canonical.substr(decoder.size());
+  if (canonical == "language_model.lm_head.weight")
+    return "lm_head.weight";
+  return canonical;
+}
+
 std::string random_suffix() {
   std::random_device rd;
   return std::to_string(::getpid()) + "." + std::to_string(rd());
@@ -174,6 +267,14 @@ const char* to_string(builtin_preset preset) noexcept {
     return "tiny-next";
   case builtin_preset::small_next:
     return "small-next";
+  case builtin_preset::tiny_qwen2vl:
+    return "tiny-qwen2vl";
+  case builtin_preset::small_qwen2vl:
+    return "small-qwen2vl";
+  case builtin_preset::tiny_qwen25vl:
+    return "tiny-qwen25vl";
+  case builtin_preset::small_qwen25vl:
+    return "small-qwen25vl";
   }
   return "?";
 }
@@ -181,12 +282,15 @@ const char* to_string(builtin_preset preset) noexcept {
 result<builtin_preset> parse_builtin_preset(std::string_view name) {
   if (name.substr(0, 8) == "builtin:")
     name.remove_prefix(8);
-  for (auto p : {builtin_preset::tiny, builtin_preset::small, builtin_preset::tiny_next,
-                 builtin_preset::small_next})
+  for (auto p :
+       {builtin_preset::tiny, builtin_preset::small, builtin_preset::tiny_next,
+        builtin_preset::small_next, builtin_preset::tiny_qwen2vl, builtin_preset::small_qwen2vl,
+        builtin_preset::tiny_qwen25vl, builtin_preset::small_qwen25vl})
     if (name == to_string(p))
       return p;
   return make_error(errc::invalid_argument, "unknown built-in model '", name,
-                    "'; the presets are tiny, small, tiny-next and small-next");
+                    "'; the presets are tiny, small, tiny-next, small-next, tiny-qwen2vl, "
+                    "small-qwen2vl, tiny-qwen25vl and small-qwen25vl");
 }
 
 model_config builtin_config(builtin_preset preset) {
@@ -240,6 +344,45 @@ model_config builtin_config(builtin_preset preset) {
     t.model_type = "mistral";
     t.sliding_window = 0;
   }
+  if (is_qwen(preset)) {
+    // Qwen2-VL's shape at the preset's decoder size: dynamic resolution up
+    // to 64 (tiny) or 1,280 (small, Qwen's default) tokens an image,
+    // M-RoPE cut as Qwen's 16/24/24 of 64 frequencies, q/k/v biases, a
+    // byte-level BPE with Qwen's special tokens after the vocabulary.
+    c.model_type = is_qwen25(preset) ? "qwen2_5_vl" : "qwen2_vl";
+    t.model_type = "qwen2";
+    t.attention_bias = true;
+    t.rope_theta = 1000000.0f;
+    t.rms_norm_eps = 1e-6f;
+    t.mrope_section = is_tiny(preset) ? std::array<int, 3>{2, 3, 3} : std::array<int, 3>{8, 12, 12};
+    t.vocab_size = 256 + bpe_merges(preset) + static_cast<int>(qwen_specials().size());
+    const int specials = t.vocab_size - static_cast<int>(qwen_specials().size());
+    t.bos_token_id = specials;     // <|endoftext|>
+    t.pad_token_id = specials;     // <|endoftext|>
+    t.eos_token_id = specials + 2; // <|im_end|>
+    c.vision_start_token_id = specials + 3;
+    c.vision_end_token_id = specials + 4;
+    c.image_token_index = specials + 5;
+    v.feature_layer = -1;
+    v.feature_select = "full";
+    v.layer_norm_eps = 1e-6f;
+    v.spatial_merge_size = 2;
+    v.temporal_patch_size = 2;
+    v.image_size = v.patch_size * v.spatial_merge_size;
+    v.out_hidden_size = t.hidden_size;
+    v.min_pixels = 56 * 56;
+    v.max_pixels = 28 * 28 * (is_tiny(preset) ? 64 : 1280);
+    v.num_heads = 4;
+    if (is_qwen25(preset)) {
+      v.hidden_act = "silu";
+      v.intermediate_size = v.hidden_size * 2;
+      v.window_size = 112;
+      v.fullatt_block_indexes = is_tiny(preset) ? std::vector<int>{1} : std::vector<int>{1, 3};
+    } else {
+      v.hidden_act = "quick_gelu";
+      v.intermediate_size = v.hidden_size * 4;
+    }
+  }
   return c;
 }
 
@@ -262,12 +405,14 @@ status write_builtin_model(builtin_preset preset, const fs::path& out_dir) {
   // the "default" feature strategy drops; without it HF's LlavaProcessor
   // counts one slot too many and fails ("Image features and image tokens
   // do not match").
-  json proc = {{"image_token", std::string(image_marker)},
-               {"patch_size", cfg.vision.patch_size},
-               {"num_additional_image_tokens", 1},
-               {"vision_feature_select_strategy", cfg.vision.feature_select},
-               {"processor_class", cfg.anyres() ? "LlavaNextProcessor" : "LlavaProcessor"}};
-  MOSAIC_TRY(write_text(out_dir / "processor_config.json", proc.dump(2) + "\n"));
+  if (!cfg.qwen_vl()) {
+    json proc = {{"image_token", std::string(image_marker)},
+                 {"patch_size", cfg.vision.patch_size},
+                 {"num_additional_image_tokens", 1},
+                 {"vision_feature_select_strategy", cfg.vision.feature_select},
+                 {"processor_class", cfg.anyres() ? "LlavaNextProcessor" : "LlavaProcessor"}};
+    MOSAIC_TRY(write_text(out_dir / "processor_config.json", proc.dump(2) + "\n"));
+  }
   json gen = {{"bos_token_id", cfg.text.bos_token_id},
               {"eos_token_id", cfg.text.eos_token_id},
               {"pad_token_id", cfg.text.pad_token_id}};
@@ -285,7 +430,7 @@ status write_builtin_model(builtin_preset preset, const fs::path& out_dir) {
         e.name.find("encoder.layers.") == std::string::npos)
       continue; // e.g. a tied lm_head
     auto data = make_tensor(e, cfg);
-    MOSAIC_TRY(w.add(e.name, e.shape, data, st_dtype::f16));
+    MOSAIC_TRY(w.add(hf_tensor_name(cfg, e.name), e.shape, data, st_dtype::f16));
   }
   return w.write(out_dir / "model.safetensors");
 }
@@ -350,12 +495,16 @@ result<fs::path> resolve_model(std::string_view spec) {
     return make_error(
         errc::not_found, "model '", spec,
         "' is neither a built-in model (builtin:tiny, builtin:small, builtin:tiny-next, "
-        "builtin:small-next) nor a directory (download an HF "
+        "builtin:small-next, builtin:tiny-qwen2vl, builtin:small-qwen2vl, "
+        "builtin:tiny-qwen25vl, builtin:small-qwen25vl) nor a directory (download an HF "
         "LLaVA checkpoint, or run `mosaic model init --preset small --out DIR`)");
-  for (const char* f : {"config.json", "tokenizer.model"})
-    if (!fs::exists(dir / f, ec))
-      return make_error(errc::not_found, "model directory ", dir.string(), " has no ", f,
-                        " (is it an HF LLaVA checkpoint?)");
+  if (!fs::exists(dir / "config.json", ec))
+    return make_error(errc::not_found, "model directory ", dir.string(),
+                      " has no config.json (is it an HF LLaVA or Qwen2-VL checkpoint?)");
+  // SentencePiece for LLaVA; tokenizer.json (byte-level BPE) for Qwen2-VL.
+  if (!fs::exists(dir / "tokenizer.model", ec) && !fs::exists(dir / "tokenizer.json", ec))
+    return make_error(errc::not_found, "model directory ", dir.string(),
+                      " has neither tokenizer.model nor tokenizer.json");
   bool weights = false;
   for (const auto& e : fs::directory_iterator(dir, ec))
     weights = weights || e.path().extension() == ".safetensors";

@@ -18,10 +18,23 @@ namespace mosaic {
 /// both LLaVA-1.5 with a Llama decoder; `builtin:tiny-next` and
 /// `builtin:small-next` are the same sizes as LLaVA-1.6 (anyres, with
 /// LLaVA-1.6's five grids at the preset's tile size; up to 88 and 2,928
-/// tokens an image, by its size) with a Mistral decoder.
-enum class builtin_preset { tiny, small, tiny_next, small_next };
+/// tokens an image, by its size) with a Mistral decoder;
+/// `builtin:tiny-qwen2vl` / `small-qwen2vl` and `tiny-qwen25vl` /
+/// `small-qwen25vl` are Qwen2-VL and Qwen2.5-VL of the same decoder sizes
+/// (dynamic resolution, up to 64 and 1,280 tokens an image, M-RoPE, a
+/// byte-level BPE tokenizer.json and Qwen's chat template).
+enum class builtin_preset {
+  tiny,
+  small,
+  tiny_next,
+  small_next,
+  tiny_qwen2vl,
+  small_qwen2vl,
+  tiny_qwen25vl,
+  small_qwen25vl
+};
 
-/// "tiny" / "small" / "tiny-next" / "small-next".
+/// "tiny" / "small" / "tiny-next" / "small-next" / "tiny-qwen2vl" / ...
 const char* to_string(builtin_preset preset) noexcept;
 /// Parses a preset's name (also with a "builtin:" prefix).
 result<builtin_preset> parse_builtin_preset(std::string_view name);

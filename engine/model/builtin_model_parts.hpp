@@ -43,4 +43,11 @@ std::vector<std::string> training_corpus(uint64_t seed, int n_sentences);
 /// serialized model (the bytes of tokenizer.model).
 result<std::string> train_tokenizer(const std::vector<std::string>& corpus, int vocab_size);
 
+/// Trains a byte-level BPE on `corpus` and returns a tokenizer.json in
+/// Qwen2's layout: the 256 byte symbols (ids 0..255, byte order), then
+/// exactly `n_merges` merged tokens, then `specials` as added special
+/// tokens; a corpus too small for that many → invalid_argument.
+result<std::string> train_byte_bpe_json(const std::vector<std::string>& corpus, int n_merges,
+                                        const std::vector<std::string>& specials);
+
 } // namespace mosaic::builtin

@@ -4,6 +4,7 @@
 // `config.json` (model_type "llava"). Immutable after load; derived values
 // are member functions.
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "engine/error.hpp"
+#include "engine/model/token_grid.hpp"
 
 namespace mosaic {
 
@@ -37,6 +39,21 @@ struct vision_config {
   /// (height, width) each, multiples of image_size
   /// (`image_grid_pinpoints`). Empty for LLaVA-1.5 (one view per image).
   std::vector<std::pair<int, int>> grid_pinpoints;
+  // -- Qwen2-VL / Qwen2.5-VL (model_config::qwen_vl()) --------------------
+  // hidden_size is the tower's width (Qwen2-VL's embed_dim),
+  // intermediate_size its MLP's (embed_dim * mlp_ratio), num_layers its
+  // depth; every block runs (feature_layer -1).
+  int spatial_merge_size = 2;
+  int temporal_patch_size = 2;
+  /// The merger's output width: the decoder's hidden size.
+  int out_hidden_size = 0;
+  /// Qwen2.5-VL: attention windows of this many pixels a side, except in
+  /// fullatt_block_indexes; 0 = every block attends over the whole image.
+  int window_size = 0;
+  std::vector<int> fullatt_block_indexes;
+  /// smart_resize's bounds on an image's area (preprocessor_config.json).
+  int min_pixels = 56 * 56;
+  int max_pixels = 28 * 28 * 1280;
 
   int head_dim() const { return hidden_size / num_heads; }
   int patches_per_side() const { return image_size / patch_size; }
@@ -68,9 +85,16 @@ struct text_config {
   std::string hidden_act = "silu";
   /// Mistral's sliding attention window; 0 = full causal attention.
   int sliding_window = 0;
+  /// Qwen2: q_proj, k_proj and v_proj have biases.
+  bool attention_bias = false;
+  /// Qwen2-VL's M-RoPE (rope_scaling.mrope_section): frequency pairs per
+  /// position component (temporal, height, width), summing to
+  /// head_dim / 2; all 0 for plain RoPE.
+  std::array<int, 3> mrope_section{};
 
   int head_dim() const { return hidden_size / num_heads; }
   int kv_dim() const { return num_kv_heads * head_dim(); }
+  bool mrope() const { return mrope_section[0] + mrope_section[1] + mrope_section[2] > 0; }
   /// The longest sequence Mosaic serves: max_position_embeddings, or the
   /// sliding window when one is configured and shorter. Mosaic's attention
   /// has no window; up to the window's length (HF Mistral: a key is seen
@@ -83,16 +107,23 @@ struct text_config {
 
 /// The whole model.
 struct model_config {
-  /// "llava" (LLaVA-1.5: one view, a fixed token count) or "llava_next"
-  /// (LLaVA-1.6: anyres, the count depends on the image's size).
+  /// "llava" (LLaVA-1.5: one view, a fixed token count), "llava_next"
+  /// (LLaVA-1.6: anyres, the count depends on the image's size),
+  /// "qwen2_vl" or "qwen2_5_vl" (dynamic resolution, M-RoPE).
   std::string model_type = "llava";
   vision_config vision;
   text_config text;
   int image_token_index = 32000;
   /// "gelu" for LLaVA-1.5's two-layer projector.
   std::string projector_hidden_act = "gelu";
+  /// Qwen2-VL / Qwen2.5-VL: the marks around an image's pads.
+  int vision_start_token_id = -1;
+  int vision_end_token_id = -1;
   /// LLaVA-1.6's anyres tiling (engine/model/anyres.hpp).
   bool anyres() const { return model_type == "llava_next"; }
+  /// Qwen2-VL or Qwen2.5-VL (engine/qwen_vision.hpp, engine/mrope.hpp).
+  bool qwen_vl() const { return model_type == "qwen2_vl" || model_type == "qwen2_5_vl"; }
+  bool qwen25_vl() const { return model_type == "qwen2_5_vl"; }
   /// Tokens of one view's features (the vision tower's rows).
   int view_tokens() const {
     return vision.num_patches() + (vision.feature_select == "full" ? 1 : 0);
@@ -106,6 +137,13 @@ struct model_config {
   /// LlavaNextProcessor counts them; an image too thin for any grid →
   /// invalid_argument).
   result<int> image_tokens_for(int height, int width) const;
+  /// M-RoPE models (Qwen2-VL): the tokens' grid of an image of
+  /// height x width pixels (t = 1, the merged rows and columns); {} for
+  /// models with plain RoPE, whose images need none.
+  result<token_grid> image_token_grid(int height, int width) const;
+  /// Whether an image's token count depends on its size (LLaVA-1.6,
+  /// Qwen2-VL): image_tokens() is then only a bound.
+  bool variable_image_tokens() const { return anyres() || qwen_vl(); }
 };
 
 /// Parses and validates `<dir>/config.json` (and `preprocessor_config.json`

@@ -13,6 +13,7 @@
 
 #include "engine/error.hpp"
 #include "engine/model/image.hpp"
+#include "engine/model/token_grid.hpp"
 
 namespace mosaic {
 

@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 #include <sentencepiece_processor.h>
 
+#include "engine/model/bpe_tokenizer.hpp"
+
 namespace mosaic {
 
 namespace {
@@ -52,6 +54,29 @@ result<tokenizer> tokenizer::load(const fs::path& dir, const model_config& cfg) 
 
 result<tokenizer> tokenizer::load_unchecked(const fs::path& dir, const model_config& cfg) {
   tokenizer t;
+  if (cfg.qwen_vl()) {
+    auto bpe = bpe_tokenizer::load(dir / "tokenizer.json");
+    if (!bpe)
+      return std::move(bpe).err();
+    t.sp_.reset();
+    t.bpe_ = std::make_unique<bpe_tokenizer>(std::move(*bpe));
+    // The ids the model was trained with must be the tokenizer's.
+    for (const auto& [text, id] :
+         {std::pair<const char*, int>{"<|image_pad|>", cfg.image_token_index},
+          {"<|vision_start|>", cfg.vision_start_token_id},
+          {"<|vision_end|>", cfg.vision_end_token_id}})
+      if (t.bpe_->token_id(text) != id)
+        return make_error(errc::invalid_argument, (dir / "tokenizer.json").string(), ": ", text,
+                          " is id ", std::to_string(t.bpe_->token_id(text)),
+                          " but config.json says ", std::to_string(id));
+    t.bos_id_ = -1; // Qwen2 prepends nothing
+    t.eos_id_ = cfg.text.eos_token_id;
+    t.image_token_id_ = cfg.image_token_index;
+    t.vision_start_id_ = cfg.vision_start_token_id;
+    t.vision_end_id_ = cfg.vision_end_token_id;
+    t.vocab_size_ = std::max(t.bpe_->vocab_size(), cfg.text.vocab_size);
+    return t;
+  }
   auto model_path = dir / "tokenizer.model";
   std::error_code ec;
   if (!fs::exists(model_path, ec))
@@ -103,10 +128,14 @@ result<tokenizer> tokenizer::load_unchecked(const fs::path& dir, const model_con
 }
 
 int32_t tokenizer::sp_vocab_size() const {
-  return sp_->GetPieceSize();
+  return bpe_ ? bpe_->vocab_size() : sp_->GetPieceSize();
 }
 
 std::vector<int32_t> tokenizer::encode(std::string_view text) const {
+  if (bpe_) {
+    auto ids = bpe_->encode(text);
+    return ids ? std::move(*ids) : std::vector<int32_t>{};
+  }
   std::vector<int> ids;
   if (!sp_->Encode(text, &ids).ok())
     return {};
@@ -114,6 +143,13 @@ std::vector<int32_t> tokenizer::encode(std::string_view text) const {
 }
 
 std::string tokenizer::decode(std::span<const int32_t> ids) const {
+  if (bpe_) { // skip_special_tokens, as a server's answer
+    std::vector<int32_t> kept;
+    for (int32_t id : ids)
+      if (!bpe_->is_special(id))
+        kept.push_back(id);
+    return bpe_->decode(kept);
+  }
   const int32_t sp_size = sp_vocab_size();
   std::string out;
   std::vector<int> run;
@@ -141,6 +177,8 @@ std::string tokenizer::decode(std::span<const int32_t> ids) const {
 }
 
 std::string tokenizer::decode_piece(int32_t id) const {
+  if (bpe_)
+    return bpe_->is_special(id) ? std::string{} : bpe_->token_bytes(id);
   const int32_t sp_size = sp_vocab_size();
   if (id < 0 || id >= vocab_size_ || id == image_token_id_)
     return {};
@@ -169,6 +207,19 @@ std::string tokenizer::decode_piece(int32_t id) const {
 }
 
 std::vector<int32_t> tokenizer::encode_prompt(std::string_view prompt) const {
+  if (bpe_) {
+    std::vector<int32_t> out;
+    while (true) {
+      const size_t at = prompt.find(image_marker);
+      const auto ids = encode(prompt.substr(0, at));
+      out.insert(out.end(), ids.begin(), ids.end());
+      if (at == std::string_view::npos)
+        break;
+      out.insert(out.end(), {vision_start_id_, image_token_id_, vision_end_id_});
+      prompt.remove_prefix(at + image_marker.size());
+    }
+    return out;
+  }
   std::vector<int32_t> out{bos_id_};
   bool first = true;
   while (true) {
@@ -203,6 +254,27 @@ std::vector<int32_t> tokenizer::encode_prompt(std::string_view prompt) const {
 std::string tokenizer::apply_chat_template(const std::vector<chat_message>& messages,
                                            bool add_generation_prompt) const {
   std::string out;
+  if (bpe_) { // Qwen2-VL's ChatML template
+    for (size_t i = 0; i < messages.size(); ++i) {
+      const auto& m = messages[i];
+      if (i == 0 && m.role != "system")
+        out += "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n";
+      out += "<|im_start|>" + m.role + "\n";
+      std::string_view text = m.text_with_image_markers;
+      while (true) {
+        const size_t at = text.find(image_marker);
+        out += text.substr(0, at);
+        if (at == std::string_view::npos)
+          break;
+        out += "<|vision_start|><|image_pad|><|vision_end|>";
+        text.remove_prefix(at + image_marker.size());
+      }
+      out += "<|im_end|>\n";
+    }
+    if (add_generation_prompt)
+      out += "<|im_start|>assistant\n";
+    return out;
+  }
   for (const auto& m : messages) {
     if (m.role != "system") {
       for (char c : m.role)

@@ -2,7 +2,10 @@
 
 // The model's tokenizer: SentencePiece (`tokenizer.model`) plus the added
 // tokens above the SentencePiece vocabulary (`<image>` = 32000 in
-// llava-1.5), and the LLaVA-1.5 chat template.
+// llava-1.5), and the LLaVA-1.5 chat template; or, for Qwen2-VL and
+// Qwen2.5-VL, byte-level BPE from `tokenizer.json`
+// (engine/model/bpe_tokenizer.hpp) and Qwen's ChatML template, where each
+// "<image>" marker becomes <|vision_start|><|image_pad|><|vision_end|>.
 
 #include <cstdint>
 #include <filesystem>
@@ -20,6 +23,8 @@ class SentencePieceProcessor;
 }
 
 namespace mosaic {
+
+class bpe_tokenizer;
 
 /// One chat turn. `role` is "system", "user" or "assistant"; each literal
 /// "<image>" in the text marks one image.
@@ -44,7 +49,8 @@ public:
   tokenizer(const tokenizer&) = delete;
   tokenizer& operator=(const tokenizer&) = delete;
 
-  /// Tokenises plain text (no BOS). "<image>" is NOT special here.
+  /// Tokenises plain text (no BOS). "<image>" is NOT special here (Qwen:
+  /// special tokens written in the text are, as HF's tokenizer does).
   std::vector<int32_t> encode(std::string_view text) const;
   /// Joins pieces into text; control tokens (BOS/EOS) and the image token
   /// are skipped, ids out of range become "" (never a crash).
@@ -65,13 +71,18 @@ public:
   /// Tokenises a full prompt in which each literal "<image>" marks one
   /// image: text runs via SentencePiece, each marker becomes ONE
   /// image_token_id (the engine expands it to image_tokens() slots);
-  /// prepends BOS.
+  /// prepends BOS. Qwen: no BOS; a marker becomes <|vision_start|>, ONE
+  /// <|image_pad|>, <|vision_end|> (a pad already in the text is one
+  /// image too).
   std::vector<int32_t> encode_prompt(std::string_view prompt) const;
 
   /// LLaVA-1.5 chat template (as llava-hf's tokenizer_config.json):
   /// "USER: <image>\nWhat is this? ASSISTANT: It is a cat. USER: ...";
   /// a system message is emitted without a role prefix; with
-  /// `add_generation_prompt` the text ends in "ASSISTANT:".
+  /// `add_generation_prompt` the text ends in "ASSISTANT:". Qwen: ChatML
+  /// as Qwen2-VL's template ("<|im_start|>user\n...<|im_end|>\n", the
+  /// default system message when the first is not one), each "<image>" as
+  /// <|vision_start|><|image_pad|><|vision_end|>.
   std::string apply_chat_template(const std::vector<chat_message>& messages,
                                   bool add_generation_prompt) const;
 
@@ -81,6 +92,9 @@ private:
                                           const model_config& cfg);
 
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  std::unique_ptr<bpe_tokenizer> bpe_; ///< Qwen: set instead of sp_
+  int32_t vision_start_id_ = -1;       ///< Qwen
+  int32_t vision_end_id_ = -1;         ///< Qwen
   int32_t bos_id_ = 1;
   int32_t eos_id_ = 2;
   int32_t image_token_id_ = 32000;

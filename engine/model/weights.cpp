@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -127,18 +128,64 @@ std::string canonical_tensor_name(std::string_view name) {
     return std::string(lm_head_name);
   if (name == "model.image_newline")
     return "image_newline";
+  // Qwen2-VL / Qwen2.5-VL: transformers 4.x keeps the decoder under
+  // `model.` and the tower under `visual.`; 5.x under `model.language_model.`
+  // (above) and `model.visual.`.
+  if (starts_with(name, "model.visual."))
+    return std::string(name.substr(6));
+  if (starts_with(name, "model.layers.") || starts_with(name, "model.embed_tokens.") ||
+      starts_with(name, "model.norm."))
+    return "language_model." + std::string(name);
   return std::string(name);
 }
 
-std::vector<expected_tensor> expected_tensors(const model_config& cfg) {
+namespace {
+
+/// Qwen2-VL / Qwen2.5-VL's vision tower and merger (engine/qwen_vision).
+void add_qwen_vision(const model_config& cfg,
+                     const std::function<void(std::string, std::vector<int64_t>)>& add) {
   const auto& v = cfg.vision;
-  const auto& t = cfg.text;
+  const int64_t e = v.hidden_size, in = v.intermediate_size;
+  const int64_t m2 = int64_t{v.spatial_merge_size} * v.spatial_merge_size;
+  const bool rms = cfg.qwen25_vl();
+  add("visual.patch_embed.proj.weight",
+      shp({e, v.num_channels, v.temporal_patch_size, v.patch_size, v.patch_size}));
+  for (int i = 0; i < v.num_layers; ++i) {
+    const std::string b = "visual.blocks." + std::to_string(i) + ".";
+    for (const char* norm : {"norm1", "norm2"}) {
+      add(b + norm + ".weight", shp({e}));
+      if (!rms)
+        add(b + norm + ".bias", shp({e}));
+    }
+    add(b + "attn.qkv.weight", shp({3 * e, e}));
+    add(b + "attn.qkv.bias", shp({3 * e}));
+    add(b + "attn.proj.weight", shp({e, e}));
+    add(b + "attn.proj.bias", shp({e}));
+    const std::vector<std::pair<const char*, bool>> mlp =
+        rms ? std::vector<std::pair<const char*, bool>>{{"gate_proj", true},
+                                                        {"up_proj", true},
+                                                        {"down_proj", false}}
+            : std::vector<std::pair<const char*, bool>>{{"fc1", true}, {"fc2", false}};
+    for (const auto& [name, widens] : mlp) {
+      add(b + "mlp." + name + ".weight", widens ? shp({in, e}) : shp({e, in}));
+      add(b + "mlp." + name + ".bias", widens ? shp({in}) : shp({e}));
+    }
+  }
+  add("visual.merger.ln_q.weight", shp({e}));
+  if (!rms)
+    add("visual.merger.ln_q.bias", shp({e}));
+  add("visual.merger.mlp.0.weight", shp({m2 * e, m2 * e}));
+  add("visual.merger.mlp.0.bias", shp({m2 * e}));
+  add("visual.merger.mlp.2.weight", shp({v.out_hidden_size, m2 * e}));
+  add("visual.merger.mlp.2.bias", shp({v.out_hidden_size}));
+}
+
+/// LLaVA's CLIP tower, projector and (LLaVA-1.6) image_newline.
+template <class Add>
+void add_clip_and_projector(const model_config& cfg, Add& add) {
+  const auto& v = cfg.vision;
   const int64_t vh = v.hidden_size, vi = v.intermediate_size, p = v.patch_size;
-  const int64_t th = t.hidden_size, ti = t.intermediate_size, kv = t.kv_dim();
-  std::vector<expected_tensor> out;
-  auto add = [&](std::string name, std::vector<int64_t> shape, bool required = true) {
-    out.push_back({std::move(name), std::move(shape), required});
-  };
+  const int64_t th = cfg.text.hidden_size;
   const std::string vm = "vision_tower.vision_model.";
   add(vm + "embeddings.patch_embedding.weight", shp({vh, v.num_channels, p, p}));
   add(vm + "embeddings.class_embedding", shp({vh}));
@@ -169,6 +216,23 @@ std::vector<expected_tensor> expected_tensors(const model_config& cfg) {
   add("multi_modal_projector.linear_2.bias", shp({th}));
   if (cfg.anyres())
     add("image_newline", shp({th})); // LLaVA-1.6: after every row of tile features
+}
+
+} // namespace
+
+std::vector<expected_tensor> expected_tensors(const model_config& cfg) {
+  const auto& t = cfg.text;
+  const int64_t th = t.hidden_size, ti = t.intermediate_size, kv = t.kv_dim();
+  std::vector<expected_tensor> out;
+  auto add = [&](std::string name, std::vector<int64_t> shape, bool required = true) {
+    out.push_back({std::move(name), std::move(shape), required});
+  };
+  if (cfg.qwen_vl())
+    add_qwen_vision(cfg, [&](std::string name, std::vector<int64_t> shape) {
+      add(std::move(name), std::move(shape));
+    });
+  else
+    add_clip_and_projector(cfg, add);
   add(std::string(embed_name), shp({t.vocab_size, th}));
   for (int i = 0; i < t.num_layers; ++i) {
     const std::string l = "language_model.model.layers." + std::to_string(i) + ".";
@@ -176,6 +240,11 @@ std::vector<expected_tensor> expected_tensors(const model_config& cfg) {
     add(l + "self_attn.k_proj.weight", shp({kv, th}));
     add(l + "self_attn.v_proj.weight", shp({kv, th}));
     add(l + "self_attn.o_proj.weight", shp({th, th}));
+    if (t.attention_bias) {
+      add(l + "self_attn.q_proj.bias", shp({th}));
+      add(l + "self_attn.k_proj.bias", shp({kv}));
+      add(l + "self_attn.v_proj.bias", shp({kv}));
+    }
     add(l + "mlp.gate_proj.weight", shp({ti, th}));
     add(l + "mlp.up_proj.weight", shp({ti, th}));
     add(l + "mlp.down_proj.weight", shp({th, ti}));

@@ -16,7 +16,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/backend.hpp"
+#include "engine/generation.hpp"
+#include "engine/image_encoder.hpp"
+#include "engine/llava_engine.hpp"
 #include "engine/model/builtin_model.hpp"
+#include "engine/model/image.hpp"
+#include "engine/weight_lookup.hpp"
 #include "tests/actors/actor_test_util.hpp"
 
 namespace mosaic::actors {
@@ -401,6 +407,94 @@ TEST(pipeline_anyres, images_of_different_sizes_are_served_by_bytes_and_by_key) 
   auto missing = cluster.submit(req)->wait(30s);
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.err().code, errc::not_found) << missing.err().to_string();
+}
+
+TEST(pipeline_qwen_vl, m_rope_answers_equal_the_engine_by_bytes_by_key_and_linked) {
+  // builtin:tiny-qwen2vl and tiny-qwen25vl: dynamic resolution, M-RoPE.
+  // The served answer (decode positions = index + rope delta) equals the
+  // engine's own prefill and decode; an image linked from its library
+  // entry (compiled alone from the M-RoPE origin, its grid stored with it)
+  // with every token recomputed gives the same answer; by key = by bytes.
+  auto png = [](const char* name) {
+    const char* data = std::getenv("MOSAIC_TEST_DATA");
+    std::ifstream in(std::filesystem::path(data != nullptr ? data : "tests/data") /
+                         "hf_tiny_llava_next" / "goldens" / name,
+                     std::ios::binary);
+    return std::vector<uint8_t>{std::istreambuf_iterator<char>(in), {}};
+  };
+  const auto wide = png("image_2.png"); // 200 x 61: 14 tokens
+  const auto square = png("image_0.png"); // 96 x 72: 9 tokens
+  ASSERT_FALSE(wide.empty());
+  ASSERT_FALSE(square.empty());
+  for (const char* model : {"builtin:tiny-qwen2vl", "builtin:tiny-qwen25vl"}) {
+    SCOPED_TRACE(model);
+    temp_dir library{"mosaic_actors_lib"};
+    auto o = tiny_options(library.path());
+    o.model = model;
+    o.ram_budget_bytes = 0;
+    auto c = local_cluster::start(o);
+    ASSERT_TRUE(c) << c.err().to_string();
+    auto& cluster = **c;
+    const auto& cfg = cluster.context().engine->config();
+    ASSERT_TRUE(cfg.qwen_vl());
+    auto up = cluster.upload("alice", wide);
+    ASSERT_TRUE(up) << up.err().to_string();
+    EXPECT_EQ(up->n_tokens, 14u);
+    auto run = [&](const wire::generate_request& req) {
+      auto done = cluster.submit(req)->wait(30s);
+      EXPECT_TRUE(done) << done.err().to_string();
+      return done ? *done : completion{};
+    };
+    const auto full = run(greedy_request({wide, square}, "full", 8));
+    ASSERT_FALSE(full.tokens.empty());
+    EXPECT_EQ(full.image_tokens, 14u + 9u);
+
+    // The engine alone, on its own backend: the same prompt, greedy.
+    auto be = make_backend("cpu", 1);
+    ASSERT_TRUE(be) << be.err().to_string();
+    auto eng = llava_engine::load(model, **be, {256, 16});
+    ASSERT_TRUE(eng) << eng.err().to_string();
+    auto enc = image_encoder::create(**be, (*eng)->config(), lookup_in((*eng)->weights()));
+    ASSERT_TRUE(enc) << enc.err().to_string();
+    std::vector<std::vector<float>> emb;
+    std::vector<prompt_image> images;
+    for (const auto* bytes : {&wide, &square}) {
+      auto img = decode_image(*bytes, image_limits{});
+      ASSERT_TRUE(img) << img.err().to_string();
+      auto e = enc->encode(*img);
+      ASSERT_TRUE(e) << e.err().to_string();
+      emb.push_back(std::move(*e));
+      auto grid = cfg.image_token_grid(img->height, img->width);
+      ASSERT_TRUE(grid) << grid.err().to_string();
+      prompt_image pi;
+      pi.n_tokens = int(grid->count());
+      pi.grid = *grid;
+      images.push_back(pi);
+    }
+    for (size_t i = 0; i < images.size(); ++i)
+      images[i].embeddings = emb[i].data();
+    const auto& tok = (*eng)->tokenizer();
+    auto text = chat_prompt(tok, "Look at these: <image> and <image> and what do you see?", 2);
+    ASSERT_TRUE(text) << text.err().to_string();
+    auto p = build_prompt(tok, *text, images);
+    ASSERT_TRUE(p) << p.err().to_string();
+    sampling_params greedy;
+    greedy.eos_id = tok.eos_id();
+    auto ref = generate(**eng, *p, *parse_policy("full"), greedy, 8);
+    ASSERT_TRUE(ref) << ref.err().to_string();
+    EXPECT_EQ(full.tokens, ref->tokens);
+
+    const auto all =
+        run(greedy_request({wide, square}, "mpic:" + std::to_string(cfg.image_tokens()), 8));
+    EXPECT_EQ(all.tokens, full.tokens);
+    const auto by_bytes = run(greedy_request({wide, square}, "mpic:2", 8));
+    auto req = greedy_request({wide, square}, "mpic:2", 8);
+    req.segments[1] = wire::image_key_segment{up->image_key};
+    const auto by_key = run(req);
+    EXPECT_EQ(by_key.tokens, by_bytes.tokens);
+    EXPECT_EQ(by_key.usage.prompt_tokens(), full.usage.prompt_tokens());
+    EXPECT_GE(cluster.stats().library_hits, 3u);
+  }
 }
 
 TEST(pipeline_context, an_answer_ends_where_a_sliding_window_ends) {

@@ -268,6 +268,72 @@ inline void check_rope(backend& be, std::mt19937& rng) {
   }
 }
 
+inline void check_rope_sectioned(backend& be, std::mt19937& rng) {
+  struct sectioned_case {
+    int rows, n_heads, head_dim;
+    rope_sections sections;
+    float theta;
+    int extra;
+  };
+  // Qwen2-VL's M-RoPE (16/24/24 of a 128-wide head; 2/3/3 of 16), its
+  // vision tower's 2-D RoPE (two restarting halves), and one section
+  // (= rope).
+  for (auto c : {sectioned_case{7, 4, 128, {{16, 24, 24}, false}, 1e6f, 0},
+                 sectioned_case{5, 2, 16, {{2, 3, 3}, false}, 1e6f, 8},
+                 sectioned_case{9, 3, 80, {{20, 20, 0}, true}, 10000.0f, 0},
+                 sectioned_case{3, 2, 64, {{32, 0, 0}, false}, 10000.0f, 0}}) {
+    const int stride = c.n_heads * c.head_dim + c.extra;
+    auto x = random_vec(rng, static_cast<size_t>(c.rows) * stride);
+    ivec pos(static_cast<size_t>(c.rows) * c.sections.components());
+    for (auto& p : pos)
+      p = random_int(rng, 0, 30000);
+    auto dx = to_device(be, x);
+    auto dpos = to_device(be, pos);
+    auto plain = x;
+    be.rope_sectioned(dx.f32(), dpos.i32(), c.rows, c.n_heads, c.head_dim, c.theta, c.sections,
+                      c.extra > 0 ? stride : 0);
+    ref::rope_sectioned(x, pos, c.rows, c.n_heads, c.head_dim, c.theta, c.sections, stride);
+    const std::string what = "rope_sectioned head_dim=" + std::to_string(c.head_dim) +
+                             " sections=" + std::to_string(c.sections.size[0]) + "/" +
+                             std::to_string(c.sections.size[1]) + "/" +
+                             std::to_string(c.sections.size[2]) +
+                             (c.sections.restart ? " restart" : "");
+    expect_close(to_host(be, dx, x.size()), x, elementwise_tolerance, what);
+    if (c.sections.components() == 1) { // one section is plain rope
+      ref::rope(plain, pos, c.rows, c.n_heads, c.head_dim, c.theta, stride);
+      expect_close(x, plain, elementwise_tolerance, what + " vs rope");
+    }
+  }
+  // rope then rope_sectioned on the same positions buffer: a backend
+  // that caches its sines must key them by the sections too.
+  const int rows = 4;
+  ivec pos(static_cast<size_t>(rows) * 3);
+  for (auto& p : pos)
+    p = random_int(rng, 0, 500);
+  auto dpos = to_device(be, pos);
+  auto x = random_vec(rng, static_cast<size_t>(rows) * 16);
+  auto dx = to_device(be, x);
+  be.rope(dx.f32(), dpos.i32(), rows, 1, 16, 1e6f);
+  ref::rope(x, ivec(pos.begin(), pos.begin() + rows), rows, 1, 16, 1e6f, 16);
+  const rope_sections mrope{{2, 3, 3}, false};
+  be.rope_sectioned(dx.f32(), dpos.i32(), rows, 1, 16, 1e6f, mrope);
+  ref::rope_sectioned(x, pos, rows, 1, 16, 1e6f, mrope, 16);
+  expect_close(to_host(be, dx, x.size()), x, elementwise_tolerance, "rope then rope_sectioned");
+  // Components pos_stride apart (a plan's [3, n] positions, rows of it).
+  const int pos_stride = rows + 3;
+  ivec wide(static_cast<size_t>(pos_stride) * 3);
+  for (auto& p : wide)
+    p = random_int(rng, 0, 500);
+  ivec packed;
+  for (int c = 0; c < 3; ++c)
+    packed.insert(packed.end(), wide.begin() + c * pos_stride,
+                  wide.begin() + c * pos_stride + rows);
+  auto dwide = to_device(be, wide);
+  be.rope_sectioned(dx.f32(), dwide.i32(), rows, 1, 16, 1e6f, mrope, 0, pos_stride);
+  ref::rope_sectioned(x, packed, rows, 1, 16, 1e6f, mrope, 16);
+  expect_close(to_host(be, dx, x.size()), x, elementwise_tolerance, "rope_sectioned pos_stride");
+}
+
 // -- data movement ------------------------------------------------------------------
 
 inline void check_gather_rows(backend& be, std::mt19937& rng) {
@@ -375,6 +441,7 @@ inline const std::vector<op_check>& op_checks() {
       {op_kind::rms_norm, "rms_norm", check_rms_norm},
       {op_kind::layer_norm, "layer_norm", check_layer_norm},
       {op_kind::rope, "rope", check_rope},
+      {op_kind::rope_sectioned, "rope_sectioned", check_rope_sectioned},
       {op_kind::gelu, "gelu", check_gelu},
       {op_kind::quick_gelu, "quick_gelu", check_quick_gelu},
       {op_kind::silu_mul, "silu_mul", check_silu_mul},

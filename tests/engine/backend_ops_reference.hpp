@@ -94,6 +94,36 @@ inline void rope(vec& x, const ivec& pos, int rows, int n_heads, int head_dim, f
     }
 }
 
+/// Sectioned rotary embedding, written from the definition: pair i of
+/// section s (its j-th) turns by component s at theta^(-2i/head_dim), or
+/// theta^(-j/size[s]) when sections restart. pos: [components, rows].
+inline void rope_sectioned(vec& x, const ivec& pos, int rows, int n_heads, int head_dim,
+                           float theta, const rope_sections& sec, int stride) {
+  const int half = head_dim / 2;
+  for (int r = 0; r < rows; ++r)
+    for (int h = 0; h < n_heads; ++h) {
+      float* xh = x.data() + static_cast<size_t>(r) * stride + static_cast<size_t>(h) * head_dim;
+      int i = 0;
+      int comp = 0;
+      for (int s = 0; s < 3; ++s) {
+        const int n = sec.size[static_cast<size_t>(s)];
+        if (n == 0)
+          continue;
+        const double p = pos[static_cast<size_t>(comp) * rows + r];
+        for (int j = 0; j < n; ++j, ++i) {
+          const double freq = sec.restart
+                                  ? std::pow(static_cast<double>(theta), -1.0 * j / n)
+                                  : std::pow(static_cast<double>(theta), -2.0 * i / head_dim);
+          const double a = xh[i];
+          const double b = xh[i + half];
+          xh[i] = static_cast<float>(a * std::cos(p * freq) - b * std::sin(p * freq));
+          xh[i + half] = static_cast<float>(b * std::cos(p * freq) + a * std::sin(p * freq));
+        }
+        ++comp;
+      }
+    }
+}
+
 /// Softmax attention of one query row of one head over `nk` keys; keys
 /// with visible[j] == false are skipped; no visible key gives zeros.
 inline void attend_row(const float* q, const std::vector<const float*>& keys,

@@ -70,7 +70,7 @@ inline prefill_result prefill_with(llava_engine& engine, const prompt& p, const 
 inline std::vector<int32_t> greedy_continuation(llava_engine& engine, prefill_result& r, size_t n) {
   std::vector<int32_t> got{argmax(r.logits)};
   while (got.size() < n && got.back() != engine.tokenizer().eos_id()) {
-    decode_input in{&r.sequence, got.back(), r.sequence.length()};
+    decode_input in{&r.sequence, got.back(), r.sequence.length() + r.rope_delta};
     auto logits = engine.decode_step(std::span(&in, 1));
     EXPECT_TRUE(logits) << logits.err().to_string();
     if (!logits)

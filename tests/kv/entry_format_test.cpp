@@ -89,6 +89,35 @@ TEST(entry_format, write_rejects_images_whose_arrays_disagree_with_geometry) {
   EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
 }
 
+TEST(entry_format, an_m_rope_token_grid_is_stored_and_must_count_the_tokens) {
+  // Qwen2-VL's entries keep the grid they were compiled with; an entry
+  // without one (LLaVA, or written before) reads back all 0.
+  test::scratch_dir dir;
+  auto img = test::random_image(test::tiny_geometry, 3); // 16 tokens
+  img.grid = {1, 2, 8};
+  auto h = write_entry(dir.path(), header_for("grid", "model", storage_dtype::f16), img);
+  ASSERT_TRUE(h) << h.err().to_string();
+  entry_header back;
+  auto read = read_entry(entry_path(dir.path(), h->key), &back);
+  ASSERT_TRUE(read) << read.err().to_string();
+  EXPECT_EQ(read->grid, (token_grid{1, 2, 8}));
+  EXPECT_EQ(back.grid, (token_grid{1, 2, 8}));
+  auto plain = write_entry(dir.path(), header_for("plain", "model", storage_dtype::f16),
+                           test::random_image(test::tiny_geometry, 4));
+  ASSERT_TRUE(plain) << plain.err().to_string();
+  EXPECT_EQ(read_header(entry_path(dir.path(), plain->key))->grid, token_grid{});
+  // A grid of another count is refused before anything is written.
+  img.grid = {1, 3, 3};
+  auto bad = header_for("bad", "model", storage_dtype::f16);
+  EXPECT_FALSE(write_entry(dir.path(), bad, img));
+  auto hdr = header_for("bad", "model", storage_dtype::f16);
+  hdr.n_tokens = hdr.n_layers = hdr.hidden = hdr.kv_dim = 4;
+  hdr.grid = {1, 2, 3};
+  EXPECT_FALSE(validate_header_fields(hdr));
+  hdr.grid = {1, 2, 2};
+  EXPECT_TRUE(validate_header_fields(hdr));
+}
+
 TEST(entry_format, kv_dim_must_equal_heads_times_head_dim_when_given) {
   test::scratch_dir dir;
   auto h = header_for("img", "model", storage_dtype::f16);

@@ -1,9 +1,11 @@
 """Mosaic's HF export against transformers 5 and against `mosaic serve`.
 
-Run by hf_export_test.sh, which exports builtin:tiny (LLaVA-1.5) and
+Run by hf_export_test.sh, which exports builtin:tiny (LLaVA-1.5),
 builtin:tiny-next (LLaVA-1.6: anyres, a Mistral decoder; run by
 LlavaNextForConditionalGeneration, each image's <image> count by its size)
-with `mosaic model init`,
+and builtin:tiny-qwen2vl / tiny-qwen25vl (Qwen2-VL / Qwen2.5-VL: dynamic
+resolution, M-RoPE, Qwen's tokenizer and chat template; run by
+Qwen2[_5]VLForConditionalGeneration) with `mosaic model init`,
 serves that directory with `mosaic serve --model DIR` and passes
 MOSAIC_MODEL_DIR, MOSAIC_BASE_URL and MOSAIC_API_KEY. Checks:
 
@@ -50,7 +52,13 @@ import torch
 import transformers
 from PIL import Image
 from transformers import (AutoProcessor, LlavaForConditionalGeneration,
-                          LlavaNextForConditionalGeneration)
+                          LlavaNextForConditionalGeneration, Qwen2_5_VLForConditionalGeneration,
+                          Qwen2VLForConditionalGeneration)
+
+MODEL_CLASSES = {"llava": LlavaForConditionalGeneration,
+                 "llava_next": LlavaNextForConditionalGeneration,
+                 "qwen2_vl": Qwen2VLForConditionalGeneration,
+                 "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration}
 
 TOL = 1e-4
 TOP = 20
@@ -146,8 +154,29 @@ def openai_messages(images):
 
 # -- the export as transformers 5 sees it ------------------------------------------------
 
+def check_export_qwen(model_dir, processor, cfg):
+    """Qwen2-VL / Qwen2.5-VL: Qwen's tokenizer, template and image processor."""
+    d = Path(model_dir)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.json",
+                 "preprocessor_config.json", "config.json", "model.safetensors"):
+        check((d / name).is_file(), f"export lacks {name}")
+    tok = processor.tokenizer
+    check(getattr(tok, "is_fast", False), f"tokenizer is not the tokenizers-backed one: {type(tok)}")
+    image_id = cfg["image_token_id"]
+    check(processor.image_token_id == image_id
+          and tok.convert_tokens_to_ids("<|image_pad|>") == image_id,
+          f"<|image_pad|> is not id {image_id} (image_token_id) in the processor/tokenizer")
+    ip = processor.image_processor
+    check(getattr(ip, "merge_size", 2) == cfg["vision_config"].get("spatial_merge_size", 2),
+          "the image processor's merge_size differs from config.json's")
+    return image_id, None  # slots by each image's size
+
+
 def check_export(model_dir, processor):
     d = Path(model_dir)
+    cfg = json.loads((d / "config.json").read_text())
+    if cfg["model_type"] in ("qwen2_vl", "qwen2_5_vl"):
+        return check_export_qwen(model_dir, processor, cfg)
     for name in ("tokenizer.json", "chat_template.json", "processor_config.json",
                  "preprocessor_config.json", "config.json", "model.safetensors"):
         check((d / name).is_file(), f"export lacks {name}")
@@ -244,8 +273,9 @@ def main():
     text = processor.apply_chat_template(hf_messages(images), add_generation_prompt=True,
                                          tokenize=False)
     hf_ids = enc["input_ids"][0].tolist()
-    check(enc["pixel_values"].shape[0] == len(images),
-          f"HF pixel_values has {enc['pixel_values'].shape[0]} images, expected {len(images)}")
+    n_images = (enc["image_grid_thw"].shape[0] if "image_grid_thw" in enc
+                else enc["pixel_values"].shape[0])  # Qwen: patch rows, one grid an image
+    check(n_images == len(images), f"HF's inputs hold {n_images} images, expected {len(images)}")
     anyres = slots is None
     if anyres:
         slot_text = "slots by size"
@@ -254,9 +284,9 @@ def main():
         check(hf_ids.count(image_id) == len(images) * slots,
               f"HF input_ids hold {hf_ids.count(image_id)} <image> slots, "
               f"expected {len(images)} x {slots}")
-    model_class = LlavaNextForConditionalGeneration if anyres else LlavaForConditionalGeneration
-    model = model_class.from_pretrained(model_dir, dtype=torch.float32).eval()
-    extra = {"image_sizes": enc["image_sizes"]} if anyres else {}
+    model_type = json.loads((Path(model_dir) / "config.json").read_text())["model_type"]
+    model = MODEL_CLASSES[model_type].from_pretrained(model_dir, dtype=torch.float32).eval()
+    extra = {k: enc[k] for k in ("image_sizes", "image_grid_thw") if k in enc}
     with torch.no_grad():
         out = model(input_ids=enc["input_ids"], pixel_values=enc["pixel_values"],
                     attention_mask=enc["attention_mask"], **extra)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs hf_export_test.py on builtin:tiny and builtin:tiny-next (LLaVA-1.6):
+# Runs hf_export_test.py on builtin:tiny, builtin:tiny-next (LLaVA-1.6),
+# builtin:tiny-qwen2vl and builtin:tiny-qwen25vl:
 # exports each as an HF directory with `mosaic model init --preset`, serves
 # that directory with `mosaic serve` on 127.0.0.1, and checks that
 # transformers 5 (AutoProcessor, Llava[Next]ForConditionalGeneration) loads
@@ -36,8 +37,8 @@ fi
 
 key="sk-hf-export-test-1"
 printf '%s hf\n' "$key" > "$work/keys"
-# LLaVA-1.5 (Llama), then LLaVA-1.6 (anyres, Mistral).
-for preset in tiny tiny-next; do
+# LLaVA-1.5 (Llama), LLaVA-1.6 (anyres, Mistral), Qwen2-VL, Qwen2.5-VL.
+for preset in tiny tiny-next tiny-qwen2vl tiny-qwen25vl; do
   echo "== builtin:$preset"
   "$mosaic" model init --preset "$preset" --out "$work/model-$preset" ||
     { echo "mosaic model init --preset $preset failed"; exit 1; }

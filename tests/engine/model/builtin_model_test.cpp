@@ -6,6 +6,8 @@
 #include <sstream>
 #include <thread>
 
+#include <algorithm>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -129,7 +131,7 @@ TEST(builtin_model, resolve_caches_and_survives_concurrent_first_use) {
 TEST(builtin_model, bad_specs_are_refused_with_a_fix) {
   auto r = resolve_model("builtin:huge");
   ASSERT_FALSE(r);
-  EXPECT_NE(r.err().message.find("tiny, small, tiny-next and small-next"), std::string::npos);
+  EXPECT_NE(r.err().message.find("tiny, small, tiny-next, small-next, tiny-qwen2vl"), std::string::npos);
   auto p = resolve_model("/nonexistent/model/dir");
   ASSERT_FALSE(p);
   EXPECT_EQ(p.err().code, errc::not_found);
@@ -175,6 +177,38 @@ TEST(builtin_model, next_presets_are_llava_1_6_with_a_mistral_decoder) {
   EXPECT_TRUE(validate_model_config(small));
   EXPECT_EQ(small.image_tokens(), 576 + 48 * 49);
   EXPECT_LT(small.image_tokens(), small.text.max_position_embeddings / 4);
+}
+
+TEST(builtin_model, qwen_presets_are_qwen2_vl_with_a_byte_level_bpe) {
+  for (const char* spec : {"builtin:tiny-qwen2vl", "builtin:tiny-qwen25vl"}) {
+    SCOPED_TRACE(spec);
+    auto dir = resolve_model(spec);
+    ASSERT_TRUE(dir) << dir.err().to_string();
+    auto cfg = load_model_config(*dir);
+    ASSERT_TRUE(cfg) << cfg.err().to_string();
+    EXPECT_TRUE(cfg->qwen_vl());
+    EXPECT_TRUE(cfg->text.mrope());
+    EXPECT_EQ(cfg->image_tokens(), 64);
+    auto w = model_weights::load(*dir, *cfg);
+    ASSERT_TRUE(w) << w.err().to_string();
+    EXPECT_NE(w->find("visual.merger.mlp.2.weight"), nullptr);
+    EXPECT_NE(w->find("language_model.model.layers.0.self_attn.q_proj.bias"), nullptr);
+    auto tok = tokenizer::load(*dir, *cfg);
+    ASSERT_TRUE(tok) << tok.err().to_string();
+    // Qwen2's layout: 256 bytes, 700 merges, then the 7 special tokens.
+    EXPECT_EQ(tok->vocab_size(), 256 + 700 + 7);
+    EXPECT_EQ(tok->image_token_id(), cfg->image_token_index);
+    const std::string text = "A red square, a blue circle: 42 shapes in one picture!";
+    const auto ids = tok->encode(text);
+    EXPECT_LT(ids.size(), text.size() / 2); // merges shorten common English
+    EXPECT_EQ(tok->decode(ids), text);
+    const auto prompt = tok->encode_prompt(tok->apply_chat_template({{"user", "<image>Hi"}}, true));
+    EXPECT_EQ(std::count(prompt.begin(), prompt.end(), cfg->image_token_index), 1);
+    EXPECT_EQ(prompt.front(), tok->encode("<|im_start|>").front());
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "chat_template.json",
+                          "preprocessor_config.json", "generation_config.json"})
+      EXPECT_TRUE(std::filesystem::exists(*dir / f)) << f;
+  }
 }
 
 } // namespace

@@ -175,6 +175,62 @@ TEST(model_config, llava_next_reads_its_grids_and_refuses_bad_ones) {
   EXPECT_FALSE(parse_model_config(j.dump()));
 }
 
+TEST(model_config, qwen_vl_reads_its_tower_m_rope_and_pixels_and_refuses_bad_ones) {
+  for (auto preset : {builtin_preset::small_qwen2vl, builtin_preset::small_qwen25vl}) {
+    const model_config q = builtin_config(preset);
+    ASSERT_TRUE(q.qwen_vl());
+    ASSERT_TRUE(validate_model_config(q));
+    // Written as transformers 4.49 writes it, read back the same.
+    const std::string pre = to_hf_preprocessor_json(q);
+    auto back = parse_model_config(to_hf_config_json(q), pre);
+    ASSERT_TRUE(back) << back.err().to_string();
+    EXPECT_EQ(back->model_type, q.model_type);
+    EXPECT_EQ(back->text.mrope_section, q.text.mrope_section);
+    EXPECT_TRUE(back->text.attention_bias);
+    EXPECT_EQ(back->vision.hidden_size, q.vision.hidden_size);
+    EXPECT_EQ(back->vision.intermediate_size, q.vision.intermediate_size);
+    EXPECT_EQ(back->vision.out_hidden_size, q.text.hidden_size);
+    EXPECT_EQ(back->vision.window_size, q.vision.window_size);
+    EXPECT_EQ(back->vision.fullatt_block_indexes, q.vision.fullatt_block_indexes);
+    EXPECT_EQ(back->vision.max_pixels, q.vision.max_pixels);
+    EXPECT_EQ(back->image_token_index, q.image_token_index);
+    EXPECT_EQ(back->vision_start_token_id, q.vision_start_token_id);
+    // Qwen's default max_pixels: up to 1,280 tokens; a 640 x 480 photo
+    // takes (476 / 28) x (644 / 28) = 17 x 23.
+    EXPECT_EQ(q.image_tokens(), 1280);
+    EXPECT_EQ(*q.image_tokens_for(480, 640), 17 * 23);
+    EXPECT_EQ(*q.image_token_grid(480, 640), (token_grid{1, 17, 23}));
+    EXPECT_FALSE(q.image_token_grid(10, 2400)); // an aspect over 200: HF refuses
+    // Refused, naming what is wrong.
+    auto refused = [&](const std::function<void(json&, json&)>& edit, const char* what) {
+      json j = json::parse(to_hf_config_json(q));
+      json p = json::parse(pre);
+      edit(j, p);
+      auto r = parse_model_config(j.dump(), p.dump());
+      EXPECT_FALSE(r) << what;
+      if (!r) {
+        EXPECT_NE(r.err().message.find(what), std::string::npos) << r.err().message;
+      }
+    };
+    refused([](json& j, json&) { j["rope_scaling"].erase("mrope_section"); }, "mrope_section");
+    refused([](json& j, json&) { j["rope_scaling"]["mrope_section"] = {8, 12, 11}; },
+            "mrope_section");
+    refused([](json& j, json&) { j["rope_scaling"]["type"] = "yarn"; }, "rope_scaling.type");
+    refused([](json& j, json&) { j["use_sliding_window"] = true; }, "use_sliding_window");
+    refused([](json& j, json&) { j["vision_config"]["num_heads"] = 3; }, "num_attention_heads");
+    refused([](json&, json& p) { p["max_pixels"] = 1000; }, "max_pixels");
+    refused([](json&, json& p) { p["merge_size"] = 4; }, "merge_size");
+    refused([](json& j, json&) { j["image_token_id"] = 1 << 22; }, "image_token_index");
+    if (q.qwen25_vl()) {
+      refused([](json& j, json&) { j["vision_config"]["fullatt_block_indexes"] = {1, 9}; },
+              "fullatt_block_indexes");
+    } else {
+      refused([](json& j, json&) { j["vision_config"]["hidden_size"] = 100; },
+              "decoder's hidden_size");
+    }
+  }
+}
+
 TEST(model_config, each_validation_error_names_the_key) {
   const json base = json::parse(to_hf_config_json(builtin_config(builtin_preset::tiny)));
   ASSERT_TRUE(parse_model_config(base.dump()));

@@ -229,6 +229,12 @@ status prepare(node_context& ctx, const wire::generate_request& req, pending_lin
     job.images.push_back(std::move(img));
   }
   const auto& tok = ctx.engine->tokenizer();
+  // Qwen2-VL: a prompt already in ChatML (the OpenAI front door renders
+  // whole conversations so) is used as it is; anything else is one user turn.
+  if (cfg.qwen_vl() && text.starts_with("<|im_start|>")) {
+    job.ids = tok.encode_prompt(text);
+    return {};
+  }
   auto chat = chat_prompt(tok, text, static_cast<int>(job.images.size()));
   if (!chat)
     return std::move(chat).err();

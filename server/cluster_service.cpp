@@ -58,6 +58,7 @@ cluster_service::cluster_service(actors::local_cluster& cluster, std::string mod
   info_.model = std::move(model);
   info_.context_length = cfg.text.context_length();
   info_.image_tokens = cfg.image_tokens();
+  info_.chatml = cfg.qwen_vl();
   if (cfg.variable_image_tokens())
     info_.image_tokens_for = [cfg](int height, int width) {
       return cfg.image_tokens_for(height, width);

@@ -42,6 +42,11 @@ struct service_info {
   /// The tokens of an image of height x width pixels, where they depend on
   /// its size (LLaVA-1.6); empty: every image takes image_tokens.
   std::function<result<int>(int height, int width)> image_tokens_for;
+  /// The model's chat format: false renders chat turns in LLaVA's
+  /// "USER: ... ASSISTANT:" format (the cluster wraps the last turn), true
+  /// renders the whole conversation in ChatML as Qwen2-VL's template does
+  /// (the cluster takes a prompt that starts with <|im_start|> as it is).
+  bool chatml = false;
 };
 
 /// Cluster-side numbers for /metrics (cumulative counters and gauges).

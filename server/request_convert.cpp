@@ -81,15 +81,23 @@ parse_result<wire::generate_request> to_generate_request(const chat_request& req
   out.kv_compression = req.mosaic.compression.value_or("");
   out.cache_salt = req.mosaic.cache_salt;
   int64_t image_tokens = 0;
-  // The last user turn is the one the cluster's template wraps; earlier
-  // turns are written out in the same template around it.
+  // LLaVA: the last user turn is the one the cluster's template wraps;
+  // earlier turns are written out in the same template around it. ChatML
+  // (Qwen2-VL): the whole conversation, as Qwen2-VL's chat template renders
+  // it (a default system message when the first is not one; each image's
+  // <|vision_start|>...<|vision_end|> comes from the tokenizer).
   bool first_turn = true;
   for (size_t m = 0; m < req.messages.size(); ++m) {
     const auto& turn = req.messages[m];
-    if (turn.role == "assistant")
+    if (info.chatml) {
+      if (m == 0 && turn.role != "system")
+        append_text(out, "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n");
+      append_text(out, "<|im_start|>" + turn.role + "\n");
+    } else if (turn.role == "assistant") {
       append_text(out, " ASSISTANT: ");
-    else if (turn.role == "user" && !first_turn)
+    } else if (turn.role == "user" && !first_turn) {
       append_text(out, " USER: ");
+    }
     if (turn.role != "system")
       first_turn = false;
     for (size_t p = 0; p < turn.content.size(); ++p) {
@@ -128,9 +136,13 @@ parse_result<wire::generate_request> to_generate_request(const chat_request& req
       }
       out.segments.emplace_back(wire::image_data_segment{part.image.bytes, header->mime});
     }
-    if (turn.role == "system")
+    if (info.chatml)
+      append_text(out, "<|im_end|>\n");
+    else if (turn.role == "system")
       append_text(out, "\n");
   }
+  if (info.chatml)
+    append_text(out, "<|im_start|>assistant\n");
   if (auto e = check_context(req.sampling.max_tokens, req.image_count(), image_tokens, info))
     return {std::nullopt, *e};
   return {std::move(out), {}};

@@ -154,6 +154,40 @@ def openai_messages(images):
 
 # -- the export as transformers 5 sees it ------------------------------------------------
 
+class QwenSteps:
+    """What Qwen2VLProcessor does for images, from the export's own parts:
+    the tokenizer's chat template, the image processor (PIL backend), each
+    <|image_pad|> repeated grid.prod() / merge**2 times, then the tokenizer."""
+
+    def __init__(self, model_dir):
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+        self.image_processor = transformers.AutoImageProcessor.from_pretrained(model_dir,
+                                                                               backend="pil")
+        self.image_token_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+
+    def apply_chat_template(self, messages, add_generation_prompt, tokenize, return_dict=False,
+                            return_tensors=None):
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                  tokenize=False)
+        if not tokenize:
+            return text
+        images = [part["image"] for m in messages if isinstance(m["content"], list)
+                  for part in m["content"] if part["type"] == "image"]
+        px = self.image_processor(images=images, return_tensors="pt")
+        merge = self.image_processor.merge_size ** 2
+        pieces = text.split("<|image_pad|>")
+        assert len(pieces) == len(images) + 1, "one <|image_pad|> per image"
+        expanded = pieces[0]
+        for grid, rest in zip(px["image_grid_thw"], pieces[1:]):
+            expanded += "<|image_pad|>" * int(grid.prod().item() // merge) + rest
+        ids = self.tokenizer(expanded, return_tensors="pt")
+        # transformers 5 computes M-RoPE from the tokens' types (1 = image).
+        types = (ids["input_ids"] == self.image_token_id).long()
+        return {"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"],
+                "pixel_values": px["pixel_values"], "image_grid_thw": px["image_grid_thw"],
+                "mm_token_type_ids": types}
+
+
 def check_export_qwen(model_dir, processor, cfg):
     """Qwen2-VL / Qwen2.5-VL: Qwen's tokenizer, template and image processor."""
     d = Path(model_dir)
@@ -263,9 +297,16 @@ def main():
     # backend="pil": Mosaic's preprocessing is Pillow's resample (see the
     # module docstring); transformers 5 would pick the torchvision backend
     # wherever torchvision is installed.
-    processor = AutoProcessor.from_pretrained(model_dir, backend="pil")
-    image_id, slots = check_export(model_dir, processor)
     images = make_images()
+    qwen = json.loads((Path(model_dir) / "config.json").read_text())["model_type"] in (
+        "qwen2_vl", "qwen2_5_vl")
+    if qwen:
+        # transformers 5's Qwen2VLProcessor needs a video processor, which
+        # needs torchvision: its three steps by hand instead.
+        processor = QwenSteps(model_dir)
+    else:
+        processor = AutoProcessor.from_pretrained(model_dir, backend="pil")
+    image_id, slots = check_export(model_dir, processor)
 
     # HF: processor-rendered and tokenised prompt, then the model's last logits.
     enc = processor.apply_chat_template(hf_messages(images), add_generation_prompt=True,
@@ -286,7 +327,7 @@ def main():
               f"expected {len(images)} x {slots}")
     model_type = json.loads((Path(model_dir) / "config.json").read_text())["model_type"]
     model = MODEL_CLASSES[model_type].from_pretrained(model_dir, dtype=torch.float32).eval()
-    extra = {k: enc[k] for k in ("image_sizes", "image_grid_thw") if k in enc}
+    extra = {k: enc[k] for k in ("image_sizes", "image_grid_thw", "mm_token_type_ids") if k in enc}
     with torch.no_grad():
         out = model(input_ids=enc["input_ids"], pixel_values=enc["pixel_values"],
                     attention_mask=enc["attention_mask"], **extra)

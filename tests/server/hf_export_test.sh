@@ -21,13 +21,17 @@ have_packages() {
   "$venv/bin/python" -c "
 import numpy, PIL, torch, transformers
 assert transformers.__version__ == '5.19.0', transformers.__version__
+assert PIL.__version__ == '11.1.0', PIL.__version__
 assert torch.__version__.split('+')[0] == '2.13.0', torch.__version__" 2>/dev/null
 }
 if [ ! -x "$venv/bin/python" ] || ! have_packages; then
   python3 -m venv "$venv" >/dev/null 2>&1 || { echo "SKIP: cannot create a venv"; exit 77; }
-  echo "installing torch 2.13.0 and transformers 5.19.0 into $venv"
+  # Pillow as tools/golden pins it: Pillow 13 resamples some images (the
+  # width growing while the height shrinks) vertical pass first, one 8-bit
+  # level away from Pillow <= 12 and from Mosaic.
+  echo "installing torch 2.13.0, transformers 5.19.0 and Pillow 11.1.0 into $venv"
   timeout 900 "$venv/bin/pip" install --quiet --progress-bar off \
-    torch==2.13.0 transformers==5.19.0 pillow numpy >"$venv.pip.log" 2>&1 ||
+    torch==2.13.0 transformers==5.19.0 pillow==11.1.0 numpy >"$venv.pip.log" 2>&1 ||
     { echo "SKIP: cannot install torch / transformers from PyPI (see $venv.pip.log)"; exit 77; }
   have_packages || { echo "the venv lacks the pinned packages after pip install (see $venv.pip.log)"; exit 1; }
 fi

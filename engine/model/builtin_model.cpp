@@ -44,7 +44,7 @@ bool is_qwen25(builtin_preset p) {
 /// Qwen presets: merges of the byte-level BPE, and its special tokens
 /// (Qwen2-VL's, after the vocabulary as in Qwen's own tokenizer).
 int bpe_merges(builtin_preset p) {
-  return is_tiny(p) ? 700 : 3700;
+  return is_tiny(p) ? 700 : 1500;
 }
 const std::vector<std::string>& qwen_specials() {
   static const std::vector<std::string> s{"<|endoftext|>",    "<|im_start|>",   "<|im_end|>",

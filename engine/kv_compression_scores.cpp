@@ -120,8 +120,17 @@ result<layer_scores> snapkv_scores(backend& be, const decoder_weights& w, kv_poo
   auto k_pos_d = upload_ints(be, plan.positions);
   const std::vector<int32_t> q_pos(plan.positions.begin() + first, plan.positions.end());
   auto q_pos_d = upload_ints(be, q_pos);
+  // M-RoPE (Qwen2-VL): the window's queries turn by their three rotary
+  // components, as the prefill turned them; q_pos stays the causal order.
+  std::vector<int32_t> q_rope;
+  if (!plan.rope_positions.empty())
+    for (size_t c = 0; c < 3; ++c)
+      q_rope.insert(q_rope.end(),
+                    plan.rope_positions.begin() + static_cast<std::ptrdiff_t>(c * n + first),
+                    plan.rope_positions.begin() + static_cast<std::ptrdiff_t>((c + 1) * n));
+  auto q_rope_d = upload_ints(be, q_rope);
   auto scratch = layer_scratch::allocate(be, cfg, W);
-  for (auto* r : {&hidden, &kbuf, &vbuf, &slots, &k_pos_d, &q_pos_d})
+  for (auto* r : {&hidden, &kbuf, &vbuf, &slots, &k_pos_d, &q_pos_d, &q_rope_d})
     if (!*r)
       return std::move(*r).err();
   if (!scratch)
@@ -152,7 +161,11 @@ result<layer_scores> snapkv_scores(backend& be, const decoder_weights& w, kv_poo
     gather_layer(be, pool.k_layer(l), *slots, kbuf->f32(), n, kv);
     gather_layer(be, pool.v_layer(l), *slots, vbuf->f32(), n, kv);
     project_qkv(be, cfg, lw, hidden->f32(), W, sc);
-    be.rope(sc.q.f32(), q_pos_d->i32(), W, cfg.num_heads, cfg.head_dim(), cfg.rope_theta);
+    if (q_rope.empty())
+      be.rope(sc.q.f32(), q_pos_d->i32(), W, cfg.num_heads, cfg.head_dim(), cfg.rope_theta);
+    else
+      be.rope_sectioned(sc.q.f32(), q_rope_d->i32(), W, cfg.num_heads, cfg.head_dim(),
+                        cfg.rope_theta, rope_sections{cfg.mrope_section, false});
     MOSAIC_TRY(be.download(q_host.data(), sc.q.f32(), sizeof(float) * q_host.size()));
     MOSAIC_TRY(be.download(k_host.data(), kbuf->f32(), sizeof(float) * k_host.size()));
     std::vector<float> score(static_cast<size_t>(n), 0.0f);

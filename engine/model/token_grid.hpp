@@ -4,6 +4,8 @@
 // model config (which computes it from an image's size) and the link plan
 // (which positions the tokens by it).
 
+#include <limits>
+
 namespace mosaic {
 
 /// An image's tokens as M-RoPE lays them out, t x rows x cols (Qwen2-VL:
@@ -12,7 +14,16 @@ struct token_grid {
   int t = 0;
   int rows = 0;
   int cols = 0;
-  long long count() const { return static_cast<long long>(t) * rows * cols; }
+  /// t * rows * cols; -1 when a side is negative or the product would not
+  /// fit (a grid read from a file or a message can hold anything).
+  long long count() const {
+    if (t < 0 || rows < 0 || cols < 0)
+      return -1;
+    const long long tr = static_cast<long long>(t) * rows; // < 2^62
+    if (cols > 0 && tr > std::numeric_limits<long long>::max() / cols)
+      return -1;
+    return tr * cols;
+  }
   friend bool operator==(const token_grid&, const token_grid&) = default;
 };
 

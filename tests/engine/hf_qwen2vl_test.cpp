@@ -436,6 +436,36 @@ TEST_P(hf_qwen_vl, cached_images_linked_at_new_places_turn_by_m_rope_as_the_pref
   EXPECT_EQ(argmax(linked.logits), g.greedy_tokens[0]);
 }
 
+TEST_P(hf_qwen_vl, every_policy_runs_under_m_rope_and_at_full_budget_equals_the_prefill) {
+  // Prompt 2: two images (14 and 4 tokens) between text, compiled alone.
+  const size_t p = 2;
+  const auto& g = fx_->prompts[p];
+  std::vector<std::vector<float>> emb;
+  std::vector<compiled_image> entries;
+  for (size_t i = 0; i < g.images.size(); ++i) {
+    emb.push_back(fx_->encode(g.images[i]));
+    auto c = compile_image(*fx_->be, *fx_->decoder, *fx_->pool, emb.back().data(),
+                           g.image_tokens[i], {}, 0, fx_->tokens_of(g.grids[i]));
+    ASSERT_TRUE(c) << c.err().to_string();
+    entries.push_back(std::move(*c));
+  }
+  const auto plain = fx_->run(fx_->make_prompt(p, emb), "full");
+  // Every image token recomputed at every layer: the prefill's logits.
+  for (const char* all : {"cacheblend:1.0", "vlcache:1.0", "mpic:64"}) {
+    const auto r = fx_->run(fx_->make_prompt(p, emb, &entries), all);
+    EXPECT_LE(max_rel_error(r.logits, plain.logits), rel_tolerance) << all;
+    EXPECT_EQ(r.rope_delta, g.rope_delta) << all;
+  }
+  // Partial budgets link the rest of each image (on images of 4 and 14
+  // tokens some recompute them whole).
+  for (const char* some : {"cacheblend:0.15", "vlcache:0.05", "mpic:2", "full_reuse"}) {
+    const auto r = fx_->run(fx_->make_prompt(p, emb, &entries), some);
+    ASSERT_EQ(r.logits.size(), plain.logits.size()) << some;
+    EXPECT_GE(argmax(r.logits), 0) << some; // finite logits
+    EXPECT_EQ(r.sequence.length(), plain.sequence.length()) << some;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(fixtures, hf_qwen_vl,
                          ::testing::Values("hf_tiny_qwen2vl", "hf_tiny_qwen25vl"),
                          [](const auto& info) { return std::string{info.param}; });

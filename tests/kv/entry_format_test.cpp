@@ -116,6 +116,11 @@ TEST(entry_format, an_m_rope_token_grid_is_stored_and_must_count_the_tokens) {
   EXPECT_FALSE(validate_header_fields(hdr));
   hdr.grid = {1, 2, 2};
   EXPECT_TRUE(validate_header_fields(hdr));
+  // Sides whose product overflows (fuzz_kv_entry found it): refused, no UB.
+  hdr.grid = {1 << 30, 1 << 30, 1 << 30};
+  EXPECT_FALSE(validate_header_fields(hdr));
+  hdr.grid = {-1, -2, 2};
+  EXPECT_FALSE(validate_header_fields(hdr));
 }
 
 TEST(entry_format, kv_dim_must_equal_heads_times_head_dim_when_given) {

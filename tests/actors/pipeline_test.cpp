@@ -348,6 +348,15 @@ TEST_F(pipeline_test, the_baselines_full_and_prefix_store_nothing_after_use) {
   EXPECT_EQ(cluster_->stats().stores, 0u) << "a baseline request stored its image";
 }
 
+/// A PNG of the LLaVA-1.6 goldens (images of several sizes).
+std::vector<uint8_t> next_png(const char* name) {
+  const char* data = std::getenv("MOSAIC_TEST_DATA");
+  std::ifstream in(std::filesystem::path(data != nullptr ? data : "tests/data") /
+                       "hf_tiny_llava_next" / "goldens" / name,
+                   std::ios::binary);
+  return std::vector<uint8_t>{std::istreambuf_iterator<char>(in), {}};
+}
+
 TEST(pipeline_anyres, images_of_different_sizes_are_served_by_bytes_and_by_key) {
   // builtin:tiny-next (LLaVA-1.6: anyres, Mistral): each image's token
   // count follows from its size, and an image named by key takes its
@@ -361,15 +370,8 @@ TEST(pipeline_anyres, images_of_different_sizes_are_served_by_bytes_and_by_key) 
   auto& cluster = **c;
   const auto& cfg = cluster.context().engine->config();
   ASSERT_TRUE(cfg.anyres());
-  auto png = [](const char* name) {
-    const char* data = std::getenv("MOSAIC_TEST_DATA");
-    std::ifstream in(std::filesystem::path(data != nullptr ? data : "tests/data") /
-                         "hf_tiny_llava_next" / "goldens" / name,
-                     std::ios::binary);
-    return std::vector<uint8_t>{std::istreambuf_iterator<char>(in), {}};
-  };
-  const auto wide = png("image_2.png"); // 200 x 61
-  const auto tall = png("image_1.png"); // 60 x 90
+  const auto wide = next_png("image_2.png"); // 200 x 61
+  const auto tall = next_png("image_1.png"); // 60 x 90
   ASSERT_FALSE(wide.empty());
   ASSERT_FALSE(tall.empty());
   auto up = cluster.upload("alice", wide);
@@ -415,15 +417,8 @@ TEST(pipeline_qwen_vl, m_rope_answers_equal_the_engine_by_bytes_by_key_and_linke
   // engine's own prefill and decode; an image linked from its library
   // entry (compiled alone from the M-RoPE origin, its grid stored with it)
   // with every token recomputed gives the same answer; by key = by bytes.
-  auto png = [](const char* name) {
-    const char* data = std::getenv("MOSAIC_TEST_DATA");
-    std::ifstream in(std::filesystem::path(data != nullptr ? data : "tests/data") /
-                         "hf_tiny_llava_next" / "goldens" / name,
-                     std::ios::binary);
-    return std::vector<uint8_t>{std::istreambuf_iterator<char>(in), {}};
-  };
-  const auto wide = png("image_2.png"); // 200 x 61: 14 tokens
-  const auto square = png("image_0.png"); // 96 x 72: 9 tokens
+  const auto wide = next_png("image_2.png");   // 200 x 61: 14 tokens
+  const auto square = next_png("image_0.png"); // 96 x 72: 9 tokens
   ASSERT_FALSE(wide.empty());
   ASSERT_FALSE(square.empty());
   for (const char* model : {"builtin:tiny-qwen2vl", "builtin:tiny-qwen25vl"}) {

@@ -132,6 +132,19 @@ struct qwen_fixture {
     EXPECT_TRUE(pr) << pr.err().to_string();
     return pr ? std::move(*pr) : prompt{};
   }
+  /// Prompt p's images encoded from their PNGs and each compiled alone
+  /// from the M-RoPE origin (as a KV library holds them).
+  void compile_images(size_t p, std::vector<std::vector<float>>& emb,
+                      std::vector<compiled_image>& entries) const {
+    const auto& g = prompts[p];
+    for (size_t i = 0; i < g.images.size(); ++i) {
+      emb.push_back(encode(g.images[i]));
+      auto c = compile_image(*be, *decoder, *pool, emb.back().data(), g.image_tokens[i], {}, 0,
+                             tokens_of(g.grids[i]));
+      ASSERT_TRUE(c) << c.err().to_string();
+      entries.push_back(std::move(*c));
+    }
+  }
   result<link_plan> plan(const prompt& pr, const char* policy) const {
     auto pol = parse_policy(policy);
     if (!pol)
@@ -390,13 +403,7 @@ TEST_P(hf_qwen_vl, cached_images_linked_at_new_places_turn_by_m_rope_as_the_pref
   const auto& g = fx_->prompts[p];
   std::vector<std::vector<float>> emb;
   std::vector<compiled_image> entries;
-  for (size_t i = 0; i < g.images.size(); ++i) {
-    emb.push_back(fx_->encode(g.images[i]));
-    auto c = compile_image(*fx_->be, *fx_->decoder, *fx_->pool, emb.back().data(),
-                           g.image_tokens[i], {}, 0, fx_->tokens_of(g.grids[i]));
-    ASSERT_TRUE(c) << c.err().to_string();
-    entries.push_back(std::move(*c));
-  }
+  ASSERT_NO_FATAL_FAILURE(fx_->compile_images(p, emb, entries));
   // Without its grid an M-RoPE image cannot be compiled.
   EXPECT_FALSE(
       compile_image(*fx_->be, *fx_->decoder, *fx_->pool, emb[0].data(), g.image_tokens[0]));
@@ -442,13 +449,7 @@ TEST_P(hf_qwen_vl, every_policy_runs_under_m_rope_and_at_full_budget_equals_the_
   const auto& g = fx_->prompts[p];
   std::vector<std::vector<float>> emb;
   std::vector<compiled_image> entries;
-  for (size_t i = 0; i < g.images.size(); ++i) {
-    emb.push_back(fx_->encode(g.images[i]));
-    auto c = compile_image(*fx_->be, *fx_->decoder, *fx_->pool, emb.back().data(),
-                           g.image_tokens[i], {}, 0, fx_->tokens_of(g.grids[i]));
-    ASSERT_TRUE(c) << c.err().to_string();
-    entries.push_back(std::move(*c));
-  }
+  ASSERT_NO_FATAL_FAILURE(fx_->compile_images(p, emb, entries));
   const auto plain = fx_->run(fx_->make_prompt(p, emb), "full");
   // Every image token recomputed at every layer: the prefill's logits.
   for (const char* all : {"cacheblend:1.0", "vlcache:1.0", "mpic:64"}) {

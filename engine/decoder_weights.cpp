@@ -16,13 +16,8 @@ result<decoder_weights> upload_decoder_weights(backend& be, const text_config& c
   const int64_t vocab = cfg.vocab_size;
   const std::string prefix = "language_model.model.";
 
-  auto up = [&](device_buffer& dst, const std::string& name,
-                std::initializer_list<int64_t> shape) -> status {
-    auto buf = upload_weight(be, lookup, name, shape);
-    if (!buf)
-      return std::move(buf).err();
-    dst = std::move(*buf);
-    return {};
+  auto up = [&](device_buffer& dst, std::string_view name, std::initializer_list<int64_t> shape) {
+    return upload_weight_into(dst, be, lookup, name, shape);
   };
 
   MOSAIC_TRY(up(w.embed_tokens, prefix + "embed_tokens.weight", {vocab, h}));

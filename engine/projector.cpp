@@ -15,13 +15,8 @@ result<projector> projector::create(backend& be, const model_config& cfg,
   if (in <= 0 || out <= 0)
     return make_error(errc::invalid_argument, "projector: hidden sizes must be positive");
   projector p{be, in, out, act == "gelu"};
-  auto up = [&](device_buffer& dst, std::string_view name,
-                std::initializer_list<int64_t> shape) -> status {
-    auto buf = upload_weight(be, lookup, name, shape);
-    if (!buf)
-      return std::move(buf).err();
-    dst = std::move(*buf);
-    return {};
+  auto up = [&](device_buffer& dst, std::string_view name, std::initializer_list<int64_t> shape) {
+    return upload_weight_into(dst, be, lookup, name, shape);
   };
   MOSAIC_TRY(up(p.w1_, "multi_modal_projector.linear_1.weight", {out, in}));
   MOSAIC_TRY(up(p.b1_, "multi_modal_projector.linear_1.bias", {out}));

@@ -29,13 +29,8 @@ result<qwen_vision> qwen_vision::create(backend& be, const model_config& cfg,
   const int64_t e = v.hidden_size;
   const int64_t inter = v.intermediate_size;
   const int64_t m2 = int64_t{v.spatial_merge_size} * v.spatial_merge_size;
-  auto up = [&](device_buffer& dst, const std::string& name,
-                std::initializer_list<int64_t> shape) -> status {
-    auto buf = upload_weight(be, lookup, name, shape);
-    if (!buf)
-      return std::move(buf).err();
-    dst = std::move(*buf);
-    return {};
+  auto up = [&](device_buffer& dst, std::string_view name, std::initializer_list<int64_t> shape) {
+    return upload_weight_into(dst, be, lookup, name, shape);
   };
   // The Conv3d weight [E, C, T, P, P] flattened is the [E, C*T*P*P]
   // matrix over preprocess_qwen2vl's rows (laid out channel, frame, y, x).

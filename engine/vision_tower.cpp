@@ -44,13 +44,8 @@ result<vision_tower> vision_tower::create(backend& be, const vision_config& cfg,
   vision_tower t{be, cfg};
   const int64_t hid = cfg.hidden_size;
   const int64_t inter = cfg.intermediate_size;
-  auto up = [&](device_buffer& dst, const std::string& name,
-                std::initializer_list<int64_t> shape) -> status {
-    auto buf = upload_weight(be, lookup, name, shape);
-    if (!buf)
-      return std::move(buf).err();
-    dst = std::move(*buf);
-    return {};
+  auto up = [&](device_buffer& dst, std::string_view name, std::initializer_list<int64_t> shape) {
+    return upload_weight_into(dst, be, lookup, name, shape);
   };
   // The conv weight [hidden, channels, patch, patch] is, flattened, the
   // [hidden, channels * patch * patch] matrix im2col_patches expects.

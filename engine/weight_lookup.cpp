@@ -40,4 +40,13 @@ result<device_buffer> upload_weight(backend& be, const weight_lookup& lookup, st
   return std::move(*buf);
 }
 
+status upload_weight_into(device_buffer& dst, backend& be, const weight_lookup& lookup,
+                          std::string_view name, std::initializer_list<int64_t> shape) {
+  auto buf = upload_weight(be, lookup, name, shape);
+  if (!buf)
+    return std::move(buf).err();
+  dst = std::move(*buf);
+  return {};
+}
+
 } // namespace mosaic

@@ -29,4 +29,8 @@ inline weight_lookup lookup_in(const model_weights& weights) {
 result<device_buffer> upload_weight(backend& be, const weight_lookup& lookup, std::string_view name,
                                     std::initializer_list<int64_t> shape);
 
+/// upload_weight into `dst` (for loaders that fill a struct of buffers).
+status upload_weight_into(device_buffer& dst, backend& be, const weight_lookup& lookup,
+                          std::string_view name, std::initializer_list<int64_t> shape);
+
 } // namespace mosaic

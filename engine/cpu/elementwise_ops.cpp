@@ -163,12 +163,12 @@ void layer_norm(thread_pool& pool, const float* x, const float* w, const float* 
 
 namespace {
 
-/// Fills `table` for `rows` rows of `components` position arrays, pair i
-/// turning by component comp[i] at frequency freq[i], unless it holds them.
+/// Fills `table` with the cos and sin of every (row, pair) for `rows` rows
+/// of positions (component c of row r at pos_in[c * pos_stride + r]),
+/// unless it holds them already (q and k of every layer share them).
 void fill_rope_table(thread_pool& pool, rope_table& table, const int32_t* pos_in, int rows,
-                     int pos_stride, int head_dim, float theta, const rope_sections& sections,
-                     int components, const std::vector<int>& comp,
-                     const std::vector<double>& freq) {
+                     int pos_stride, int head_dim, float theta, const rope_sections& sections) {
+  const int components = sections.components();
   const size_t n_pos = static_cast<size_t>(rows) * static_cast<size_t>(components);
   // Compact [components, rows] copy of the positions: the cache's key.
   std::vector<int32_t>& compact = table.staging;
@@ -186,7 +186,25 @@ void fill_rope_table(thread_pool& pool, rope_table& table, const int32_t* pos_in
                    std::equal(pos, pos + n_pos, table.positions.begin());
   if (hit)
     return;
+  // Pair i's component and frequency. The angle pos * freq is formed in
+  // double: in f32 a position of 32k would lose ~3 decimal digits of the
+  // angle before the sine.
   const int half = head_dim / 2;
+  std::vector<int> comp(static_cast<size_t>(half));
+  std::vector<double> freq(static_cast<size_t>(half));
+  for (int s = 0, i = 0, c = 0; s < 3; ++s) {
+    const int n = sections.size[static_cast<size_t>(s)];
+    if (n <= 0)
+      continue;
+    for (int j = 0; j < n; ++j, ++i) {
+      comp[static_cast<size_t>(i)] = c;
+      freq[static_cast<size_t>(i)] =
+          sections.restart
+              ? std::pow(static_cast<double>(theta), -static_cast<double>(j) / n)
+              : std::pow(static_cast<double>(theta), -2.0 * i / static_cast<double>(head_dim));
+    }
+    ++c;
+  }
   table.theta = theta;
   table.head_dim = head_dim;
   table.sections = sections;
@@ -196,14 +214,14 @@ void fill_rope_table(thread_pool& pool, rope_table& table, const int32_t* pos_in
   table.sin.resize(static_cast<size_t>(rows) * half);
   pos = table.positions.data();
   const double* f = freq.data();
-  const int* c = comp.data();
+  const int* cp = comp.data();
   float* cs = table.cos.data();
   float* sn = table.sin.data();
   pool.parallel_for(0, rows, row_grain(static_cast<int64_t>(half) * 64),
                     [=](int64_t lo, int64_t hi) {
                       for (int64_t r = lo; r < hi; ++r)
                         for (int i = 0; i < half; ++i) {
-                          const double p = static_cast<double>(pos[c[i] * int64_t{rows} + r]);
+                          const double p = static_cast<double>(pos[cp[i] * int64_t{rows} + r]);
                           const double angle = p * f[i];
                           cs[r * half + i] = static_cast<float>(std::cos(angle));
                           sn[r * half + i] = static_cast<float>(std::sin(angle));
@@ -242,28 +260,8 @@ void rope_sectioned(thread_pool& pool, rope_table& table, float* x, const int32_
   const int half = head_dim / 2;
   if (half == 0 || rows <= 0 || sections.pairs() != half)
     return;
-  // Pair i's component and frequency. The angle pos * freq is formed in
-  // double: in f32 a position of 32k would lose ~3 decimal digits of the
-  // angle before the sine.
-  std::vector<int> comp(static_cast<size_t>(half));
-  std::vector<double> freq(static_cast<size_t>(half));
-  int i = 0;
-  int c = 0;
-  for (int s = 0; s < 3; ++s) {
-    if (sections.size[static_cast<size_t>(s)] <= 0)
-      continue;
-    const int n = sections.size[static_cast<size_t>(s)];
-    for (int j = 0; j < n; ++j, ++i) {
-      comp[static_cast<size_t>(i)] = c;
-      freq[static_cast<size_t>(i)] =
-          sections.restart
-              ? std::pow(static_cast<double>(theta), -static_cast<double>(j) / n)
-              : std::pow(static_cast<double>(theta), -2.0 * i / static_cast<double>(head_dim));
-    }
-    ++c;
-  }
   fill_rope_table(pool, table, pos, rows, pos_stride > 0 ? pos_stride : rows, head_dim, theta,
-                  sections, c, comp, freq);
+                  sections);
   apply_rope_table(pool, table, x, rows, n_heads, head_dim, stride);
 }
 
